@@ -1,0 +1,48 @@
+# Tierone. `make run` serves the bundled pack on 127.0.0.1; `make test` passes the tests.
+# Both set up .venv on a fresh machine first.
+
+PYTHON ?= python3
+HOST ?= 127.0.0.1
+PORT ?= 8000
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.DEFAULT_GOAL := help
+.PHONY: help install run chat test lint eval bench clean
+
+help: ## Show the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -U pip
+	# The CPU build of PyTorch first: a plain requirement would pull a CUDA build of several GB.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Set up .venv with everything Tierone needs
+
+run: $(STAMP) ## Index the bundled runbooks and serve the API and chat on $(HOST):$(PORT)
+	$(BIN)/tierone index
+	$(BIN)/tierone serve --host $(HOST) --port $(PORT)
+
+chat: $(STAMP) ## Talk to the bot in this terminal
+	$(BIN)/tierone chat
+
+test: $(STAMP) ## Run the test suite
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP) ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+eval: $(STAMP) ## Play the bundled eval cases and write data/eval-report.json
+	$(BIN)/tierone eval --runbooks runbooks --cases eval/cases/bundled.jsonl --report data/eval-report.json
+
+bench: $(STAMP) ## Per-turn latency of the offline brain, in-process
+	$(BIN)/python bench/turns.py
+
+clean: ## Remove .venv and data/
+	rm -rf $(VENV) data
