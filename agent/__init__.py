@@ -1,0 +1,1 @@
+"""Tierone's resolver: state, graph, nodes, the policy boundary and the brains."""

@@ -1,0 +1,41 @@
+"""The brain interface shared by the offline brain and the LLM brain."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from agent.pack import Runbook
+from agent.state import Decision, Understanding
+
+
+@dataclass(frozen=True)
+class ReplyContext:
+    """What a reply may be written from: the decision, the runbook, tool results, SLA."""
+
+    decision: Decision
+    runbook: Runbook | None
+    step: int = 0
+    tool_message: str = ""
+    titles: dict[str, str] = field(default_factory=dict)
+    code_attempts_left: int = 0
+    handoff: dict[str, Any] | None = None
+    repeat: bool = False
+
+
+class Brain(Protocol):
+    """Understands a customer message and words the bot's reply."""
+
+    name: str
+
+    def understand(self, text: str, *, routing_text: str) -> Understanding:
+        """Read one message; ``routing_text`` is what routing should match (may add context)."""
+        ...
+
+    def reply(self, ctx: ReplyContext) -> str:
+        """Word the reply for a decision, from the runbook and tool results only."""
+        ...
+
+    def hypothesis(self, runbook: Runbook | None, reasons: list[str], tried: list[str], first_message: str) -> str:
+        """The working hypothesis handed to L2."""
+        ...

@@ -1,0 +1,258 @@
+"""The offline brain: embedding routing, pattern slots and sentiment, replies from templates.
+
+It needs no network and no LLM. Everything it says comes from the runbook, a tool's result, or
+the fixed sentences below.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from agent.brains.base import ReplyContext
+from agent.pack import Runbook
+from agent.state import Scored, Understanding
+from vectorstore.index import RunbookIndex
+
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_CODE = re.compile(r"(?<![\d@])(\d{3})[ -]?(\d{3})(?!\d)")
+_WORD = re.compile(r"[a-z']+")
+
+_YES = re.compile(
+    r"^\s*(?:y|yes|yep|yup|yeah|yea|ya|sure|correct|ok(?:ay)?|perfect|great|awesome|brilliant|excellent)\b"
+    r"|\b(?:it|that|this)\s+(?:worked|works|did it|did the trick|fixed it|helped)\b"
+    r"|\b(?:works|working)\s+(?:now|again|fine)\b|\ball (?:good|sorted|set|fixed)\b"
+    r"|\b(?:fixed|solved|sorted|resolved)\b(?!\?)|\bi(?:'m| am)\s+in\b|\bcan (?:sign|log) in now\b",
+    re.IGNORECASE,
+)
+_NO = re.compile(
+    r"^\s*(?:n|no|nope|nah|not really|negative)\b"
+    r"|\b(?:didn'?t|did not|doesn'?t|does not|don'?t|won'?t|can'?t|cannot|still (?:not|can'?t|doesn'?t|no))\b"
+    r"|\bnot (?:working|fixed|yet|solved)\b|\bno (?:luck|change|joy|difference)\b|\bsame (?:problem|issue|error)\b"
+    r"|\bstill\b",
+    re.IGNORECASE,
+)
+_HUMAN = re.compile(
+    r"\b(?:talk|speak|chat)\s+(?:to|with)\s+(?:a |an |some |the |your )?(?:real |actual |live )?"
+    r"(?:human|person|agent|someone|somebody|representative|rep|technician|tech|operator|engineer|people|staff)\b"
+    r"|\b(?:transfer|connect|put)\s+me\b.{0,20}\b(?:human|person|agent|someone|somebody|representative|technician)\b"
+    r"|\b(?:get|give)\s+me\s+(?:a |an )?(?:real |actual |live )?(?:human|person|agent|representative|technician)\b"
+    r"|\b(?:real|actual|live)\s+(?:human|person|agent|people)\b|\b(?:someone|somebody) real\b"
+    r"|\b(?:explain|describe) (?:this|it) to (?:a|an) (?:human|person)\b"
+    r"|^\s*(?:a\s+)?(?:human|agent|person|representative|operator)(?:\s+please)?[\s.!]*$"
+    r"|\b(?:want|need|like)\s+(?:a |an |to talk to a |to speak to a |to speak with a )?"
+    r"(?:human|person|agent|representative)\b"
+    r"|\bescalate (?:this|it|me)\b|\bno more bots?\b|\bstop the bot\b",
+    re.IGNORECASE,
+)
+_GREETING = re.compile(
+    r"^\s*(?:hi|hello|hey|hiya|good (?:morning|afternoon|evening)|greetings|yo)"
+    r"(?:\s+(?:there|team|all|support|again))?[\s!.,]*$",
+    re.IGNORECASE,
+)
+_THANKS = re.compile(
+    r"^\s*(?:(?:ok(?:ay)?|great|perfect|cool|awesome)[,!.\s]*)?(?:thanks?|thank you|thx|ty|cheers|much appreciated)"
+    r"(?:\s+(?:so much|a lot|again|very much))?[\s!.]*$",
+    re.IGNORECASE,
+)
+_URGENT = re.compile(r"\b(?:urgent(?:ly)?|asap|emergency|immediately|right now|deadline|critical)\b", re.I)
+_WIDE = re.compile(
+    r"\b(?:everyone|everybody|whole (?:team|office|company|department)|all (?:of us|users|staff)|nobody can)\b",
+    re.IGNORECASE,
+)
+
+# Sentiment: weights chosen so one strong sign of anger at the service, or two lesser signs,
+# reach the handoff threshold (-0.6 in the bundled policy.yaml); plain frustration does not.
+_PROFANITY = re.compile(
+    r"\b(?:f+u+c+k\w*|shit\w*|wtf|bullshit|crap|damn(?:ed|it)?|bloody|piss(?:ed)?|arse|ass(?:hole)?)\b", re.I
+)
+_ANGRY = re.compile(
+    r"\b(?:useless|pathetic|ridiculous|unacceptable|incompetent|worst|terrible|awful|horrible|"
+    r"disgrace(?:ful)?|joke|garbage|rubbish|furious|livid|outrageous|hate|stupid|idiot\w*|"
+    r"sick (?:and tired )?of|fed up|had enough|waste of (?:my )?time|absolute(?:ly)? (?:useless|joke))\b",
+    re.IGNORECASE,
+)
+_AT_US = re.compile(
+    r"\b(?:you|your|this is|this bot|bot|support|service|company|this chat|you guys|you people)\b", re.I
+)
+_WAITING = re.compile(
+    r"\b(?:waiting|waited|been trying)\b.{0,30}\b(?:hours?|days?|weeks?|forever|ages)\b"
+    r"|\bnobody (?:helps|answers|replies|cares)\b|\bno one (?:helps|answers|replies|cares)\b",
+    re.IGNORECASE,
+)
+# Having to come back again and again is anger, however politely it is put.
+_REPEAT = re.compile(
+    r"\b(?:third|fourth|fifth|\d+(?:rd|th)) time\b|\bhow many times\b|\bagain and again\b"
+    r"|\bkeep (?:having|needing) to\b",
+    re.IGNORECASE,
+)
+_POSITIVE = re.compile(r"\b(?:thanks?|thank you|great|perfect|appreciate|lovely|awesome)\b", re.I)
+
+
+def sentiment(text: str) -> float:
+    """Score a message from -1 (furious) to 1 (delighted) with a small, explainable lexicon."""
+    score = 0.0
+    score -= 0.7 * min(len(_PROFANITY.findall(text)), 2)
+    angry = len(_ANGRY.findall(text))
+    if angry:
+        score -= 0.45 + 0.25 * (min(angry, 3) - 1)
+        if _AT_US.search(text):
+            score -= 0.2
+    if _WAITING.search(text):
+        score -= 0.35
+    if _REPEAT.search(text):
+        score -= 0.3
+    letters = [c for c in text if c.isalpha()]
+    words = text.split()
+    if len(words) >= 3 and len(letters) >= 12 and sum(c.isupper() for c in letters) / len(letters) > 0.7:
+        score -= 0.35
+    if re.search(r"[!?]{3,}|!!", text):
+        score -= 0.2
+    score += 0.3 * min(len(_POSITIVE.findall(text)), 2)
+    return max(-1.0, min(1.0, round(score, 3)))
+
+
+def _routing_text(text: str) -> str:
+    # Addresses and codes say nothing about the problem; keep routing on the words.
+    return _CODE.sub(" ", _EMAIL.sub(" ", text)).strip()
+
+
+class OfflineBrain:
+    """Understands with embeddings and patterns; replies from the runbook and fixed templates."""
+
+    name = "offline"
+
+    def __init__(self, index: RunbookIndex, k: int = 5) -> None:
+        self._index = index
+        self._k = k
+
+    def understand(self, text: str, *, routing_text: str) -> Understanding:
+        """Route, extract slots and read sentiment of one message."""
+        query = _routing_text(routing_text)
+        candidates = (
+            [Scored(runbook_id=c.runbook_id, score=c.score) for c in self._index.query(query, self._k)]
+            if _WORD.search(query.lower())
+            else []
+        )
+        email = _EMAIL.search(text)
+        code = _CODE.search(text)
+        deny = bool(_NO.search(text))
+        return Understanding(
+            text=text,
+            candidates=candidates,
+            email=email.group(0) if email else None,
+            code="".join(code.groups()) if code else None,
+            affirm=bool(_YES.search(text)) and not deny,
+            deny=deny,
+            wants_human=bool(_HUMAN.search(text)),
+            greeting_only=bool(_GREETING.match(text)),
+            thanks_only=bool(_THANKS.match(text)),
+            sentiment=sentiment(text),
+            urgent=bool(_URGENT.search(text)),
+            wide_impact=bool(_WIDE.search(text)),
+        )
+
+    def reply(self, ctx: ReplyContext) -> str:
+        """Word the reply for the decision from fixed sentences, the runbook and tool results."""
+        d = ctx.decision
+        rb = ctx.runbook
+        if d.action == "greet":
+            return (
+                "Hi! I'm the support assistant. Tell me what's going wrong and I'll help you fix it. "
+                "You can ask for a person at any time."
+            )
+        if d.action == "clarify":
+            return (
+                "I want to be sure I help with the right thing. Could you tell me a little more: "
+                "what are you trying to do, and what happens instead?"
+            )
+        if d.action == "choose":
+            first, second = (ctx.titles.get(o, o) for o in d.options[:2])
+            return f'Just to be sure I pick the right fix: is this about "{first}" or "{second}"?'
+        if d.action == "ask_identity":
+            assert rb is not None
+            if ctx.repeat:
+                return (
+                    "I still need the email address of your account before I can change anything on it "
+                    "(for example name@company.com)."
+                )
+            return (
+                f"I can help with that ({rb.meta.title.lower()}). First I need to make sure the account "
+                "is yours: what's the email address on your account?"
+            )
+        if d.action == "ask_code":
+            if "code_mismatch" in d.reasons:
+                left = ctx.code_attempts_left
+                return (
+                    f"That code didn't match. Please check the newest message and type the code again "
+                    f"({left} {'try' if left == 1 else 'tries'} left)."
+                )
+            return ctx.tool_message or "Please type the 6-digit code I sent to the contact on your account."
+        if d.action == "present_step":
+            assert rb is not None
+            step = rb.steps[ctx.step]
+            lead = "That didn't do it, so let's try the next step. " if ctx.step > 0 else ""
+            done = f" {ctx.tool_message}" if ctx.tool_message and step.tool else ""
+            text = f"{lead}{step.text}{done}".strip()
+            return f"{text}\n\n{rb.check}"
+        if d.action == "reask_confirmation":
+            assert rb is not None
+            return f"Sorry, I didn't catch that. {rb.check} A yes or no is enough."
+        if d.action == "close_resolved":
+            return (
+                "Great, I'm glad that's working again! I've marked this as solved. "
+                "If anything else comes up, just write here."
+            )
+        if d.action == "acknowledge":
+            return "You're welcome! Is there anything else I can help with?"
+        if d.action == "handoff":
+            return self._handoff_reply(ctx)
+        if d.action == "relay":
+            return "Thanks, I've added that to your ticket so the technician sees it."
+        raise ValueError(f"the offline brain has no reply for action {d.action!r}")
+
+    def _handoff_reply(self, ctx: ReplyContext) -> str:
+        handoff = ctx.handoff or {}
+        reasons = set(ctx.decision.reasons)
+        rb = ctx.runbook
+        if "customer_requested_human" in reasons:
+            why = "Of course, I'm passing you to a support technician."
+        elif "tier2_runbook" in reasons and rb is not None:
+            why = f"This needs a support technician ({rb.meta.title.lower()}), so I'm passing it on now."
+        elif "no_runbook_fits" in reasons:
+            why = "That's not something I can solve here, so I'm passing it to a support technician."
+        elif "negative_sentiment" in reasons:
+            why = "I'm sorry this has been so frustrating. I'm passing you to a support technician now."
+        elif reasons & {"steps_exhausted", "step_failed"}:
+            why = "I'm sorry the steps didn't fix it. I'm passing this to a support technician."
+        elif "verification_failed" in reasons or "identity_not_provided" in reasons:
+            why = (
+                "I couldn't confirm the account, so I can't change anything on it from here. "
+                "A support technician will take over."
+            )
+        else:
+            why = "I'm passing this to a support technician."
+        parts = [why, "They'll see everything we've discussed, so you won't need to repeat yourself."]
+        due = handoff.get("first_response_due")
+        if due:
+            when = datetime.fromisoformat(due).strftime("%H:%M UTC on %a %d %b")
+            parts.append(
+                f"Your ticket is {handoff.get('packet_id')} (priority {handoff.get('priority')}); "
+                f"expect a first reply by {when}."
+            )
+        if rb is not None and rb.meta.tier == 2 and rb.steps:
+            advice = " ".join(s.text for s in rb.steps)
+            parts.append(f"Meanwhile: {advice}")
+        return " ".join(parts)
+
+    def hypothesis(self, runbook: Runbook | None, reasons: list[str], tried: list[str], first_message: str) -> str:
+        """A short working hypothesis for L2, from the runbook's notes and what was tried."""
+        if runbook is None:
+            return f'No runbook fits. The customer wrote: "{first_message[:300]}"'
+        lines = [f"Likely {runbook.meta.title.lower()} ({runbook.id})."]
+        if tried:
+            lines.append("Tried: " + "; ".join(tried) + ".")
+        if runbook.l2_notes:
+            lines.append(runbook.l2_notes)
+        lines.append("Handed off because: " + ", ".join(reasons) + ".")
+        return " ".join(lines)

@@ -1,0 +1,75 @@
+"""Errors a user of Tierone can meet, each saying what was wrong and what to do.
+
+TieroneError
+├── PackError                 a runbook pack cannot be loaded
+├── MessageRejected           a customer message was refused before it reached the bot
+├── ConversationNotFound      no conversation has that id
+├── PacketNotFound            no handoff packet has that id
+├── CaseFileError             an eval case file cannot be read
+└── ToolError                 a tool backend failed
+└── NotAuthorized         a tool was asked to act on an account it may not touch
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class TieroneError(Exception):
+    """Base class of every error Tierone raises on purpose."""
+
+
+@dataclass(frozen=True)
+class PackProblem:
+    """One problem in a runbook pack, named by file and field."""
+
+    file: str
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.field}: {self.message}"
+
+
+class PackError(TieroneError):
+    """The runbook pack has problems; ``problems`` lists every one."""
+
+    def __init__(self, problems: list[PackProblem]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  {p}" for p in problems)
+        super().__init__(
+            f"the runbook pack has {len(problems)} problem(s):\n{lines}\n"
+            "Fix them and run `tierone runbooks lint DIR` again."
+        )
+
+
+class MessageRejected(TieroneError):
+    """A message was refused; the text says why. Nothing was stored."""
+
+
+class ConversationNotFound(TieroneError):
+    """No conversation has the given id."""
+
+    def __init__(self, conversation_id: str) -> None:
+        self.conversation_id = conversation_id
+        super().__init__(f"no conversation has the id {conversation_id!r}; start a new one instead")
+
+
+class PacketNotFound(TieroneError):
+    """No handoff packet has the given id."""
+
+    def __init__(self, packet_id: str) -> None:
+        self.packet_id = packet_id
+        super().__init__(f"no handoff packet has the id {packet_id!r}; `tierone handoffs list` shows them")
+
+
+class CaseFileError(TieroneError):
+    """An eval case file is malformed; the text names the line or case."""
+
+
+class ToolError(TieroneError):
+    """A tool's backend failed; the conversation records it as a failed step."""
+
+
+class NotAuthorized(ToolError):
+    """A tool was asked to act on an account other than the verified customer's own."""

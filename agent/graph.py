@@ -1,0 +1,49 @@
+"""The LangGraph state machine: one run per customer message, checkpointed after every node.
+
+intake → understand → decide ─┬─ act ──→ decide (again, until it answers or hands off)
+├─ reply ──→ END
+└─ handoff → END
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+
+from agent import nodes
+from agent.deps import Deps
+from agent.state import ACTING, ConversationState
+
+
+def after_decide(state: ConversationState) -> Literal["act", "reply", "handoff"]:
+    """Acting decisions loop back through decide; the rest end the turn."""
+    action = state["decision"]["action"]
+    if action == "handoff":
+        return "handoff"
+    if action in ACTING:
+        return "act"
+    return "reply"
+
+
+def build_graph(
+    checkpointer: BaseCheckpointSaver[str] | None = None,
+) -> CompiledStateGraph[ConversationState, Deps, ConversationState, ConversationState]:
+    """Compile the resolver graph; pass a checkpointer to keep conversations across runs."""
+    graph = StateGraph(ConversationState, context_schema=Deps)
+    graph.add_node("intake", nodes.intake)
+    graph.add_node("understand", nodes.understand)
+    graph.add_node("decide", nodes.decide)
+    graph.add_node("act", nodes.act)
+    graph.add_node("reply", nodes.reply)
+    graph.add_node("handoff", nodes.handoff)
+    graph.add_edge(START, "intake")
+    graph.add_edge("intake", "understand")
+    graph.add_edge("understand", "decide")
+    graph.add_conditional_edges("decide", after_decide)
+    graph.add_edge("act", "decide")
+    graph.add_edge("reply", END)
+    graph.add_edge("handoff", END)
+    return graph.compile(checkpointer=checkpointer)

@@ -1,0 +1,179 @@
+"""The handoff packet L2 receives, and the durable queue that holds packets."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from agent.errors import PacketNotFound
+from agent.sqlite import connect
+
+PacketStatus = Literal["queued", "claimed", "resolved", "returned"]
+
+
+class CustomerState(BaseModel):
+    """Who the customer is, as far as the conversation established it."""
+
+    account_id: str | None = Field(None, description="Directory id; set only once verified")
+    email: str | None = Field(None, description="Address the customer gave (unverified unless `verified`)")
+    verified: bool = False
+    verified_at: datetime | None = None
+    account_state: dict[str, Any] | None = Field(None, description="The account as the tools last saw it")
+
+
+class CandidateScore(BaseModel):
+    """A runbook routing considered, with its score."""
+
+    runbook_id: str
+    score: float
+
+
+class Sla(BaseModel):
+    """Priority and due times, from policy.yaml's matrix."""
+
+    priority: Literal["P1", "P2", "P3", "P4"]
+    first_response_due: datetime
+    resolve_due: datetime
+
+
+class Attempt(BaseModel):
+    """One thing the bot tried: a step shown, or a tool call and what it returned."""
+
+    at: datetime
+    kind: Literal["step", "tool"]
+    step: int | None = None
+    tool: str | None = None
+    ok: bool | None = None
+    detail: str = ""
+    idempotency_key: str | None = None
+    result: dict[str, Any] = Field(default_factory=dict)
+
+
+class TranscriptLine(BaseModel):
+    """One message, PII-redacted."""
+
+    at: datetime
+    role: Literal["customer", "bot", "technician"]
+    text: str
+    channel: str = "chat"
+
+
+class Sentiment(BaseModel):
+    """How the customer feels, from the latest messages."""
+
+    score: float = Field(description="-1 furious .. 0 neutral .. 1 delighted")
+    label: Literal["angry", "frustrated", "neutral", "positive"]
+
+
+class HandoffPacket(BaseModel):
+    """Everything L2 needs so nobody asks the customer again."""
+
+    packet_id: str
+    conversation_id: str
+    channel: str
+    created_at: datetime
+    status: PacketStatus = "queued"
+    customer: CustomerState
+    category: str | None
+    runbook_id: str | None = Field(description="The runbook the bot settled on, if any")
+    runbook_candidates: list[CandidateScore]
+    sla: Sla
+    reason_codes: list[str]
+    attempts: list[Attempt]
+    hypothesis: str
+    summary: str
+    transcript: list[TranscriptLine]
+    sentiment: Sentiment
+
+
+def sentiment_label(score: float) -> Literal["angry", "frustrated", "neutral", "positive"]:
+    """Name a sentiment score."""
+    if score <= -0.6:
+        return "angry"
+    if score < -0.1:
+        return "frustrated"
+    if score > 0.2:
+        return "positive"
+    return "neutral"
+
+
+_SCHEMA = """CREATE TABLE IF NOT EXISTS handoffs (
+    packet_id TEXT PRIMARY KEY,
+    conversation_id TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    priority TEXT NOT NULL,
+    first_response_due TEXT NOT NULL,
+    status TEXT NOT NULL,
+    packet TEXT NOT NULL
+)"""
+
+
+class HandoffQueue:
+    """Packets in SQLite, written the moment they are created; ids make writes idempotent."""
+
+    def __init__(self, path: Path, clock: Callable[[], datetime]) -> None:
+        self.path = path
+        self._clock = clock
+        with connect(path) as conn:
+            conn.execute(_SCHEMA)
+            conn.execute("CREATE INDEX IF NOT EXISTS handoffs_due ON handoffs (status, first_response_due)")
+
+    def put(self, packet: HandoffPacket) -> bool:
+        """Store a packet; False when a packet with that id was already stored (a replay)."""
+        with connect(self.path) as conn:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO handoffs VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    packet.packet_id,
+                    packet.conversation_id,
+                    packet.created_at.isoformat(),
+                    packet.sla.priority,
+                    packet.sla.first_response_due.isoformat(),
+                    packet.status,
+                    packet.model_dump_json(),
+                ),
+            )
+            return cur.rowcount == 1
+
+    def get(self, packet_id: str) -> HandoffPacket:
+        """One packet by id."""
+        with connect(self.path) as conn:
+            row = conn.execute("SELECT packet, status FROM handoffs WHERE packet_id = ?", (packet_id,)).fetchone()
+        if row is None:
+            raise PacketNotFound(packet_id)
+        packet = HandoffPacket.model_validate_json(row["packet"])
+        return packet.model_copy(update={"status": row["status"]})
+
+    def packets(self, status: PacketStatus | None = "queued") -> list[HandoffPacket]:
+        """Packets, the most urgent first (first-response due time)."""
+        query = "SELECT packet, status FROM handoffs"
+        args: tuple[Any, ...] = ()
+        if status is not None:
+            query += " WHERE status = ?"
+            args = (status,)
+        with connect(self.path) as conn:
+            rows = conn.execute(query + " ORDER BY first_response_due, created_at", args).fetchall()
+        return [HandoffPacket.model_validate_json(r["packet"]).model_copy(update={"status": r["status"]}) for r in rows]
+
+    def for_conversation(self, conversation_id: str) -> list[HandoffPacket]:
+        """Packets of one conversation, oldest first."""
+        with connect(self.path) as conn:
+            rows = conn.execute(
+                "SELECT packet, status FROM handoffs WHERE conversation_id = ? ORDER BY created_at",
+                (conversation_id,),
+            ).fetchall()
+        return [HandoffPacket.model_validate_json(r["packet"]).model_copy(update={"status": r["status"]}) for r in rows]
+
+    def schema(self) -> dict[str, Any]:
+        """The packet's JSON Schema, for helpdesks that take packets."""
+        return HandoffPacket.model_json_schema()
+
+    @staticmethod
+    def dumps(packet: HandoffPacket) -> str:
+        """The packet as indented JSON."""
+        return json.dumps(packet.model_dump(mode="json"), indent=2)

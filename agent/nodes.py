@@ -1,0 +1,405 @@
+"""The graph's nodes: intake, understand, decide, act, reply, handoff."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from agent import policy as boundary
+from agent.brains.base import ReplyContext
+from agent.deps import Deps
+from agent.handoff import (
+    Attempt,
+    CandidateScore,
+    CustomerState,
+    HandoffPacket,
+    Sentiment,
+    Sla,
+    TranscriptLine,
+    sentiment_label,
+)
+from agent.pack import Impact, Pack, Urgency
+from agent.redact import redact
+from agent.state import ConversationState, Decision, Understanding
+from tools.base import VerifiedAccount
+
+Update = dict[str, Any]
+
+
+def _line(role: str, text: str, at: datetime, channel: str) -> dict[str, Any]:
+    return {"role": role, "text": redact(text), "at": at.isoformat(), "channel": channel}
+
+
+def _counters(state: ConversationState, **changes: int) -> dict[str, int]:
+    counters = dict(state.get("counters") or {})
+    for name, delta in changes.items():
+        counters[name] = counters.get(name, 0) + delta
+    return counters
+
+
+def intake(state: ConversationState, runtime: Runtime[Deps]) -> Update:
+    """Take the customer's message into the conversation."""
+    inbox = state["inbox"]
+    at = datetime.fromisoformat(inbox["at"])
+    update: Update = {
+        "turn": state.get("turn", 0) + 1,
+        "outgoing": [],
+        "consumed": False,
+        "transcript": [_line("customer", inbox["text"], at, state.get("channel", "chat"))],
+    }
+    if not state.get("stage"):
+        update |= {"stage": "triage", "step": 0, "counters": {}, "customer": {}, "context_text": ""}
+    return update
+
+
+def understand(state: ConversationState, runtime: Runtime[Deps]) -> Update:
+    """Let the brain read the message (routing with earlier triage context, slots, sentiment)."""
+    text = state["inbox"]["text"]
+    if state.get("stage") == "handed_off":
+        return {"understanding": Understanding(text=text).model_dump()}
+    context = state.get("context_text", "") if state.get("stage") in ("triage", "resolved") else ""
+    routing_text = f"{context} {text}".strip() if context else text
+    understanding = runtime.context.brain.understand(text, routing_text=routing_text)
+    return {"understanding": understanding.model_dump(), "sentiment": understanding.sentiment}
+
+
+def _runbook_facts(pack: Pack) -> dict[str, boundary.RunbookFacts]:
+    return {
+        rid: boundary.RunbookFacts(
+            id=rid,
+            tier=pack.effective_tier(rb),
+            verify=rb.meta.verify == "otp",
+            step_tools=tuple(step.tool for step in rb.steps),
+            escalate_if=tuple(rb.meta.escalate_if),
+        )
+        for rid, rb in pack.runbooks.items()
+    }
+
+
+def _verified(state: ConversationState, deps: Deps) -> VerifiedAccount | None:
+    """The conversation's verified account, while its verification has not expired."""
+    customer = state.get("customer") or {}
+    verified_at = customer.get("verified_at")
+    if not verified_at:
+        return None
+    return deps.toolbox.verified(
+        customer["account_id"], customer["email"], datetime.fromisoformat(verified_at), state["conversation_id"]
+    )
+
+
+def facts_of(state: ConversationState, deps: Deps) -> boundary.Facts:
+    """The policy's view of the conversation."""
+    started_at = state.get("started_at")
+    started = datetime.fromisoformat(started_at) if started_at else deps.clock()
+    last_tool = state.get("last_tool") or {}
+    return boundary.Facts(
+        stage=state.get("stage", "triage"),
+        understanding=Understanding.model_validate(state["understanding"]),
+        runbooks=_runbook_facts(deps.pack),
+        runbook_id=state.get("runbook_id"),
+        consumed=state.get("consumed", False),
+        verified=_verified(state, deps) is not None,
+        code_pending=state.get("stage") == "code",
+        step=state.get("step", 0),
+        step_tool_done=state.get("step_tool_done", False),
+        last_tool_ok=bool(last_tool.get("ok", True)),
+        counters=dict(state.get("counters") or {}),
+        elapsed_minutes=(deps.clock() - started).total_seconds() / 60,
+        customer_turns=state.get("turn", 1),
+    )
+
+
+def decide(state: ConversationState, runtime: Runtime[Deps]) -> Update:
+    """Apply the policy boundary to the latest understanding."""
+    deps = runtime.context
+    decision = boundary.decide(facts_of(state, deps), deps.pack.policy)
+    update: Update = {
+        "decision": decision.model_dump(),
+        "trace": [
+            {
+                "turn": state.get("turn", 0),
+                "at": deps.clock().isoformat(),
+                "action": decision.action,
+                "reasons": decision.reasons,
+                "runbook_id": decision.runbook_id,
+                "confidence": decision.confidence,
+            }
+        ],
+    }
+    understanding = state["understanding"]
+    if state.get("stage") in ("triage", "resolved") and understanding.get("candidates"):
+        update["candidates"] = understanding["candidates"]
+    chosen = decision.runbook_id or None
+    new_problem = state.get("stage") in ("triage", "resolved")
+    if chosen and (new_problem or chosen != state.get("runbook_id")):
+        update |= {
+            "runbook_id": chosen,
+            "confidence": decision.confidence,
+            "step": 0,
+            "step_tool_done": False,
+            "counters": {
+                k: v for k, v in (state.get("counters") or {}).items() if k not in ("step_failures", "unclear")
+            },
+        }
+        if decision.action != "handoff":
+            update["stage"] = "steps"
+    return update
+
+
+def act(state: ConversationState, runtime: Runtime[Deps]) -> Update:
+    """Carry out an acting decision: send or check a code, run a step's tool, or move on a step."""
+    deps = runtime.context
+    decision = Decision.model_validate(state["decision"])
+    understanding = Understanding.model_validate(state["understanding"])
+    cid = state["conversation_id"]
+    turn = state.get("turn", 0)
+    now = deps.clock()
+    customer = dict(state.get("customer") or {})
+    update: Update = {"consumed": True}
+
+    if decision.action == "send_code":
+        assert understanding.email is not None
+        key = f"{cid}:t{turn}:send_code"
+        result = deps.toolbox.send_code(understanding.email, conversation_id=cid, key=key)
+        customer |= {"email": understanding.email, "account_id": None, "verified_at": None}
+        update |= {
+            "customer": customer,
+            "stage": "code",
+            "last_tool": result.model_dump(),
+            "counters": {**(state.get("counters") or {}), "code_attempts": 0},
+            "attempts": [
+                Attempt(
+                    at=now,
+                    kind="tool",
+                    tool="send_code",
+                    ok=True,
+                    idempotency_key=key,
+                    detail="one-time code sent to the contact on file, if the account exists",
+                    result=result.data,
+                ).model_dump(mode="json")
+            ],
+        }
+    elif decision.action == "check_code":
+        assert understanding.code is not None
+        account = deps.toolbox.check_code(understanding.code, conversation_id=cid)
+        ok = account is not None
+        update["attempts"] = [
+            Attempt(
+                at=now,
+                kind="tool",
+                tool="verify_identity",
+                ok=ok,
+                detail="code matched" if ok else "code did not match",
+            ).model_dump(mode="json")
+        ]
+        if account is None:
+            update["counters"] = _counters(state, code_attempts=1)
+        else:
+            found = deps.toolbox.directory.get(account.account_id)
+            customer |= {
+                "account_id": account.account_id,
+                "email": account.email,
+                "verified_at": account.verified_at.isoformat(),
+                "account_state": found.model_dump() if found else None,
+            }
+            update |= {"customer": customer, "stage": "steps"}
+    elif decision.action == "run_tool":
+        pack_runbook = deps.pack.runbooks[state["runbook_id"] or ""]
+        step = state.get("step", 0)
+        tool = pack_runbook.steps[step].tool or ""
+        failures = (state.get("counters") or {}).get("step_failures", 0)
+        # Deterministic key: a replay after a crash finds the first run instead of acting again.
+        key = f"{cid}:t{turn}:s{step}:{tool}:a{failures}"
+        account = _verified(state, deps)
+        first_words = next((line["text"] for line in state.get("transcript", []) if line["role"] == "customer"), "")
+        result = deps.toolbox.run(
+            tool,
+            key=key,
+            conversation_id=cid,
+            account=account,
+            args={"text": understanding.text, "summary": f"{pack_runbook.meta.title}: {first_words}"},
+        )
+        update["last_tool"] = result.model_dump()
+        update["attempts"] = [
+            Attempt(
+                at=now,
+                kind="tool",
+                step=step,
+                tool=tool,
+                ok=result.ok,
+                idempotency_key=key,
+                detail=result.error or result.message,
+                result=result.data,
+            ).model_dump(mode="json")
+        ]
+        if result.ok:
+            update["step_tool_done"] = True
+            if account is not None:
+                found = deps.toolbox.directory.get(account.account_id)
+                customer["account_state"] = found.model_dump() if found else None
+                update["customer"] = customer
+        else:
+            update["counters"] = _counters(state, step_failures=1)
+    elif decision.action == "advance_step":
+        counters = {k: v for k, v in (state.get("counters") or {}).items() if k not in ("step_failures", "unclear")}
+        update |= {
+            "step": state.get("step", 0) + 1,
+            "step_tool_done": False,
+            "stage": "steps",
+            "counters": counters,
+            "last_tool": None,
+        }
+    else:
+        raise ValueError(f"act cannot carry out {decision.action!r}")
+    return update
+
+
+def _reply_context(state: ConversationState, deps: Deps, decision: Decision, **extra: Any) -> ReplyContext:
+    runbook = deps.pack.runbooks.get(state.get("runbook_id") or "") if state.get("runbook_id") else None
+    last_tool = state.get("last_tool") or {}
+    counters = state.get("counters") or {}
+    return ReplyContext(
+        decision=decision,
+        runbook=runbook,
+        step=state.get("step", 0),
+        tool_message=str(last_tool.get("message", "")) if last_tool.get("ok") else "",
+        titles={rid: rb.meta.title for rid, rb in deps.pack.runbooks.items()},
+        code_attempts_left=deps.pack.policy.limits.max_code_attempts - counters.get("code_attempts", 0),
+        **extra,
+    )
+
+
+def reply(state: ConversationState, runtime: Runtime[Deps]) -> Update:
+    """Word the bot's answer and move the conversation to the stage it leads to."""
+    deps = runtime.context
+    decision = Decision.model_validate(state["decision"])
+    now = deps.clock()
+    channel = state.get("channel", "chat")
+    update: Update = {}
+    action = decision.action
+    repeat = False
+
+    if action == "relay":
+        packets = deps.handoffs.for_conversation(state["conversation_id"])
+        # Once a technician has claimed the conversation, the bot stays silent.
+        if packets and packets[-1].status != "queued":
+            return {"outgoing": []}
+    elif action in ("clarify", "choose"):
+        update["counters"] = _counters(state, clarifications=1)
+        update["context_text"] = f"{state.get('context_text', '')} {state['inbox']['text']}".strip()
+    elif action == "ask_identity":
+        repeat = (state.get("counters") or {}).get("identity_asks", 0) > 0
+        update |= {"stage": "identity", "counters": _counters(state, identity_asks=1)}
+    elif action == "ask_code":
+        update["stage"] = "code"
+    elif action == "present_step":
+        update["stage"] = "confirm"
+        update["attempts"] = [
+            Attempt(at=now, kind="step", step=state.get("step", 0), detail="step shown to the customer").model_dump(
+                mode="json"
+            )
+        ]
+    elif action == "reask_confirmation":
+        update["counters"] = _counters(state, unclear=1)
+    elif action == "close_resolved":
+        update |= {
+            "stage": "resolved",
+            "resolution": "confirmed",
+            "context_text": "",
+            "counters": {},
+            "step": 0,
+            "step_tool_done": False,
+            "last_tool": None,
+        }
+    elif action in ("greet", "acknowledge"):
+        pass
+    else:
+        raise ValueError(f"reply cannot word {action!r}")
+
+    text = deps.brain.reply(_reply_context(state, deps, decision, repeat=repeat))
+    update |= {"outgoing": [text], "transcript": [_line("bot", text, now, channel)]}
+    return update
+
+
+def _priority(deps: Deps, state: ConversationState) -> tuple[str, datetime, datetime]:
+    pack = deps.pack
+    runbook = pack.runbooks.get(state.get("runbook_id") or "")
+    impact: Impact = runbook.meta.impact if runbook else "single_user"
+    urgency: Urgency = runbook.meta.urgency if runbook else "normal"
+    understanding = Understanding.model_validate(state["understanding"])
+    if understanding.wide_impact and impact == "single_user":
+        impact = "team"
+    if understanding.urgent and urgency != "high":
+        urgency = "high" if urgency == "normal" else "normal"
+    priority = pack.policy.priority(impact, urgency)
+    sla = pack.policy.sla[priority]
+    now = deps.clock()
+    return (priority, now + timedelta(minutes=sla.first_response_minutes), now + timedelta(minutes=sla.resolve_minutes))
+
+
+def handoff(state: ConversationState, runtime: Runtime[Deps]) -> Update:
+    """Write the handoff packet to the queue, then tell the customer what happens next."""
+    deps = runtime.context
+    decision = Decision.model_validate(state["decision"])
+    cid = state["conversation_id"]
+    now = deps.clock()
+    channel = state.get("channel", "chat")
+    runbook_id = decision.runbook_id or None
+    runbook = deps.pack.runbooks.get(runbook_id) if runbook_id else None
+    priority, first_due, resolve_due = _priority(deps, {**state, "runbook_id": runbook_id})
+    # The id depends on the conversation and turn only: a replayed turn finds the stored packet.
+    packet_id = "HO-" + hashlib.sha256(f"{cid}:{state.get('turn', 0)}".encode()).hexdigest()[:10].upper()
+    transcript = list(state.get("transcript", []))
+    attempts = list(state.get("attempts", []))
+    tried = [
+        f"{a.get('tool') or 'step ' + str((a.get('step') or 0) + 1)} ({'ok' if a.get('ok') else 'failed'})"
+        if a["kind"] == "tool"
+        else f"step {(a.get('step') or 0) + 1}"
+        for a in attempts
+    ]
+    first = next((line["text"] for line in transcript if line["role"] == "customer"), "")
+    customer = state.get("customer") or {}
+    score = float(state.get("sentiment", 0.0))
+    handoff_info = {
+        "packet_id": packet_id,
+        "priority": priority,
+        "reasons": decision.reasons,
+        "first_response_due": first_due.isoformat(),
+        "resolve_due": resolve_due.isoformat(),
+    }
+    ctx = _reply_context({**state, "runbook_id": runbook_id}, deps, decision, handoff=handoff_info)
+    text = deps.brain.reply(ctx)
+    packet = HandoffPacket(
+        packet_id=packet_id,
+        conversation_id=cid,
+        channel=channel,
+        created_at=now,
+        customer=CustomerState(
+            account_id=customer.get("account_id") if customer.get("verified_at") else None,
+            email=customer.get("email"),
+            verified=bool(customer.get("verified_at")),
+            verified_at=customer.get("verified_at"),
+            account_state=customer.get("account_state"),
+        ),
+        category=runbook.meta.category if runbook else None,
+        runbook_id=runbook_id,
+        runbook_candidates=[CandidateScore(**c) for c in state.get("candidates", [])],
+        sla=Sla(priority=priority, first_response_due=first_due, resolve_due=resolve_due),  # type: ignore[arg-type]
+        reason_codes=list(decision.reasons),
+        attempts=[Attempt.model_validate(a) for a in attempts],
+        hypothesis=deps.brain.hypothesis(runbook, list(decision.reasons), tried, first),
+        summary=first[:280],
+        transcript=[TranscriptLine.model_validate(line) for line in [*transcript, _line("bot", text, now, channel)]],
+        sentiment=Sentiment(score=score, label=sentiment_label(score)),
+    )
+    deps.handoffs.put(packet)
+    return {
+        "stage": "handed_off",
+        "runbook_id": runbook_id,
+        "handoff": handoff_info,
+        "outgoing": [text],
+        "transcript": [_line("bot", text, now, channel)],
+    }

@@ -1,0 +1,217 @@
+"""The boundary: one deterministic function decides what the bot does next, and why.
+
+An LLM brain may propose an understanding; this module disposes. Every decision carries reason
+codes, and every handoff names the boundary it crossed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from agent.pack import Policy
+from agent.state import Decision, ReasonCode, Stage, Understanding
+
+
+@dataclass(frozen=True)
+class RunbookFacts:
+    """What the policy needs to know of a runbook."""
+
+    id: str
+    tier: int  # effective tier: the runbook's, raised by its category
+    verify: bool
+    step_tools: tuple[str | None, ...]
+    escalate_if: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Facts:
+    """The conversation as the policy sees it when deciding."""
+
+    stage: Stage
+    understanding: Understanding
+    runbooks: dict[str, RunbookFacts]
+    runbook_id: str | None = None
+    consumed: bool = False  # the message was already acted on this turn
+    verified: bool = False
+    code_pending: bool = False
+    step: int = 0
+    step_tool_done: bool = False
+    last_tool_ok: bool = True
+    counters: dict[str, int] = field(default_factory=dict)
+    elapsed_minutes: float = 0.0
+    customer_turns: int = 1
+
+    def count(self, name: str) -> int:
+        """A counter's value (0 when never counted)."""
+        return self.counters.get(name, 0)
+
+
+def _handoff(reason: ReasonCode, facts: Facts, runbook_id: str | None = None) -> Decision:
+    top = facts.understanding.top
+    return Decision(
+        action="handoff",
+        reasons=[reason],
+        runbook_id=runbook_id if runbook_id is not None else facts.runbook_id,
+        confidence=top.score if top else 0.0,
+    )
+
+
+def _contains_phrase(text: str, phrases: list[str] | tuple[str, ...]) -> bool:
+    lowered = text.lower()
+    return any(re.search(rf"\b{re.escape(p.lower())}\b", lowered) for p in phrases)
+
+
+def _boundaries(facts: Facts, policy: Policy) -> Decision | None:
+    """Limits that apply to every new message, whatever the stage."""
+    u = facts.understanding
+    if u.wants_human:
+        return _handoff("customer_requested_human", facts)
+    if u.sentiment <= policy.handoff_sentiment:
+        return _handoff("negative_sentiment", facts)
+    if _contains_phrase(u.text, policy.escalation_keywords):
+        return _handoff("escalation_keyword", facts)
+    if facts.stage not in ("triage", "resolved"):
+        if facts.elapsed_minutes > policy.limits.max_conversation_minutes:
+            return _handoff("time_limit", facts)
+    if facts.customer_turns > policy.limits.max_customer_turns:
+        return _handoff("turn_limit", facts)
+    return None
+
+
+def _triage(facts: Facts, policy: Policy) -> Decision:
+    u = facts.understanding
+    limits = policy.limits
+    if u.greeting_only:
+        return Decision(action="greet", reasons=["greeting"])
+    if facts.stage == "resolved" and (u.thanks_only or u.affirm) and not u.deny:
+        return Decision(action="acknowledge", reasons=["closed_thanks"])
+    top = u.top
+    clarified = facts.count("clarifications")
+    if top is None or top.score < policy.routing.clarify_floor:
+        return _handoff("no_runbook_fits", facts, runbook_id="")
+    if top.score < policy.routing.min_score:
+        short = len(u.text.split()) <= policy.routing.clarify_max_words
+        if short and clarified < limits.max_clarifications:
+            return Decision(action="clarify", reasons=["low_confidence"], confidence=top.score)
+        return _handoff("no_runbook_fits", facts, runbook_id="")
+    if u.margin < policy.routing.min_margin:
+        second = u.candidates[1]
+        if clarified < limits.max_clarifications:
+            return Decision(
+                action="choose",
+                reasons=["ambiguous_runbooks"],
+                confidence=top.score,
+                options=[top.runbook_id, second.runbook_id],
+            )
+        # Asked once already; a wrong guess costs more than a person reading the transcript.
+        return _handoff("ambiguous_after_clarifying", facts, runbook_id=top.runbook_id)
+    return _start(top.runbook_id, top.score, facts, policy, "runbook_matched")
+
+
+def _start(runbook_id: str, score: float, facts: Facts, policy: Policy, reason: ReasonCode) -> Decision:
+    runbook = facts.runbooks[runbook_id]
+    if _contains_phrase(facts.understanding.text, runbook.escalate_if):
+        return _handoff("escalation_keyword", facts, runbook_id=runbook_id)
+    if runbook.tier >= 2:
+        return _handoff("tier2_runbook", facts, runbook_id=runbook_id)
+    fresh = Facts(
+        stage="steps",
+        understanding=facts.understanding,
+        runbooks=facts.runbooks,
+        runbook_id=runbook_id,
+        consumed=facts.consumed,
+        verified=facts.verified,
+        counters=facts.counters,
+        elapsed_minutes=facts.elapsed_minutes,
+        customer_turns=facts.customer_turns,
+    )
+    decision = _in_runbook(fresh, policy)
+    return decision.model_copy(
+        update={"runbook_id": runbook_id, "confidence": score, "reasons": [reason, *decision.reasons]}
+    )
+
+
+def _topic_change(facts: Facts, policy: Policy) -> Decision | None:
+    """A message that clearly fits another runbook starts that one (e.g. "actually it's my VPN")."""
+    u = facts.understanding
+    top = u.top
+    if (
+        top is None
+        or u.affirm
+        or u.deny
+        or u.email
+        or u.code
+        or top.runbook_id == facts.runbook_id
+        or top.score < policy.routing.min_score
+        or u.margin < policy.routing.min_margin
+    ):
+        return None
+    return _start(top.runbook_id, top.score, facts, policy, "topic_changed")
+
+
+def _in_runbook(facts: Facts, policy: Policy) -> Decision:
+    """Identity first when the runbook needs it, then the steps."""
+    assert facts.runbook_id is not None
+    runbook = facts.runbooks[facts.runbook_id]
+    u = facts.understanding
+    limits = policy.limits
+    rid = facts.runbook_id
+    if runbook.verify and not facts.verified:
+        if facts.stage == "code" or facts.code_pending:
+            if facts.consumed:
+                if facts.count("code_attempts") >= limits.max_code_attempts:
+                    return _handoff("verification_failed", facts)
+                reason: ReasonCode = "code_sent" if facts.count("code_attempts") == 0 else "code_mismatch"
+                return Decision(action="ask_code", reasons=[reason], runbook_id=rid)
+            if u.code:
+                return Decision(action="check_code", reasons=["code_entered"], runbook_id=rid)
+            if u.email:
+                return Decision(action="send_code", reasons=["identity_provided"], runbook_id=rid)
+            if facts.count("code_attempts") >= limits.max_code_attempts:
+                return _handoff("verification_failed", facts)
+            return Decision(action="ask_code", reasons=["code_sent"], runbook_id=rid)
+        if u.email and not facts.consumed:
+            return Decision(action="send_code", reasons=["identity_provided"], runbook_id=rid)
+        if facts.count("identity_asks") >= limits.max_identity_asks:
+            return _handoff("identity_not_provided", facts)
+        return Decision(action="ask_identity", reasons=["identity_required"], runbook_id=rid)
+
+    if facts.stage == "confirm" and not facts.consumed:
+        if u.deny:
+            if facts.step + 1 < len(runbook.step_tools):
+                return Decision(action="advance_step", reasons=["step_did_not_work"], runbook_id=rid)
+            return _handoff("steps_exhausted", facts)
+        if u.affirm:
+            return Decision(action="close_resolved", reasons=["customer_confirmed"], runbook_id=rid)
+        if facts.count("unclear") >= limits.max_unclear_answers:
+            return _handoff("unclear_response", facts)
+        return Decision(action="reask_confirmation", reasons=["unclear_answer"], runbook_id=rid)
+
+    tool = runbook.step_tools[facts.step] if facts.step < len(runbook.step_tools) else None
+    if tool and not facts.step_tool_done:
+        if facts.count("step_failures") >= limits.max_step_failures:
+            return _handoff("step_failed", facts)
+        return Decision(action="run_tool", reasons=["step_tool"], runbook_id=rid)
+    return Decision(action="present_step", reasons=["step_presented"], runbook_id=rid)
+
+
+def decide(facts: Facts, policy: Policy) -> Decision:
+    """Decide the next action for a conversation: answer, ask, verify, act or hand off."""
+    if facts.stage == "handed_off":
+        return Decision(action="relay", reasons=["relayed_to_l2"], runbook_id=facts.runbook_id)
+    if not facts.consumed:
+        boundary = _boundaries(facts, policy)
+        if boundary is not None:
+            return boundary
+        current = facts.runbooks.get(facts.runbook_id or "")
+        if current and facts.stage not in ("triage", "resolved"):
+            if _contains_phrase(facts.understanding.text, current.escalate_if):
+                return _handoff("escalation_keyword", facts)
+    if facts.stage in ("triage", "resolved") or facts.runbook_id is None:
+        return _triage(facts, policy)
+    if not facts.consumed and facts.stage in ("identity", "confirm"):
+        switched = _topic_change(facts, policy)
+        if switched is not None:
+            return switched
+    return _in_runbook(facts, policy)

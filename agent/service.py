@@ -1,0 +1,247 @@
+"""The resolver service: conversations in, replies out, one locked graph run per message."""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import threading
+import time
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, cast
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.sqlite import SqliteSaver
+
+from agent.brains.offline import OfflineBrain
+from agent.deps import Deps, utc_now
+from agent.errors import ConversationNotFound, MessageRejected
+from agent.graph import build_graph
+from agent.handoff import HandoffQueue
+from agent.pack import Pack, load_pack
+from agent.settings import Settings
+from agent.sqlite import connect
+from agent.state import ConversationState
+from tools.actions import Toolbox
+from tools.ledger import Ledger
+from tools.outbox import FileOutbox
+from tools.sqlite_backend import SqliteDirectory
+from vectorstore.embeddings import Embedder, MiniLMEmbedder
+from vectorstore.index import RunbookIndex, open_client
+
+CHANNELS = ("chat", "api", "email")
+
+
+def validate_message(text: object, max_chars: int) -> str:
+    """Return the message if a person could have meant it; raise MessageRejected saying why not."""
+    if not isinstance(text, str):
+        raise MessageRejected("the message must be text")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise MessageRejected(f"the message is not valid UTF-8 text (bad character at position {exc.start})") from exc
+    if not text.strip():
+        raise MessageRejected("the message is empty; write what you need help with")
+    if len(text) > max_chars:
+        raise MessageRejected(f"the message is {len(text):,} characters long; the limit is {max_chars:,}")
+    for i, ch in enumerate(text):
+        if ch not in "\n\r\t" and unicodedata.category(ch) == "Cc":
+            raise MessageRejected(f"the message contains a control character (U+{ord(ch):04X}) at position {i}")
+    return text.strip()
+
+
+@dataclass(frozen=True)
+class TurnResult:
+    """What one customer message produced."""
+
+    conversation_id: str
+    replies: list[str]
+    stage: str
+    runbook_id: str | None
+    confidence: float
+    reasons: list[str]
+    handoff: dict[str, Any] | None
+    latency_ms: float
+    resumed: list[str] = field(default_factory=list)
+
+
+class Conversations:
+    """The register of conversations that exist (ids, channel, customer hint)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        with connect(path) as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS conversations (conversation_id TEXT PRIMARY KEY,"
+                " channel TEXT NOT NULL, created_at TEXT NOT NULL)"
+            )
+
+    def add(self, conversation_id: str, channel: str, at: datetime) -> None:
+        """Register a new conversation."""
+        with connect(self.path) as conn:
+            conn.execute("INSERT INTO conversations VALUES (?, ?, ?)", (conversation_id, channel, at.isoformat()))
+
+    def get(self, conversation_id: str) -> dict[str, Any]:
+        """A conversation's record; ConversationNotFound when there is none."""
+        with connect(self.path) as conn:
+            row = conn.execute("SELECT * FROM conversations WHERE conversation_id = ?", (conversation_id,)).fetchone()
+        if row is None:
+            raise ConversationNotFound(conversation_id)
+        return dict(row)
+
+    def ids(self) -> list[str]:
+        """Every conversation id, oldest first."""
+        with connect(self.path) as conn:
+            return [r[0] for r in conn.execute("SELECT conversation_id FROM conversations ORDER BY created_at")]
+
+
+class Resolver:
+    """Runs conversations through the graph; one message at a time per conversation."""
+
+    def __init__(
+        self,
+        deps: Deps,
+        checkpointer: BaseCheckpointSaver[str],
+        conversations: Conversations,
+        *,
+        max_message_chars: int = 8000,
+    ) -> None:
+        self.deps = deps
+        self.graph = build_graph(checkpointer)
+        self.conversations = conversations
+        self.max_message_chars = max_message_chars
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def _lock(self, conversation_id: str) -> threading.Lock:
+        # LangGraph does not serialise two runs of one thread: this does.
+        with self._locks_guard:
+            return self._locks.setdefault(conversation_id, threading.Lock())
+
+    @staticmethod
+    def _config(conversation_id: str) -> RunnableConfig:
+        return {"configurable": {"thread_id": conversation_id}, "recursion_limit": 40}
+
+    def start(self, channel: str = "chat") -> str:
+        """Open a new conversation and return its id."""
+        if channel not in CHANNELS:
+            raise MessageRejected(f"unknown channel {channel!r}; use one of {', '.join(CHANNELS)}")
+        conversation_id = "c_" + secrets.token_urlsafe(12)
+        self.conversations.add(conversation_id, channel, self.deps.clock())
+        return conversation_id
+
+    def _finish_interrupted(self, conversation_id: str) -> list[str]:
+        """Complete a turn a crash cut short; its tool calls replay from the ledger, not again."""
+        config = self._config(conversation_id)
+        snapshot = self.graph.get_state(config)
+        if not snapshot.next:
+            return []
+        values = self.graph.invoke(None, config, context=self.deps, durability="sync")
+        return list(values.get("outgoing", []))
+
+    def send(self, conversation_id: str, text: object) -> TurnResult:
+        """Take one customer message and return the bot's replies."""
+        record = self.conversations.get(conversation_id)
+        message = validate_message(text, self.max_message_chars)
+        with self._lock(conversation_id):
+            started = time.perf_counter()
+            resumed = self._finish_interrupted(conversation_id)
+            config = self._config(conversation_id)
+            inputs: dict[str, Any] = {
+                "inbox": {"text": message, "at": self.deps.clock().isoformat()},
+                "conversation_id": conversation_id,
+                "channel": record["channel"],
+            }
+            if not self.graph.get_state(config).values:
+                inputs["started_at"] = self.deps.clock().isoformat()
+            values = self.graph.invoke(cast(ConversationState, inputs), config, context=self.deps, durability="sync")
+            elapsed = (time.perf_counter() - started) * 1000
+        decision = values.get("decision") or {}
+        return TurnResult(
+            conversation_id=conversation_id,
+            replies=list(values.get("outgoing", [])),
+            stage=values.get("stage", "triage"),
+            runbook_id=values.get("runbook_id"),
+            confidence=float(values.get("confidence", 0.0)),
+            reasons=list(decision.get("reasons", [])),
+            handoff=values.get("handoff"),
+            latency_ms=elapsed,
+            resumed=resumed,
+        )
+
+    def recover(self) -> list[str]:
+        """Finish every turn that a stopped process left half-done; return their ids."""
+        finished = []
+        for conversation_id in self.conversations.ids():
+            with self._lock(conversation_id):
+                if self._finish_interrupted(conversation_id):
+                    finished.append(conversation_id)
+        return finished
+
+    def view(self, conversation_id: str) -> dict[str, Any]:
+        """A conversation's state (transcript, stage, runbook, handoff)."""
+        self.conversations.get(conversation_id)
+        values = dict(self.graph.get_state(self._config(conversation_id)).values)
+        values.pop("inbox", None)
+        return values
+
+
+def open_sqlite_checkpointer(path: Path) -> SqliteSaver:
+    """A LangGraph checkpointer on a SQLite file, usable from the server's worker threads."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, check_same_thread=False, timeout=10)
+    conn.execute("PRAGMA journal_mode=WAL")
+    return SqliteSaver(conn)
+
+
+@dataclass
+class Runtime:
+    """Everything a process opens once: the pack, the index, the brain, the resolver."""
+
+    settings: Settings
+    pack: Pack
+    index: RunbookIndex
+    resolver: Resolver
+    outbox: FileOutbox
+    ledger: Ledger
+    directory: SqliteDirectory
+
+
+def open_runtime(
+    settings: Settings,
+    *,
+    embedder: Embedder | None = None,
+    clock: Callable[[], datetime] = utc_now,
+    checkpointer: BaseCheckpointSaver[str] | None = None,
+    index: RunbookIndex | None = None,
+) -> Runtime:
+    """Load the pack, sync the Chroma index, open the stores and build the resolver."""
+    if index is None:
+        pack = load_pack(settings.runbooks)
+        index = RunbookIndex(open_client(settings.chroma_dir), pack, embedder or MiniLMEmbedder())
+        index.sync()
+    pack = index.pack
+    directory = SqliteDirectory(settings.desk_db, clock)
+    ledger = Ledger(settings.desk_db, clock)
+    outbox = FileOutbox(settings.outbox_dir, clock)
+    toolbox = Toolbox(directory=directory, status_page=directory, outbox=outbox, ledger=ledger, clock=clock)
+    deps = Deps(
+        pack=pack,
+        brain=OfflineBrain(index),
+        toolbox=toolbox,
+        handoffs=HandoffQueue(settings.desk_db, clock),
+        clock=clock,
+    )
+    resolver = Resolver(
+        deps,
+        checkpointer or open_sqlite_checkpointer(settings.conversations_db),
+        Conversations(settings.desk_db),
+        max_message_chars=settings.max_message_chars,
+    )
+    return Runtime(
+        settings=settings, pack=pack, index=index, resolver=resolver, outbox=outbox, ledger=ledger, directory=directory
+    )

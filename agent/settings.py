@@ -1,0 +1,50 @@
+"""Settings, read from the environment (prefix ``TIERONE_``) and ``.env`` in one place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+BUNDLED_RUNBOOKS = Path(__file__).resolve().parent.parent / "runbooks"
+
+
+class Settings(BaseSettings):
+    """Everything Tierone reads from its environment; nothing else reads it."""
+
+    model_config = SettingsConfigDict(env_prefix="TIERONE_", env_file=".env", extra="ignore")
+
+    brain: Literal["offline", "llm"] = "offline"
+    llm_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("TIERONE_LLM_BASE_URL", "OPENAI_BASE_URL")
+    )
+    llm_api_key: str | None = Field(
+        default=None, validation_alias=AliasChoices("TIERONE_LLM_API_KEY", "OPENAI_API_KEY")
+    )
+    llm_model: str = "gpt-4.1-mini"
+    data_dir: Path = Path("data")
+    runbooks: Path = BUNDLED_RUNBOOKS
+    # Longest customer message accepted, in characters.
+    max_message_chars: int = 8000
+
+    @property
+    def conversations_db(self) -> Path:
+        """SQLite file holding LangGraph checkpoints (conversation state)."""
+        return self.data_dir / "conversations.sqlite"
+
+    @property
+    def desk_db(self) -> Path:
+        """SQLite file holding the directory, audit log, tool runs and handoff queue."""
+        return self.data_dir / "tierone.sqlite"
+
+    @property
+    def chroma_dir(self) -> Path:
+        """Folder of the persistent Chroma index."""
+        return self.data_dir / "chroma"
+
+    @property
+    def outbox_dir(self) -> Path:
+        """Folder where the embedded backend delivers mail (one-time codes, links)."""
+        return self.data_dir / "outbox"

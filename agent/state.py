@@ -1,0 +1,155 @@
+"""The conversation's typed state, and the models that flow between nodes."""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, Any, Literal, TypedDict
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Stage = Literal["triage", "identity", "code", "steps", "confirm", "resolved", "handed_off"]
+
+Action = Literal[
+    "greet",  # a bare greeting: ask what is wrong
+    "clarify",  # not sure enough: ask the customer to say more
+    "choose",  # two runbooks fit almost equally: ask which one
+    "ask_identity",  # ask for the email address on the account
+    "send_code",  # send a one-time code to the contact on file        (acts)
+    "ask_code",  # ask for the code that was sent
+    "check_code",  # check the code the customer typed                  (acts)
+    "run_tool",  # run the current step's tool                        (acts)
+    "present_step",  # say the current step and ask the check question
+    "advance_step",  # the step did not work: move to the next one        (acts)
+    "reask_confirmation",  # the answer was neither yes nor no
+    "close_resolved",  # the customer confirmed it worked
+    "acknowledge",  # thanks after the conversation closed
+    "handoff",  # a person takes over
+    "relay",  # already with a person: pass the message on
+]
+
+# Actions that change state or call a tool; the graph decides again after each one.
+ACTING: frozenset[str] = frozenset({"send_code", "check_code", "run_tool", "advance_step"})
+
+ReasonCode = Literal[
+    # decisions that keep the conversation with the bot
+    "greeting",
+    "low_confidence",
+    "ambiguous_runbooks",
+    "runbook_matched",
+    "topic_changed",
+    "identity_required",
+    "identity_provided",
+    "code_sent",
+    "code_entered",
+    "code_mismatch",
+    "verified",
+    "step_tool",
+    "step_presented",
+    "step_did_not_work",
+    "unclear_answer",
+    "customer_confirmed",
+    "closed_thanks",
+    "relayed_to_l2",
+    # handoff reasons
+    "no_runbook_fits",
+    "tier2_runbook",
+    "customer_requested_human",
+    "negative_sentiment",
+    "escalation_keyword",
+    "steps_exhausted",
+    "verification_failed",
+    "identity_not_provided",
+    "step_failed",
+    "time_limit",
+    "turn_limit",
+    "unclear_response",
+    "ambiguous_after_clarifying",
+]
+
+
+class Scored(BaseModel):
+    """A runbook candidate and its routing score."""
+
+    model_config = ConfigDict(frozen=True)
+
+    runbook_id: str
+    score: float
+
+
+class Understanding(BaseModel):
+    """What the brain read in one customer message. The policy decides what to do with it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    text: str
+    candidates: list[Scored] = Field(default_factory=list)
+    email: str | None = None
+    code: str | None = None
+    affirm: bool = False
+    deny: bool = False
+    wants_human: bool = False
+    greeting_only: bool = False
+    thanks_only: bool = False
+    # -1 furious .. 0 neutral .. 1 delighted
+    sentiment: float = 0.0
+    urgent: bool = False
+    wide_impact: bool = False
+
+    @property
+    def top(self) -> Scored | None:
+        """The best candidate, if any."""
+        return self.candidates[0] if self.candidates else None
+
+    @property
+    def margin(self) -> float:
+        """Lead of the best candidate over the second (1.0 when there is only one)."""
+        if len(self.candidates) < 2:
+            return 1.0
+        return self.candidates[0].score - self.candidates[1].score
+
+
+class Decision(BaseModel):
+    """What the policy decided, and why: every decision carries its reason codes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    action: Action
+    reasons: list[ReasonCode]
+    runbook_id: str | None = None
+    confidence: float = 0.0
+    # For "choose": the runbooks offered.
+    options: list[str] = Field(default_factory=list)
+
+
+class ConversationState(TypedDict, total=False):
+    """Everything one conversation holds; checkpointed after every node.
+
+    Values are plain JSON-like data (models are dumped) so a checkpoint reads back the same in
+    any process.
+    """
+
+    conversation_id: str
+    channel: str
+    started_at: str
+    inbox: dict[str, Any]  # this turn's customer message: {"text", "at"}
+    turn: int
+    stage: Stage
+    runbook_id: str | None
+    confidence: float
+    candidates: list[dict[str, Any]]
+    context_text: str  # earlier messages of an unresolved triage
+    step: int
+    step_tool_done: bool
+    customer: dict[str, Any]  # email, account_id, verified_at, account_state
+    counters: dict[str, int]
+    understanding: dict[str, Any]
+    decision: dict[str, Any]
+    consumed: bool  # this turn's message already acted on
+    last_tool: dict[str, Any] | None
+    outgoing: list[str]  # the bot's replies in this turn
+    sentiment: float
+    resolution: str | None  # "confirmed" once the customer said it worked
+    handoff: dict[str, Any] | None  # packet id, reasons, SLA of the handoff
+    transcript: Annotated[list[dict[str, Any]], operator.add]
+    attempts: Annotated[list[dict[str, Any]], operator.add]
+    trace: Annotated[list[dict[str, Any]], operator.add]

@@ -1,0 +1,260 @@
+"""The `tierone` command: serve, chat, index, runbooks lint, handoffs, eval."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from agent.errors import TieroneError
+from agent.settings import Settings
+
+app = typer.Typer(help="Tierone: a Tier-1 support resolver with structured L2 handoffs.", no_args_is_help=True)
+runbooks_app = typer.Typer(help="Work with runbook packs.", no_args_is_help=True)
+handoffs_app = typer.Typer(help="Read the L2 handoff queue.", no_args_is_help=True)
+eval_app = typer.Typer(help="Play eval cases through the graph and report.")
+app.add_typer(runbooks_app, name="runbooks")
+app.add_typer(handoffs_app, name="handoffs")
+app.add_typer(eval_app, name="eval")
+
+console = Console()
+err = Console(stderr=True)
+
+RunbooksOpt = Annotated[Path | None, typer.Option("--runbooks", help="Runbook pack folder (default: bundled).")]
+
+
+def _settings(runbooks: Path | None = None) -> Settings:
+    settings = Settings()
+    return settings.model_copy(update={"runbooks": runbooks}) if runbooks else settings
+
+
+def _fail(exc: Exception) -> None:
+    err.print(f"[red]error:[/red] {exc}", highlight=False)
+    raise typer.Exit(2)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    runbooks: RunbooksOpt = None,
+) -> None:
+    """Serve the API and web chat (GET /healthz answers 200 once ready)."""
+    import uvicorn
+
+    from server import create_app
+
+    uvicorn.run(create_app(_settings(runbooks)), host=host, port=port, log_level="info")
+
+
+@app.command()
+def index(runbooks: RunbooksOpt = None) -> None:
+    """Build or update the routing index of a pack (only changed runbooks are re-embedded)."""
+    from agent.pack import load_pack
+    from vectorstore.embeddings import MiniLMEmbedder
+    from vectorstore.index import RunbookIndex, open_client
+
+    settings = _settings(runbooks)
+    try:
+        pack = load_pack(settings.runbooks)
+    except TieroneError as exc:
+        _fail(exc)
+    report = RunbookIndex(open_client(settings.chroma_dir), pack, MiniLMEmbedder()).sync()
+    console.print(
+        f"indexed {settings.runbooks}: {len(report.added)} added, {len(report.updated)} updated, "
+        f"{len(report.removed)} removed, {report.unchanged} unchanged"
+    )
+
+
+@app.command()
+def chat(runbooks: RunbooksOpt = None) -> None:
+    """Talk to the bot in the terminal; demo mail (one-time codes) is shown as it is sent."""
+    from agent.service import open_runtime
+
+    settings = _settings(runbooks)
+    try:
+        runtime = open_runtime(settings)
+    except TieroneError as exc:
+        _fail(exc)
+    resolver = runtime.resolver
+    conversation_id = resolver.start("chat")
+    console.print(f"[dim]conversation {conversation_id} · type 'quit' to leave[/dim]")
+    seen = len(runtime.outbox.messages(conversation_id))
+    while True:
+        try:
+            text = console.input("[bold cyan]you>[/bold cyan] ")
+        except (EOFError, KeyboardInterrupt):
+            break
+        if text.strip().lower() in ("quit", "exit"):
+            break
+        try:
+            result = resolver.send(conversation_id, text)
+        except TieroneError as exc:
+            err.print(f"[red]{exc}[/red]")
+            continue
+        for line in result.replies:
+            console.print(f"[bold green]bot>[/bold green] {line}", highlight=False)
+        mail = runtime.outbox.messages(conversation_id)
+        for message in mail[seen:]:
+            console.print(f"[dim]  (mail to {message['to']}: {message['body']})[/dim]", highlight=False)
+        seen = len(mail)
+        if result.handoff and not result.replies:
+            console.print("[dim]  (passed to the technician)[/dim]")
+
+
+@runbooks_app.command("lint")
+def runbooks_lint(folder: Annotated[Path, typer.Argument(help="Runbook pack folder.")]) -> None:
+    """Check a pack; name every problem with its file and field."""
+    from agent.pack import lint_pack
+
+    pack, problems = lint_pack(folder)
+    for problem in problems:
+        console.print(f"[red]{problem.file}[/red]: [bold]{problem.field}[/bold]: {problem.message}", highlight=False)
+    if pack is None:
+        console.print(f"{len(problems)} problem(s) in {folder}")
+        raise typer.Exit(1)
+    console.print(f"ok: {len(pack.runbooks)} runbooks in {folder}, policy.yaml valid")
+
+
+@runbooks_app.command("calibrate")
+def runbooks_calibrate(
+    folder: Annotated[Path, typer.Argument(help="Runbook pack folder.")],
+    target_recall: Annotated[float, typer.Option(help="Share of 'nothing fits' probes to hand off.")] = 0.8,
+) -> None:
+    """Suggest routing thresholds for a pack from its own examples (leave-one-out)."""
+    from agent.pack import load_pack
+    from eval.calibrate import probes, recommend, sweep
+    from vectorstore.embeddings import MiniLMEmbedder
+
+    try:
+        pack = load_pack(folder)
+    except TieroneError as exc:
+        _fail(exc)
+    settings = sweep(probes(pack, MiniLMEmbedder()))
+    best = recommend(settings, target_recall)
+    table = Table(title=f"Leave-one-out sweep of {folder} (margin {best.min_margin})")
+    for column in ("min_score", "known routed right", "unknown handed off"):
+        table.add_column(column, justify="right")
+    for s in settings:
+        if s.min_margin == best.min_margin and round(s.min_score * 100) % 5 == 0:
+            table.add_row(f"{s.min_score:.2f}", f"{s.known_accuracy:.3f}", f"{s.unknown_recall:.3f}")
+    console.print(table)
+    console.print(
+        f"suggested: routing.min_score {best.min_score:.2f}, routing.min_margin {best.min_margin:.2f} "
+        f"(known {best.known_accuracy:.3f}, unknown handed off {best.unknown_recall:.3f}; "
+        f"current {pack.policy.routing.min_score:.2f} / {pack.policy.routing.min_margin:.2f})"
+    )
+
+
+@handoffs_app.command("list")
+def handoffs_list(
+    status: Annotated[str, typer.Option(help="queued, claimed, resolved, returned or all.")] = "queued",
+) -> None:
+    """The handoff queue, most urgent first."""
+    from agent.deps import utc_now
+    from agent.handoff import HandoffQueue
+
+    settings = _settings()
+    queue = HandoffQueue(settings.desk_db, utc_now)
+    packets = queue.packets(None if status == "all" else status)  # type: ignore[arg-type]
+    table = Table(title=f"Handoffs ({status})")
+    for column in ("packet", "priority", "first reply due", "runbook", "reasons", "customer", "summary"):
+        table.add_column(column)
+    for p in packets:
+        table.add_row(
+            p.packet_id,
+            p.sla.priority,
+            p.sla.first_response_due.strftime("%Y-%m-%d %H:%M"),
+            p.runbook_id or "-",
+            ", ".join(p.reason_codes),
+            ("verified " if p.customer.verified else "") + (p.customer.email or "-"),
+            p.summary[:60],
+        )
+    console.print(table)
+
+
+@handoffs_app.command("show")
+def handoffs_show(packet_id: str) -> None:
+    """One packet, as JSON."""
+    from agent.deps import utc_now
+    from agent.handoff import HandoffQueue
+
+    queue = HandoffQueue(_settings().desk_db, utc_now)
+    try:
+        packet = queue.get(packet_id)
+    except TieroneError as exc:
+        _fail(exc)
+    console.print_json(HandoffQueue.dumps(packet))
+
+
+@handoffs_app.command("schema")
+def handoffs_schema() -> None:
+    """Print the handoff packet's JSON Schema."""
+    from agent.handoff import HandoffPacket
+
+    sys.stdout.write(json.dumps(HandoffPacket.model_json_schema(), indent=2) + "\n")
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    table = Table(title="Eval summary")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in summary.items():
+        table.add_row(key, "-" if value is None else str(value))
+    console.print(table)
+
+
+@eval_app.callback(invoke_without_command=True)
+def eval_run(
+    ctx: typer.Context,
+    cases: Annotated[Path, typer.Option("--cases", help="Case file (.jsonl or .yaml).")] = Path(
+        "eval/cases/bundled.jsonl"
+    ),
+    runbooks: RunbooksOpt = None,
+    report: Annotated[Path | None, typer.Option("--report", help="Write the JSON report here.")] = None,
+) -> None:
+    """Play every case through the graph, print a summary, write the report."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from eval.cases import load_cases
+    from eval.harness import run_eval
+
+    settings = _settings(runbooks)
+    try:
+        loaded = load_cases(cases)
+        result = run_eval(settings.runbooks, loaded)
+    except TieroneError as exc:
+        _fail(exc)
+    failed = [row for row in result["cases"] if not row["passed"]]
+    if failed:
+        table = Table(title=f"Failing cases ({len(failed)})")
+        for column in ("case", "handoff", "runbook", "confidence", "what went wrong"):
+            table.add_column(column)
+        for row in failed:
+            table.add_row(
+                row["id"],
+                str(row["handoff"]),
+                str(row["runbook"]),
+                f"{row['confidence']:.2f}",
+                "; ".join(row["failures"]),
+            )
+        console.print(table)
+    _print_summary(result["summary"])
+    if report:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps(result, indent=2), encoding="utf-8")
+        console.print(f"report written to {report}")
+
+
+def main() -> None:
+    """Entry point of the `tierone` command."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

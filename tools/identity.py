@@ -1,0 +1,89 @@
+"""Identity verification: a one-time code sent to the contact on file, checked in the chat."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from tools.base import Directory, Outbox, ToolResult, VerifiedAccount, make_verified
+from tools.ledger import Ledger
+
+CODE_TTL = timedelta(minutes=10)
+# The same words whether or not the address has an account, so the chat reveals nothing.
+CODE_SENT = (
+    "If {email} belongs to an account, I've just sent a 6-digit code to the contact on file. "
+    "Please type the code here; it expires in 10 minutes."
+)
+
+
+def _hash(conversation_id: str, code: str) -> str:
+    return hashlib.sha256(f"{conversation_id}:{code}".encode()).hexdigest()
+
+
+def send_code(
+    email: str,
+    *,
+    conversation_id: str,
+    key: str,
+    directory: Directory,
+    outbox: Outbox,
+    ledger: Ledger,
+    clock: Callable[[], datetime],
+) -> ToolResult:
+    """Send a one-time code to the contact on file of the account with this email, if any."""
+    done = ledger.finished(key)
+    if done is not None:
+        return ToolResult.model_validate({**done, "replayed": True})
+    account = directory.find_by_email(email)
+    ledger.start(key, conversation_id, "send_code", account.account_id if account else None)
+    if account is not None:
+        code = f"{secrets.randbelow(1_000_000):06d}"
+        ledger.put_code(conversation_id, account.account_id, _hash(conversation_id, code), clock() + CODE_TTL)
+        # The code goes to the address on file, never to an address typed in the chat.
+        outbox.deliver(
+            account.email,
+            "Your Tierone support verification code",
+            f"Your verification code is {code}. It expires in 10 minutes. "
+            "If you did not ask for it, ignore this message.",
+            conversation_id=conversation_id,
+        )
+    else:
+        ledger.drop_code(conversation_id)
+    result = ToolResult(
+        tool="send_code",
+        ok=True,
+        message=CODE_SENT.format(email=email),
+        data={"account_found": account is not None},
+        idempotency_key=key,
+    )
+    ledger.finish(
+        key, conversation_id, "send_code", account.account_id if account else None, result.model_dump(), ok=True
+    )
+    return result
+
+
+def check_code(
+    code: str,
+    *,
+    conversation_id: str,
+    directory: Directory,
+    ledger: Ledger,
+    clock: Callable[[], datetime],
+) -> VerifiedAccount | None:
+    """Return the verified account when the code matches this conversation's pending code."""
+    pending = ledger.take_code_attempt(conversation_id)
+    if pending is None or pending["account_id"] is None:
+        return None
+    if clock() > datetime.fromisoformat(pending["expires_at"]):
+        ledger.drop_code(conversation_id)
+        return None
+    if not hmac.compare_digest(pending["code_hash"], _hash(conversation_id, code.strip())):
+        return None
+    ledger.drop_code(conversation_id)
+    account = directory.get(pending["account_id"])
+    if account is None:
+        return None
+    return make_verified(account.account_id, account.email, clock(), conversation_id)

@@ -1,0 +1,122 @@
+"""The tool ledger: idempotency records, the audit log and pending one-time codes, in SQLite."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from agent.sqlite import connect
+
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS tool_runs (
+        key TEXT PRIMARY KEY,
+        conversation_id TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        account_id TEXT,
+        status TEXT NOT NULL,
+        result TEXT,
+        started_at TEXT NOT NULL,
+        finished_at TEXT
+    )""",
+    """CREATE TABLE IF NOT EXISTS audit (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        conversation_id TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        account_id TEXT,
+        key TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT ''
+    )""",
+    """CREATE TABLE IF NOT EXISTS codes (
+        conversation_id TEXT PRIMARY KEY,
+        account_id TEXT,
+        code_hash TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0
+    )""",
+]
+
+
+class Ledger:
+    """Records every tool run before and after it acts, so a replay never acts twice."""
+
+    def __init__(self, path: Path, clock: Callable[[], datetime]) -> None:
+        self.path = path
+        self._clock = clock
+        with connect(path) as conn:
+            for statement in _SCHEMA:
+                conn.execute(statement)
+
+    def finished(self, key: str) -> dict[str, Any] | None:
+        """The stored result of a run that finished under this key, or None."""
+        with connect(self.path) as conn:
+            row = conn.execute("SELECT result FROM tool_runs WHERE key = ? AND status = 'done'", (key,)).fetchone()
+        return json.loads(row["result"]) if row else None
+
+    def start(self, key: str, conversation_id: str, tool: str, account_id: str | None) -> None:
+        """Record the intent to run before acting (kept if the process dies mid-action)."""
+        with connect(self.path) as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO tool_runs (key, conversation_id, tool, account_id, status, started_at)"
+                " VALUES (?, ?, ?, ?, 'started', ?)",
+                (key, conversation_id, tool, account_id, self._clock().isoformat()),
+            )
+
+    def finish(
+        self,
+        key: str,
+        conversation_id: str,
+        tool: str,
+        account_id: str | None,
+        result: dict[str, Any],
+        *,
+        ok: bool,
+        detail: str = "",
+    ) -> None:
+        """Store the run's result and append the audit record, in one transaction."""
+        now = self._clock().isoformat()
+        with connect(self.path) as conn:
+            conn.execute(
+                "UPDATE tool_runs SET status = ?, result = ?, finished_at = ? WHERE key = ?",
+                ("done" if ok else "failed", json.dumps(result), now, key),
+            )
+            conn.execute(
+                "INSERT INTO audit (at, conversation_id, tool, account_id, key, outcome, detail)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (now, conversation_id, tool, account_id, key, "ok" if ok else "failed", detail),
+            )
+
+    def audit(self, conversation_id: str | None = None) -> list[dict[str, Any]]:
+        """Audit records, oldest first, optionally for one conversation."""
+        query = "SELECT * FROM audit"
+        args: tuple[Any, ...] = ()
+        if conversation_id is not None:
+            query += " WHERE conversation_id = ?"
+            args = (conversation_id,)
+        with connect(self.path) as conn:
+            return [dict(r) for r in conn.execute(query + " ORDER BY seq", args).fetchall()]
+
+    def put_code(self, conversation_id: str, account_id: str | None, code_hash: str, expires_at: datetime) -> None:
+        """Store the pending code of a conversation, replacing an older one."""
+        with connect(self.path) as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO codes (conversation_id, account_id, code_hash, expires_at, attempts)"
+                " VALUES (?, ?, ?, ?, 0)",
+                (conversation_id, account_id, code_hash, expires_at.isoformat()),
+            )
+
+    def take_code_attempt(self, conversation_id: str) -> dict[str, Any] | None:
+        """Count one attempt against the pending code and return it, or None if there is none."""
+        with connect(self.path) as conn:
+            conn.execute("UPDATE codes SET attempts = attempts + 1 WHERE conversation_id = ?", (conversation_id,))
+            row = conn.execute("SELECT * FROM codes WHERE conversation_id = ?", (conversation_id,)).fetchone()
+        return dict(row) if row else None
+
+    def drop_code(self, conversation_id: str) -> None:
+        """Forget the pending code (used once, or expired)."""
+        with connect(self.path) as conn:
+            conn.execute("DELETE FROM codes WHERE conversation_id = ?", (conversation_id,))

@@ -1,0 +1,1 @@
+"""The routing index: runbook examples embedded into Chroma, queried per customer message."""
