@@ -1,0 +1,1 @@
+"""The eval harness: play cases through the serving graph, score them, report."""

@@ -1,0 +1,89 @@
+"""The HTTP API, through FastAPI's TestClient on a real runtime."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from agent.service import Runtime
+from server import create_app
+from tests.conftest import latest_code
+
+
+@pytest.fixture
+def client(runtime: Runtime) -> Iterator[TestClient]:
+    with TestClient(create_app(runtime.settings, runtime=runtime)) as c:
+        yield c
+
+
+def test_healthz(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_conversation_over_http(client: TestClient, runtime: Runtime) -> None:
+    created = client.post("/conversations", json={"channel": "chat"})
+    assert created.status_code == 201
+    cid = created.json()["conversation_id"]
+    first = client.post(f"/conversations/{cid}/messages", json={"text": "my account got locked"})
+    assert first.status_code == 200
+    assert first.json()["runbook_id"] == "account-lockout" and first.json()["stage"] == "identity"
+    client.post(f"/conversations/{cid}/messages", json={"text": "bob.smith@example.com"})
+    step = client.post(f"/conversations/{cid}/messages", json={"text": latest_code(runtime, cid)}).json()
+    assert step["stage"] == "confirm"
+    view = client.get(f"/conversations/{cid}").json()
+    assert [line["role"] for line in view["transcript"]] == ["customer", "bot"] * 3
+    assert view["transcript"][2]["text"] == "[email]"
+
+
+def test_handoff_over_http(client: TestClient) -> None:
+    cid = client.post("/conversations").json()["conversation_id"]
+    body = client.post(f"/conversations/{cid}/messages", json={"text": "let me talk to a human"}).json()
+    assert body["stage"] == "handed_off"
+    assert body["handoff"]["packet_id"].startswith("HO-")
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "words"),
+    [
+        ({"text": ""}, 422, "the message is empty"),
+        ({"text": "a\u0000b"}, 422, "control character"),
+        ({"text": "x" * 9000}, 422, "9,000 characters long"),
+        ({}, 422, "text"),
+    ],
+)
+def test_bad_messages(client: TestClient, payload: dict[str, str], status: int, words: str) -> None:
+    cid = client.post("/conversations").json()["conversation_id"]
+    response = client.post(f"/conversations/{cid}/messages", json=payload)
+    assert response.status_code == status
+    assert words in response.text
+
+
+def test_invalid_utf8_body_is_refused(client: TestClient) -> None:
+    cid = client.post("/conversations").json()["conversation_id"]
+    response = client.post(
+        f"/conversations/{cid}/messages", content=b'{"text": "\xff\xfe"}', headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert "error parsing the body" in response.json()["detail"]
+    assert client.get(f"/conversations/{cid}").json()["transcript"] == []
+
+
+def test_unknown_conversation_is_404(client: TestClient) -> None:
+    response = client.post("/conversations/c_missing/messages", json={"text": "hi"})
+    assert response.status_code == 404
+    assert "no conversation has the id 'c_missing'" in response.json()["detail"]
+    assert client.get("/conversations/c_missing").status_code == 404
+
+
+def test_unknown_channel_is_refused(client: TestClient) -> None:
+    response = client.post("/conversations", json={"channel": "fax"})
+    assert response.status_code == 422
+    assert "unknown channel" in response.json()["detail"]
+
+
+def test_packet_schema_is_served(client: TestClient) -> None:
+    schema = client.get("/handoffs/schema").json()
+    assert schema["title"] == "HandoffPacket"
+    assert {"packet_id", "conversation_id", "sla", "transcript", "reason_codes"} <= set(schema["properties"])
