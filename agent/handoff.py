@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from agent.errors import PacketNotFound
-from agent.sqlite import connect
+from agent.sqlite import Database
 
 PacketStatus = Literal["queued", "claimed", "resolved", "returned"]
 
@@ -118,14 +118,15 @@ class HandoffQueue:
 
     def __init__(self, path: Path, clock: Callable[[], datetime]) -> None:
         self.path = path
+        self._db = Database(path)
         self._clock = clock
-        with connect(path) as conn:
+        with self._db.transaction() as conn:
             conn.execute(_SCHEMA)
             conn.execute("CREATE INDEX IF NOT EXISTS handoffs_due ON handoffs (status, first_response_due)")
 
     def put(self, packet: HandoffPacket) -> bool:
         """Store a packet; False when a packet with that id was already stored (a replay)."""
-        with connect(self.path) as conn:
+        with self._db.transaction() as conn:
             cur = conn.execute(
                 "INSERT OR IGNORE INTO handoffs VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -142,7 +143,7 @@ class HandoffQueue:
 
     def get(self, packet_id: str) -> HandoffPacket:
         """One packet by id."""
-        with connect(self.path) as conn:
+        with self._db.transaction() as conn:
             row = conn.execute("SELECT packet, status FROM handoffs WHERE packet_id = ?", (packet_id,)).fetchone()
         if row is None:
             raise PacketNotFound(packet_id)
@@ -156,13 +157,13 @@ class HandoffQueue:
         if status is not None:
             query += " WHERE status = ?"
             args = (status,)
-        with connect(self.path) as conn:
+        with self._db.transaction() as conn:
             rows = conn.execute(query + " ORDER BY first_response_due, created_at", args).fetchall()
         return [HandoffPacket.model_validate_json(r["packet"]).model_copy(update={"status": r["status"]}) for r in rows]
 
     def for_conversation(self, conversation_id: str) -> list[HandoffPacket]:
         """Packets of one conversation, oldest first."""
-        with connect(self.path) as conn:
+        with self._db.transaction() as conn:
             rows = conn.execute(
                 "SELECT packet, status FROM handoffs WHERE conversation_id = ? ORDER BY created_at",
                 (conversation_id,),

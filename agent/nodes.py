@@ -184,7 +184,7 @@ def act(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         }
     elif decision.action == "check_code":
         assert understanding.code is not None
-        account = deps.toolbox.check_code(understanding.code, conversation_id=cid)
+        account = deps.toolbox.check_code(understanding.code, conversation_id=cid, key=f"{cid}:t{turn}:check_code")
         ok = account is not None
         update["attempts"] = [
             Attempt(

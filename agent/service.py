@@ -24,7 +24,7 @@ from agent.graph import build_graph
 from agent.handoff import HandoffQueue
 from agent.pack import Pack, load_pack
 from agent.settings import Settings
-from agent.sqlite import connect
+from agent.sqlite import Database
 from agent.state import ConversationState
 from tools.actions import Toolbox
 from tools.ledger import Ledger
@@ -74,7 +74,8 @@ class Conversations:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        with connect(path) as conn:
+        self._db = Database(path)
+        with self._db.transaction() as conn:
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS conversations (conversation_id TEXT PRIMARY KEY,"
                 " channel TEXT NOT NULL, created_at TEXT NOT NULL)"
@@ -82,12 +83,12 @@ class Conversations:
 
     def add(self, conversation_id: str, channel: str, at: datetime) -> None:
         """Register a new conversation."""
-        with connect(self.path) as conn:
+        with self._db.transaction() as conn:
             conn.execute("INSERT INTO conversations VALUES (?, ?, ?)", (conversation_id, channel, at.isoformat()))
 
     def get(self, conversation_id: str) -> dict[str, Any]:
         """A conversation's record; ConversationNotFound when there is none."""
-        with connect(self.path) as conn:
+        with self._db.transaction() as conn:
             row = conn.execute("SELECT * FROM conversations WHERE conversation_id = ?", (conversation_id,)).fetchone()
         if row is None:
             raise ConversationNotFound(conversation_id)
@@ -95,7 +96,7 @@ class Conversations:
 
     def ids(self) -> list[str]:
         """Every conversation id, oldest first."""
-        with connect(self.path) as conn:
+        with self._db.transaction() as conn:
             return [r[0] for r in conn.execute("SELECT conversation_id FROM conversations ORDER BY created_at")]
 
 
@@ -195,6 +196,7 @@ def open_sqlite_checkpointer(path: Path) -> SqliteSaver:
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, check_same_thread=False, timeout=10)
     conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
     return SqliteSaver(conn)
 
 

@@ -207,4 +207,4 @@ def test_service_status_reports_the_status_page(runtime: Runtime) -> None:
     cid = runtime.resolver.start()
     result = runtime.resolver.send(cid, "is the payments service down right now?")
     assert result.runbook_id == "service-status"
-    assert "payments is degraded" in result.replies[0]
+    assert "payments has degraded performance" in result.replies[0]

@@ -75,7 +75,7 @@ def test_turn_cut_short_after_the_action_resumes_without_acting_twice(
     assert tools == [("send_code", True), ("verify_identity", True), ("unlock_account", True)]
     assert actions(second.settings.desk_db) == [("acc-1002", "unlock")]
     ledger = second.ledger.audit(cid)
-    assert [row["tool"] for row in ledger] == ["send_code", "unlock_account"]
+    assert [row["tool"] for row in ledger] == ["send_code", "verify_identity", "unlock_account"]
     # The customer carries on as if nothing happened.
     assert second.resolver.send(cid, "yes").stage == "resolved"
 

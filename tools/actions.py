@@ -90,6 +90,14 @@ def create_ticket(account: VerifiedAccount, summary: str, *, key: str, directory
     )
 
 
+_STATE_WORDS = {
+    "operational": "is running normally",
+    "degraded": "has degraded performance",
+    "outage": "is down",
+    "maintenance": "is under maintenance",
+}
+
+
 def _mentions(text: str, service: ServiceStatus) -> bool:
     lowered = text.lower()
     return any(re.search(rf"\b{re.escape(word)}\b", lowered) for word in [service.name, *service.aliases])
@@ -104,7 +112,7 @@ def check_service_status(text: str, *, key: str, status_page: StatusPage) -> Too
     headline = (
         "Everything is running normally."
         if not trouble
-        else ("Known issue: " + "; ".join(f"{s.name} is {s.state}" for s in trouble) + ".")
+        else ("Known issue: " + "; ".join(f"{s.name} {_STATE_WORDS[s.state]}" for s in trouble) + ".")
     )
     return ToolResult(
         tool="check_service_status",
@@ -146,11 +154,31 @@ class Toolbox:
             clock=self.clock,
         )
 
-    def check_code(self, code: str, *, conversation_id: str) -> VerifiedAccount | None:
-        """Check a one-time code typed in the conversation."""
-        return check_code(
-            code, conversation_id=conversation_id, directory=self.directory, ledger=self.ledger, clock=self.clock
-        )
+    def check_code(self, code: str, *, conversation_id: str, key: str) -> VerifiedAccount | None:
+        """Check a one-time code typed in the conversation, once per key (a replay gets the same answer)."""
+        done = self.ledger.finished(key)
+        if done is None:
+            self.ledger.start(key, conversation_id, "verify_identity", None)
+            account = check_code(
+                code, conversation_id=conversation_id, directory=self.directory, ledger=self.ledger, clock=self.clock
+            )
+            done = (
+                {"account_id": account.account_id, "email": account.email, "at": account.verified_at.isoformat()}
+                if account
+                else {}
+            )
+            self.ledger.finish(
+                key,
+                conversation_id,
+                "verify_identity",
+                account.account_id if account else None,
+                done,
+                ok=True,
+                detail="code matched" if account else "code did not match",
+            )
+        if not done:
+            return None
+        return make_verified(done["account_id"], done["email"], datetime.fromisoformat(done["at"]), conversation_id)
 
     def verified(self, account_id: str, email: str, at: datetime, conversation_id: str) -> VerifiedAccount | None:
         """Rebuild a verification recorded in conversation state, or None once it has expired."""

@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from agent.sqlite import connect
+from agent.sqlite import Database
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS tool_runs (
@@ -46,20 +46,21 @@ class Ledger:
 
     def __init__(self, path: Path, clock: Callable[[], datetime]) -> None:
         self.path = path
+        self._db = Database(path)
         self._clock = clock
-        with connect(path) as conn:
+        with self._db.transaction() as conn:
             for statement in _SCHEMA:
                 conn.execute(statement)
 
     def finished(self, key: str) -> dict[str, Any] | None:
         """The stored result of a run that finished under this key, or None."""
-        with connect(self.path) as conn:
+        with self._db.transaction() as conn:
             row = conn.execute("SELECT result FROM tool_runs WHERE key = ? AND status = 'done'", (key,)).fetchone()
         return json.loads(row["result"]) if row else None
 
     def start(self, key: str, conversation_id: str, tool: str, account_id: str | None) -> None:
         """Record the intent to run before acting (kept if the process dies mid-action)."""
-        with connect(self.path) as conn:
+        with self._db.transaction() as conn:
             conn.execute(
                 "INSERT OR IGNORE INTO tool_runs (key, conversation_id, tool, account_id, status, started_at)"
                 " VALUES (?, ?, ?, ?, 'started', ?)",
@@ -79,7 +80,7 @@ class Ledger:
     ) -> None:
         """Store the run's result and append the audit record, in one transaction."""
         now = self._clock().isoformat()
-        with connect(self.path) as conn:
+        with self._db.transaction() as conn:
             conn.execute(
                 "UPDATE tool_runs SET status = ?, result = ?, finished_at = ? WHERE key = ?",
                 ("done" if ok else "failed", json.dumps(result), now, key),
@@ -97,12 +98,12 @@ class Ledger:
         if conversation_id is not None:
             query += " WHERE conversation_id = ?"
             args = (conversation_id,)
-        with connect(self.path) as conn:
+        with self._db.transaction() as conn:
             return [dict(r) for r in conn.execute(query + " ORDER BY seq", args).fetchall()]
 
     def put_code(self, conversation_id: str, account_id: str | None, code_hash: str, expires_at: datetime) -> None:
         """Store the pending code of a conversation, replacing an older one."""
-        with connect(self.path) as conn:
+        with self._db.transaction() as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO codes (conversation_id, account_id, code_hash, expires_at, attempts)"
                 " VALUES (?, ?, ?, ?, 0)",
@@ -111,12 +112,12 @@ class Ledger:
 
     def take_code_attempt(self, conversation_id: str) -> dict[str, Any] | None:
         """Count one attempt against the pending code and return it, or None if there is none."""
-        with connect(self.path) as conn:
+        with self._db.transaction() as conn:
             conn.execute("UPDATE codes SET attempts = attempts + 1 WHERE conversation_id = ?", (conversation_id,))
             row = conn.execute("SELECT * FROM codes WHERE conversation_id = ?", (conversation_id,)).fetchone()
         return dict(row) if row else None
 
     def drop_code(self, conversation_id: str) -> None:
         """Forget the pending code (used once, or expired)."""
-        with connect(self.path) as conn:
+        with self._db.transaction() as conn:
             conn.execute("DELETE FROM codes WHERE conversation_id = ?", (conversation_id,))

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import ToolError
-from agent.sqlite import connect
+from agent.sqlite import Database
 from tools.base import Account, ServiceStatus
 
 DEMO_ACCOUNTS = [
@@ -93,8 +93,9 @@ class SqliteDirectory:
 
     def __init__(self, path: Path, clock: Callable[[], datetime], *, seed: bool = True) -> None:
         self.path = path
+        self._db = Database(path)
         self._clock = clock
-        with connect(path) as conn:
+        with self._db.transaction() as conn:
             for statement in _SCHEMA.strip().split(";"):
                 if statement.strip():
                     conn.execute(statement)
@@ -117,18 +118,18 @@ class SqliteDirectory:
 
     def add(self, account: Account) -> None:
         """Add or replace an account (for tests and administration)."""
-        with connect(self.path) as conn:
+        with self._db.transaction() as conn:
             self._put(conn, account)
 
     def find_by_email(self, email: str) -> Account | None:
         """The account with this contact email, or None."""
-        with connect(self.path) as conn:
+        with self._db.transaction() as conn:
             row = conn.execute("SELECT data FROM accounts WHERE email = ?", (email.strip(),)).fetchone()
         return Account.model_validate_json(row["data"]) if row else None
 
     def get(self, account_id: str) -> Account | None:
         """The account with this id, or None."""
-        with connect(self.path) as conn:
+        with self._db.transaction() as conn:
             row = conn.execute("SELECT data FROM accounts WHERE account_id = ?", (account_id,)).fetchone()
         return Account.model_validate_json(row["data"]) if row else None
 
@@ -136,7 +137,7 @@ class SqliteDirectory:
         self, account_id: str, action: str, key: str, change: Callable[[Account], dict[str, Any]]
     ) -> dict[str, Any]:
         # The change and its idempotency record commit together: a replay returns the first result.
-        with connect(self.path) as conn:
+        with self._db.transaction() as conn:
             done = conn.execute(
                 "SELECT account_id, action, result FROM directory_actions WHERE key = ?", (key,)
             ).fetchone()
@@ -197,13 +198,13 @@ class SqliteDirectory:
 
     def services(self) -> list[ServiceStatus]:
         """The embedded status page's services."""
-        with connect(self.path) as conn:
+        with self._db.transaction() as conn:
             rows = conn.execute("SELECT data FROM services ORDER BY name").fetchall()
         return [ServiceStatus.model_validate_json(r["data"]) for r in rows]
 
     def set_service(self, status: ServiceStatus) -> None:
         """Publish a service's state on the embedded status page."""
-        with connect(self.path) as conn:
+        with self._db.transaction() as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO services (name, data) VALUES (?, ?)",
                 (status.name, status.model_dump_json()),

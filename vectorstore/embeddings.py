@@ -50,26 +50,21 @@ class MiniLMEmbedder:
 
     def embed(self, texts: Sequence[str]) -> Vector:
         """Embed texts, reusing vectors of texts seen recently."""
+        found: dict[str, Vector] = {}
         with self._lock:
-            missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+            for text in texts:
+                if text in self._cache:
+                    found[text] = self._cache[text]
+                    self._cache.move_to_end(text)
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
         if missing:
             vectors = self._model.encode(
-                list(missing),
-                batch_size=64,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
+                missing, batch_size=64, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
             ).astype(np.float32)
-            with self._lock:
-                for text, vector in zip(missing, vectors, strict=True):
-                    self._cache[text] = vector
-                    self._cache.move_to_end(text)
-                while len(self._cache) > self._cache_size:
-                    self._cache.popitem(last=False)
-        with self._lock:
-            rows = [self._cache.get(t) for t in texts]
-        if any(row is None for row in rows):  # evicted between the two locks: recompute plainly
-            return self._model.encode(
-                list(texts), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-            ).astype(np.float32)
-        return np.stack([row for row in rows if row is not None])
+            found.update(zip(missing, vectors, strict=True))
+            if self._cache_size:
+                with self._lock:
+                    self._cache.update(zip(missing, vectors, strict=True))
+                    while len(self._cache) > self._cache_size:
+                        self._cache.popitem(last=False)
+        return np.stack([found[t] for t in texts])
