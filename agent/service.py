@@ -27,6 +27,8 @@ from agent.settings import Settings
 from agent.sqlite import Database
 from agent.state import ConversationState
 from tools.actions import Toolbox
+from tools.base import Directory, StatusPage
+from tools.http_backend import HttpDirectory, HttpStatusPage
 from tools.ledger import Ledger
 from tools.outbox import FileOutbox
 from tools.sqlite_backend import SqliteDirectory
@@ -227,10 +229,14 @@ def open_runtime(
         index = RunbookIndex(open_client(settings.chroma_dir), pack, embedder or MiniLMEmbedder())
         index.sync()
     pack = index.pack
-    directory = SqliteDirectory(settings.desk_db, clock)
+    embedded = SqliteDirectory(settings.desk_db, clock)
+    directory: Directory = (
+        HttpDirectory(settings.directory_url, settings.directory_token) if settings.directory_url else embedded
+    )
+    status_page: StatusPage = HttpStatusPage(settings.status_url) if settings.status_url else embedded
     ledger = Ledger(settings.desk_db, clock)
     outbox = FileOutbox(settings.outbox_dir, clock)
-    toolbox = Toolbox(directory=directory, status_page=directory, outbox=outbox, ledger=ledger, clock=clock)
+    toolbox = Toolbox(directory=directory, status_page=status_page, outbox=outbox, ledger=ledger, clock=clock)
     deps = Deps(
         pack=pack,
         brain=OfflineBrain(index),
@@ -245,5 +251,5 @@ def open_runtime(
         max_message_chars=settings.max_message_chars,
     )
     return Runtime(
-        settings=settings, pack=pack, index=index, resolver=resolver, outbox=outbox, ledger=ledger, directory=directory
+        settings=settings, pack=pack, index=index, resolver=resolver, outbox=outbox, ledger=ledger, directory=embedded
     )

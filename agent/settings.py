@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     runbooks: Path = BUNDLED_RUNBOOKS
     # Longest customer message accepted, in characters.
     max_message_chars: int = 8000
+    # A real identity provider / ITSM REST API (tools/http_backend.py); unset: the embedded directory.
+    directory_url: str | None = None
+    directory_token: str | None = None
+    # An Atlassian Statuspage v2 page; unset: the embedded status page.
+    status_url: str | None = None
 
     @property
     def conversations_db(self) -> Path:
