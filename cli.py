@@ -14,7 +14,11 @@ from rich.table import Table
 from agent.errors import TieroneError
 from agent.settings import Settings
 
-app = typer.Typer(help="Tierone: a Tier-1 support resolver with structured L2 handoffs.", no_args_is_help=True)
+app = typer.Typer(
+    help="Tierone: a Tier-1 support resolver with structured L2 handoffs.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 runbooks_app = typer.Typer(help="Work with runbook packs.", no_args_is_help=True)
 handoffs_app = typer.Typer(help="Read the L2 handoff queue.", no_args_is_help=True)
 eval_app = typer.Typer(help="Play eval cases through the graph and report.")
@@ -249,6 +253,38 @@ def eval_run(
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(json.dumps(result, indent=2), encoding="utf-8")
         console.print(f"report written to {report}")
+
+
+@eval_app.command("import")
+def eval_import(
+    pairs: Annotated[Path, typer.Argument(help="JSON list of [text, intent] pairs (the training split).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder to write runbooks/ and cases.jsonl into.")],
+    test: Annotated[Path | None, typer.Option("--test", help="Test split for the cases (else the rest).")] = None,
+    k: Annotated[int, typer.Option("--k", help="Examples per intent put into the runbooks.")] = 10,
+    holdout: Annotated[int, typer.Option("--holdout", help="Intents held out as 'nothing fits'.")] = 20,
+    seed: Annotated[int, typer.Option(help="Seed for choosing examples and held-out intents.")] = 0,
+    calibrate: Annotated[bool, typer.Option(help="Set the pack's thresholds by leave-one-out.")] = True,
+    target_recall: Annotated[float, typer.Option(help="Calibration target (see `runbooks calibrate`).")] = 0.8,
+) -> None:
+    """Turn a public intent dataset into a pack plus cases, to measure routing on outside data."""
+    from agent.pack import load_pack
+    from eval.calibrate import probes, recommend, sweep
+    from eval.importer import import_intents, write_policy
+    from vectorstore.embeddings import MiniLMEmbedder
+
+    try:
+        report = import_intents(pairs, out, k=k, holdout=holdout, seed=seed, test=test)
+    except TieroneError as exc:
+        _fail(exc)
+    console.print(
+        f"wrote {report.runbooks} runbooks to {report.pack_dir} and {report.cases} cases to {report.cases_file}; "
+        f"held out: {', '.join(report.held_out)}"
+    )
+    if calibrate:
+        best = recommend(sweep(probes(load_pack(report.pack_dir), MiniLMEmbedder())), target_recall)
+        write_policy(report.pack_dir, {"routing": {"min_score": best.min_score, "min_margin": best.min_margin}})
+        console.print(f"calibrated: min_score {best.min_score:.2f}, min_margin {best.min_margin:.2f}")
+    console.print(f"next: tierone eval --runbooks {report.pack_dir} --cases {report.cases_file}")
 
 
 def main() -> None:

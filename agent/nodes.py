@@ -130,8 +130,11 @@ def decide(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         ],
     }
     understanding = state["understanding"]
-    if state.get("stage") in ("triage", "resolved") and understanding.get("candidates"):
-        update["candidates"] = understanding["candidates"]
+    if state.get("stage") in ("triage", "resolved") and not state.get("consumed"):
+        # The customer's own words for the problem at hand, for the packet and any ticket.
+        update["problem_text"] = redact(f"{state.get('context_text', '')} {state['inbox']['text']}".strip())
+        if understanding.get("candidates"):
+            update["candidates"] = understanding["candidates"]
     chosen = decision.runbook_id or None
     new_problem = state.get("stage") in ("triage", "resolved")
     if chosen and (new_problem or chosen != state.get("runbook_id")):
@@ -214,13 +217,12 @@ def act(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         # Deterministic key: a replay after a crash finds the first run instead of acting again.
         key = f"{cid}:t{turn}:s{step}:{tool}:a{failures}"
         account = _verified(state, deps)
-        first_words = next((line["text"] for line in state.get("transcript", []) if line["role"] == "customer"), "")
         result = deps.toolbox.run(
             tool,
             key=key,
             conversation_id=cid,
             account=account,
-            args={"text": understanding.text, "summary": f"{pack_runbook.meta.title}: {first_words}"},
+            args={"text": understanding.text, "summary": f"{pack_runbook.meta.title}: {state.get('problem_text', '')}"},
         )
         update["last_tool"] = result.model_dump()
         update["attempts"] = [
@@ -360,7 +362,7 @@ def handoff(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         else f"step {(a.get('step') or 0) + 1}"
         for a in attempts
     ]
-    first = next((line["text"] for line in transcript if line["role"] == "customer"), "")
+    problem = state.get("problem_text") or redact(state["inbox"]["text"])
     customer = state.get("customer") or {}
     score = float(state.get("sentiment", 0.0))
     handoff_info = {
@@ -390,8 +392,8 @@ def handoff(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         sla=Sla(priority=priority, first_response_due=first_due, resolve_due=resolve_due),  # type: ignore[arg-type]
         reason_codes=list(decision.reasons),
         attempts=[Attempt.model_validate(a) for a in attempts],
-        hypothesis=deps.brain.hypothesis(runbook, list(decision.reasons), tried, first),
-        summary=first[:280],
+        hypothesis=deps.brain.hypothesis(runbook, list(decision.reasons), tried, problem),
+        summary=problem[:280],
         transcript=[TranscriptLine.model_validate(line) for line in [*transcript, _line("bot", text, now, channel)]],
         sentiment=Sentiment(score=score, label=sentiment_label(score)),
     )

@@ -138,6 +138,7 @@ class ConversationState(TypedDict, total=False):
     confidence: float
     candidates: list[dict[str, Any]]
     context_text: str  # earlier messages of an unresolved triage
+    problem_text: str  # the customer's words for the current problem, redacted
     step: int
     step_tool_done: bool
     customer: dict[str, Any]  # email, account_id, verified_at, account_state

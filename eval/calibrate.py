@@ -19,7 +19,7 @@ from agent.pack import Pack
 from vectorstore.embeddings import Embedder
 from vectorstore.index import runbook_score
 
-SCORES = [round(x, 2) for x in np.arange(0.30, 0.91, 0.01)]
+SCORES = [round(float(x), 2) for x in np.arange(0.30, 0.91, 0.01)]
 MARGINS = [0.0, 0.01, 0.02, 0.03, 0.05, 0.08]
 
 

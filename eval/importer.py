@@ -42,6 +42,18 @@ def _read_pairs(path: Path) -> list[tuple[str, str]]:
     return [(text, intent) for text, intent in data]
 
 
+def write_policy(pack_dir: Path, updates: dict[str, object]) -> None:
+    """Merge top-level keys into a pack's policy.yaml (created when missing)."""
+    path = pack_dir / "policy.yaml"
+    raw = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.exists() else {}
+    for key, value in updates.items():
+        if isinstance(value, dict) and isinstance(raw.get(key), dict):
+            raw[key] = {**raw[key], **value}
+        else:
+            raw[key] = value
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+
+
 def _kebab(intent: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", intent.lower()).strip("-")
 
@@ -55,7 +67,6 @@ def import_intents(
     seed: int = 0,
     test: Path | None = None,
     category: str = "imported",
-    policy: Path | None = None,
 ) -> ImportReport:
     """Write ``out/runbooks/`` (a pack) and ``out/cases.jsonl`` from [text, intent] pairs.
 
@@ -91,11 +102,9 @@ def import_intents(
         (pack_dir / f"{rid}.md").write_text(
             "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---\n" + body, encoding="utf-8"
         )
-    policy_text = policy.read_text(encoding="utf-8") if policy else ""
-    if policy_text:
-        raw = yaml.safe_load(policy_text) or {}
-        raw["categories"] = {category: {"tier": 1}}
-        (pack_dir / "policy.yaml").write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    # Imported cases are single messages: nobody is there to answer "could you tell me more?",
+    # so the pack hands off instead of asking, and the figures count every message.
+    write_policy(pack_dir, {"categories": {category: {"tier": 1}}, "limits": {"max_clarifications": 0}})
     case_pairs = _read_pairs(test) if test else leftovers
     cases_file = out / "cases.jsonl"
     with cases_file.open("w", encoding="utf-8") as fh:

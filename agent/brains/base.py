@@ -36,6 +36,6 @@ class Brain(Protocol):
         """Word the reply for a decision, from the runbook and tool results only."""
         ...
 
-    def hypothesis(self, runbook: Runbook | None, reasons: list[str], tried: list[str], first_message: str) -> str:
+    def hypothesis(self, runbook: Runbook | None, reasons: list[str], tried: list[str], problem: str) -> str:
         """The working hypothesis handed to L2."""
         ...

@@ -245,10 +245,10 @@ class OfflineBrain:
             parts.append(f"Meanwhile: {advice}")
         return " ".join(parts)
 
-    def hypothesis(self, runbook: Runbook | None, reasons: list[str], tried: list[str], first_message: str) -> str:
+    def hypothesis(self, runbook: Runbook | None, reasons: list[str], tried: list[str], problem: str) -> str:
         """A short working hypothesis for L2, from the runbook's notes and what was tried."""
         if runbook is None:
-            return f'No runbook fits. The customer wrote: "{first_message[:300]}"'
+            return f'No runbook fits. The customer wrote: "{problem[:300]}"'
         lines = [f"Likely {runbook.meta.title.lower()} ({runbook.id})."]
         if tried:
             lines.append("Tried: " + "; ".join(tried) + ".")
