@@ -51,6 +51,7 @@ class Attempt(BaseModel):
     ok: bool | None = None
     detail: str = ""
     idempotency_key: str | None = None
+    args: dict[str, Any] = Field(default_factory=dict, description="What the tool was called with (redacted)")
     result: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -180,6 +180,7 @@ def act(state: ConversationState, runtime: Runtime[Deps]) -> Update:
                     tool="send_code",
                     ok=True,
                     idempotency_key=key,
+                    args={"email": understanding.email},
                     detail="one-time code sent to the contact on file, if the account exists",
                     result=result.data,
                 ).model_dump(mode="json")
@@ -217,13 +218,13 @@ def act(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         # Deterministic key: a replay after a crash finds the first run instead of acting again.
         key = f"{cid}:t{turn}:s{step}:{tool}:a{failures}"
         account = _verified(state, deps)
-        result = deps.toolbox.run(
-            tool,
-            key=key,
-            conversation_id=cid,
-            account=account,
-            args={"text": understanding.text, "summary": f"{pack_runbook.meta.title}: {state.get('problem_text', '')}"},
-        )
+        args = {"text": understanding.text, "summary": f"{pack_runbook.meta.title}: {state.get('problem_text', '')}"}
+        result = deps.toolbox.run(tool, key=key, conversation_id=cid, account=account, args=args)
+        recorded: dict[str, Any] = {"account_id": account.account_id if account else None}
+        if tool == "check_service_status":
+            recorded = {"text": redact(understanding.text)}
+        elif tool == "create_ticket":
+            recorded["summary"] = args["summary"]
         update["last_tool"] = result.model_dump()
         update["attempts"] = [
             Attempt(
@@ -233,6 +234,7 @@ def act(state: ConversationState, runtime: Runtime[Deps]) -> Update:
                 tool=tool,
                 ok=result.ok,
                 idempotency_key=key,
+                args=recorded,
                 detail=result.error or result.message,
                 result=result.data,
             ).model_dump(mode="json")

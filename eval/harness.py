@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from agent.errors import MessageRejected
+from agent.pack import Pack, load_pack
 from agent.service import Runtime, open_runtime
 from agent.settings import Settings
 from eval.cases import OTP, Case
-from eval.scoring import Outcome, failures, summarize
-from vectorstore.embeddings import Embedder
+from eval.scoring import Outcome, TurnOutcome, failures, summarize
+from vectorstore.embeddings import Embedder, MiniLMEmbedder
+from vectorstore.index import RunbookIndex, open_client
 
 _CODE = re.compile(r"\b(\d{6})\b")
 
@@ -28,85 +32,138 @@ def _latest_code(runtime: Runtime, conversation_id: str) -> str | None:
     return None
 
 
+def _calls(attempts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"tool": a["tool"], "args": a.get("args", {}), "ok": a.get("ok")} for a in attempts if a["kind"] == "tool"]
+
+
 def play(runtime: Runtime, case: Case) -> Outcome:
     """Play one case in a new conversation; stop at a handoff (later turns would go to L2)."""
     resolver = runtime.resolver
     conversation_id = resolver.start("api")
-    latencies: list[float] = []
-    replies: list[str] = []
-    for turn in case.turns:
+    turns: list[TurnOutcome] = []
+    seen_attempts = seen_trace = 0
+    for text in case.texts:
         # "{otp}" stands for the code the bot sent; with no code sent, a code that cannot match.
-        text = (_latest_code(runtime, conversation_id) or "000000") if turn == OTP else turn
+        message = (_latest_code(runtime, conversation_id) or "000000") if text == OTP else text
         started = time.perf_counter()
         try:
-            result = resolver.send(conversation_id, text)
+            result = resolver.send(conversation_id, message)
         except MessageRejected as exc:
-            replies.append(f"[rejected: {exc}]")
-            latencies.append((time.perf_counter() - started) * 1000)
+            ms = (time.perf_counter() - started) * 1000
+            turns.append(TurnOutcome([f"[rejected: {exc}]"], [], [], "rejected", ms))
             continue
-        latencies.append((time.perf_counter() - started) * 1000)
-        replies.extend(result.replies)
+        ms = (time.perf_counter() - started) * 1000
+        state = resolver.view(conversation_id)
+        attempts, trace = state.get("attempts", []), state.get("trace", [])
+        reasons = [r for d in trace[seen_trace:] for r in d["reasons"]]
+        turns.append(TurnOutcome(result.replies, reasons, _calls(attempts[seen_attempts:]), result.stage, ms))
+        seen_attempts, seen_trace = len(attempts), len(trace)
         if result.stage == "handed_off":
             break
     state = resolver.view(conversation_id)
     handoff = state.get("handoff")
     trace = state.get("trace", [])
-    reasons = list(handoff["reasons"]) if handoff else (trace[-1]["reasons"] if trace else [])
+    packet = None
+    if handoff:
+        packet = runtime.resolver.deps.handoffs.get(handoff["packet_id"]).model_dump(mode="json")
     return Outcome(
         handoff=state.get("stage") == "handed_off",
         runbook=state.get("runbook_id"),
         confidence=float(state.get("confidence", 0.0)),
-        reasons=reasons,
-        tools_called=[a["tool"] for a in state.get("attempts", []) if a.get("kind") == "tool"],
-        replies=replies,
-        turn_latencies_ms=latencies,
+        reasons=list(handoff["reasons"]) if handoff else (trace[-1]["reasons"] if trace else []),
+        calls=_calls(state.get("attempts", [])),
+        turns=turns,
+        packet=packet,
         transcript=state.get("transcript", []),
         decisions=trace,
     )
 
 
-def run_eval(
-    runbooks: Path,
-    cases: list[Case],
-    *,
-    embedder: Embedder | None = None,
-    on_case: Callable[[Case, Outcome], None] | None = None,
-) -> dict[str, Any]:
-    """Build a fresh index of the pack, play every case, and return the report."""
-    with tempfile.TemporaryDirectory(prefix="tierone-eval-") as tmp:
-        runtime = open_runtime(Settings(data_dir=Path(tmp), runbooks=runbooks), embedder=embedder)
-        outcomes: list[Outcome] = []
-        for case in cases:
-            outcome = play(runtime, case)
-            outcomes.append(outcome)
-            if on_case:
-                on_case(case, outcome)
-    rows = []
-    for case, outcome in zip(cases, outcomes, strict=True):
-        failed = failures(case, outcome)
-        rows.append(
-            {
-                "id": case.id,
-                "passed": not failed,
-                "handoff": outcome.handoff,
-                "runbook": outcome.runbook,
-                "confidence": round(outcome.confidence, 4),
-                "latency_ms": round(sum(outcome.turn_latencies_ms), 2),
-                "turn_latency_ms": [round(ms, 2) for ms in outcome.turn_latencies_ms],
-                "expect": case.expect.model_dump(exclude_defaults=True),
-                "failures": failed,
-                "reasons": outcome.reasons,
-                "tools_called": outcome.tools_called,
-                "turns": case.turns,
-                "replies": outcome.replies,
-                "decisions": outcome.decisions,
-                "tags": case.tags,
-            }
-        )
+def _row(case: Case, outcomes: list[Outcome]) -> dict[str, Any]:
+    outcome = outcomes[0]
+    failed = failures(case, outcome)
+    runs_passed = sum(1 for o in outcomes if not failures(case, o))
     return {
-        "summary": summarize(cases, outcomes),
-        "cases": rows,
-        "runbooks": str(runbooks),
-        "brain": runtime.resolver.deps.brain.name,
-        "created_at": datetime.now(UTC).isoformat(),
+        "id": case.id,
+        "passed": runs_passed == len(outcomes),
+        "handoff": outcome.handoff,
+        "runbook": outcome.runbook,
+        "confidence": round(outcome.confidence, 4),
+        "latency_ms": round(sum(outcome.turn_latencies_ms), 2),
+        "turn_latency_ms": [round(ms, 2) for ms in outcome.turn_latencies_ms],
+        "runs": len(outcomes),
+        "runs_passed": runs_passed,
+        "expect": case.expect.model_dump(exclude_defaults=True),
+        "failures": failed or [f for o in outcomes for f in failures(case, o)][:5],
+        "reasons": outcome.reasons,
+        "tools_called": outcome.tools_called,
+        "turns": case.texts,
+        "replies": outcome.replies,
+        "transcript": outcome.transcript,
+        "decisions": outcome.decisions,
+        "packet_id": (outcome.packet or {}).get("packet_id"),
+        "tags": case.tags,
     }
+
+
+class Evaluator:
+    """A pack indexed once, against which case sets are played (with other thresholds, too)."""
+
+    def __init__(self, runbooks: Path, *, embedder: Embedder | None = None) -> None:
+        self.runbooks = runbooks
+        self.pack = load_pack(runbooks)
+        # A fresh, in-memory index of the pack: nothing from an earlier run can leak in.
+        self.index = RunbookIndex(open_client(None), self.pack, embedder or MiniLMEmbedder())
+        self.index.sync()
+
+    def _pack_with(self, routing: dict[str, float] | None) -> Pack:
+        if not routing:
+            return self.pack
+        policy = self.pack.policy.model_copy(update={"routing": self.pack.policy.routing.model_copy(update=routing)})
+        return dataclasses.replace(self.pack, policy=policy)
+
+    def run(
+        self,
+        cases: list[Case],
+        *,
+        routing: dict[str, float] | None = None,
+        repeat: int = 1,
+        workers: int = 1,
+        on_case: Callable[[Case], None] | None = None,
+    ) -> dict[str, Any]:
+        """Play every case ``repeat`` times on fresh stores and return the report."""
+        with tempfile.TemporaryDirectory(prefix="tierone-eval-") as tmp:
+            runtime = open_runtime(Settings(data_dir=Path(tmp), runbooks=self.runbooks), index=self.index)
+            runtime.resolver.deps.pack = self._pack_with(routing)
+
+            def one(case: Case) -> list[Outcome]:
+                outcomes = [play(runtime, case) for _ in range(repeat)]
+                if on_case:
+                    on_case(case)
+                return outcomes
+
+            with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+                results = list(pool.map(one, cases))
+        summary = summarize(
+            [c for c, runs in zip(cases, results, strict=True) for _ in runs], [o for runs in results for o in runs]
+        )
+        summary["passed"] = sum(
+            1 for c, runs in zip(cases, results, strict=True) if all(not failures(c, o) for o in runs)
+        )
+        summary["cases"] = len(cases)
+        if repeat > 1:
+            summary["repeat"] = repeat
+            summary["pass_hat_k"] = round(summary["passed"] / len(cases), 4)
+        return {
+            "summary": summary,
+            "cases": [_row(c, runs) for c, runs in zip(cases, results, strict=True)],
+            "runbooks": str(self.runbooks),
+            "brain": runtime.resolver.deps.brain.name,
+            "routing": self._pack_with(routing).policy.routing.model_dump(),
+            "created_at": datetime.now(UTC).isoformat(),
+        }
+
+
+def run_eval(runbooks: Path, cases: list[Case], *, embedder: Embedder | None = None, **options: Any) -> dict[str, Any]:
+    """Build a fresh index of the pack, play every case, and return the report."""
+    return Evaluator(runbooks, embedder=embedder).run(cases, **options)

@@ -7,7 +7,18 @@ from typing import Any
 
 import numpy as np
 
-from eval.cases import Case
+from eval.cases import Case, Gate, ToolCall, TurnExpect
+
+
+@dataclass
+class TurnOutcome:
+    """What the bot did in answer to one customer message."""
+
+    replies: list[str]
+    reasons: list[str]
+    calls: list[dict[str, Any]]
+    stage: str
+    latency_ms: float
 
 
 @dataclass
@@ -18,11 +29,91 @@ class Outcome:
     runbook: str | None
     confidence: float
     reasons: list[str]
-    tools_called: list[str]
-    replies: list[str]
-    turn_latencies_ms: list[float]
+    calls: list[dict[str, Any]]
+    turns: list[TurnOutcome]
+    packet: dict[str, Any] | None = None
     transcript: list[dict[str, Any]] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def tools_called(self) -> list[str]:
+        """Names of the tools called, in order."""
+        return [c["tool"] for c in self.calls]
+
+    @property
+    def replies(self) -> list[str]:
+        """Every reply of the bot, in order."""
+        return [r for t in self.turns for r in t.replies]
+
+    @property
+    def turn_latencies_ms(self) -> list[float]:
+        """Latency of each turn played."""
+        return [t.latency_ms for t in self.turns]
+
+
+def _called(expected: str | ToolCall, calls: list[dict[str, Any]]) -> bool:
+    want = expected if isinstance(expected, ToolCall) else ToolCall(tool=expected)
+    return any(
+        c["tool"] == want.tool and all(c.get("args", {}).get(k) == v for k, v in want.args.items()) for c in calls
+    )
+
+
+def _describe(expected: str | ToolCall) -> str:
+    if isinstance(expected, str) or not expected.args:
+        return repr(expected if isinstance(expected, str) else expected.tool)
+    return f"{expected.tool!r} with {expected.args}"
+
+
+def _lookup(packet: dict[str, Any], path: str) -> tuple[bool, Any]:
+    value: Any = packet
+    for part in path.split("."):
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return False, None
+    return True, value
+
+
+def _common(where: str, replies: list[str], calls: list[dict[str, Any]], expect: TurnExpect | Any) -> list[str]:
+    found = []
+    for tool in expect.tools_called:
+        if not _called(tool, calls):
+            found.append(f"{where}expected tool {_describe(tool)} to be called")
+    for tool in expect.tools_not_called:
+        if any(c["tool"] == tool for c in calls):
+            found.append(f"{where}tool {tool!r} must not be called")
+    said = "\n".join(replies).lower()
+    for needle in expect.reply_contains:
+        if needle.lower() not in said:
+            found.append(f"{where}no reply contains {needle!r}")
+    for needle in expect.reply_not_contains:
+        if needle.lower() in said:
+            found.append(f"{where}a reply contains {needle!r}")
+    return found
+
+
+def _turn_failures(case: Case, outcome: Outcome) -> list[str]:
+    found: list[str] = []
+    for i, turn in enumerate(case.steps):
+        if turn.expect is None:
+            continue
+        where = f"turn {i + 1}: "
+        if i >= len(outcome.turns):
+            found.append(f"{where}not reached (the conversation was handed off at turn {len(outcome.turns)})")
+            continue
+        played = outcome.turns[i]
+        expect = turn.expect
+        found.extend(_common(where, played.replies, played.calls, expect))
+        for reason in expect.reasons:
+            if reason not in played.reasons:
+                found.append(f"{where}expected reason {reason!r}, got {played.reasons}")
+        if expect.stage is not None and played.stage != expect.stage:
+            found.append(f"{where}expected stage {expect.stage!r}, got {played.stage!r}")
+        if expect.handoff is not None and (played.stage == "handed_off") != expect.handoff:
+            found.append(f"{where}expected {'a' if expect.handoff else 'no'} handoff")
+    return found
 
 
 def failures(case: Case, outcome: Outcome) -> list[str]:
@@ -37,16 +128,14 @@ def failures(case: Case, outcome: Outcome) -> list[str]:
         found.append(f"expected runbook {expect.runbook!r}, got {outcome.runbook!r}")
     if expect.reason and expect.reason not in outcome.reasons:
         found.append(f"expected reason {expect.reason!r}, got {outcome.reasons}")
-    for tool in expect.tools_called:
-        if tool not in outcome.tools_called:
-            found.append(f"expected tool {tool!r} to be called")
-    for tool in expect.tools_not_called:
-        if tool in outcome.tools_called:
-            found.append(f"tool {tool!r} must not be called")
-    said = "\n".join(outcome.replies).lower()
-    for needle in expect.reply_contains:
-        if needle.lower() not in said:
-            found.append(f"no reply contains {needle!r}")
+    found.extend(_common("", outcome.replies, outcome.calls, expect))
+    for path, want in expect.packet.items():
+        present, value = _lookup(outcome.packet or {}, path)
+        if not present or (want == "*" and value in (None, "", [], {})):
+            found.append(f"the handoff packet has no {path!r}")
+        elif want != "*" and value != want:
+            found.append(f"packet {path!r} is {value!r}, expected {want!r}")
+    found.extend(_turn_failures(case, outcome))
     return found
 
 
@@ -78,4 +167,33 @@ def summarize(cases: list[Case], outcomes: list[Outcome]) -> dict[str, Any]:
         "latency_ms_p50": round(float(np.percentile(latencies, 50)), 2) if latencies else None,
         "latency_ms_p95": round(float(np.percentile(latencies, 95)), 2) if latencies else None,
         "turns": len(latencies),
+    }
+
+
+def check_gates(summary: dict[str, Any], gates: list[Gate]) -> list[str]:
+    """The gates that fail, in words (a gate on an unknown metric fails too)."""
+    failed = []
+    for gate in gates:
+        if gate.metric not in summary:
+            failed.append(f"{gate}: no metric named {gate.metric!r} in the summary")
+        elif not gate.holds(summary[gate.metric]):
+            failed.append(f"{gate}: got {summary[gate.metric]}")
+    return failed
+
+
+def compare(report: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
+    """Metric deltas and cases that newly pass or fail against an earlier report."""
+    before = {row["id"]: row["passed"] for row in baseline.get("cases", [])}
+    deltas = {}
+    for key, value in report["summary"].items():
+        old = baseline.get("summary", {}).get(key)
+        if isinstance(value, int | float) and isinstance(old, int | float):
+            deltas[key] = {"before": old, "after": value, "delta": round(value - old, 4)}
+    rows = report["cases"]
+    return {
+        "metrics": deltas,
+        "newly_failing": [r["id"] for r in rows if before.get(r["id"]) is True and not r["passed"]],
+        "newly_passing": [r["id"] for r in rows if before.get(r["id"]) is False and r["passed"]],
+        "new_cases": [r["id"] for r in rows if r["id"] not in before],
+        "removed_cases": sorted(set(before) - {r["id"] for r in rows}),
     }

@@ -11,7 +11,7 @@ from agent.errors import CaseFileError
 from agent.settings import BUNDLED_RUNBOOKS
 from eval.cases import Case, load_cases
 from eval.harness import run_eval
-from eval.scoring import Outcome, failures, summarize
+from eval.scoring import Outcome, TurnOutcome, failures, summarize
 from vectorstore.embeddings import MiniLMEmbedder
 
 SUMMARY_KEYS = {
@@ -34,16 +34,18 @@ def case(cid: str, handoff: bool, runbook: object = "<unset>", **expect: object)
     return Case.model_validate({"id": cid, "turns": ["x"], "expect": body})
 
 
-def outcome(handoff: bool, runbook: str | None, ms: float = 10.0, **kw: object) -> Outcome:
-    return Outcome(
-        handoff=handoff,
-        runbook=runbook,
-        confidence=0.8,
-        reasons=list(kw.get("reasons", [])),  # type: ignore[arg-type]
-        tools_called=list(kw.get("tools", [])),
-        replies=list(kw.get("replies", [])),  # type: ignore[arg-type]
-        turn_latencies_ms=[ms],
-    )
+def outcome(
+    handoff: bool,
+    runbook: str | None,
+    ms: float = 10.0,
+    *,
+    reasons: list[str] | None = None,
+    tools: list[str] | None = None,
+    replies: list[str] | None = None,
+) -> Outcome:
+    calls = [{"tool": t, "args": {}} for t in tools or []]
+    turn = TurnOutcome(replies or [], reasons or [], calls, "handed_off" if handoff else "confirm", ms)
+    return Outcome(handoff=handoff, runbook=runbook, confidence=0.8, reasons=reasons or [], calls=calls, turns=[turn])
 
 
 def test_summary_metrics_follow_their_definitions() -> None:
