@@ -204,13 +204,36 @@ def handoffs_schema() -> None:
     sys.stdout.write(json.dumps(HandoffPacket.model_json_schema(), indent=2) + "\n")
 
 
-def _print_summary(summary: dict[str, Any]) -> None:
+def _print_summary(summary: dict[str, Any], comparison: dict[str, Any] | None = None) -> None:
     table = Table(title="Eval summary")
     table.add_column("metric")
     table.add_column("value", justify="right")
+    if comparison:
+        table.add_column("before", justify="right")
+        table.add_column("change", justify="right")
     for key, value in summary.items():
-        table.add_row(key, "-" if value is None else str(value))
+        row = [key, "-" if value is None else str(value)]
+        if comparison:
+            delta = comparison["metrics"].get(key)
+            row += [str(delta["before"]), f"{delta['delta']:+g}"] if delta else ["", ""]
+        table.add_row(*row)
     console.print(table)
+
+
+def _example_repeats(pack_dir: Path, cases: list[Any]) -> list[str]:
+    """Cases whose text is one of the pack's examples: they test nothing."""
+    from agent.pack import load_pack
+
+    examples = {
+        " ".join(e.lower().split()): rid for rid, rb in load_pack(pack_dir).runbooks.items() for e in rb.meta.examples
+    }
+    warnings = []
+    for case in cases:
+        for text in case.texts:
+            owner = examples.get(" ".join(text.lower().split()))
+            if owner:
+                warnings.append(f"case {case.id}: {text!r} is an example of {owner}; it tests nothing")
+    return warnings
 
 
 @eval_app.callback(invoke_without_command=True)
@@ -221,38 +244,110 @@ def eval_run(
     ),
     runbooks: RunbooksOpt = None,
     report: Annotated[Path | None, typer.Option("--report", help="Write the JSON report here.")] = None,
+    html: Annotated[Path | None, typer.Option("--html", help="Write the HTML report here.")] = None,
+    baseline: Annotated[Path | None, typer.Option("--baseline", help="An earlier JSON report to compare with.")] = None,
+    gate: Annotated[
+        list[str] | None, typer.Option("--gate", help="METRIC>=X or METRIC<=X; exit 1 when one fails. Repeatable.")
+    ] = None,
+    only: Annotated[str | None, typer.Option("--only", help="Only cases expecting this runbook.")] = None,
+    repeat: Annotated[int, typer.Option("--repeat", min=1, help="Play each case k times; pass = all k pass.")] = 1,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Cases played at once.")] = 1,
+    sweep: Annotated[bool, typer.Option("--sweep", help="Replay over a range of min_score values.")] = False,
+    target: Annotated[float, typer.Option("--target", help="Wrong-resolution rate the sweep aims at.")] = 0.02,
+    sweep_png: Annotated[Path | None, typer.Option("--sweep-png", help="Where to draw the sweep curve.")] = None,
 ) -> None:
-    """Play every case through the graph, print a summary, write the report."""
+    """Play every case through the graph, print a summary, write the reports, check the gates."""
     if ctx.invoked_subcommand is not None:
         return
-    from eval.cases import load_cases
-    from eval.harness import run_eval
+    from rich.progress import Progress
+
+    from eval.cases import load_case_file, parse_gate
+    from eval.harness import Evaluator
+    from eval.scoring import check_gates, compare
 
     settings = _settings(runbooks)
     try:
-        loaded = load_cases(cases)
-        result = run_eval(settings.runbooks, loaded)
-    except TieroneError as exc:
+        case_file = load_case_file(cases)
+        gates = case_file.gates + [parse_gate(g) for g in gate or []]
+        selected = [c for c in case_file.cases if only is None or c.expect.runbook == only]
+        if not selected:
+            raise TieroneError(f"no case in {cases} expects runbook {only!r}")
+        old = json.loads(baseline.read_text(encoding="utf-8")) if baseline else None
+        for warning in _example_repeats(settings.runbooks, selected):
+            err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+        evaluator = Evaluator(settings.runbooks)
+    except (TieroneError, OSError, json.JSONDecodeError) as exc:
         _fail(exc)
+    with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
+        task = progress.add_task("playing cases", total=len(selected))
+        result = evaluator.run(selected, repeat=repeat, workers=workers, on_case=lambda _: progress.advance(task))
+    comparison = compare(result, old) if old else None
+    if comparison:
+        result["comparison"] = comparison
     failed = [row for row in result["cases"] if not row["passed"]]
     if failed:
         table = Table(title=f"Failing cases ({len(failed)})")
         for column in ("case", "handoff", "runbook", "confidence", "what went wrong"):
             table.add_column(column)
         for row in failed:
+            new = comparison and row["id"] in comparison["newly_failing"]
             table.add_row(
-                row["id"],
+                ("[red]NEW[/red] " if new else "") + row["id"],
                 str(row["handoff"]),
                 str(row["runbook"]),
                 f"{row['confidence']:.2f}",
                 "; ".join(row["failures"]),
             )
         console.print(table)
-    _print_summary(result["summary"])
+    if comparison and comparison["newly_passing"]:
+        console.print("newly passing: " + ", ".join(comparison["newly_passing"]))
+    _print_summary(result["summary"], comparison)
+    sweep_data = None
+    png = None
+    if sweep:
+        from eval.sweep import default_scores, plot, recommend, run_sweep, sweep_to_dict
+
+        current = evaluator.pack.policy.routing.min_score
+        points = run_sweep(evaluator, selected, default_scores(current), workers=workers)
+        best = recommend(points, target)
+        png = plot(
+            points,
+            current=current,
+            recommended=best,
+            target=target,
+            out=sweep_png or (html.with_suffix(".sweep.png") if html else Path("sweep.png")),
+        )
+        sweep_data = sweep_to_dict(points, current, best, target)
+        result["sweep"] = sweep_data
+        console.print(
+            f"sweep: {len(points)} settings drawn in {png}; "
+            + (
+                f"min_score {best.min_score:.2f} keeps wrong resolutions at {best.wrong_resolution_rate} "
+                f"(target {target}) with containment {best.containment_rate}"
+                if best
+                else f"no setting reaches a wrong-resolution rate of {target}"
+            )
+        )
     if report:
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(json.dumps(result, indent=2), encoding="utf-8")
         console.print(f"report written to {report}")
+    if html:
+        from eval.html import render_html
+
+        html.parent.mkdir(parents=True, exist_ok=True)
+        html.write_text(
+            render_html(result, evaluator.pack, comparison=comparison, sweep=sweep_data, sweep_png=png),
+            encoding="utf-8",
+        )
+        console.print(f"HTML report written to {html}")
+    failed_gates = check_gates(result["summary"], gates)
+    for line in failed_gates:
+        err.print(f"[red]gate failed:[/red] {line}", highlight=False)
+    if gates and not failed_gates:
+        console.print("gates: " + ", ".join(str(g) for g in gates) + " all hold")
+    if failed_gates:
+        raise typer.Exit(1)
 
 
 @eval_app.command("import")
@@ -285,6 +380,73 @@ def eval_import(
         write_policy(report.pack_dir, {"routing": {"min_score": best.min_score, "min_margin": best.min_margin}})
         console.print(f"calibrated: min_score {best.min_score:.2f}, min_margin {best.min_margin:.2f}")
     console.print(f"next: tierone eval --runbooks {report.pack_dir} --cases {report.cases_file}")
+
+
+@eval_app.command("init")
+def eval_init(
+    runbook_id: Annotated[str, typer.Argument(help="The runbook to draft cases for.")],
+    runbooks: RunbooksOpt = None,
+    count: Annotated[int, typer.Option(help="Single-turn drafts to write.")] = 6,
+    out: Annotated[Path | None, typer.Option("--out", help="Append the drafts to this .jsonl (else print).")] = None,
+) -> None:
+    """Draft cases for a runbook from its examples (rewritten, never verbatim); edit them before use."""
+    from agent.pack import load_pack
+    from eval.drafts import draft_cases
+
+    settings = _settings(runbooks)
+    try:
+        pack = load_pack(settings.runbooks)
+        if runbook_id not in pack.runbooks:
+            raise TieroneError(f"no runbook {runbook_id!r} in {settings.runbooks}; `tierone runbooks lint` lists them")
+    except TieroneError as exc:
+        _fail(exc)
+    lines = [json.dumps(d) for d in draft_cases(pack, pack.runbooks[runbook_id], count=count)]
+    if out:
+        with out.open("a", encoding="utf-8") as fh:
+            fh.write("\n".join(lines) + "\n")
+        console.print(f"appended {len(lines)} draft cases to {out}: read and edit them, then run `tierone eval`")
+    else:
+        sys.stdout.write("\n".join(lines) + "\n")
+
+
+@app.command("try")
+def try_message(
+    message: Annotated[str, typer.Argument(help="What a customer might write.")],
+    runbooks: RunbooksOpt = None,
+) -> None:
+    """Route one message against the pack: candidates, scores, and what the bot would do."""
+    from agent.brains.offline import OfflineBrain
+    from agent.nodes import runbook_facts
+    from agent.pack import load_pack
+    from agent.policy import Facts, decide
+    from vectorstore.embeddings import MiniLMEmbedder
+    from vectorstore.index import RunbookIndex, open_client
+
+    settings = _settings(runbooks)
+    try:
+        pack = load_pack(settings.runbooks)
+    except TieroneError as exc:
+        _fail(exc)
+    index = RunbookIndex(open_client(settings.chroma_dir), pack, MiniLMEmbedder())
+    index.sync()
+    understanding = OfflineBrain(index).understand(message, routing_text=message)
+    matched = {c.runbook_id: c.matched for c in index.query(message, 5)}
+    routing = pack.policy.routing
+    table = Table(title=f"Routing (min_score {routing.min_score}, min_margin {routing.min_margin})")
+    for column in ("runbook", "score", "tier", "nearest example"):
+        table.add_column(column)
+    for c in understanding.candidates:
+        rb = pack.runbooks[c.runbook_id]
+        table.add_row(c.runbook_id, f"{c.score:.3f}", str(pack.effective_tier(rb)), matched.get(c.runbook_id, ""))
+    console.print(table)
+    decision = decide(Facts(stage="triage", understanding=understanding, runbooks=runbook_facts(pack)), pack.policy)
+    console.print(
+        f"decision: [bold]{decision.action}[/bold] ({', '.join(decision.reasons)})"
+        + (f" on {decision.runbook_id}" if decision.runbook_id else "")
+        + f"; sentiment {understanding.sentiment:+.2f}"
+        + (", asks for a person" if understanding.wants_human else ""),
+        highlight=False,
+    )
 
 
 def main() -> None:

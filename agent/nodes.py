@@ -66,7 +66,8 @@ def understand(state: ConversationState, runtime: Runtime[Deps]) -> Update:
     return {"understanding": understanding.model_dump(), "sentiment": understanding.sentiment}
 
 
-def _runbook_facts(pack: Pack) -> dict[str, boundary.RunbookFacts]:
+def runbook_facts(pack: Pack) -> dict[str, boundary.RunbookFacts]:
+    """What the policy needs of each runbook of the pack."""
     return {
         rid: boundary.RunbookFacts(
             id=rid,
@@ -98,7 +99,7 @@ def facts_of(state: ConversationState, deps: Deps) -> boundary.Facts:
     return boundary.Facts(
         stage=state.get("stage", "triage"),
         understanding=Understanding.model_validate(state["understanding"]),
-        runbooks=_runbook_facts(deps.pack),
+        runbooks=runbook_facts(deps.pack),
         runbook_id=state.get("runbook_id"),
         consumed=state.get("consumed", False),
         verified=_verified(state, deps) is not None,
