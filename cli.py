@@ -252,6 +252,9 @@ def eval_run(
     only: Annotated[str | None, typer.Option("--only", help="Only cases expecting this runbook.")] = None,
     repeat: Annotated[int, typer.Option("--repeat", min=1, help="Play each case k times; pass = all k pass.")] = 1,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Cases played at once.")] = 1,
+    batch_embeddings: Annotated[
+        bool, typer.Option("--batch-embeddings", help="Embed all messages ahead (fast; latency then excludes it).")
+    ] = False,
     sweep: Annotated[bool, typer.Option("--sweep", help="Replay over a range of min_score values.")] = False,
     target: Annotated[float, typer.Option("--target", help="Wrong-resolution rate the sweep aims at.")] = 0.02,
     sweep_png: Annotated[Path | None, typer.Option("--sweep-png", help="Where to draw the sweep curve.")] = None,
@@ -280,7 +283,15 @@ def eval_run(
         _fail(exc)
     with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
         task = progress.add_task("playing cases", total=len(selected))
-        result = evaluator.run(selected, repeat=repeat, workers=workers, on_case=lambda _: progress.advance(task))
+        result = evaluator.run(
+            selected,
+            repeat=repeat,
+            workers=workers,
+            batch_embeddings=batch_embeddings,
+            on_case=lambda _: progress.advance(task),
+        )
+    if batch_embeddings:
+        console.print("[dim]messages were embedded ahead in batches: latencies below leave out the embedding[/dim]")
     comparison = compare(result, old) if old else None
     if comparison:
         result["comparison"] = comparison

@@ -238,3 +238,13 @@ def test_bundled_suite_meets_its_gates(embedder: MiniLMEmbedder) -> None:
     assert case_file.gates, "the bundled case file sets its gates"
     report = Evaluator(BUNDLED_RUNBOOKS, embedder=embedder).run(case_file.cases)
     assert check_gates(report["summary"], case_file.gates) == []
+
+
+def test_batched_embeddings_change_no_outcome() -> None:
+    cases = load_case_file(BUNDLED_CASES).cases[:25]
+    evaluator = Evaluator(BUNDLED_RUNBOOKS, embedder=MiniLMEmbedder(cache_size=0))
+    plain = evaluator.run(cases)
+    batched = Evaluator(BUNDLED_RUNBOOKS, embedder=MiniLMEmbedder()).run(cases, batch_embeddings=True)
+    keys = ("id", "passed", "handoff", "runbook", "confidence")
+    assert [{k: r[k] for k in keys} for r in plain["cases"]] == [{k: r[k] for k in keys} for r in batched["cases"]]
+    assert plain["latency_includes_embedding"] and not batched["latency_includes_embedding"]

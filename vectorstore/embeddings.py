@@ -48,6 +48,14 @@ class MiniLMEmbedder:
         self._cache_size = cache_size
         self._lock = threading.Lock()
 
+    def warm(self, texts: Sequence[str], batch: int = 256) -> None:
+        """Embed texts ahead in large batches (much faster than one at a time) and keep them all."""
+        unique = list(dict.fromkeys(texts))
+        with self._lock:
+            self._cache_size = max(self._cache_size, len(self._cache) + len(unique))
+        for start in range(0, len(unique), batch):
+            self.embed(unique[start : start + batch])
+
     def embed(self, texts: Sequence[str]) -> Vector:
         """Embed texts, reusing vectors of texts seen recently."""
         found: dict[str, Vector] = {}

@@ -71,7 +71,7 @@ class RunbookIndex:
     _NEIGHBOURS = 64
 
     def __init__(self, client: ClientAPI, pack: Pack, embedder: Embedder) -> None:
-        self._embedder = embedder
+        self.embedder = embedder
         self._collection = client.get_or_create_collection(
             collection_name(pack, embedder),
             configuration={"hnsw": {"space": "cosine"}},
@@ -104,7 +104,7 @@ class RunbookIndex:
                 ids.append(f"{rid}::{i}")
                 metadatas.append({"runbook": rid, "hash": runbook.content_hash})
         if texts:
-            vectors = self._embedder.embed(texts)
+            vectors = self.embedder.embed(texts)
             for start in range(0, len(texts), 1000):
                 end = start + 1000
                 self._collection.add(
@@ -122,7 +122,7 @@ class RunbookIndex:
 
     def query(self, text: str, k: int = 5) -> list[Candidate]:
         """The k best runbooks for a message, best first, scored by their nearest example."""
-        vector = self._embedder.embed([text])
+        vector = self.embedder.embed([text])
         # Enough neighbours that the leading runbooks show their four nearest examples.
         n = min(self._NEIGHBOURS, max(self._collection.count(), 1))
         result = self._collection.query(

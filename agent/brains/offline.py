@@ -112,8 +112,8 @@ def sentiment(text: str) -> float:
     return max(-1.0, min(1.0, round(score, 3)))
 
 
-def _routing_text(text: str) -> str:
-    # Addresses and codes say nothing about the problem; keep routing on the words.
+def routing_query(text: str) -> str:
+    """The part of a message routing looks at: addresses and codes say nothing about the problem."""
     return _CODE.sub(" ", _EMAIL.sub(" ", text)).strip()
 
 
@@ -128,7 +128,7 @@ class OfflineBrain:
 
     def understand(self, text: str, *, routing_text: str) -> Understanding:
         """Route, extract slots and read sentiment of one message."""
-        query = _routing_text(routing_text)
+        query = routing_query(routing_text)
         candidates = (
             [Scored(runbook_id=c.runbook_id, score=c.score) for c in self._index.query(query, self._k)]
             if _WORD.search(query.lower())
