@@ -23,7 +23,7 @@ from agent.handoff import (
 )
 from agent.pack import Impact, Pack, Urgency
 from agent.redact import redact
-from agent.state import ConversationState, Decision, Understanding
+from agent.state import ConversationState, Decision, Understanding, Usage
 from tools.base import VerifiedAccount
 
 Update = dict[str, Any]
@@ -31,6 +31,13 @@ Update = dict[str, Any]
 
 def _line(role: str, text: str, at: datetime, channel: str) -> dict[str, Any]:
     return {"role": role, "text": redact(text), "at": at.isoformat(), "channel": channel}
+
+
+def _add_usage(state: ConversationState, *used: Usage) -> dict[str, int]:
+    total = Usage.model_validate(state.get("usage") or {})
+    for usage in used:
+        total = total + usage
+    return total.model_dump()
 
 
 def _counters(state: ConversationState, **changes: int) -> dict[str, int]:
@@ -63,7 +70,11 @@ def understand(state: ConversationState, runtime: Runtime[Deps]) -> Update:
     context = state.get("context_text", "") if state.get("stage") in ("triage", "resolved") else ""
     routing_text = f"{context} {text}".strip() if context else text
     understanding = runtime.context.brain.understand(text, routing_text=routing_text)
-    return {"understanding": understanding.model_dump(), "sentiment": understanding.sentiment}
+    return {
+        "understanding": understanding.model_dump(),
+        "sentiment": understanding.sentiment,
+        "usage": _add_usage(state, understanding.usage),
+    }
 
 
 def runbook_facts(pack: Pack) -> dict[str, boundary.RunbookFacts]:
@@ -324,7 +335,9 @@ def reply(state: ConversationState, runtime: Runtime[Deps]) -> Update:
     else:
         raise ValueError(f"reply cannot word {action!r}")
 
-    text = deps.brain.reply(_reply_context(state, deps, decision, repeat=repeat))
+    worded = deps.brain.reply(_reply_context(state, deps, decision, repeat=repeat))
+    text = worded.text
+    update["usage"] = _add_usage(state, worded.usage)
     update |= {"outgoing": [text], "transcript": [_line("bot", text, now, channel)]}
     return update
 
@@ -376,7 +389,9 @@ def handoff(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         "resolve_due": resolve_due.isoformat(),
     }
     ctx = _reply_context({**state, "runbook_id": runbook_id}, deps, decision, handoff=handoff_info)
-    text = deps.brain.reply(ctx)
+    worded = deps.brain.reply(ctx)
+    text = worded.text
+    hypothesis = deps.brain.hypothesis(runbook, list(decision.reasons), tried, problem)
     packet = HandoffPacket(
         packet_id=packet_id,
         conversation_id=cid,
@@ -395,7 +410,7 @@ def handoff(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         sla=Sla(priority=priority, first_response_due=first_due, resolve_due=resolve_due),  # type: ignore[arg-type]
         reason_codes=list(decision.reasons),
         attempts=[Attempt.model_validate(a) for a in attempts],
-        hypothesis=deps.brain.hypothesis(runbook, list(decision.reasons), tried, problem),
+        hypothesis=hypothesis.text,
         summary=problem[:280],
         transcript=[TranscriptLine.model_validate(line) for line in [*transcript, _line("bot", text, now, channel)]],
         sentiment=Sentiment(score=score, label=sentiment_label(score)),
@@ -407,4 +422,5 @@ def handoff(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         "handoff": handoff_info,
         "outgoing": [text],
         "transcript": [_line("bot", text, now, channel)],
+        "usage": _add_usage(state, worded.usage, hypothesis.usage),
     }

@@ -103,6 +103,10 @@ class RoutingPolicy(BaseModel):
     # not made clearer by asking.
     clarify_floor: float = Field(default=0.45, ge=0, le=1)
     clarify_max_words: int = Field(default=6, ge=0)
+    # An LLM brain's pick is taken over the embedding ranking only when the LLM is at least this
+    # sure and the runbook's own score reaches clarify_floor: it may rescue an odd phrasing, never
+    # invent a fit from nothing.
+    llm_min_confidence: float = Field(default=0.7, ge=0, le=1)
 
 
 class Limits(BaseModel):

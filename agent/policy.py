@@ -7,10 +7,10 @@ codes, and every handoff names the boundary it crossed.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from agent.pack import Policy
-from agent.state import Decision, ReasonCode, Stage, Understanding
+from agent.state import Decision, ReasonCode, Scored, Stage, Understanding
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,8 @@ def _boundaries(facts: Facts, policy: Policy) -> Decision | None:
     u = facts.understanding
     if u.wants_human:
         return _handoff("customer_requested_human", facts)
+    if u.manipulation:
+        return _handoff("manipulation_suspected", facts)
     if u.sentiment <= policy.handoff_sentiment:
         return _handoff("negative_sentiment", facts)
     if _contains_phrase(u.text, policy.escalation_keywords):
@@ -196,8 +198,41 @@ def _in_runbook(facts: Facts, policy: Policy) -> Decision:
     return Decision(action="present_step", reasons=["step_presented"], runbook_id=rid)
 
 
+def _judge_proposal(facts: Facts, policy: Policy) -> tuple[Understanding, ReasonCode | None]:
+    """Take an LLM's runbook pick into the ranking only when the checks allow it."""
+    u = facts.understanding
+    pick, sure = u.proposed_runbook, u.proposal_confidence >= policy.routing.llm_min_confidence
+    if pick == "":
+        # "Nothing fits" errs on the safe side: a person looks at it.
+        return (u.model_copy(update={"candidates": []}), "llm_proposal_accepted") if sure else (u, None)
+    scores = {c.runbook_id: c.score for c in u.candidates}
+    if pick not in facts.runbooks or pick not in scores:
+        return u, "llm_proposal_refused"
+    if not sure or scores[pick] < policy.routing.clarify_floor:
+        return u, None
+    chosen = Scored(runbook_id=pick, score=max(scores[pick], policy.routing.min_score))
+    return u.model_copy(update={"candidates": [chosen]}), "llm_proposal_accepted"
+
+
 def decide(facts: Facts, policy: Policy) -> Decision:
-    """Decide the next action for a conversation: answer, ask, verify, act or hand off."""
+    """Decide the next action for a conversation: answer, ask, verify, act or hand off.
+
+    An LLM brain's proposal (a runbook, "manipulation") is judged here like any other input, and
+    the verdict is recorded among the decision's reasons.
+    """
+    notes: list[ReasonCode] = ["llm_unavailable"] if facts.understanding.degraded else []
+    if facts.understanding.proposed_runbook is not None and not facts.consumed:
+        judged, note = _judge_proposal(facts, policy)
+        facts = replace(facts, understanding=judged)
+        if note:
+            notes.append(note)
+    decision = _decide(facts, policy)
+    if notes:
+        decision = decision.model_copy(update={"reasons": [*decision.reasons, *notes]})
+    return decision
+
+
+def _decide(facts: Facts, policy: Policy) -> Decision:
     if facts.stage == "handed_off":
         return Decision(action="relay", reasons=["relayed_to_l2"], runbook_id=facts.runbook_id)
     if not facts.consumed:

@@ -64,7 +64,38 @@ ReasonCode = Literal[
     "turn_limit",
     "unclear_response",
     "ambiguous_after_clarifying",
+    # an LLM brain's proposals, as the policy judged them
+    "llm_proposal_accepted",
+    "llm_proposal_refused",
+    "llm_unavailable",
+    "manipulation_suspected",
 ]
+
+
+class Usage(BaseModel):
+    """Tokens an LLM call used (zero for the offline brain)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+        )
+
+
+class Reply(BaseModel):
+    """A worded reply, with what it cost and whether a fallback wrote it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    text: str
+    usage: Usage = Field(default_factory=lambda: Usage())
+    # True when the LLM's wording was refused (ungrounded, empty, failed) and the offline text used.
+    fallback: bool = False
 
 
 class Scored(BaseModel):
@@ -94,6 +125,14 @@ class Understanding(BaseModel):
     sentiment: float = 0.0
     urgent: bool = False
     wide_impact: bool = False
+    # What an LLM brain proposes; the policy checks every proposal before using it.
+    proposed_runbook: str | None = None
+    proposal_confidence: float = 0.0
+    manipulation: bool = False
+    language: str = "en"
+    # The LLM brain was unavailable and the offline brain read this message instead.
+    degraded: bool = False
+    usage: Usage = Field(default_factory=lambda: Usage())
 
     @property
     def top(self) -> Scored | None:
@@ -148,6 +187,7 @@ class ConversationState(TypedDict, total=False):
     consumed: bool  # this turn's message already acted on
     last_tool: dict[str, Any] | None
     outgoing: list[str]  # the bot's replies in this turn
+    usage: dict[str, int]  # LLM tokens the conversation used so far
     sentiment: float
     resolution: str | None  # "confirmed" once the customer said it worked
     handoff: dict[str, Any] | None  # packet id, reasons, SLA of the handoff

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from agent.pack import Runbook
-from agent.state import Decision, Understanding
+from agent.state import Decision, Reply, Understanding
 
 
 @dataclass(frozen=True)
@@ -32,10 +32,10 @@ class Brain(Protocol):
         """Read one message; ``routing_text`` is what routing should match (may add context)."""
         ...
 
-    def reply(self, ctx: ReplyContext) -> str:
+    def reply(self, ctx: ReplyContext) -> Reply:
         """Word the reply for a decision, from the runbook and tool results only."""
         ...
 
-    def hypothesis(self, runbook: Runbook | None, reasons: list[str], tried: list[str], problem: str) -> str:
+    def hypothesis(self, runbook: Runbook | None, reasons: list[str], tried: list[str], problem: str) -> Reply:
         """The working hypothesis handed to L2."""
         ...

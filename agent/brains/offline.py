@@ -11,7 +11,7 @@ from datetime import datetime
 
 from agent.brains.base import ReplyContext
 from agent.pack import Runbook
-from agent.state import Scored, Understanding
+from agent.state import Reply, Scored, Understanding
 from vectorstore.index import RunbookIndex
 
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
@@ -152,8 +152,12 @@ class OfflineBrain:
             wide_impact=bool(_WIDE.search(text)),
         )
 
-    def reply(self, ctx: ReplyContext) -> str:
+    def reply(self, ctx: ReplyContext) -> Reply:
         """Word the reply for the decision from fixed sentences, the runbook and tool results."""
+        return Reply(text=self.text_for(ctx))
+
+    def text_for(self, ctx: ReplyContext) -> str:
+        """The reply's text (the LLM brain falls back to it when its own wording is refused)."""
         d = ctx.decision
         rb = ctx.runbook
         if d.action == "greet":
@@ -245,8 +249,13 @@ class OfflineBrain:
             parts.append(f"Meanwhile: {advice}")
         return " ".join(parts)
 
-    def hypothesis(self, runbook: Runbook | None, reasons: list[str], tried: list[str], problem: str) -> str:
+    def hypothesis(self, runbook: Runbook | None, reasons: list[str], tried: list[str], problem: str) -> Reply:
         """A short working hypothesis for L2, from the runbook's notes and what was tried."""
+        return Reply(text=self.hypothesis_text(runbook, reasons, tried, problem))
+
+    @staticmethod
+    def hypothesis_text(runbook: Runbook | None, reasons: list[str], tried: list[str], problem: str) -> str:
+        """The hypothesis's text (the LLM brain's fallback, too)."""
         if runbook is None:
             return f'No runbook fits. The customer wrote: "{problem[:300]}"'
         lines = [f"Likely {runbook.meta.title.lower()} ({runbook.id})."]
