@@ -278,7 +278,7 @@ def eval_run(
         old = json.loads(baseline.read_text(encoding="utf-8")) if baseline else None
         for warning in _example_repeats(settings.runbooks, selected):
             err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
-        evaluator = Evaluator(settings.runbooks)
+        evaluator = Evaluator(settings.runbooks, settings=settings)
     except (TieroneError, OSError, json.JSONDecodeError) as exc:
         _fail(exc)
     with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:

@@ -284,6 +284,7 @@ def _reply_context(state: ConversationState, deps: Deps, decision: Decision, **e
         tool_message=str(last_tool.get("message", "")) if last_tool.get("ok") else "",
         titles={rid: rb.meta.title for rid, rb in deps.pack.runbooks.items()},
         code_attempts_left=deps.pack.policy.limits.max_code_attempts - counters.get("code_attempts", 0),
+        language=str((state.get("understanding") or {}).get("language") or "en"),
         **extra,
     )
 

@@ -24,6 +24,12 @@ class Settings(BaseSettings):
         default=None, validation_alias=AliasChoices("TIERONE_LLM_API_KEY", "OPENAI_API_KEY")
     )
     llm_model: str = "gpt-4.1-mini"
+    llm_timeout_s: float = 20.0
+    llm_max_retries: int = 2
+    llm_temperature: float = 0.0
+    # Prices for cost estimates in eval reports and packets, in currency units per million tokens.
+    llm_price_input_per_mtok: float = 0.40
+    llm_price_output_per_mtok: float = 1.60
     data_dir: Path = Path("data")
     runbooks: Path = BUNDLED_RUNBOOKS
     # Longest customer message accepted, in characters.

@@ -50,6 +50,7 @@ def draft_cases(pack: Pack, runbook: Runbook, *, count: int = 6) -> list[dict[st
     if tier >= 2:
         expect["reason"] = "tier2_runbook"
     drafts: list[dict[str, Any]] = []
+
     def fresh(example: str, n: int) -> str | None:
         # The first rewrite of the example that is not itself an example of the pack.
         return next((t for k in range(4) if _norm(t := _variant(example, n + k)) not in examples), None)

@@ -75,12 +75,17 @@ def play(runtime: Runtime, case: Case) -> Outcome:
         calls=_calls(state.get("attempts", [])),
         turns=turns,
         packet=packet,
+        usage=dict(state.get("usage") or {}),
         transcript=state.get("transcript", []),
         decisions=trace,
     )
 
 
-def _row(case: Case, outcomes: list[Outcome]) -> dict[str, Any]:
+def _cost(usage: dict[str, int], prices: tuple[float, float]) -> float:
+    return (usage.get("prompt_tokens", 0) * prices[0] + usage.get("completion_tokens", 0) * prices[1]) / 1e6
+
+
+def _row(case: Case, outcomes: list[Outcome], prices: tuple[float, float]) -> dict[str, Any]:
     outcome = outcomes[0]
     failed = failures(case, outcome)
     runs_passed = sum(1 for o in outcomes if not failures(case, o))
@@ -93,6 +98,8 @@ def _row(case: Case, outcomes: list[Outcome]) -> dict[str, Any]:
         "latency_ms": round(sum(outcome.turn_latencies_ms), 2),
         "turn_latency_ms": [round(ms, 2) for ms in outcome.turn_latencies_ms],
         "runs": len(outcomes),
+        "tokens": outcome.usage,
+        "cost": round(_cost(outcome.usage, prices), 6),
         "runs_passed": runs_passed,
         "expect": case.expect.model_dump(exclude_defaults=True),
         "failures": failed or [f for o in outcomes for f in failures(case, o)][:5],
@@ -110,7 +117,10 @@ def _row(case: Case, outcomes: list[Outcome]) -> dict[str, Any]:
 class Evaluator:
     """A pack indexed once, against which case sets are played (with other thresholds, too)."""
 
-    def __init__(self, runbooks: Path, *, embedder: Embedder | None = None) -> None:
+    def __init__(self, runbooks: Path, *, embedder: Embedder | None = None, settings: Settings | None = None) -> None:
+        # The brain, its endpoint and prices come from settings; stores and the pack are the run's own.
+        self.settings = settings or Settings()
+        self.prices = (self.settings.llm_price_input_per_mtok, self.settings.llm_price_output_per_mtok)
         self.runbooks = runbooks
         self.pack = load_pack(runbooks)
         # A fresh, in-memory index of the pack: nothing from an earlier run can leak in.
@@ -142,7 +152,8 @@ class Evaluator:
         if batch_embeddings and isinstance(embedder, MiniLMEmbedder):
             embedder.warm([routing_query(t) for c in cases for t in c.texts if t != OTP])
         with tempfile.TemporaryDirectory(prefix="tierone-eval-") as tmp:
-            runtime = open_runtime(Settings(data_dir=Path(tmp), runbooks=self.runbooks), index=self.index)
+            settings = self.settings.model_copy(update={"data_dir": Path(tmp), "runbooks": self.runbooks})
+            runtime = open_runtime(settings, index=self.index)
             runtime.resolver.deps.pack = self._pack_with(routing)
 
             def one(case: Case) -> list[Outcome]:
@@ -160,12 +171,18 @@ class Evaluator:
             1 for c, runs in zip(cases, results, strict=True) if all(not failures(c, o) for o in runs)
         )
         summary["cases"] = len(cases)
+        usages = [o.usage for runs in results for o in runs]
+        tokens = [u.get("prompt_tokens", 0) + u.get("completion_tokens", 0) for u in usages]
+        summary["tokens_per_conversation"] = round(sum(tokens) / len(tokens), 1) if tokens else 0.0
+        summary["cost_per_conversation"] = (
+            round(sum(_cost(u, self.prices) for u in usages) / len(usages), 6) if usages else 0.0
+        )
         if repeat > 1:
             summary["repeat"] = repeat
             summary["pass_hat_k"] = round(summary["passed"] / len(cases), 4)
         return {
             "summary": summary,
-            "cases": [_row(c, runs) for c, runs in zip(cases, results, strict=True)],
+            "cases": [_row(c, runs, self.prices) for c, runs in zip(cases, results, strict=True)],
             "runbooks": str(self.runbooks),
             "brain": runtime.resolver.deps.brain.name,
             "routing": self._pack_with(routing).policy.routing.model_dump(),

@@ -32,6 +32,7 @@ class Outcome:
     calls: list[dict[str, Any]]
     turns: list[TurnOutcome]
     packet: dict[str, Any] | None = None
+    usage: dict[str, int] = field(default_factory=dict)
     transcript: list[dict[str, Any]] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
 

@@ -21,6 +21,8 @@ class ReplyContext:
     code_attempts_left: int = 0
     handoff: dict[str, Any] | None = None
     repeat: bool = False
+    # The customer's language (ISO 639-1), for a brain that can answer in it.
+    language: str = "en"
 
 
 class Brain(Protocol):
