@@ -39,6 +39,18 @@ class Settings(BaseSettings):
     directory_token: str | None = None
     # An Atlassian Statuspage v2 page; unset: the embedded status page.
     status_url: str | None = None
+    # Outbound mail (one-time codes, replies to email conversations); unset host: the file outbox.
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_security: Literal["starttls", "ssl", "none"] = "starttls"
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    smtp_timeout_s: float = 10.0
+    mail_from: str = "Tierone Support <support@tierone.local>"
+    # Shared secret of the inbound-mail webhook (POST /inbound/email); unset: the webhook refuses mail.
+    inbound_secret: str | None = None
+    # Largest inbound-mail post accepted, in bytes (attachments included; only the text is used).
+    inbound_max_bytes: int = 2_000_000
 
     @property
     def conversations_db(self) -> Path:
