@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,10 +19,23 @@ class FileOutbox:
         self._clock = clock
         self._lock = threading.Lock()
 
-    def deliver(self, to: str, subject: str, body: str, *, conversation_id: str) -> str:
-        """Write the message to the outbox and return its id."""
-        message_id = f"<{uuid.uuid4().hex}@tierone.local>"
-        record = {
+    def deliver(
+        self,
+        to: str,
+        subject: str,
+        body: str,
+        *,
+        conversation_id: str,
+        message_id: str | None = None,
+        in_reply_to: str | None = None,
+        references: Sequence[str] = (),
+    ) -> str:
+        """Write the message to the outbox and return its id (``message_id`` when given).
+
+        ``in_reply_to`` and ``references`` are the threading headers a mail client would see.
+        """
+        message_id = message_id or f"<{uuid.uuid4().hex}@tierone.local>"
+        record: dict[str, Any] = {
             "id": message_id,
             "at": self._clock().isoformat(),
             "to": to,
@@ -30,6 +43,10 @@ class FileOutbox:
             "body": body,
             "conversation_id": conversation_id,
         }
+        if in_reply_to:
+            record["in_reply_to"] = in_reply_to
+        if references:
+            record["references"] = list(references)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._lock, self.path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
