@@ -187,13 +187,36 @@ def handoffs_show(packet_id: str) -> None:
     """One packet, as JSON."""
     from agent.deps import utc_now
     from agent.handoff import HandoffQueue
+    from agent.notify import Notifier, describe
 
-    queue = HandoffQueue(_settings().desk_db, utc_now)
+    settings = _settings()
+    queue = HandoffQueue(settings.desk_db, utc_now)
     try:
         packet = queue.get(packet_id)
     except TieroneError as exc:
         _fail(exc)
     console.print_json(HandoffQueue.dumps(packet))
+    notifier = Notifier.from_settings(settings, utc_now)
+    delivery = notifier.delivery(packet_id)
+    if notifier.enabled or delivery is not None:
+        # On stderr, so that stdout stays one JSON document.
+        err.print(describe(delivery, notifier.enabled), highlight=False)
+
+
+@handoffs_app.command("redeliver")
+def handoffs_redeliver(packet_id: str) -> None:
+    """Queue a packet for the helpdesk webhook again (after a rejection); the server's worker sends it."""
+    from agent.deps import utc_now
+    from agent.notify import Notifier
+
+    notifier = Notifier.from_settings(_settings(), utc_now)
+    if not notifier.enabled:
+        _fail(TieroneError("no helpdesk webhook is set; set TIERONE_HANDOFF_WEBHOOK_URL first"))
+    try:
+        notifier.redeliver(packet_id)
+    except TieroneError as exc:
+        _fail(exc)
+    console.print(f"{packet_id} queued for delivery to the helpdesk webhook")
 
 
 @handoffs_app.command("schema")

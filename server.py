@@ -14,6 +14,7 @@ from agent.errors import ConversationNotFound, MessageRejected, PacketNotFound, 
 from agent.handoff import HandoffPacket
 from agent.service import CHANNELS, Runtime, open_runtime
 from agent.settings import Settings
+from pages import mount_pages
 
 
 class NewConversation(BaseModel):
@@ -72,7 +73,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         if getattr(app.state, "runtime", None) is None:
             app.state.runtime = open_runtime(settings)
         app.state.runtime.resolver.recover()
+        notifier = app.state.runtime.notifier  # handoff delivery to the helpdesk webhook, if one is set
+        if notifier is not None:
+            notifier.start()
         yield
+        if notifier is not None:
+            notifier.stop()
 
     app = FastAPI(title="Tierone", version="0.1.0", lifespan=lifespan)
     app.state.runtime = runtime
@@ -140,4 +146,5 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     async def other(_: Request, exc: TieroneError) -> JSONResponse:
         return JSONResponse(status_code=400, content={"detail": str(exc)})
 
+    mount_pages(app)  # /, /chat, /desk and /static (web/)
     return app

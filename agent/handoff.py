@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -117,8 +118,16 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS handoffs (
 class HandoffQueue:
     """Packets in SQLite, written the moment they are created; ids make writes idempotent."""
 
-    def __init__(self, path: Path, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        clock: Callable[[], datetime],
+        *,
+        on_store: Callable[[sqlite3.Connection, HandoffPacket], None] | None = None,
+    ) -> None:
         self.path = path
+        # Runs inside the transaction that stores a new packet (the delivery outbox, agent/notify.py).
+        self._on_store = on_store
         self._db = Database(path)
         self._clock = clock
         with self._db.transaction() as conn:
@@ -140,7 +149,10 @@ class HandoffQueue:
                     packet.model_dump_json(),
                 ),
             )
-            return cur.rowcount == 1
+            stored = cur.rowcount == 1
+            if stored and self._on_store is not None:
+                self._on_store(conn, packet)
+            return stored
 
     def get(self, packet_id: str) -> HandoffPacket:
         """One packet by id."""

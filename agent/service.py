@@ -22,6 +22,7 @@ from agent.deps import Deps, utc_now
 from agent.errors import ConversationNotFound, MessageRejected
 from agent.graph import build_graph
 from agent.handoff import HandoffQueue
+from agent.notify import Notifier
 from agent.pack import Pack, load_pack
 from agent.settings import Settings
 from agent.sqlite import Database
@@ -213,6 +214,8 @@ class Runtime:
     outbox: FileOutbox
     ledger: Ledger
     directory: SqliteDirectory
+    # Delivers new handoff packets to the helpdesk webhook; the server starts and stops its worker.
+    notifier: Notifier | None = None
 
 
 def open_runtime(
@@ -237,11 +240,12 @@ def open_runtime(
     ledger = Ledger(settings.desk_db, clock)
     outbox = FileOutbox(settings.outbox_dir, clock)
     toolbox = Toolbox(directory=directory, status_page=status_page, outbox=outbox, ledger=ledger, clock=clock)
+    notifier = Notifier.from_settings(settings, clock)
     deps = Deps(
         pack=pack,
         brain=OfflineBrain(index),
         toolbox=toolbox,
-        handoffs=HandoffQueue(settings.desk_db, clock),
+        handoffs=HandoffQueue(settings.desk_db, clock, on_store=notifier.enqueue if notifier.enabled else None),
         clock=clock,
     )
     resolver = Resolver(
@@ -251,5 +255,12 @@ def open_runtime(
         max_message_chars=settings.max_message_chars,
     )
     return Runtime(
-        settings=settings, pack=pack, index=index, resolver=resolver, outbox=outbox, ledger=ledger, directory=embedded
+        settings=settings,
+        pack=pack,
+        index=index,
+        resolver=resolver,
+        outbox=outbox,
+        ledger=ledger,
+        directory=embedded,
+        notifier=notifier,
     )

@@ -39,6 +39,13 @@ class Settings(BaseSettings):
     directory_token: str | None = None
     # An Atlassian Statuspage v2 page; unset: the embedded status page.
     status_url: str | None = None
+    # A helpdesk webhook that receives every new handoff packet (agent/notify.py); unset: none sent.
+    handoff_webhook_url: str | None = None
+    handoff_webhook_secret: str | None = None
+    handoff_webhook_timeout_s: float = 10.0
+    # Backoff between delivery attempts: doubling from the base, never longer than the max.
+    handoff_retry_base_s: float = 2.0
+    handoff_retry_max_s: float = 300.0
     # Outbound mail (one-time codes, replies to email conversations); unset host: the file outbox.
     smtp_host: str | None = None
     smtp_port: int = 587
