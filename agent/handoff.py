@@ -72,6 +72,14 @@ class Sentiment(BaseModel):
     label: Literal["angry", "frustrated", "neutral", "positive"]
 
 
+class PacketUsage(BaseModel):
+    """What the conversation cost in LLM tokens (all zero with the offline brain)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    estimated_cost: float = Field(0.0, description="At the configured prices per million tokens")
+
+
 class HandoffPacket(BaseModel):
     """Everything L2 needs so nobody asks the customer again."""
 
@@ -91,6 +99,10 @@ class HandoffPacket(BaseModel):
     summary: str
     transcript: list[TranscriptLine]
     sentiment: Sentiment
+    # Written by an LLM brain alongside (never instead of) the structured fields above.
+    summary_en: str | None = Field(None, description="One-line English summary of the problem (LLM brain)")
+    language: str = Field("en", description="ISO 639-1 code of the language the customer wrote in")
+    usage: PacketUsage | None = None
 
 
 def sentiment_label(score: float) -> Literal["angry", "frustrated", "neutral", "positive"]:

@@ -10,12 +10,14 @@ from langgraph.runtime import Runtime
 
 from agent import policy as boundary
 from agent.brains.base import ReplyContext
+from agent.brains.streaming import Delta, stream_reply
 from agent.deps import Deps
 from agent.handoff import (
     Attempt,
     CandidateScore,
     CustomerState,
     HandoffPacket,
+    PacketUsage,
     Sentiment,
     Sla,
     TranscriptLine,
@@ -38,6 +40,11 @@ def _add_usage(state: ConversationState, *used: Usage) -> dict[str, int]:
     for usage in used:
         total = total + usage
     return total.model_dump()
+
+
+def _spent(state: ConversationState) -> int:
+    used = state.get("usage") or {}
+    return int(used.get("prompt_tokens", 0)) + int(used.get("completion_tokens", 0))
 
 
 def _counters(state: ConversationState, **changes: int) -> dict[str, int]:
@@ -69,7 +76,7 @@ def understand(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         return {"understanding": Understanding(text=text).model_dump()}
     context = state.get("context_text", "") if state.get("stage") in ("triage", "resolved") else ""
     routing_text = f"{context} {text}".strip() if context else text
-    understanding = runtime.context.brain.understand(text, routing_text=routing_text)
+    understanding = runtime.context.brain.understand(text, routing_text=routing_text, spent_tokens=_spent(state))
     return {
         "understanding": understanding.model_dump(),
         "sentiment": understanding.sentiment,
@@ -285,6 +292,7 @@ def _reply_context(state: ConversationState, deps: Deps, decision: Decision, **e
         titles={rid: rb.meta.title for rid, rb in deps.pack.runbooks.items()},
         code_attempts_left=deps.pack.policy.limits.max_code_attempts - counters.get("code_attempts", 0),
         language=str((state.get("understanding") or {}).get("language") or "en"),
+        spent_tokens=_spent(state),
         **extra,
     )
 
@@ -336,7 +344,9 @@ def reply(state: ConversationState, runtime: Runtime[Deps]) -> Update:
     else:
         raise ValueError(f"reply cannot word {action!r}")
 
-    worded = deps.brain.reply(_reply_context(state, deps, decision, repeat=repeat))
+    ctx = _reply_context(state, deps, decision, repeat=repeat)
+    # A streaming caller sees each checked piece of the reply as it is written (Resolver.send).
+    worded = stream_reply(deps.brain, ctx, runtime.stream_writer) if state.get("stream") else deps.brain.reply(ctx)
     text = worded.text
     update["usage"] = _add_usage(state, worded.usage)
     update |= {"outgoing": [text], "transcript": [_line("bot", text, now, channel)]}
@@ -415,8 +425,13 @@ def handoff(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         summary=problem[:280],
         transcript=[TranscriptLine.model_validate(line) for line in [*transcript, _line("bot", text, now, channel)]],
         sentiment=Sentiment(score=score, label=sentiment_label(score)),
+        summary_en=hypothesis.summary,
+        language=str(state["understanding"].get("language") or "en"),
+        usage=PacketUsage.model_validate(_add_usage(state, worded.usage, hypothesis.usage)),
     )
     deps.handoffs.put(packet)
+    if state.get("stream"):
+        runtime.stream_writer(Delta(text))
     return {
         "stage": "handed_off",
         "runbook_id": runbook_id,

@@ -227,9 +227,28 @@ def decide(facts: Facts, policy: Policy) -> Decision:
         if note:
             notes.append(note)
     decision = _decide(facts, policy)
+    if _offline_unsafe(facts, decision):
+        return _handoff("llm_unavailable", facts)
     if notes:
         decision = decision.model_copy(update={"reasons": [*decision.reasons, *notes]})
     return decision
+
+
+def _offline_unsafe(facts: Facts, decision: Decision) -> bool:
+    """Whether the offline reading that stood in for an unavailable LLM may not carry this turn.
+
+    The offline brain reads and writes English only: a customer writing in another language would
+    be routed on words it cannot read and answered in a language they did not use. A person
+    takes over instead.
+    """
+    u = facts.understanding
+    return (
+        u.degraded
+        and u.language != "en"
+        and not facts.consumed
+        and facts.stage != "handed_off"
+        and decision.action not in ("handoff", "relay")
+    )
 
 
 def _decide(facts: Facts, policy: Policy) -> Decision:

@@ -17,7 +17,8 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-from agent.brains.offline import OfflineBrain
+from agent.brains.factory import make_brain
+from agent.brains.streaming import Delta
 from agent.deps import Deps, utc_now
 from agent.errors import ConversationNotFound, MessageRejected
 from agent.graph import build_graph
@@ -147,8 +148,14 @@ class Resolver:
         values = self.graph.invoke(None, config, context=self.deps, durability="sync")
         return list(values.get("outgoing", []))
 
-    def send(self, conversation_id: str, text: object) -> TurnResult:
-        """Take one customer message and return the bot's replies."""
+    def send(
+        self, conversation_id: str, text: object, *, on_delta: Callable[[Delta], None] | None = None
+    ) -> TurnResult:
+        """Take one customer message and return the bot's replies.
+
+        With ``on_delta``, the reply is streamed: each piece is passed to it as soon as it passes
+        the grounding check, and a delta with ``replace=True`` replaces what was shown of the reply.
+        """
         record = self.conversations.get(conversation_id)
         message = validate_message(text, self.max_message_chars)
         with self._lock(conversation_id):
@@ -162,7 +169,8 @@ class Resolver:
             }
             if not self.graph.get_state(config).values:
                 inputs["started_at"] = self.deps.clock().isoformat()
-            values = self.graph.invoke(cast(ConversationState, inputs), config, context=self.deps, durability="sync")
+            inputs["stream"] = on_delta is not None
+            values = self._run(cast(ConversationState, inputs), config, on_delta)
             elapsed = (time.perf_counter() - started) * 1000
         decision = values.get("decision") or {}
         return TurnResult(
@@ -176,6 +184,22 @@ class Resolver:
             latency_ms=elapsed,
             resumed=resumed,
         )
+
+    def _run(
+        self, inputs: ConversationState, config: RunnableConfig, on_delta: Callable[[Delta], None] | None
+    ) -> dict[str, Any]:
+        if on_delta is None:
+            return dict(self.graph.invoke(inputs, config, context=self.deps, durability="sync"))
+        values: dict[str, Any] = {}
+        # "custom" carries the reply node's deltas; the last "values" chunk is what invoke returns.
+        for mode, chunk in self.graph.stream(
+            inputs, config, context=self.deps, durability="sync", stream_mode=["custom", "values"]
+        ):
+            if mode == "custom" and isinstance(chunk, Delta):
+                on_delta(chunk)
+            elif mode == "values":
+                values = dict(cast(dict[str, Any], chunk))
+        return values
 
     def recover(self) -> list[str]:
         """Finish every turn that a stopped process left half-done; return their ids."""
@@ -243,7 +267,7 @@ def open_runtime(
     notifier = Notifier.from_settings(settings, clock)
     deps = Deps(
         pack=pack,
-        brain=OfflineBrain(index),
+        brain=make_brain(settings, index),
         toolbox=toolbox,
         handoffs=HandoffQueue(settings.desk_db, clock, on_store=notifier.enqueue if notifier.enabled else None),
         clock=clock,

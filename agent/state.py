@@ -79,11 +79,14 @@ class Usage(BaseModel):
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # At the configured prices (settings llm_price_*), in currency units.
+    estimated_cost: float = 0.0
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
+            estimated_cost=round(self.estimated_cost + other.estimated_cost, 8),
         )
 
 
@@ -96,6 +99,8 @@ class Reply(BaseModel):
     usage: Usage = Field(default_factory=lambda: Usage())
     # True when the LLM's wording was refused (ungrounded, empty, failed) and the offline text used.
     fallback: bool = False
+    # An LLM brain's one-line English summary of the customer's problem (handoff packets).
+    summary: str | None = None
 
 
 class Scored(BaseModel):
@@ -187,7 +192,8 @@ class ConversationState(TypedDict, total=False):
     consumed: bool  # this turn's message already acted on
     last_tool: dict[str, Any] | None
     outgoing: list[str]  # the bot's replies in this turn
-    usage: dict[str, int]  # LLM tokens the conversation used so far
+    usage: dict[str, Any]  # LLM tokens (and their estimated cost) the conversation used so far
+    stream: bool  # this turn's reply is streamed to the caller (Resolver.send's on_delta)
     sentiment: float
     resolution: str | None  # "confirmed" once the customer said it worked
     handoff: dict[str, Any] | None  # packet id, reasons, SLA of the handoff

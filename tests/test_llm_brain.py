@@ -31,7 +31,7 @@ def completion(message: dict[str, Any], finish_reason: str, prompt: int = 120, d
     }
 
 
-def tool_call(arguments: str, prompt: int = 120, done: int = 30) -> httpx.Response:
+def tool_call(arguments: str, prompt: int = 120, done: int = 30, name: str = "MessageReading") -> httpx.Response:
     message = {
         "role": "assistant",
         "content": None,
@@ -40,7 +40,7 @@ def tool_call(arguments: str, prompt: int = 120, done: int = 30) -> httpx.Respon
             {
                 "id": "call_abc123",
                 "type": "function",
-                "function": {"name": "MessageReading", "arguments": arguments},
+                "function": {"name": name, "arguments": arguments},
             }
         ],
     }
@@ -340,15 +340,32 @@ def test_verbatim_actions_never_call_the_model(brain: LLMBrain, api: respx.MockR
 # -- hypothesis ------------------------------------------------------------------------------------
 
 
+def note(hypothesis: str, summary: str) -> httpx.Response:
+    return tool_call(json.dumps({"hypothesis": hypothesis, "summary": summary}), 300, 60, name="HandoffNote")
+
+
 def test_hypothesis_from_the_model(brain: LLMBrain, api: respx.MockRouter) -> None:
     rb = brain._index.pack.runbooks["password-reset"]
     text = "The account is likely synced from the on-premises directory. Check the sign-in logs first."
-    route = api.post(URL).mock(return_value=text_reply(text))
+    route = api.post(URL).mock(return_value=note(text, "Customer still cannot sign in after a reset."))
     reply = brain.hypothesis(rb, ["steps_exhausted"], ["sent reset link"], "still can't sign in")
     assert reply.text == text and not reply.fallback
-    data = json.loads(sent(route)["messages"][1]["content"])
+    assert reply.summary == "Customer still cannot sign in after a reset."
+    assert reply.usage.prompt_tokens == 300
+    assert reply.usage.estimated_cost == pytest.approx((300 * 0.40 + 60 * 1.60) / 1e6)
+    body = sent(route)
+    assert body["tools"][0]["function"]["name"] == "HandoffNote"
+    assert body["tool_choice"]["function"]["name"] == "HandoffNote"
+    data = json.loads(body["messages"][1]["content"])
     assert data["runbook"]["notes_for_l2"] == rb.l2_notes
     assert data["problem"] == "still can't sign in"
+
+
+def test_hypothesis_without_a_tool_call_falls_back(brain: LLMBrain, api: respx.MockRouter) -> None:
+    api.post(URL).mock(return_value=text_reply("Probably the directory sync."))
+    reply = brain.hypothesis(None, ["no_runbook_fits"], [], "printer on fire")
+    assert reply.fallback and reply.summary is None
+    assert reply.text == OfflineBrain.hypothesis_text(None, ["no_runbook_fits"], [], "printer on fire")
 
 
 def test_hypothesis_falls_back_on_server_error(brain: LLMBrain, api: respx.MockRouter) -> None:
@@ -362,7 +379,7 @@ def test_hypothesis_falls_back_on_server_error(brain: LLMBrain, api: respx.MockR
 
 
 def test_hypothesis_falls_back_on_empty_output(brain: LLMBrain, api: respx.MockRouter) -> None:
-    api.post(URL).mock(return_value=text_reply(""))
+    api.post(URL).mock(return_value=note("  ", "nothing"))
     reply = brain.hypothesis(None, ["no_runbook_fits"], [], "printer on fire")
     assert reply.fallback
     assert reply.text == OfflineBrain.hypothesis_text(None, ["no_runbook_fits"], [], "printer on fire")

@@ -23,6 +23,8 @@ class ReplyContext:
     repeat: bool = False
     # The customer's language (ISO 639-1), for a brain that can answer in it.
     language: str = "en"
+    # LLM tokens the conversation has used so far (a brain's per-conversation budget).
+    spent_tokens: int = 0
 
 
 class Brain(Protocol):
@@ -30,8 +32,11 @@ class Brain(Protocol):
 
     name: str
 
-    def understand(self, text: str, *, routing_text: str) -> Understanding:
-        """Read one message; ``routing_text`` is what routing should match (may add context)."""
+    def understand(self, text: str, *, routing_text: str, spent_tokens: int = 0) -> Understanding:
+        """Read one message; ``routing_text`` is what routing should match (may add context).
+
+        ``spent_tokens`` is what the conversation has used of an LLM brain's budget so far.
+        """
         ...
 
     def reply(self, ctx: ReplyContext) -> Reply:

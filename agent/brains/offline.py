@@ -126,8 +126,8 @@ class OfflineBrain:
         self._index = index
         self._k = k
 
-    def understand(self, text: str, *, routing_text: str) -> Understanding:
-        """Route, extract slots and read sentiment of one message."""
+    def understand(self, text: str, *, routing_text: str, spent_tokens: int = 0) -> Understanding:
+        """Route, extract slots and read sentiment of one message (it spends no tokens)."""
         query = routing_query(routing_text)
         candidates = (
             [Scored(runbook_id=c.runbook_id, score=c.score) for c in self._index.query(query, self._k)]
