@@ -2,7 +2,7 @@
 "use strict";
 
 (() => {
-  const { api, appendLinkified, el, localTime } = Tierone;
+  const { api, appendRich, el, localTime } = Tierone;
   const STORE = "tierone.chat";
   const SUGGESTIONS = ["I forgot my password", "My account is locked", "Is the service down?", "My VPN keeps disconnecting"];
 
@@ -33,6 +33,14 @@
   let retryDelay = 1000;
   let retryTimer = null;
   let welcome = null;
+  let unanswered = null; // {text, id} of a message whose answer never came; a resend reuses its id
+
+  /** An id for one customer message, so a resend after a lost answer is not played twice. */
+  function messageId() {
+    if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
 
   // ---- storage ---------------------------------------------------------------------------------
 
@@ -91,7 +99,7 @@
     return span;
   }
 
-  function messageItem(role, text, at, author) {
+  function messageItem(role, text, at, author, shown) {
     const li = el("li", `msg msg-${role}`);
     if (role === "system") {
       const notice = el("p", "notice", text);
@@ -100,7 +108,11 @@
     }
     const body = el("div", "msg-body");
     const bubble = el("div", "bubble");
-    appendLinkified(bubble, text);
+    // What this tab's customer typed stays as typed here; the stored copy has personal data redacted.
+    if (shown !== undefined && shown !== text) {
+      bubble.append(shown);
+      bubble.title = "Stored with personal details hidden";
+    } else appendRich(bubble, text);
     const meta = el("div", "meta");
     const who = el("span", "who");
     if (role === "customer") who.textContent = "You";
@@ -123,12 +135,14 @@
     if (!line || typeof line.seq !== "number" || seen.has(line.seq)) return;
     hideWelcome();
     const stick = nearBottom();
+    let typed;
     if (line.role === "customer" && pending) {
+      typed = pending.dataset.typed;
       pending.remove();
       pending = null;
     }
     if (line.role === "technician" && line.author) technician = line.author;
-    const li = messageItem(line.role, line.text, line.at, line.author);
+    const li = messageItem(line.role, line.text, line.at, line.author, typed);
     li.dataset.seq = String(line.seq);
     li.dataset.role = line.role;
     // Lines normally arrive in order; one that arrives late goes to its place.
@@ -149,6 +163,7 @@
     hideWelcome();
     pending = messageItem("customer", text, new Date().toISOString(), null);
     pending.classList.add("is-pending");
+    pending.dataset.typed = text;
     pending.setAttribute("aria-hidden", "true"); // announced once the server has it
     ui.messages.append(pending);
     scrollDown();
@@ -220,6 +235,7 @@
   }
 
   function applyStatus(next, nextHandoff, nextTechnician) {
+    const stick = nearBottom(); // the banner takes room from the messages: keep the latest in view
     status = next || "bot";
     if (nextHandoff !== undefined) handoff = nextHandoff;
     if (nextTechnician) technician = nextTechnician;
@@ -230,7 +246,7 @@
       if (handoff && handoff.packet_id) details.push(`Ticket ${handoff.packet_id}`);
       if (handoff && handoff.priority) details.push(`Priority ${handoff.priority}`);
       if (handoff && handoff.first_response_due) {
-        details.push(`A technician will reply by ${localTime(handoff.first_response_due)}`);
+        details.push(`A technician will reply by ${localTime(handoff.first_response_due)} (your time)`);
       }
       details.push("You can keep writing here; it all goes to your ticket.");
       setBanner("queued", ICON_PERSON, "We've passed your conversation to a person.", details);
@@ -249,6 +265,7 @@
       ui.presenceText.textContent = "Virtual assistant · replies in seconds";
       ui.banner.hidden = true;
     }
+    if (stick) scrollDown();
   }
 
   // ---- the live stream -------------------------------------------------------------------------
@@ -361,6 +378,7 @@
     grow();
     if (status !== "claimed") ui.typing.hidden = false;
     scrollDown();
+    const clientMessageId = unanswered && unanswered.text === text ? unanswered.id : messageId();
     try {
       if (!conv) {
         const created = await api("POST", "/conversations", { body: { channel: "chat" } });
@@ -372,8 +390,9 @@
       }
       const turn = await api("POST", `/conversations/${encodeURIComponent(conv.id)}/messages`, {
         token: conv.token,
-        body: { text },
+        body: { text, client_message_id: clientMessageId },
       });
+      unanswered = null;
       if (turn.status) applyStatus(turn.status, turn.handoff === undefined ? handoff : turn.handoff, null);
       // The stream normally delivers the lines; without it, read them back.
       if (!streamOpen()) await refresh();
@@ -381,6 +400,8 @@
       if (pending) pending.remove();
       pending = null;
       ui.input.value = text; // nothing the customer typed is lost
+      // No answer, or the server failed: the message may have been taken, so a resend keeps its id.
+      unanswered = err.status === 0 || err.status >= 500 ? { text, id: clientMessageId } : null;
       grow();
       showError(err.message);
       if (conv && (err.status === 404 || err.status === 401)) forget(err.message);

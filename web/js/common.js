@@ -87,6 +87,22 @@ const Tierone = (() => {
     if (last < text.length) el.append(text.slice(last));
   }
 
+  /** Append text, showing redaction markers such as "[email]" as labelled chips and links as anchors. */
+  function appendRich(el, text) {
+    const pattern = /\[([a-z][a-z _-]{1,24})\]/g;
+    let last = 0;
+    for (const match of text.matchAll(pattern)) {
+      if (match.index > last) appendLinkified(el, text.slice(last, match.index));
+      const chip = document.createElement("span");
+      chip.className = "redacted";
+      chip.textContent = match[1];
+      chip.title = `A ${match[1]} was here; it is hidden to protect your data.`;
+      el.append(chip);
+      last = match.index + match[0].length;
+    }
+    if (last < text.length) appendLinkified(el, text.slice(last));
+  }
+
   /** Create an element with a class and text. */
   function el(tag, className, text) {
     const node = document.createElement(tag);
@@ -119,5 +135,5 @@ const Tierone = (() => {
     return h ? `${h}:${String(m).padStart(2, "0")}:${r}` : `${m}:${r}`;
   }
 
-  return { ApiError, api, appendLinkified, el, localTime, clock };
+  return { ApiError, api, appendLinkified, appendRich, el, localTime, clock };
 })();

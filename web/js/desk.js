@@ -2,7 +2,7 @@
 "use strict";
 
 (() => {
-  const { api, appendLinkified, el, localTime, clock } = Tierone;
+  const { api, appendRich, el, localTime, clock } = Tierone;
   const KEY = "tierone.desk.key";
   const QUEUE_POLL_MS = 4000;
   const PACKET_POLL_MS = 3000;
@@ -208,12 +208,6 @@
 
       const top = el("div", "ticket-top");
       top.append(el("span", `badge badge-${t.priority}`, t.priority), el("span", "ticket-id", t.packet_id));
-      const st = el("span", `badge ${t.status === "claimed" ? "badge-ok" : "badge-soft"}`);
-      st.textContent = t.status === "claimed" && t.claimed_by ? `Claimed by ${t.claimed_by}` : STATUS_LABEL[t.status] || t.status;
-      top.append(st);
-      const flag = el("span", "flag badge badge-warn", "At risk");
-      flag.hidden = true;
-      top.append(flag);
       const due = el("span", "countdown");
       due.dataset.due = t.first_response_due;
       due.dataset.packet = t.packet_id;
@@ -221,6 +215,11 @@
       top.append(due);
 
       const meta = el("div", "ticket-meta");
+      const st = el("span", `badge ${t.status === "claimed" ? "badge-ok" : "badge-soft"}`);
+      st.textContent = t.status === "claimed" && t.claimed_by ? `Claimed by ${t.claimed_by}` : STATUS_LABEL[t.status] || t.status;
+      const flag = el("span", "flag badge badge-warn", "At risk");
+      flag.hidden = true;
+      meta.append(st, flag);
       meta.append(
         el("span", null, t.category || "uncategorised"),
         el("span", null, t.channel),
@@ -352,7 +351,8 @@
 
     // Hypothesis and why it came to L2.
     const hyp = card("Working hypothesis", "wide");
-    hyp.append(el("p", "hypothesis", p.hypothesis || "—"));
+    // Runbook notes come hard-wrapped: join wrapped lines, keep paragraph breaks.
+    hyp.append(el("p", "hypothesis", (p.hypothesis || "—").replace(/([^\n])\n(?!\n)/g, "$1 ")));
 
     const why = card("Why it was handed off");
     const reasons = el("div", "reasons");
@@ -410,7 +410,7 @@
     if ((p.runbook_candidates || []).length) routing.append(cands);
 
     // What was tried.
-    const tried = card("What the bot tried", "wide");
+    const tried = card("What the bot tried");
     const list = el("ol", "attempts");
     for (const a of p.attempts || []) {
       const failed = a.kind === "tool" && a.ok === false;
@@ -526,10 +526,11 @@
     }
     const li = el("li", `line role-${line.role}${at > parts.createdAt ? " is-after" : ""}`);
     const who = el("span", "who");
-    who.append(el("b", null, line.author ? `${ROLE_LABEL[line.role] || line.role} ${line.author}` : ROLE_LABEL[line.role] || line.role));
+    const role = ROLE_LABEL[line.role] || line.role;
+    who.append(el("b", null, line.author && line.role !== "system" ? `${role} ${line.author}` : role));
     who.append(` · ${localTime(line.at)} · ${line.channel}`);
     const text = el("span", "text");
-    appendLinkified(text, line.text);
+    appendRich(text, line.text);
     li.append(who, text);
     parts.transcript.append(li);
     parts.transcript.scrollTop = parts.transcript.scrollHeight;
