@@ -1,20 +1,39 @@
-"""The FastAPI app: conversations API and health checks."""
+"""The FastAPI app: the customers' conversations API, the L2 desk API, health, readiness and metrics.
+
+Access: a conversation's token (``Authorization: Bearer``, or ``?token=`` on the SSE stream) is its
+customer's credential; technicians and admins send their API key the same way (agent/auth.py).
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import sqlite3
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from anyio import to_thread
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from agent import logs
+from agent.auth import ApiKeyRejected, ApiKeys, CustomerTokens, Principal, RateLimiter
+from agent.desk import DeskConflict, Ticket
 from agent.errors import ConversationNotFound, MessageRejected, PacketNotFound, TieroneError
 from agent.handoff import HandoffPacket
-from agent.service import CHANNELS, Runtime, open_runtime
+from agent.messages import Line
+from agent.metrics import CONTENT_TYPE, Metrics
+from agent.service import CHANNELS, Runtime, open_runtime, validate_message
 from agent.settings import Settings
 from pages import mount_pages
+
+# -- request and response bodies -------------------------------------------------------------------
 
 
 class NewConversation(BaseModel):
@@ -24,9 +43,10 @@ class NewConversation(BaseModel):
 
 
 class ConversationCreated(BaseModel):
-    """A new conversation's id."""
+    """A new conversation's id and its customer's token (shown once; send it as a bearer token)."""
 
     conversation_id: str
+    token: str
 
 
 class CustomerMessage(BaseModel):
@@ -35,24 +55,30 @@ class CustomerMessage(BaseModel):
     text: str = Field(description="What the customer wrote")
 
 
+ConversationStatusName = Literal["bot", "queued", "claimed", "resolved"]
+
+
 class TurnOut(BaseModel):
-    """The bot's answer to one message."""
+    """The bot's answer to one message (no replies while a technician holds the conversation)."""
 
     conversation_id: str
     replies: list[str]
     stage: str
+    status: ConversationStatusName
     runbook_id: str | None
     handoff: dict[str, Any] | None
     reasons: list[str]
 
 
-class MessageOut(BaseModel):
+class LineOut(BaseModel):
     """One line of the transcript (PII-redacted)."""
 
-    role: str
+    seq: int
+    role: Literal["customer", "bot", "technician", "system"]
     text: str
     at: str
     channel: str
+    author: str | None
 
 
 class ConversationOut(BaseModel):
@@ -60,9 +86,308 @@ class ConversationOut(BaseModel):
 
     conversation_id: str
     stage: str
+    status: ConversationStatusName
     runbook_id: str | None
     handoff: dict[str, Any] | None
-    transcript: list[MessageOut]
+    transcript: list[LineOut]
+
+
+class MeOut(BaseModel):
+    """Who an API key belongs to."""
+
+    name: str
+    role: Literal["l2", "admin"]
+
+
+class TicketOut(BaseModel):
+    """A handoff in the desk's queue."""
+
+    packet_id: str
+    conversation_id: str
+    status: Literal["queued", "claimed", "resolved", "returned"]
+    priority: str
+    category: str | None
+    runbook_id: str | None
+    summary: str
+    sentiment_label: str
+    reason_codes: list[str]
+    created_at: str
+    first_response_due: str
+    resolve_due: str
+    at_risk: bool = Field(description="First response due within the at-risk window and not yet given")
+    breached: bool = Field(description="A first-response or resolve due time passed before it was met")
+    claimed_by: str | None
+    channel: str
+
+
+class EventOut(BaseModel):
+    """One recorded change of a ticket."""
+
+    at: str
+    actor: str
+    action: str
+    note: str | None
+
+
+class TicketDetail(BaseModel):
+    """A ticket with its whole packet, its history and the live transcript."""
+
+    packet: HandoffPacket
+    status: Literal["queued", "claimed", "resolved", "returned"]
+    claimed_by: str | None
+    events: list[EventOut]
+    transcript: list[LineOut]
+
+
+class ClaimOut(BaseModel):
+    """A ticket's holder after a claim."""
+
+    status: Literal["claimed"]
+    claimed_by: str
+
+
+class TechnicianReply(BaseModel):
+    """A technician's message to the customer."""
+
+    text: str = Field(description="What the customer will read")
+
+
+class ReplyOut(BaseModel):
+    """The transcript line the reply became."""
+
+    line: LineOut
+
+
+class Note(BaseModel):
+    """Why a ticket was closed or returned; kept in its history."""
+
+    note: str = Field(default="", max_length=4000)
+
+
+class Closed(BaseModel):
+    """A ticket's state after resolve or return."""
+
+    packet_id: str
+    status: Literal["resolved", "returned"]
+
+
+class NewKey(BaseModel):
+    """An API key to create."""
+
+    name: str
+    role: Literal["l2", "admin"]
+
+
+class KeyOut(BaseModel):
+    """An API key's record (the key itself only when it is created)."""
+
+    name: str
+    role: str
+    prefix: str
+    created_at: str
+    revoked_at: str | None = None
+    key: str | None = None
+
+
+def _line(line: Line) -> LineOut:
+    return LineOut.model_validate(line.as_dict())
+
+
+def _ticket(t: Ticket) -> TicketOut:
+    p = t.packet
+    return TicketOut(
+        packet_id=p.packet_id,
+        conversation_id=p.conversation_id,
+        status=p.status,
+        priority=p.sla.priority,
+        category=p.category,
+        runbook_id=p.runbook_id,
+        summary=p.summary,
+        sentiment_label=p.sentiment.label,
+        reason_codes=p.reason_codes,
+        created_at=p.created_at.isoformat(),
+        first_response_due=p.sla.first_response_due.isoformat(),
+        resolve_due=p.sla.resolve_due.isoformat(),
+        at_risk=t.at_risk,
+        breached=t.breached,
+        claimed_by=t.claimed_by,
+        channel=p.channel,
+    )
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"example": {"detail": description}}}}
+
+
+CUSTOMER_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: _error("No conversation token was sent"),
+    404: _error("No such conversation, or the token is not this conversation's"),
+}
+DESK_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: _error("No API key, or an unknown or revoked one"),
+    403: _error("The credential is not a technician's (a customer token, or too small a role)"),
+}
+
+# -- HTTP plumbing: body size, request logs ---------------------------------------------------------
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """Refuse request bodies over a limit with 413 before the app parses them.
+
+    The declared Content-Length is checked first; a body sent without one (chunked) is counted
+    as it arrives and cut off at the limit.
+    """
+
+    def __init__(self, app: ASGIApp, default: int, overrides: dict[str, int]) -> None:
+        self.app = app
+        self.default = default
+        self.overrides = overrides
+
+    def _limit(self, path: str) -> int:
+        for prefix, limit in self.overrides.items():
+            if path.startswith(prefix):
+                return limit
+        return self.default
+
+    @staticmethod
+    async def _refuse(send: Send, status: int, detail: str) -> None:
+        body = json.dumps({"detail": detail}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on, or refuse it."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self._limit(scope["path"])
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                await self._refuse(send, 400, "the Content-Length header is not a number")
+                return
+            if int(declared) > limit:
+                await self._refuse(send, 413, f"the request body is {int(declared):,} bytes; the limit is {limit:,}")
+                return
+        received = 0
+        started = False
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _TooLarge
+            return message
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, watched)
+        except _TooLarge:
+            if not started:
+                await self._refuse(send, 413, f"the request body is over the limit of {limit:,} bytes")
+
+
+class RequestLog:
+    """One structured log line per request: route, status, time, conversation id; no query, no body."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Time the request and log it."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def watched(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        finally:
+            route = scope.get("route")
+            params = scope.get("path_params") or {}
+            fields: dict[str, Any] = {
+                "method": scope["method"],
+                # The route's template, not the path: ids go in their own fields, tokens nowhere.
+                "route": getattr(route, "path", "unmatched"),
+                "status": status,
+                "ms": round((time.perf_counter() - started) * 1000, 1),
+            }
+            for name in ("conversation_id", "packet_id"):
+                if name in params:
+                    fields[name] = params[name]
+            logs.log("request", logging.WARNING if status >= 500 else logging.INFO, **fields)
+
+
+def _validated(runtime: Runtime, text: str) -> str:
+    return validate_message(text, runtime.settings.max_message_chars)
+
+
+def _client_ip(request: Request) -> str:
+    # Behind a proxy, run uvicorn with --proxy-headers and --forwarded-allow-ips so this is the client.
+    return request.client.host if request.client else "unknown"
+
+
+_bearer = HTTPBearer(auto_error=False, description="A conversation token, or a technician's API key")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def _customer(
+    request: Request, conversation_id: str, credentials: HTTPAuthorizationCredentials | None, token: str | None
+) -> None:
+    """Let only the holder of the conversation's token in; a wrong token looks like an unknown id."""
+    given = credentials.credentials if credentials else token
+    if not given:
+        raise HTTPException(
+            401,
+            "send this conversation's token as 'Authorization: Bearer <token>' (POST /conversations gave it)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    tokens: CustomerTokens = request.app.state.tokens
+    if not tokens.verify(conversation_id, given):
+        raise ConversationNotFound(conversation_id)
+
+
+def _technician(request: Request, credentials: Credentials) -> Principal:
+    if credentials is None:
+        raise HTTPException(
+            401, "send a technician's API key as 'Authorization: Bearer <key>'", {"WWW-Authenticate": "Bearer"}
+        )
+    keys: ApiKeys = request.app.state.keys
+    principal = keys.verify(credentials.credentials)
+    if principal is not None:
+        return principal
+    tokens: CustomerTokens = request.app.state.tokens
+    if tokens.known(credentials.credentials):
+        raise HTTPException(403, "a conversation token cannot open the desk; use a technician's API key")
+    raise HTTPException(401, "the API key is unknown or revoked; ask an admin for one", {"WWW-Authenticate": "Bearer"})
+
+
+def _admin(who: Annotated[Principal, Depends(_technician)]) -> Principal:
+    if who.role != "admin":
+        raise HTTPException(403, f"{who.name} is an L2 technician; this needs an admin's key")
+    return who
+
+
+Technician = Annotated[Principal, Depends(_technician)]
+Admin = Annotated[Principal, Depends(_admin)]
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
@@ -72,6 +397,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if getattr(app.state, "runtime", None) is None:
             app.state.runtime = open_runtime(settings)
+        metrics = Metrics(app.state.runtime.desk)
+        app.state.metrics = metrics
+        app.state.runtime.resolver.after_turn.append(metrics.after_turn)
         app.state.runtime.resolver.recover()
         notifier = app.state.runtime.notifier  # handoff delivery to the helpdesk webhook, if one is set
         if notifier is not None:
@@ -79,13 +407,52 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         yield
         if notifier is not None:
             notifier.stop()
+        app.state.runtime.resolver.after_turn.remove(metrics.after_turn)
 
-    app = FastAPI(title="Tierone", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="Tierone",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Tier-1 support resolver: customers' conversations, the L2 desk, health and metrics.",
+    )
     app.state.runtime = runtime
+    keys = ApiKeys(settings.desk_db)
+    tokens = CustomerTokens(settings.desk_db)
+    app.state.keys, app.state.tokens = keys, tokens
+    per_conversation = RateLimiter(settings.rate_conversation_per_minute, settings.rate_conversation_burst)
+    per_ip = RateLimiter(settings.rate_ip_per_minute, settings.rate_ip_burst)
+
+    # Outermost first: log every request, then refuse oversized bodies before anything reads them.
+    app.add_middleware(BodyLimit, default=settings.max_body_bytes, overrides={"/inbound/": settings.inbound_max_bytes})
+    if settings.cors_origins:
+        # Bearer tokens, not cookies: no credentials mode, and only the listed origins.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+            max_age=600,
+        )
+    app.add_middleware(RequestLog)
 
     def rt(request: Request) -> Runtime:
         value: Runtime = request.app.state.runtime
         return value
+
+    def limited(limiter: RateLimiter, key: str, what: str, request: Request) -> None:
+        wait = limiter.take(key)
+        if wait > 0:
+            metrics: Metrics | None = getattr(request.app.state, "metrics", None)
+            if metrics is not None:
+                metrics.rate_limited.labels(what).inc()
+            raise HTTPException(
+                429,
+                f"too many requests from this {what}; try again in {max(1, round(wait))} s",
+                headers={"Retry-After": str(max(1, int(wait + 0.999)))},
+            )
+
+    def ip_limit(request: Request) -> None:
+        limited(per_ip, _client_ip(request), "client address", request)
 
     @app.exception_handler(ConversationNotFound)
     async def not_found(_: Request, exc: ConversationNotFound) -> JSONResponse:
@@ -99,48 +466,262 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     async def rejected(_: Request, exc: MessageRejected) -> JSONResponse:
         return JSONResponse(status_code=422, content={"detail": str(exc)})
 
-    @app.get("/healthz")
+    @app.exception_handler(ApiKeyRejected)
+    async def key_rejected(_: Request, exc: ApiKeyRejected) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": str(exc)})
+
+    @app.exception_handler(DeskConflict)
+    async def conflict(_: Request, exc: DeskConflict) -> JSONResponse:
+        return JSONResponse(status_code=409, content={"detail": str(exc)})
+
+    # -- operations ---------------------------------------------------------------------------------
+
+    @app.get("/healthz", tags=["operations"])
     def healthz(request: Request) -> dict[str, str]:
         """200 once the pack, index and stores are open."""
         if getattr(request.app.state, "runtime", None) is None:
             raise HTTPException(503, "starting")
         return {"status": "ok"}
 
-    @app.post("/conversations", status_code=201)
-    def new_conversation(request: Request, body: NewConversation | None = None) -> ConversationCreated:
-        """Open a conversation; post messages to it next."""
-        channel = (body or NewConversation()).channel
-        return ConversationCreated(conversation_id=rt(request).resolver.start(channel))
+    @app.get("/readyz", tags=["operations"], responses={503: _error("Not ready; the body says which check failed")})
+    def readyz(request: Request) -> JSONResponse:
+        """200 when the routing index holds the pack and both SQLite databases answer a query."""
+        runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+        checks: dict[str, str] = {}
+        if runtime is None:
+            checks["runtime"] = "starting"
+        else:
+            try:
+                vectors = runtime.index.count()
+                checks["index"] = "ok" if vectors > 0 else "the routing index is empty; run `tierone index`"
+            except Exception as exc:  # noqa: BLE001 - any failure means not ready, and says so
+                checks["index"] = f"unreachable: {type(exc).__name__}"
+            for name, path in (("desk_db", settings.desk_db), ("conversations_db", settings.conversations_db)):
+                try:
+                    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)
+                    try:
+                        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                    finally:
+                        conn.close()
+                    checks[name] = "ok"
+                except sqlite3.Error as exc:
+                    checks[name] = f"unreachable: {exc}"
+        ready = bool(checks) and all(v == "ok" for v in checks.values())
+        return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks}, 200 if ready else 503)
 
-    @app.post("/conversations/{conversation_id}/messages")
-    def post_message(request: Request, conversation_id: str, body: CustomerMessage) -> TurnOut:
-        """Send the customer's message; the reply comes back in the response."""
-        result = rt(request).resolver.send(conversation_id, body.text)
+    @app.get("/metrics", tags=["operations"], response_class=Response)
+    def metrics_endpoint(request: Request) -> Response:
+        """Prometheus metrics: turns, handoffs by reason, containment, latency, SLA standing."""
+        metrics: Metrics | None = getattr(request.app.state, "metrics", None)
+        if metrics is None:
+            raise HTTPException(503, "starting")
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    # -- customers ------------------------------------------------------------------------------------
+
+    @app.post("/conversations", status_code=201, tags=["customers"], dependencies=[Depends(ip_limit)])
+    def new_conversation(request: Request, body: NewConversation | None = None) -> ConversationCreated:
+        """Open a conversation; keep the token, it is the only way back into it."""
+        channel = (body or NewConversation()).channel
+        conversation_id = rt(request).resolver.start(channel)
+        token = tokens.issue(conversation_id)
+        logs.log("conversation opened", conversation_id=conversation_id, channel=channel)
+        return ConversationCreated(conversation_id=conversation_id, token=token)
+
+    @app.post("/conversations/{conversation_id}/messages", tags=["customers"], responses=CUSTOMER_ERRORS)
+    def post_message(
+        request: Request, conversation_id: str, body: CustomerMessage, credentials: Credentials
+    ) -> TurnOut:
+        """Send the customer's message; the bot's replies come back in the response."""
+        ip_limit(request)
+        _customer(request, conversation_id, credentials, None)
+        limited(per_conversation, conversation_id, "conversation", request)
+        runtime = rt(request)
+        started = time.perf_counter()
+        result = runtime.resolver.send(conversation_id, body.text)
+        status = runtime.desk.status(conversation_id)
+        channel = runtime.resolver.conversations.get(conversation_id)["channel"]
+        metrics: Metrics | None = getattr(request.app.state, "metrics", None)
+        if metrics is not None:
+            metrics.observe_latency(channel, time.perf_counter() - started)
+        logs.log(
+            "turn",
+            conversation_id=conversation_id,
+            stage=result.stage,
+            status=status.status,
+            runbook_id=result.runbook_id,
+            reasons=result.reasons,
+            ms=round(result.latency_ms, 1),
+        )
         return TurnOut(
             conversation_id=conversation_id,
             replies=result.replies,
             stage=result.stage,
+            status=status.status,
             runbook_id=result.runbook_id,
             handoff=result.handoff,
             reasons=result.reasons,
         )
 
-    @app.get("/conversations/{conversation_id}")
-    def get_conversation(request: Request, conversation_id: str) -> ConversationOut:
-        """The conversation's stage and transcript."""
-        state = rt(request).resolver.view(conversation_id)
+    @app.get("/conversations/{conversation_id}", tags=["customers"], responses=CUSTOMER_ERRORS)
+    def get_conversation(request: Request, conversation_id: str, credentials: Credentials) -> ConversationOut:
+        """The conversation's stage, status and whole transcript (bot, technician and system lines)."""
+        _customer(request, conversation_id, credentials, None)
+        runtime = rt(request)
+        state = runtime.resolver.view(conversation_id)
+        # Conversations from before the log existed catch up here; a no-op otherwise.
+        runtime.messages.mirror(conversation_id, list(state.get("transcript", [])))
         return ConversationOut(
             conversation_id=conversation_id,
             stage=state.get("stage", "triage"),
+            status=runtime.desk.status(conversation_id).status,
             runbook_id=state.get("runbook_id"),
             handoff=state.get("handoff"),
-            transcript=[MessageOut(**line) for line in state.get("transcript", [])],
+            transcript=[_line(line) for line in runtime.messages.lines(conversation_id)],
         )
 
-    @app.get("/handoffs/schema")
+    def _sse(event: str, data: dict[str, Any], event_id: int | None = None) -> str:
+        head = f"id: {event_id}\n" if event_id is not None else ""
+        return f"{head}event: {event}\ndata: {json.dumps(data)}\n\n"
+
+    @app.get(
+        "/conversations/{conversation_id}/events",
+        tags=["customers"],
+        responses={**CUSTOMER_ERRORS, 200: {"content": {"text/event-stream": {}}, "description": "An SSE stream"}},
+        response_class=StreamingResponse,
+    )
+    async def conversation_events(
+        request: Request,
+        conversation_id: str,
+        credentials: Credentials,
+        token: Annotated[str | None, Query(description="The conversation token (for EventSource)")] = None,
+        after: Annotated[int, Query(ge=0, description="Send lines with a greater seq only")] = 0,
+    ) -> StreamingResponse:
+        """Stream the transcript (history, then live lines) and status changes as server-sent events."""
+        await to_thread.run_sync(_customer, request, conversation_id, credentials, token)
+        last_event = request.headers.get("last-event-id", "")
+        if last_event.isdigit():
+            after = max(after, int(last_event))
+        runtime = rt(request)
+        feed = runtime.messages.feed
+        # Subscribe before reading history, so nothing written in between is missed.
+        subscription = feed.subscribe(conversation_id)
+
+        async def stream() -> AsyncIterator[str]:
+            seen = after
+            sent_status: Any = None
+            try:
+                yield "retry: 3000\n\n"
+                while True:
+                    lines = await to_thread.run_sync(runtime.messages.lines, conversation_id, seen)
+                    for line in lines:
+                        yield _sse("line", line.as_dict(), line.seq)
+                        seen = line.seq
+                    status = await to_thread.run_sync(runtime.desk.status, conversation_id)
+                    if status != sent_status:
+                        handoff = None
+                        if status.status != "bot":
+                            handoff = await to_thread.run_sync(runtime.desk.handoff_info, status.packet_id)
+                        technician_name = status.technician if status.status == "claimed" else None
+                        payload = {"status": status.status, "handoff": handoff, "technician": technician_name}
+                        yield _sse("status", payload)
+                        sent_status = status
+                    if not await subscription.wait(settings.sse_ping_seconds):
+                        yield ": ping\n\n"
+            finally:
+                subscription.close()
+
+        return StreamingResponse(
+            stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
+
+    # -- L2 technicians and admins ----------------------------------------------------------------------
+
+    @app.get("/handoffs/schema", tags=["desk"])
     def packet_schema() -> dict[str, Any]:
-        """The handoff packet's JSON Schema."""
+        """The handoff packet's JSON Schema (public, for helpdesks that take packets)."""
         return HandoffPacket.model_json_schema()
+
+    @app.get("/me", tags=["desk"], responses=DESK_ERRORS)
+    def me(who: Technician) -> MeOut:
+        """Who the API key belongs to."""
+        return MeOut(name=who.name, role=who.role)
+
+    @app.get("/handoffs", tags=["desk"], responses=DESK_ERRORS)
+    def list_handoffs(
+        request: Request,
+        who: Technician,
+        status: Literal["open", "queued", "claimed", "resolved", "returned", "all"] = "open",
+        priority: Literal["P1", "P2", "P3", "P4"] | None = None,
+        category: str | None = None,
+    ) -> list[TicketOut]:
+        """The handoff queue, the soonest first-response due time first ("open" is queued and claimed)."""
+        return [_ticket(t) for t in rt(request).desk.tickets(status, priority, category)]
+
+    @app.get("/handoffs/{packet_id}", tags=["desk"], responses={**DESK_ERRORS, 404: _error("No such packet")})
+    def get_handoff(request: Request, packet_id: str, who: Technician) -> TicketDetail:
+        """One ticket: the whole packet, who holds it, its history and the live transcript."""
+        desk = rt(request).desk
+        ticket = desk.ticket(packet_id)
+        return TicketDetail(
+            packet=ticket.packet,
+            status=ticket.packet.status,
+            claimed_by=ticket.claimed_by,
+            events=[EventOut(**e) for e in desk.events(packet_id)],
+            transcript=[_line(line) for line in rt(request).messages.lines(ticket.packet.conversation_id)],
+        )
+
+    conflicts = {**DESK_ERRORS, 404: _error("No such packet"), 409: _error("The ticket's state does not allow it")}
+
+    @app.post("/handoffs/{packet_id}/claim", tags=["desk"], responses=conflicts)
+    def claim(request: Request, packet_id: str, who: Technician) -> ClaimOut:
+        """Take the ticket: the bot goes silent and the customer's messages come to you."""
+        ticket = rt(request).desk.claim(packet_id, who.name)
+        logs.log("claimed", packet_id=packet_id, conversation_id=ticket.packet.conversation_id, actor=who.name)
+        return ClaimOut(status="claimed", claimed_by=who.name)
+
+    @app.post("/handoffs/{packet_id}/reply", tags=["desk"], responses=conflicts)
+    def reply(request: Request, packet_id: str, body: TechnicianReply, who: Technician) -> ReplyOut:
+        """Write to the customer (their chat, or email when they wrote by email); you must hold the claim."""
+        runtime = rt(request)
+        text = _validated(runtime, body.text)
+        line = runtime.desk.reply(packet_id, who.name, text, admin=who.role == "admin")
+        logs.log("replied", packet_id=packet_id, actor=who.name, seq=line.seq)
+        return ReplyOut(line=_line(line))
+
+    @app.post("/handoffs/{packet_id}/resolve", tags=["desk"], responses=conflicts)
+    def resolve(request: Request, packet_id: str, who: Technician, body: Note | None = None) -> Closed:
+        """Close the ticket as resolved, with a note; the customer may write again and the bot answers."""
+        rt(request).desk.resolve(packet_id, who.name, (body or Note()).note, admin=who.role == "admin")
+        logs.log("resolved", packet_id=packet_id, actor=who.name)
+        return Closed(packet_id=packet_id, status="resolved")
+
+    @app.post("/handoffs/{packet_id}/return", tags=["desk"], responses=conflicts)
+    def return_to_bot(request: Request, packet_id: str, who: Technician, body: Note | None = None) -> Closed:
+        """Hand the conversation back to the bot, with a note."""
+        rt(request).desk.return_to_bot(packet_id, who.name, (body or Note()).note, admin=who.role == "admin")
+        logs.log("returned", packet_id=packet_id, actor=who.name)
+        return Closed(packet_id=packet_id, status="returned")
+
+    @app.get("/admin/keys", tags=["admin"], responses=DESK_ERRORS)
+    def list_keys(who: Admin) -> list[KeyOut]:
+        """Every API key's record (never the keys)."""
+        return [KeyOut(**vars(k)) for k in keys.list()]
+
+    @app.post("/admin/keys", status_code=201, tags=["admin"], responses=DESK_ERRORS)
+    def create_key(body: NewKey, who: Admin) -> KeyOut:
+        """Make an API key; the response is the only time it is shown."""
+        key = keys.create(body.name, body.role)
+        record = next(k for k in reversed(keys.list()) if k.prefix == key[:9] and k.name == body.name.strip())
+        logs.log("key created", actor=who.name, name=body.name, role=body.role)
+        return KeyOut(**vars(record), key=key)
+
+    @app.delete("/admin/keys/{name}", tags=["admin"], responses={**DESK_ERRORS, 422: _error("No live key")})
+    def revoke_key(name: str, who: Admin) -> dict[str, int]:
+        """Revoke every live key of a technician."""
+        revoked = keys.revoke(name)
+        logs.log("key revoked", actor=who.name, name=name)
+        return {"revoked": revoked}
 
     @app.exception_handler(TieroneError)
     async def other(_: Request, exc: TieroneError) -> JSONResponse:

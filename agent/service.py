@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -20,9 +20,11 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from agent.brains.factory import make_brain
 from agent.brains.streaming import Delta
 from agent.deps import Deps, utc_now
+from agent.desk import Desk
 from agent.errors import ConversationNotFound, MessageRejected
 from agent.graph import build_graph
 from agent.handoff import HandoffQueue
+from agent.messages import MessageLog
 from agent.notify import Notifier
 from agent.pack import Pack, load_pack
 from agent.settings import Settings
@@ -121,6 +123,8 @@ class Resolver:
         self.max_message_chars = max_message_chars
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        # Called inside the conversation's lock after every finished turn (the message log, status).
+        self.after_turn: list[Callable[[str, dict[str, Any]], None]] = []
 
     def _lock(self, conversation_id: str) -> threading.Lock:
         # LangGraph does not serialise two runs of one thread: this does.
@@ -146,7 +150,32 @@ class Resolver:
         if not snapshot.next:
             return []
         values = self.graph.invoke(None, config, context=self.deps, durability="sync")
+        self._after_turn(conversation_id, values)
         return list(values.get("outgoing", []))
+
+    def _after_turn(self, conversation_id: str, values: dict[str, Any]) -> None:
+        for hook in self.after_turn:
+            hook(conversation_id, values)
+
+    def reopen(self, conversation_id: str, stage: Literal["triage", "resolved"]) -> None:
+        """Take a conversation back from L2 so the bot reads the customer's next message afresh."""
+        with self._lock(conversation_id):
+            config = self._config(conversation_id)
+            if self.graph.get_state(config).values.get("stage") != "handed_off":
+                return
+            update: dict[str, Any] = {
+                "stage": stage,
+                "handoff": None,
+                "context_text": "",
+                "counters": {},
+                "step": 0,
+                "step_tool_done": False,
+                "last_tool": None,
+                # The conversation's time limit counts from here, not from its first message.
+                "started_at": self.deps.clock().isoformat(),
+            }
+            # As the handoff node's output: the graph's next step is END, so nothing runs on.
+            self.graph.update_state(config, cast(ConversationState, update), as_node="handoff")
 
     def send(
         self, conversation_id: str, text: object, *, on_delta: Callable[[Delta], None] | None = None
@@ -171,6 +200,7 @@ class Resolver:
                 inputs["started_at"] = self.deps.clock().isoformat()
             inputs["stream"] = on_delta is not None
             values = self._run(cast(ConversationState, inputs), config, on_delta)
+            self._after_turn(conversation_id, values)
             elapsed = (time.perf_counter() - started) * 1000
         decision = values.get("decision") or {}
         return TurnResult(
@@ -238,6 +268,8 @@ class Runtime:
     outbox: FileOutbox
     ledger: Ledger
     directory: SqliteDirectory
+    messages: MessageLog
+    desk: Desk
     # Delivers new handoff packets to the helpdesk webhook; the server starts and stops its worker.
     notifier: Notifier | None = None
 
@@ -278,6 +310,16 @@ def open_runtime(
         Conversations(settings.desk_db),
         max_message_chars=settings.max_message_chars,
     )
+    messages = MessageLog(settings.desk_db, clock)
+    desk = Desk(
+        settings.desk_db,
+        clock,
+        deps.handoffs,
+        messages,
+        reopen=resolver.reopen,
+        at_risk_minutes=settings.sla_at_risk_minutes,
+    )
+    resolver.after_turn.append(desk.after_turn)
     return Runtime(
         settings=settings,
         pack=pack,
@@ -286,5 +328,7 @@ def open_runtime(
         outbox=outbox,
         ledger=ledger,
         directory=embedded,
+        messages=messages,
+        desk=desk,
         notifier=notifier,
     )

@@ -14,7 +14,8 @@ BUNDLED_RUNBOOKS = Path(__file__).resolve().parent.parent / "runbooks"
 class Settings(BaseSettings):
     """Everything Tierone reads from its environment; nothing else reads it."""
 
-    model_config = SettingsConfigDict(env_prefix="TIERONE_", env_file=".env", extra="ignore")
+    # populate_by_name: Settings(llm_api_key=...) works as well as the aliased environment names.
+    model_config = SettingsConfigDict(env_prefix="TIERONE_", env_file=".env", extra="ignore", populate_by_name=True)
 
     brain: Literal["offline", "llm"] = "offline"
     llm_base_url: str | None = Field(
@@ -30,6 +31,14 @@ class Settings(BaseSettings):
     # Prices for cost estimates in eval reports and packets, in currency units per million tokens.
     llm_price_input_per_mtok: float = 0.40
     llm_price_output_per_mtok: float = 1.60
+    # Token budgets of the LLM brain: one call's prompt, and all calls of one conversation; past
+    # the conversation's budget the offline brain reads and words the rest of it.
+    llm_max_prompt_tokens: int = 6000
+    llm_max_conversation_tokens: int = 40000
+    # Replay chat-completions responses from this JSON Lines file instead of calling the endpoint
+    # (`tierone eval --llm-recordings`); with llm_record, call the endpoint and store them there.
+    llm_recordings: Path | None = None
+    llm_record: bool = False
     # Token budgets of the LLM brain: one call's prompt, and all calls of one conversation; past
     # the conversation's budget the offline brain reads and words the rest of it.
     llm_max_prompt_tokens: int = 6000

@@ -1,0 +1,221 @@
+"""The durable message log of every conversation, and the in-process feed that wakes its readers.
+
+Every line a customer, the bot, a technician or the system writes lands here, PII-redacted, with a
+per-conversation sequence number. The log is what `GET /conversations/{id}`, the SSE stream and the
+L2 desk show. Customer and bot lines are mirrored from the graph's checkpointed transcript inside
+the conversation's lock (so a turn that a crash cut short is mirrored when it is finished);
+technician and system lines are written directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from agent.redact import redact
+from agent.sqlite import Database
+
+Role = Literal["customer", "bot", "technician", "system"]
+ROLES: tuple[Role, ...] = ("customer", "bot", "technician", "system")
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS messages (
+    conversation_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    role TEXT NOT NULL,
+    text TEXT NOT NULL,
+    at TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    author TEXT,
+    PRIMARY KEY (conversation_id, seq)
+)""",
+    # How many lines of the graph's transcript each conversation's log already holds.
+    """CREATE TABLE IF NOT EXISTS message_mirror (
+    conversation_id TEXT PRIMARY KEY,
+    graph_lines INTEGER NOT NULL
+)""",
+)
+
+
+@dataclass(frozen=True)
+class Line:
+    """One line of a conversation's log."""
+
+    seq: int
+    role: str
+    text: str
+    at: str
+    channel: str
+    author: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The line as the API serves it."""
+        return {
+            "seq": self.seq,
+            "role": self.role,
+            "text": self.text,
+            "at": self.at,
+            "channel": self.channel,
+            "author": self.author,
+        }
+
+
+class Feed:
+    """Wakes the readers of a conversation (SSE streams, in any number of tabs) when it changes.
+
+    Writers call ``notify`` from any thread; a reader awaits its subscription and then reads the
+    log itself, so a wake-up carries no data and none can be lost or doubled.
+    """
+
+    def __init__(self) -> None:
+        self._subscribers: dict[str, set[Subscription]] = {}
+        self._guard = threading.Lock()
+
+    def subscribe(self, conversation_id: str) -> Subscription:
+        """Start listening to a conversation; call from the event loop that will wait."""
+        sub = Subscription(self, conversation_id, asyncio.get_running_loop())
+        with self._guard:
+            self._subscribers.setdefault(conversation_id, set()).add(sub)
+        return sub
+
+    def _drop(self, sub: Subscription) -> None:
+        with self._guard:
+            subs = self._subscribers.get(sub.conversation_id)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._subscribers[sub.conversation_id]
+
+    def listeners(self, conversation_id: str) -> int:
+        """How many readers listen to a conversation now."""
+        with self._guard:
+            return len(self._subscribers.get(conversation_id, ()))
+
+    def notify(self, conversation_id: str) -> None:
+        """Tell every reader of the conversation that something changed."""
+        with self._guard:
+            subs = list(self._subscribers.get(conversation_id, ()))
+        for sub in subs:
+            sub.wake()
+
+
+class Subscription:
+    """One reader's wake-up signal; close it when the reader goes."""
+
+    def __init__(self, feed: Feed, conversation_id: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.conversation_id = conversation_id
+        self._feed = feed
+        self._loop = loop
+        self._event = asyncio.Event()
+
+    def wake(self) -> None:
+        """Set the signal from any thread."""
+        try:
+            self._loop.call_soon_threadsafe(self._event.set)
+        except RuntimeError:  # the reader's loop has closed: it is gone
+            self._feed._drop(self)
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait for a change; False when the timeout passed first."""
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout)
+        except TimeoutError:
+            return False
+        self._event.clear()
+        return True
+
+    def close(self) -> None:
+        """Stop listening."""
+        self._feed._drop(self)
+
+
+class MessageLog:
+    """Conversation lines in SQLite, numbered per conversation, each written in its own transaction."""
+
+    def __init__(self, path: Path, clock: Callable[[], datetime], feed: Feed | None = None) -> None:
+        self.path = path
+        self._db = Database(path)
+        self._clock = clock
+        self.feed = feed or Feed()
+        with self._db.transaction() as conn:
+            for statement in _SCHEMA:
+                conn.execute(statement)
+
+    @staticmethod
+    def _insert(
+        conn: Any, conversation_id: str, role: str, text: str, at: str, channel: str, author: str | None
+    ) -> Line:
+        row = conn.execute(
+            "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conversation_id = ?", (conversation_id,)
+        ).fetchone()
+        line = Line(seq=int(row[0]) + 1, role=role, text=text, at=at, channel=channel, author=author)
+        conn.execute(
+            "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (conversation_id, line.seq, role, text, at, channel, author),
+        )
+        return line
+
+    def append(self, conversation_id: str, role: Role, text: str, channel: str, author: str | None = None) -> Line:
+        """Write one line (redacted here) and wake the conversation's readers."""
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
+        with self._db.transaction() as conn:
+            line = self._insert(conn, conversation_id, role, redact(text), self._clock().isoformat(), channel, author)
+        self.feed.notify(conversation_id)
+        return line
+
+    def mirror(self, conversation_id: str, transcript: list[dict[str, Any]]) -> list[Line]:
+        """Copy the graph transcript's lines that the log lacks; safe to call again with the same transcript."""
+        added: list[Line] = []
+        with self._db.transaction() as conn:
+            row = conn.execute(
+                "SELECT graph_lines FROM message_mirror WHERE conversation_id = ?", (conversation_id,)
+            ).fetchone()
+            done = int(row[0]) if row else 0
+            for entry in transcript[done:]:
+                # Graph lines were redacted when the graph wrote them.
+                added.append(
+                    self._insert(
+                        conn,
+                        conversation_id,
+                        str(entry["role"]),
+                        str(entry["text"]),
+                        str(entry["at"]),
+                        str(entry.get("channel", "chat")),
+                        None,
+                    )
+                )
+            if len(transcript) > done:
+                conn.execute(
+                    "INSERT INTO message_mirror VALUES (?, ?) ON CONFLICT (conversation_id)"
+                    " DO UPDATE SET graph_lines = excluded.graph_lines",
+                    (conversation_id, len(transcript)),
+                )
+        if added:
+            self.feed.notify(conversation_id)
+        return added
+
+    def lines(self, conversation_id: str, after: int = 0) -> list[Line]:
+        """The conversation's lines with seq greater than ``after``, in order."""
+        with self._db.transaction() as conn:
+            rows = conn.execute(
+                "SELECT seq, role, text, at, channel, author FROM messages"
+                " WHERE conversation_id = ? AND seq > ? ORDER BY seq",
+                (conversation_id, after),
+            ).fetchall()
+        return [Line(**dict(r)) for r in rows]
+
+    def last_channel(self, conversation_id: str) -> str | None:
+        """The channel of the customer's latest line, if the customer wrote at all."""
+        with self._db.transaction() as conn:
+            row = conn.execute(
+                "SELECT channel FROM messages WHERE conversation_id = ? AND role = 'customer'"
+                " ORDER BY seq DESC LIMIT 1",
+                (conversation_id,),
+            ).fetchone()
+        return str(row[0]) if row else None
