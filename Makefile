@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install run chat test lint eval bench clean
+.PHONY: help install run chat test lint eval bench clean chromium
 
 help: ## Show the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -31,7 +31,13 @@ run: $(STAMP) ## Index the bundled runbooks and serve the API and chat on $(HOST
 chat: $(STAMP) ## Talk to the bot in this terminal
 	$(BIN)/tierone chat
 
-test: $(STAMP) ## Run the test suite
+# The browser tests drive the Debian package (never `playwright install`, whose download fails offline).
+chromium: ## Install /usr/bin/chromium for the browser tests, if it is missing
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y chromium; \
+	  else echo "The browser tests need /usr/bin/chromium: run 'sudo apt-get install -y chromium'" >&2; exit 1; fi; }
+
+test: $(STAMP) chromium ## Run the test suite (browser tests included)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP) ## ruff and mypy
