@@ -39,14 +39,6 @@ class Settings(BaseSettings):
     # (`tierone eval --llm-recordings`); with llm_record, call the endpoint and store them there.
     llm_recordings: Path | None = None
     llm_record: bool = False
-    # Token budgets of the LLM brain: one call's prompt, and all calls of one conversation; past
-    # the conversation's budget the offline brain reads and words the rest of it.
-    llm_max_prompt_tokens: int = 6000
-    llm_max_conversation_tokens: int = 40000
-    # Replay chat-completions responses from this JSON Lines file instead of calling the endpoint
-    # (`tierone eval --llm-recordings`); with llm_record, call the endpoint and store them there.
-    llm_recordings: Path | None = None
-    llm_record: bool = False
     data_dir: Path = Path("data")
     runbooks: Path = BUNDLED_RUNBOOKS
     # Longest customer message accepted, in characters.
