@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 BUNDLED_RUNBOOKS = Path(__file__).resolve().parent.parent / "runbooks"
 
@@ -67,6 +68,34 @@ class Settings(BaseSettings):
     inbound_secret: str | None = None
     # Largest inbound-mail post accepted, in bytes (attachments included; only the text is used).
     inbound_max_bytes: int = 2_000_000
+    # The HTTP service (server.py). Browser origins allowed to call the API from other sites (CORS),
+    # as a JSON list or comma-separated; empty: only pages served by Tierone itself.
+    cors_origins: Annotated[list[str], NoDecode] = []
+    # Token buckets on message endpoints, per conversation and per client IP: the sustained rate
+    # per minute and the burst; a rate of 0 turns that limit off. Over it: 429 with Retry-After.
+    rate_conversation_per_minute: float = 30.0
+    rate_conversation_burst: int = 10
+    rate_ip_per_minute: float = 600.0
+    rate_ip_burst: int = 200
+    # Largest request body accepted outside the inbound-mail webhook, in bytes (413 beyond it).
+    max_body_bytes: int = 65_536
+    # A ticket is flagged at risk this many minutes before its first response is due.
+    sla_at_risk_minutes: float = 15.0
+    # An SSE stream sends a comment this often when nothing happens, so proxies keep it open.
+    sse_ping_seconds: float = 15.0
+    # Server logs: "json" (one object per line, no message text) or "text"; and the level.
+    log_format: Literal["json", "text"] = "json"
+    log_level: str = "INFO"
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip().rstrip("/") for part in text.split(",") if part.strip()]
+        return value
 
     @property
     def conversations_db(self) -> Path:
