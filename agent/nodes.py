@@ -24,9 +24,10 @@ from agent.handoff import (
     sentiment_label,
 )
 from agent.pack import Impact, Pack, Urgency
-from agent.redact import redact
+from agent.redact import mask_email, redact
 from agent.state import ConversationState, Decision, Understanding, Usage
-from tools.base import VerifiedAccount
+from agent.vault import Vault, reveal
+from tools.base import Account, VerifiedAccount
 
 Update = dict[str, Any]
 
@@ -69,16 +70,50 @@ def intake(state: ConversationState, runtime: Runtime[Deps]) -> Update:
     return update
 
 
+def _vault(deps: Deps) -> Vault:
+    assert deps.toolbox.vault is not None  # the Toolbox makes one when none is given
+    return deps.toolbox.vault
+
+
+def _keep(state: ConversationState, vault: Vault, kind: str, value: str | None) -> str | None:
+    """A vault reference for a value the brain read (the one the service held, or a new entry)."""
+    if not value:
+        return None
+    for entry in state["inbox"].get("held", []):
+        if entry["kind"] == kind and vault.get(entry["ref"]) == value:
+            return str(entry["ref"])
+    cid = state["conversation_id"]
+    return vault.put(cid, kind, value, ref=f"{cid}:t{state.get('turn', 0)}:{kind}")
+
+
+def _account_state(found: Account | None) -> dict[str, Any] | None:
+    # Stored with the conversation and the packet: the address masked, the rest as the tools saw it.
+    return {**found.model_dump(), "email": mask_email(found.email)} if found else None
+
+
 def understand(state: ConversationState, runtime: Runtime[Deps]) -> Update:
-    """Let the brain read the message (routing with earlier triage context, slots, sentiment)."""
-    text = state["inbox"]["text"]
+    """Let the brain read the message (routing with earlier triage context, slots, sentiment).
+
+    The inbox holds the redacted message; the brain reads it with the held values (addresses,
+    codes) put back from the vault, and the state keeps vault references in their place.
+    """
+    inbox = state["inbox"]
     if state.get("stage") == "handed_off":
-        return {"understanding": Understanding(text=text).model_dump()}
+        return {"understanding": Understanding(text=inbox["text"]).model_dump()}
+    vault = _vault(runtime.context)
+    text = reveal(vault, inbox["text"], inbox.get("held", []))
     context = state.get("context_text", "") if state.get("stage") in ("triage", "resolved") else ""
     routing_text = f"{context} {text}".strip() if context else text
     understanding = runtime.context.brain.understand(text, routing_text=routing_text, spent_tokens=_spent(state))
+    kept = understanding.model_copy(
+        update={
+            "text": redact(inbox["text"]),
+            "email": _keep(state, vault, "email", understanding.email),
+            "code": _keep(state, vault, "code", understanding.code),
+        }
+    )
     return {
-        "understanding": understanding.model_dump(),
+        "understanding": kept.model_dump(),
         "sentiment": understanding.sentiment,
         "usage": _add_usage(state, understanding.usage),
     }
@@ -183,10 +218,18 @@ def act(state: ConversationState, runtime: Runtime[Deps]) -> Update:
     update: Update = {"consumed": True}
 
     if decision.action == "send_code":
-        assert understanding.email is not None
+        vault = _vault(deps)
+        email = vault.get(understanding.email) or ""
         key = f"{cid}:t{turn}:send_code"
-        result = deps.toolbox.send_code(understanding.email, conversation_id=cid, key=key)
-        customer |= {"email": understanding.email, "account_id": None, "verified_at": None}
+        result = deps.toolbox.send_code(email, conversation_id=cid, key=key)
+        if email:
+            vault.link_subject(cid, email)
+        customer |= {
+            "email": mask_email(email),
+            "email_ref": understanding.email,
+            "account_id": None,
+            "verified_at": None,
+        }
         update |= {
             "customer": customer,
             "stage": "code",
@@ -199,15 +242,15 @@ def act(state: ConversationState, runtime: Runtime[Deps]) -> Update:
                     tool="send_code",
                     ok=True,
                     idempotency_key=key,
-                    args={"email": understanding.email},
+                    args={"email": mask_email(email)},
                     detail="one-time code sent to the contact on file, if the account exists",
                     result=result.data,
                 ).model_dump(mode="json")
             ],
         }
     elif decision.action == "check_code":
-        assert understanding.code is not None
-        account = deps.toolbox.check_code(understanding.code, conversation_id=cid, key=f"{cid}:t{turn}:check_code")
+        code = _vault(deps).get(understanding.code) or ""
+        account = deps.toolbox.check_code(code, conversation_id=cid, key=f"{cid}:t{turn}:check_code")
         ok = account is not None
         update["attempts"] = [
             Attempt(
@@ -224,9 +267,9 @@ def act(state: ConversationState, runtime: Runtime[Deps]) -> Update:
             found = deps.toolbox.directory.get(account.account_id)
             customer |= {
                 "account_id": account.account_id,
-                "email": account.email,
+                "email": mask_email(account.email),
                 "verified_at": account.verified_at.isoformat(),
-                "account_state": found.model_dump() if found else None,
+                "account_state": _account_state(found),
             }
             update |= {"customer": customer, "stage": "steps"}
     elif decision.action == "run_tool":
@@ -262,7 +305,7 @@ def act(state: ConversationState, runtime: Runtime[Deps]) -> Update:
             update["step_tool_done"] = True
             if account is not None:
                 found = deps.toolbox.directory.get(account.account_id)
-                customer["account_state"] = found.model_dump() if found else None
+                customer["account_state"] = _account_state(found)
                 update["customer"] = customer
         else:
             update["counters"] = _counters(state, step_failures=1)

@@ -9,7 +9,7 @@ import time
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -30,7 +30,8 @@ from agent.pack import Pack, load_pack
 from agent.settings import Settings
 from agent.sqlite import Database
 from agent.state import ConversationState
-from tools.actions import Toolbox
+from agent.vault import Vault, hold, load_key
+from tools.actions import Limits, Toolbox
 from tools.base import Directory, StatusPage
 from tools.http_backend import HttpDirectory, HttpStatusPage
 from tools.ledger import Ledger
@@ -191,8 +192,12 @@ class Resolver:
             started = time.perf_counter()
             resumed = self._finish_interrupted(conversation_id)
             config = self._config(conversation_id)
+            # Only the redacted message reaches the graph (and so its checkpoints); the addresses and
+            # codes a tool may need wait in the vault, by reference.
+            assert self.deps.toolbox.vault is not None
+            redacted, held = hold(self.deps.toolbox.vault, conversation_id, message)
             inputs: dict[str, Any] = {
-                "inbox": {"text": message, "at": self.deps.clock().isoformat()},
+                "inbox": {"text": redacted, "held": held, "at": self.deps.clock().isoformat()},
                 "conversation_id": conversation_id,
                 "channel": record["channel"],
             }
@@ -295,7 +300,23 @@ def open_runtime(
     status_page: StatusPage = HttpStatusPage(settings.status_url) if settings.status_url else embedded
     ledger = Ledger(settings.desk_db, clock)
     outbox = FileOutbox(settings.outbox_dir, clock)
-    toolbox = Toolbox(directory=directory, status_page=status_page, outbox=outbox, ledger=ledger, clock=clock)
+    vault_key = load_key(settings.vault_key.get_secret_value() if settings.vault_key else None, settings.data_dir)
+    vault = Vault(settings.vault_db, vault_key, clock, retention=timedelta(hours=settings.vault_retention_hours))
+    limits = Limits(
+        verification_ttl=timedelta(minutes=settings.verification_ttl_minutes),
+        code_cooldown=timedelta(seconds=settings.code_cooldown_seconds),
+        codes_per_hour=settings.codes_per_account_per_hour,
+        account_actions_per_day=settings.account_actions_per_day,
+    )
+    toolbox = Toolbox(
+        directory=directory,
+        status_page=status_page,
+        outbox=outbox,
+        ledger=ledger,
+        clock=clock,
+        limits=limits,
+        vault=vault,
+    )
     notifier = Notifier.from_settings(settings, clock)
     deps = Deps(
         pack=pack,

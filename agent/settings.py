@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 BUNDLED_RUNBOOKS = Path(__file__).resolve().parent.parent / "runbooks"
@@ -86,6 +86,17 @@ class Settings(BaseSettings):
     # Server logs: "json" (one object per line, no message text) or "text"; and the level.
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
+    # The vault (agent/vault.py): Fernet key(s), comma-separated to rotate (the first encrypts);
+    # unset: a development key is made in DATA_DIR/vault.key, with a warning. Values are purged
+    # after the retention limit.
+    vault_key: SecretStr | None = None
+    vault_retention_hours: float = 24.0
+    # Tool abuse limits (tools/actions.py): how long a verification lasts; one-time codes per
+    # account (a pause between two, a cap per hour); account changes (resets, unlocks) per account per day.
+    verification_ttl_minutes: float = 30.0
+    code_cooldown_seconds: float = 60.0
+    codes_per_account_per_hour: int = 5
+    account_actions_per_day: int = 3
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -111,6 +122,11 @@ class Settings(BaseSettings):
     def chroma_dir(self) -> Path:
         """Folder of the persistent Chroma index."""
         return self.data_dir / "chroma"
+
+    @property
+    def vault_db(self) -> Path:
+        """SQLite file holding the vault's encrypted values."""
+        return self.data_dir / "vault.sqlite"
 
     @property
     def outbox_dir(self) -> Path:

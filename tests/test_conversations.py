@@ -63,7 +63,8 @@ def test_unknown_email_reveals_nothing_and_sends_nothing(runtime: Runtime) -> No
     known, unknown = runtime.resolver.start(), runtime.resolver.start()
     a = say(runtime, known, "account locked out", "bob.smith@example.com")[-1]
     b = say(runtime, unknown, "account locked out", "nobody@example.com")[-1]
-    assert a.replace("bob.smith@example.com", "X") == b.replace("nobody@example.com", "X")
+    # Replies show the address masked (the vault keeps it): only its first letter differs.
+    assert a.replace("b***@example.com", "X") == b.replace("n***@example.com", "X")
     assert runtime.outbox.messages(unknown) == []
     result = runtime.resolver.send(unknown, "123456")
     assert "didn't match" in result.replies[0]

@@ -142,7 +142,8 @@ def test_per_turn_expectations_and_packet_fields(embedder: MiniLMEmbedder) -> No
                 {
                     "say": "bob.smith@example.com",
                     "expect": {
-                        "tools_called": [{"tool": "send_code", "args": {"email": "bob.smith@example.com"}}],
+                        # Tool arguments hold the address masked; the vault keeps it.
+                        "tools_called": [{"tool": "send_code", "args": {"email": "b***@example.com"}}],
                         "reply_contains": ["6-digit code"],
                     },
                 },

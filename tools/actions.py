@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 
 from agent.errors import NotAuthorized, ToolError
+from agent.redact import mask_email
+from agent.vault import Vault
 from tools.base import Directory, Outbox, ServiceStatus, StatusPage, ToolResult, VerifiedAccount, make_verified
-from tools.identity import check_code, send_code
+from tools.identity import CODE_SENT, check_code, send_code
 from tools.ledger import Ledger
 
 # A verification is good for this long; after that the customer proves it again.
@@ -20,13 +22,30 @@ VERIFICATION_TTL = timedelta(minutes=30)
 
 
 def _mask(email: str) -> str:
-    name, _, domain = email.partition("@")
-    return f"{name[:1]}***@{domain}" if domain else "***"
+    return mask_email(email) if "@" in email else "***"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-account brakes on what an attacker could make the bot do again and again."""
+
+    verification_ttl: timedelta = VERIFICATION_TTL
+    # One-time codes to one account: a pause between two in one conversation, a cap per rolling hour.
+    code_cooldown: timedelta = timedelta(seconds=60)
+    codes_per_hour: int = 5
+    # Changes to one account (password and MFA resets, unlocks) per rolling day.
+    account_actions_per_day: int = 3
+
+
+# Tools that change an account; they count against Limits.account_actions_per_day.
+ACCOUNT_CHANGES = ("reset_password", "unlock_account", "reset_mfa")
 
 
 def reset_password(account: VerifiedAccount, *, key: str, directory: Directory) -> ToolResult:
     """Send a single-use password-reset link to the verified account's email on file."""
     data = directory.reset_password(account.account_id, key=key)
+    if "sent_to" in data:
+        data = {**data, "sent_to": _mask(str(data["sent_to"]))}
     return ToolResult(
         tool="reset_password",
         ok=True,
@@ -141,9 +160,34 @@ class Toolbox:
     outbox: Outbox
     ledger: Ledger
     clock: Callable[[], datetime]
+    limits: Limits = field(default_factory=Limits)
+    # Values tools need (the address given, the code typed), by reference; see agent/vault.py.
+    vault: Vault | None = None
+
+    def __post_init__(self) -> None:
+        if self.vault is None:
+            self.vault = Vault.in_memory(self.clock)
 
     def send_code(self, email: str, *, conversation_id: str, key: str) -> ToolResult:
-        """Send a one-time code to the account's contact on file (see tools.identity)."""
+        """Send a one-time code to the account's contact on file (see tools.identity), within the limits."""
+        if self.ledger.finished(key) is None:
+            account = self.directory.find_by_email(email)
+            refusal = self._code_limit(account.account_id, conversation_id) if account else None
+            if account is not None and refusal:
+                # Nothing is sent, and the reply is the usual one: the chat reveals no more than before.
+                self.ledger.start(key, conversation_id, "send_code", account.account_id)
+                held = ToolResult(
+                    tool="send_code",
+                    ok=True,
+                    message=CODE_SENT.format(email=_mask(email)),
+                    data={"account_found": True, "sent": False},
+                    idempotency_key=key,
+                )
+                self.ledger.finish(
+                    key, conversation_id, "send_code", account.account_id, held.model_dump(), ok=True, detail=refusal
+                )
+                self.ledger.refuse(key, conversation_id, "send_code", account.account_id, refusal)
+                return held
         return send_code(
             email,
             conversation_id=conversation_id,
@@ -163,7 +207,7 @@ class Toolbox:
                 code, conversation_id=conversation_id, directory=self.directory, ledger=self.ledger, clock=self.clock
             )
             done = (
-                {"account_id": account.account_id, "email": account.email, "at": account.verified_at.isoformat()}
+                {"account_id": account.account_id, "email": _mask(account.email), "at": account.verified_at.isoformat()}
                 if account
                 else {}
             )
@@ -182,9 +226,36 @@ class Toolbox:
 
     def verified(self, account_id: str, email: str, at: datetime, conversation_id: str) -> VerifiedAccount | None:
         """Rebuild a verification recorded in conversation state, or None once it has expired."""
-        if self.clock() - at > VERIFICATION_TTL:
+        if self.clock() - at > self.limits.verification_ttl:
             return None
         return make_verified(account_id, email, at, conversation_id)
+
+    def _code_limit(self, account_id: str, conversation_id: str) -> str | None:
+        now = self.clock()
+        sent = self.ledger.recent(account_id, ("send_code",), now - timedelta(hours=1))
+        if len(sent) >= self.limits.codes_per_hour:
+            return f"rate limited: {len(sent)} codes to this account in the last hour"
+        here = self.ledger.recent(account_id, ("send_code",), now - self.limits.code_cooldown, conversation_id)
+        if here:
+            return "rate limited: this conversation had a code sent to this account moments ago"
+        return None
+
+    def _refuse(self, tool: str, key: str, conversation_id: str, account: VerifiedAccount | None) -> str | None:
+        """Why this call may not run (audited), or None when it may."""
+        account_id = account.account_id if account else None
+        reason = None
+        if tool in ACCOUNT_TOOLS:
+            if account is None or account.conversation_id != conversation_id:
+                reason = f"not authorized: {tool} needs the verified account of this conversation"
+            elif self.clock() - account.verified_at > self.limits.verification_ttl:
+                reason = f"not authorized: the verification for {tool} has expired"
+            elif tool in ACCOUNT_CHANGES:
+                done = self.ledger.recent(account.account_id, ACCOUNT_CHANGES, self.clock() - timedelta(days=1))
+                if len(done) >= self.limits.account_actions_per_day:
+                    reason = f"rate limited: {len(done)} changes to this account in the last day"
+        if reason:
+            self.ledger.refuse(key, conversation_id, tool, account_id, reason)
+        return reason
 
     def run(
         self,
@@ -201,11 +272,13 @@ class Toolbox:
         if done is not None:
             return ToolResult.model_validate({**done, "replayed": True})
         account_id = account.account_id if account else None
-        if tool in ACCOUNT_TOOLS:
-            if account is None or account.conversation_id != conversation_id:
-                raise NotAuthorized(f"{tool} needs the verified account of this conversation")
-        elif tool != "check_service_status":
+        if tool not in ACCOUNT_TOOLS and tool != "check_service_status":
             raise ToolError(f"unknown tool {tool!r}")
+        refusal = self._refuse(tool, key, conversation_id, account)
+        if refusal and refusal.startswith("not authorized"):
+            raise NotAuthorized(refusal)
+        if refusal:
+            return ToolResult(tool=tool, ok=False, message="", idempotency_key=key, error=refusal)
         self.ledger.start(key, conversation_id, tool, account_id)
         try:
             if tool == "check_service_status":

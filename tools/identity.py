@@ -8,6 +8,7 @@ import secrets
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from agent.redact import mask_email
 from tools.base import Directory, Outbox, ToolResult, VerifiedAccount, make_verified
 from tools.ledger import Ledger
 
@@ -55,7 +56,8 @@ def send_code(
     result = ToolResult(
         tool="send_code",
         ok=True,
-        message=CODE_SENT.format(email=email),
+        # Masked: the reply is stored with the conversation, and the address stays in the vault.
+        message=CODE_SENT.format(email=mask_email(email)),
         data={"account_found": account is not None},
         idempotency_key=key,
     )

@@ -101,6 +101,29 @@ class Ledger:
         with self._db.transaction() as conn:
             return [dict(r) for r in conn.execute(query + " ORDER BY seq", args).fetchall()]
 
+    def refuse(self, key: str, conversation_id: str, tool: str, account_id: str | None, detail: str) -> None:
+        """Audit a call that was refused before it acted (not authorized, over a limit)."""
+        with self._db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO audit (at, conversation_id, tool, account_id, key, outcome, detail)"
+                " VALUES (?, ?, ?, ?, ?, 'refused', ?)",
+                (self._clock().isoformat(), conversation_id, tool, account_id, key, detail),
+            )
+
+    def recent(
+        self, account_id: str, tools: tuple[str, ...], since: datetime, conversation_id: str | None = None
+    ) -> list[datetime]:
+        """When these tools acted on this account (audited ``ok``) since a time, newest first."""
+        marks = ",".join("?" * len(tools))
+        query = f"SELECT at FROM audit WHERE account_id = ? AND tool IN ({marks}) AND outcome = 'ok' AND at >= ?"
+        args: tuple[Any, ...] = (account_id, *tools, since.isoformat())
+        if conversation_id is not None:
+            query += " AND conversation_id = ?"
+            args += (conversation_id,)
+        with self._db.transaction() as conn:
+            rows = conn.execute(query + " ORDER BY at DESC", args).fetchall()
+        return [datetime.fromisoformat(r["at"]) for r in rows]
+
     def put_code(self, conversation_id: str, account_id: str | None, code_hash: str, expires_at: datetime) -> None:
         """Store the pending code of a conversation, replacing an older one."""
         with self._db.transaction() as conn:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import ToolError
+from agent.redact import mask_email
 from agent.sqlite import Database
 from tools.base import Account, ServiceStatus
 
@@ -161,7 +162,7 @@ class SqliteDirectory:
         """Issue a single-use reset link to the account's contact on file."""
 
         def change(account: Account) -> dict[str, Any]:
-            return {"link_id": secrets.token_hex(6), "sent_to": account.email, "expires_minutes": 30}
+            return {"link_id": secrets.token_hex(6), "sent_to": mask_email(account.email), "expires_minutes": 30}
 
         return self._act(account_id, "reset_password", key, change)
 

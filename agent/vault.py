@@ -1,0 +1,224 @@
+"""The vault: the few customer values a tool needs, encrypted at rest, kept for a limited time.
+
+Conversation state, packets and logs hold placeholders such as ``[email]``; the value behind one
+(the address the customer gave, the one-time code they typed) is stored here under a reference
+and read back by the node that needs it. Values are encrypted with Fernet (AES-128-CBC and
+HMAC-SHA256) under ``TIERONE_VAULT_KEY``; several comma-separated keys rotate (the first encrypts,
+any decrypts). Entries older than the retention limit are purged.
+
+To find a customer's conversations for erasure without keeping their address in clear, the vault
+records a keyed hash (HMAC-SHA256) of each address a conversation gave; it never expires.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+from agent.errors import TieroneError
+from agent.redact import redact_spans
+from agent.sqlite import Database
+
+log = logging.getLogger("tierone")
+
+REF_PREFIX = "vault:"
+
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS entries (
+        ref TEXT PRIMARY KEY,
+        conversation_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        secret BLOB NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS entries_conversation ON entries (conversation_id)",
+    "CREATE INDEX IF NOT EXISTS entries_expiry ON entries (expires_at)",
+    """CREATE TABLE IF NOT EXISTS subjects (
+        subject TEXT NOT NULL,
+        conversation_id TEXT NOT NULL,
+        PRIMARY KEY (subject, conversation_id)
+    )""",
+]
+
+
+class VaultKeyError(TieroneError):
+    """The vault key is missing or malformed; the text says how to make one."""
+
+
+def _fernet(keys: str) -> MultiFernet:
+    parts = [k.strip() for k in keys.split(",") if k.strip()]
+    if not parts:
+        raise VaultKeyError("TIERONE_VAULT_KEY is empty; set it to a key from `tierone vault-key`")
+    try:
+        return MultiFernet([Fernet(k.encode()) for k in parts])
+    except ValueError as exc:
+        raise VaultKeyError(
+            "TIERONE_VAULT_KEY is not a valid key: each comma-separated key must be 32 url-safe "
+            "base64-encoded bytes, such as the output of `tierone vault-key`"
+        ) from exc
+
+
+def load_key(configured: str | None, data_dir: Path) -> str:
+    """The configured key, or a development key kept in DATA_DIR/vault.key (made on first use)."""
+    if configured:
+        _fernet(configured)
+        return configured
+    path = data_dir / "vault.key"
+    if path.exists():
+        key = path.read_text(encoding="utf-8").strip()
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = Fernet.generate_key().decode()
+        # Created readable by the owner only.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(key + "\n")
+    log.warning(
+        "TIERONE_VAULT_KEY IS NOT SET: customer values are encrypted with a development key kept next to "
+        "the data, at %s. Anyone who can read the data folder can read them. Set TIERONE_VAULT_KEY "
+        "(from `tierone vault-key`) and keep it outside the data folder before serving real customers.",
+        path,
+    )
+    _fernet(key)
+    return key
+
+
+class Vault:
+    """Encrypted values by reference, per conversation, with a retention limit."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        key: str,
+        clock: Callable[[], datetime],
+        *,
+        retention: timedelta = timedelta(hours=24),
+    ) -> None:
+        self._crypt = _fernet(key)
+        # The subject hash has its own key, derived from the vault key.
+        self._subject_key = hashlib.sha256(b"tierone-vault-subject:" + key.split(",")[0].strip().encode()).digest()
+        self._db = Database(Path(path))
+        self._clock = clock
+        self.retention = retention
+        with self._db.transaction() as conn:
+            # Deleted values are overwritten on disk, not left behind in free pages.
+            conn.execute("PRAGMA secure_delete=ON")
+            for statement in _SCHEMA:
+                conn.execute(statement)
+
+    @classmethod
+    def in_memory(cls, clock: Callable[[], datetime]) -> Vault:
+        """A vault that lives as long as the process, under a random key (tests, one-off tools)."""
+        return cls(":memory:", Fernet.generate_key().decode(), clock)
+
+    def put(self, conversation_id: str, kind: str, value: str, *, ref: str | None = None) -> str:
+        """Store a value; return its reference (``vault:...``). A given ref is overwritten (replays)."""
+        now = self._clock()
+        ref = ref or f"{conversation_id}:{secrets.token_urlsafe(9)}"
+        with self._db.transaction() as conn:
+            conn.execute("DELETE FROM entries WHERE expires_at < ?", (now.isoformat(),))
+            conn.execute(
+                "INSERT OR REPLACE INTO entries (ref, conversation_id, kind, secret, created_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    ref,
+                    conversation_id,
+                    kind,
+                    self._crypt.encrypt(value.encode("utf-8")),
+                    now.isoformat(),
+                    (now + self.retention).isoformat(),
+                ),
+            )
+        return REF_PREFIX + ref
+
+    def get(self, ref: str | None) -> str | None:
+        """The value behind a reference, or None when it is unknown, expired or unreadable."""
+        if not ref or not ref.startswith(REF_PREFIX):
+            return None
+        with self._db.transaction() as conn:
+            row = conn.execute(
+                "SELECT secret, expires_at FROM entries WHERE ref = ?", (ref[len(REF_PREFIX) :],)
+            ).fetchone()
+        if row is None or datetime.fromisoformat(row["expires_at"]) < self._clock():
+            return None
+        try:
+            return self._crypt.decrypt(bytes(row["secret"])).decode("utf-8")
+        except InvalidToken:
+            # Written under a key that is no longer configured: as good as gone.
+            return None
+
+    def purge(self) -> int:
+        """Delete every entry past its retention limit; return how many."""
+        with self._db.transaction() as conn:
+            cur = conn.execute("DELETE FROM entries WHERE expires_at < ?", (self._clock().isoformat(),))
+            return cur.rowcount
+
+    def subject(self, email: str) -> str:
+        """The keyed hash that stands for an address (case and surrounding space ignored)."""
+        return hmac.new(self._subject_key, email.strip().lower().encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def link_subject(self, conversation_id: str, email: str) -> None:
+        """Remember that this conversation gave this address, as a keyed hash only."""
+        with self._db.transaction() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO subjects (subject, conversation_id) VALUES (?, ?)",
+                (self.subject(email), conversation_id),
+            )
+
+    def conversations_of(self, email: str) -> list[str]:
+        """Conversations that gave this address."""
+        with self._db.transaction() as conn:
+            rows = conn.execute("SELECT conversation_id FROM subjects WHERE subject = ?", (self.subject(email),))
+            return sorted(r[0] for r in rows)
+
+    def forget(self, conversation_id: str) -> int:
+        """Delete a conversation's entries and subject links; return how many entries went."""
+        with self._db.transaction() as conn:
+            cur = conn.execute("DELETE FROM entries WHERE conversation_id = ?", (conversation_id,))
+            conn.execute("DELETE FROM subjects WHERE conversation_id = ?", (conversation_id,))
+            return cur.rowcount
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+
+# The kinds of value a tool may need; every other finding stays a placeholder, even for the brain.
+HELD_KINDS = ("email", "code")
+
+
+def hold(vault: Vault, conversation_id: str, text: str) -> tuple[str, list[dict[str, object]]]:
+    """Redact a message; put its addresses and codes in the vault, noting where each placeholder sits."""
+    redacted, pairs = redact_spans(text)
+    held: list[dict[str, object]] = []
+    for original, mark in pairs:
+        if original.kind in HELD_KINDS:
+            ref = vault.put(conversation_id, original.kind, text[original.start : original.end])
+            held.append({"kind": original.kind, "start": mark.start, "end": mark.end, "ref": ref})
+    return redacted, held
+
+
+def reveal(vault: Vault, text: str, held: list[dict[str, Any]]) -> str:
+    """The redacted message with its held values put back (placeholders stay where a value is gone)."""
+    out: list[str] = []
+    at = 0
+    for entry in sorted(held, key=lambda h: int(h["start"])):
+        start, end = int(entry["start"]), int(entry["end"])
+        if start < at or end > len(text):
+            continue
+        value = vault.get(str(entry["ref"]))
+        out.append(text[at:start])
+        out.append(value if value is not None else text[start:end])
+        at = end
+    out.append(text[at:])
+    return "".join(out)
