@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -56,11 +56,22 @@ def free_port() -> int:
         return port
 
 
+class ShiftedClock:
+    """The real clock, which a test may set back to make a conversation that happened hours ago."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+
 @dataclass
 class Live:
     url: str
     runtime: Runtime
     settings: Settings
+    clock: ShiftedClock
 
     def mail(self, conversation_id: str) -> list[dict[str, Any]]:
         path = self.settings.outbox_dir / "mail.jsonl"
@@ -75,12 +86,29 @@ class Live:
     def key(self, name: str, role: str = "l2") -> str:
         return ApiKeys(self.settings.desk_db).create(name, role)
 
+    def converse(self, turns: list[str], *, ago: timedelta = timedelta(0)) -> dict[str, Any]:
+        """Play a whole conversation through the HTTP API, ``ago`` in the past; the last answer."""
+        self.clock.offset = -ago
+        try:
+            created = httpx.post(f"{self.url}/conversations", json={"channel": "chat"}).json()
+            cid, auth = created["conversation_id"], {"Authorization": f"Bearer {created['token']}"}
+            answer: dict[str, Any] = {}
+            for turn in turns:
+                text = self.code(cid) if turn == "{otp}" else turn
+                response = httpx.post(f"{self.url}/conversations/{cid}/messages", json={"text": text}, headers=auth)
+                assert response.status_code == 200, response.text
+                answer = response.json()
+            return answer
+        finally:
+            self.clock.offset = timedelta(0)
+
 
 @pytest.fixture(scope="module")
 def live(bundled_index: RunbookIndex, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     """The real app under uvicorn on 127.0.0.1, on fresh stores, with the real clock."""
     settings = Settings(data_dir=tmp_path_factory.mktemp("browser") / "data", runbooks=BUNDLED_RUNBOOKS)
-    runtime = open_runtime(settings, index=bundled_index)
+    clock = ShiftedClock()
+    runtime = open_runtime(settings, clock=clock, index=bundled_index)
     port = free_port()
     config = uvicorn.Config(
         create_app(settings, runtime),
@@ -103,7 +131,7 @@ def live(bundled_index: RunbookIndex, tmp_path_factory: pytest.TempPathFactory) 
         assert thread.is_alive(), "the server thread died during start-up"
         assert time.monotonic() < deadline, "the server did not become ready in 60 s"
         time.sleep(0.05)
-    yield Live(url, runtime, settings)
+    yield Live(url, runtime, settings, clock)
     server.should_exit = True
     thread.join(timeout=15)
 
@@ -254,6 +282,13 @@ def test_handoff_desk_claim_reply_reaches_the_customer(
     expect(chat.locator("#presence-text")).to_have_text("Waiting for a support technician")
     shoot(chat, "chat-handoff.png")
 
+    # Two more tickets wait: one from five hours ago, past its first-response time.
+    late = live.converse(
+        ["it says my account is locked", "li.wei@example.com", "{otp}"] + ["no"] * 4, ago=timedelta(hours=5)
+    )
+    human = live.converse(["my laptop fan is really loud", "can I speak to a real person please"])
+    assert late["handoff"] and human["handoff"]
+
     # The technician signs in to the desk; a wrong key is refused first.
     key = live.key("Dana Scully")
     desk = open_context(browser, contexts, viewport={"width": 1400, "height": 1000}).new_page()
@@ -273,6 +308,14 @@ def test_handoff_desk_claim_reply_reaches_the_customer(
     first = countdown.inner_text()
     expect(countdown).not_to_have_text(first)  # it ticks
     expect(ticket).to_contain_text(view["handoff"]["priority"])
+    expect(ticket.locator(".flag")).to_have_text("At risk")  # P1: first reply due within 15 minutes
+    overdue = desk.locator(f'.ticket[data-packet="{late["handoff"]["packet_id"]}"]')
+    expect(overdue.locator(".flag")).to_have_text("Breached")
+    expect(overdue.locator(".countdown")).to_have_text(re.compile(r"overdue$"))
+    # Sorted by first-response due time: the breached one first.
+    order = desk.locator(".ticket").evaluate_all("nodes => nodes.map(n => n.dataset.packet)")
+    assert order.index(late["handoff"]["packet_id"]) < order.index(packet_id)
+    assert human["handoff"]["packet_id"] in order
     shoot(desk, "desk-queue.png")
 
     # The packet view shows what the bot knew: reasons, the customer's words, the hypothesis.
@@ -309,7 +352,7 @@ def test_handoff_desk_claim_reply_reaches_the_customer(
     expect(tech).to_have_count(1)
     expect(tech.locator(".bubble")).to_have_text(reply)
     expect(tech.locator(".meta")).to_contain_text("Dana Scully")
-    shoot(desk, "desk-packet.png", full_page=True)
+    shoot(desk, "desk-claimed.png", full_page=True)
 
     # The customer answers; the bot stays quiet and the technician sees it.
     say(chat, "ok thank you, I closed the tab")
@@ -336,3 +379,15 @@ def test_handoff_desk_claim_reply_reaches_the_customer(
     packet.get_by_role("button", name="Resolve", exact=True).click()
     expect(packet.locator(".packet-title")).to_contain_text("Resolved")
     expect(chat.locator("#handoff-banner")).to_contain_text("resolved")
+
+    # The late ticket's packet: a verified customer, the tool the bot ran and what it returned.
+    overdue.click()
+    late_packet = live.runtime.resolver.deps.handoffs.get(late["handoff"]["packet_id"])
+    expect(packet.get_by_role("heading", name=late_packet.packet_id)).to_be_visible()
+    expect(packet).to_contain_text("✓ Verified")
+    tools = [a.tool for a in late_packet.attempts if a.kind == "tool"]
+    assert tools
+    for tool in tools:
+        expect(packet.locator(".attempt .title", has_text=f"Tool {tool}").first).to_be_visible()
+    expect(packet.locator(".countdown").first).to_have_text(re.compile(r"overdue$"))
+    shoot(desk, "desk-packet.png", full_page=True)

@@ -425,7 +425,8 @@
       body.append(el("div", "title", name));
       const when = el("span", "muted small", localTime(a.at));
       body.firstChild.append(" ", when);
-      if (a.detail) body.append(el("div", "detail", a.detail));
+      // A step's own detail only repeats its title.
+      if (a.detail && !(a.kind === "step" && /^step shown/i.test(a.detail))) body.append(el("div", "detail", a.detail));
       const pairs = [];
       for (const [k, v] of Object.entries(a.args || {})) pairs.push([`arg ${humanKey(k)}`, v]);
       for (const [k, v] of Object.entries(a.result || {})) pairs.push([humanKey(k), v]);
