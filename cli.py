@@ -483,6 +483,32 @@ def try_message(
     )
 
 
+@app.command()
+def forget(
+    email: Annotated[str | None, typer.Option("--email", help="Forget every conversation of this address.")] = None,
+    conversation: Annotated[str | None, typer.Option("--conversation", help="Forget one conversation.")] = None,
+) -> None:
+    """Delete a customer's conversations, packets, messages and vault entries; print the audit record."""
+    from agent.erasure import Eraser
+    from agent.service import open_runtime
+
+    if (email is None) == (conversation is None):
+        _fail(TieroneError("give either --email ADDRESS or --conversation ID"))
+    try:
+        report = Eraser(open_runtime(_settings())).forget(conversation_id=conversation, email=email)
+    except TieroneError as exc:
+        _fail(exc)
+    print(json.dumps(report.as_dict(), indent=2))
+
+
+@app.command("vault-key")
+def vault_key() -> None:
+    """Print a new key for TIERONE_VAULT_KEY (keep it outside the data folder)."""
+    from cryptography.fernet import Fernet
+
+    print(Fernet.generate_key().decode())
+
+
 def main() -> None:
     """Entry point of the `tierone` command."""
     app()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 import secrets
 import sqlite3
 import threading
 import time
 import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -107,6 +110,66 @@ class Conversations:
             return [r[0] for r in conn.execute("SELECT conversation_id FROM conversations ORDER BY created_at")]
 
 
+# What a client may use to name a message it may send again (POST .../messages, client_message_id).
+CLIENT_MESSAGE_ID = re.compile(r"[A-Za-z0-9._:-]{1,100}")
+
+
+class ClientMessages:
+    """Messages a client named, with the answer each got: one sent again is answered, not played again.
+
+    A row (with a hash of the text, not the text) is written before the turn runs and gets its answer
+    once the turn ends. A crash in between leaves a row without an answer; the graph's checkpointed
+    inbox then tells whether the message was taken (its turn is finished and the answer stored) or
+    never reached the graph (it is played when the client sends it again).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._db = Database(path)
+        with self._db.transaction() as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS client_messages (conversation_id TEXT NOT NULL,"
+                " client_message_id TEXT NOT NULL, text_sha256 TEXT NOT NULL, result TEXT,"
+                " PRIMARY KEY (conversation_id, client_message_id))"
+            )
+
+    def take(self, conversation_id: str, client_message_id: str, text: str) -> TurnResult | None:
+        """The stored answer if this message was answered before; otherwise note it and return None."""
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        with self._db.transaction() as conn:
+            row = conn.execute(
+                "SELECT text_sha256, result FROM client_messages WHERE conversation_id = ? AND client_message_id = ?",
+                (conversation_id, client_message_id),
+            ).fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO client_messages VALUES (?, ?, ?, NULL)", (conversation_id, client_message_id, digest)
+                )
+                return None
+        if row["text_sha256"] != digest:
+            raise MessageRejected(
+                f"client_message_id {client_message_id!r} was already used for a different message in this"
+                " conversation; give each new message a new id"
+            )
+        return TurnResult(**json.loads(row["result"])) if row["result"] else None
+
+    def unanswered(self, conversation_id: str, client_message_id: str) -> bool:
+        """Whether the message was noted but its answer not stored (a crash cut its turn short)."""
+        with self._db.transaction() as conn:
+            row = conn.execute(
+                "SELECT result FROM client_messages WHERE conversation_id = ? AND client_message_id = ?",
+                (conversation_id, client_message_id),
+            ).fetchone()
+        return row is not None and row["result"] is None
+
+    def answer(self, conversation_id: str, client_message_id: str, result: TurnResult) -> None:
+        """Store the answer a named message got."""
+        with self._db.transaction() as conn:
+            conn.execute(
+                "UPDATE client_messages SET result = ? WHERE conversation_id = ? AND client_message_id = ?",
+                (json.dumps(asdict(result)), conversation_id, client_message_id),
+            )
+
+
 class Resolver:
     """Runs conversations through the graph; one message at a time per conversation."""
 
@@ -121,6 +184,7 @@ class Resolver:
         self.deps = deps
         self.graph = build_graph(checkpointer)
         self.conversations = conversations
+        self.client_messages = ClientMessages(conversations.path)
         self.max_message_chars = max_message_chars
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -179,18 +243,33 @@ class Resolver:
             self.graph.update_state(config, cast(ConversationState, update), as_node="handoff")
 
     def send(
-        self, conversation_id: str, text: object, *, on_delta: Callable[[Delta], None] | None = None
+        self,
+        conversation_id: str,
+        text: object,
+        *,
+        on_delta: Callable[[Delta], None] | None = None,
+        client_message_id: str | None = None,
     ) -> TurnResult:
         """Take one customer message and return the bot's replies.
 
         With ``on_delta``, the reply is streamed: each piece is passed to it as soon as it passes
         the grounding check, and a delta with ``replace=True`` replaces what was shown of the reply.
+
+        With ``client_message_id``, a message sent again (by a client that got no answer) gets the
+        answer the first one got and is not played again.
         """
         record = self.conversations.get(conversation_id)
         message = validate_message(text, self.max_message_chars)
+        if client_message_id is not None and not CLIENT_MESSAGE_ID.fullmatch(client_message_id):
+            raise MessageRejected("client_message_id must be 1 to 100 characters of A-Z, a-z, 0-9 and . _ : -")
         with self._lock(conversation_id):
             started = time.perf_counter()
             resumed = self._finish_interrupted(conversation_id)
+            self._settle(conversation_id)
+            if client_message_id is not None:
+                earlier = self.client_messages.take(conversation_id, client_message_id, message)
+                if earlier is not None:
+                    return replace(earlier, latency_ms=(time.perf_counter() - started) * 1000, resumed=resumed)
             config = self._config(conversation_id)
             # Only the redacted message reaches the graph (and so its checkpoints); the addresses and
             # codes a tool may need wait in the vault, by reference.
@@ -201,12 +280,20 @@ class Resolver:
                 "conversation_id": conversation_id,
                 "channel": record["channel"],
             }
+            if client_message_id is not None:
+                inputs["inbox"]["message_id"] = client_message_id
             if not self.graph.get_state(config).values:
                 inputs["started_at"] = self.deps.clock().isoformat()
             inputs["stream"] = on_delta is not None
             values = self._run(cast(ConversationState, inputs), config, on_delta)
             self._after_turn(conversation_id, values)
-            elapsed = (time.perf_counter() - started) * 1000
+            result = self._result(conversation_id, values, (time.perf_counter() - started) * 1000, resumed)
+            if client_message_id is not None:
+                self.client_messages.answer(conversation_id, client_message_id, replace(result, resumed=[]))
+        return result
+
+    @staticmethod
+    def _result(conversation_id: str, values: dict[str, Any], elapsed_ms: float, resumed: list[str]) -> TurnResult:
         decision = values.get("decision") or {}
         return TurnResult(
             conversation_id=conversation_id,
@@ -216,9 +303,20 @@ class Resolver:
             confidence=float(values.get("confidence", 0.0)),
             reasons=list(decision.get("reasons", [])),
             handoff=values.get("handoff"),
-            latency_ms=elapsed,
+            latency_ms=elapsed_ms,
             resumed=resumed,
         )
+
+    def _settle(self, conversation_id: str) -> None:
+        """Store the answer of a named message whose turn a crash cut short (and that is now finished)."""
+        # Runs before every new turn, so a named message the graph took is settled before the next
+        # one replaces the checkpointed inbox.
+        values = dict(self.graph.get_state(self._config(conversation_id)).values)
+        message_id = (values.get("inbox") or {}).get("message_id")
+        if message_id and self.client_messages.unanswered(conversation_id, message_id):
+            # The crash may have come before the turn's hooks ran (the message log); they are safe to run again.
+            self._after_turn(conversation_id, values)
+            self.client_messages.answer(conversation_id, message_id, self._result(conversation_id, values, 0.0, []))
 
     def _run(
         self, inputs: ConversationState, config: RunnableConfig, on_delta: Callable[[Delta], None] | None
@@ -243,6 +341,7 @@ class Resolver:
             with self._lock(conversation_id):
                 if self._finish_interrupted(conversation_id):
                     finished.append(conversation_id)
+                self._settle(conversation_id)
         return finished
 
     def view(self, conversation_id: str) -> dict[str, Any]:

@@ -1,0 +1,147 @@
+"""A client that got no answer sends its message again (same client_message_id): answered, never played twice."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.errors import MessageRejected
+from agent.service import Runtime
+from tests.conftest import latest_code
+
+
+def actions(db: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(db) as conn:
+        return [(r[0], r[1]) for r in conn.execute("SELECT account_id, action FROM directory_actions")]
+
+
+def customer_lines(runtime: Runtime, cid: str) -> list[str]:
+    return [line["text"] for line in runtime.resolver.view(cid)["transcript"] if line["role"] == "customer"]
+
+
+class CrashAfterAction:
+    """A directory that performs the action, then the process dies before the result is recorded."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def unlock(self, account_id: str, *, key: str) -> dict[str, Any]:
+        self.inner.unlock(account_id, key=key)
+        raise SystemExit("killed mid-tool-call")
+
+
+def to_code_stage(runtime: Runtime) -> tuple[str, str]:
+    cid = runtime.resolver.start()
+    runtime.resolver.send(cid, "my account is locked", client_message_id="m1")
+    runtime.resolver.send(cid, "bob.smith@example.com", client_message_id="m2")
+    return cid, latest_code(runtime, cid)
+
+
+def test_the_same_message_twice_is_answered_twice_but_played_once(runtime: Runtime) -> None:
+    cid = runtime.resolver.start()
+    first = runtime.resolver.send(cid, "my account is locked", client_message_id="a-1")
+    again = runtime.resolver.send(cid, "my account is locked", client_message_id="a-1")
+    assert again.replies == first.replies and again.stage == first.stage == "identity"
+    assert customer_lines(runtime, cid) == ["my account is locked"]
+    # Without an id every post is a new message, as before.
+    runtime.resolver.send(cid, "bob.smith@example.com")
+    runtime.resolver.send(cid, "bob.smith@example.com")
+    assert len(customer_lines(runtime, cid)) == 3
+
+
+def test_an_id_reused_for_another_text_is_refused_and_changes_nothing(runtime: Runtime) -> None:
+    cid = runtime.resolver.start()
+    runtime.resolver.send(cid, "my account is locked", client_message_id="a-1")
+    before = runtime.resolver.view(cid)
+    with pytest.raises(MessageRejected, match="client_message_id 'a-1' was already used for a different message"):
+        runtime.resolver.send(cid, "I forgot my password", client_message_id="a-1")
+    assert runtime.resolver.view(cid) == before
+    # Ids are per conversation: another conversation may use the same one.
+    other = runtime.resolver.start()
+    assert runtime.resolver.send(other, "I forgot my password", client_message_id="a-1").runbook_id == "password-reset"
+
+
+@pytest.mark.parametrize("bad", ["", "has space", "x" * 101, "semi;colon", "ünï"])
+def test_a_malformed_id_is_refused_naming_the_field(runtime: Runtime, bad: str) -> None:
+    cid = runtime.resolver.start()
+    with pytest.raises(MessageRejected, match="client_message_id must be 1 to 100 characters"):
+        runtime.resolver.send(cid, "hello", client_message_id=bad)
+    assert runtime.resolver.view(cid) == {}
+
+
+def test_killed_during_a_tool_call_the_resent_message_gets_the_finished_answer(
+    make_runtime: Callable[..., Runtime], tmp_path: Path
+) -> None:
+    first = make_runtime(tmp_path / "data")
+    first.resolver.deps.toolbox.directory = CrashAfterAction(first.resolver.deps.toolbox.directory)
+    cid, code = to_code_stage(first)
+    with pytest.raises(SystemExit):
+        first.resolver.send(cid, code, client_message_id="m3")
+    del first  # the process is gone; the client saw no answer
+
+    second = make_runtime(tmp_path / "data")
+    assert second.resolver.recover() == [cid]
+    answer = second.resolver.send(cid, code, client_message_id="m3")
+    assert answer.stage == "confirm" and "unlock" in " ".join(answer.replies).lower()
+    assert actions(second.settings.desk_db) == [("acc-1002", "unlock")]
+    assert len(customer_lines(second, cid)) == 3
+    tools = [a["tool"] for a in second.resolver.view(cid)["attempts"] if a["kind"] == "tool"]
+    assert tools == ["send_code", "verify_identity", "unlock_account"]
+
+
+def test_killed_before_the_graph_took_the_message_it_is_played_on_resend(
+    make_runtime: Callable[..., Runtime], tmp_path: Path
+) -> None:
+    first = make_runtime(tmp_path / "data")
+    cid, code = to_code_stage(first)
+    # The id was noted, then the process died before the graph saw the message.
+    assert first.resolver.client_messages.take(cid, "m3", code) is None
+    del first
+
+    second = make_runtime(tmp_path / "data")
+    second.resolver.recover()
+    answer = second.resolver.send(cid, code, client_message_id="m3")
+    assert answer.stage == "confirm"
+    assert actions(second.settings.desk_db) == [("acc-1002", "unlock")]
+    assert len(customer_lines(second, cid)) == 3
+
+
+def test_killed_after_the_turn_before_the_answer_was_stored(
+    make_runtime: Callable[..., Runtime], tmp_path: Path
+) -> None:
+    first = make_runtime(tmp_path / "data")
+    cid, code = to_code_stage(first)
+
+    def die(conversation_id: str, values: dict[str, Any]) -> None:
+        raise SystemExit("killed after the last checkpoint")
+
+    first.resolver.after_turn.insert(0, die)
+    with pytest.raises(SystemExit):
+        first.resolver.send(cid, code, client_message_id="m3")
+    del first
+
+    second = make_runtime(tmp_path / "data")
+    second.resolver.recover()
+    answer = second.resolver.send(cid, code, client_message_id="m3")
+    assert answer.stage == "confirm" and answer.replies
+    assert actions(second.settings.desk_db) == [("acc-1002", "unlock")]
+    assert len(customer_lines(second, cid)) == 3
+    # The next message goes on from there.
+    assert second.resolver.send(cid, "yes, it works", client_message_id="m4").stage == "resolved"
+
+
+def test_a_resend_after_a_later_message_still_gets_its_own_answer(runtime: Runtime) -> None:
+    cid, code = to_code_stage(runtime)
+    step = runtime.resolver.send(cid, code, client_message_id="m3")
+    runtime.resolver.send(cid, "yes, it works", client_message_id="m4")
+    late = runtime.resolver.send(cid, code, client_message_id="m3")
+    assert late.replies == step.replies and late.stage == "confirm"
+    assert actions(runtime.settings.desk_db) == [("acc-1002", "unlock")]
+    assert len(customer_lines(runtime, cid)) == 4
