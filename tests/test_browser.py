@@ -14,7 +14,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -72,6 +72,7 @@ class Live:
     runtime: Runtime
     settings: Settings
     clock: ShiftedClock
+    tokens: dict[str, str] = field(default_factory=dict)  # conversation id -> customer token
 
     def mail(self, conversation_id: str) -> list[dict[str, Any]]:
         path = self.settings.outbox_dir / "mail.jsonl"
@@ -86,12 +87,21 @@ class Live:
     def key(self, name: str, role: str = "l2") -> str:
         return ApiKeys(self.settings.desk_db).create(name, role)
 
+    def say(self, cid: str, text: str) -> dict[str, Any]:
+        """One customer message through the HTTP API, as another tab or app of the same customer would."""
+        auth = {"Authorization": f"Bearer {self.tokens[cid]}"}
+        response = httpx.post(f"{self.url}/conversations/{cid}/messages", json={"text": text}, headers=auth)
+        assert response.status_code == 200, response.text
+        answer: dict[str, Any] = response.json()
+        return answer
+
     def converse(self, turns: list[str], *, ago: timedelta = timedelta(0)) -> dict[str, Any]:
         """Play a whole conversation through the HTTP API, ``ago`` in the past; the last answer."""
         self.clock.offset = -ago
         try:
             created = httpx.post(f"{self.url}/conversations", json={"channel": "chat"}).json()
             cid, auth = created["conversation_id"], {"Authorization": f"Bearer {created['token']}"}
+            self.tokens[cid] = created["token"]
             answer: dict[str, Any] = {}
             for turn in turns:
                 text = self.code(cid) if turn == "{otp}" else turn
@@ -392,3 +402,68 @@ def test_handoff_desk_claim_reply_reaches_the_customer(
         expect(packet.locator(".attempt .title", has_text=f"Tool {tool}").first).to_be_visible()
     expect(packet.locator(".countdown").first).to_have_text(re.compile(r"overdue$"))
     shoot(desk, "desk-packet.png", full_page=True)
+
+    # Claimed, then sent back to the bot: the bot answers that customer again.
+    packet.get_by_role("button", name="Claim ticket").click()
+    late_cid = late["conversation_id"]
+    assert live.say(late_cid, "are you there?")["replies"] == []  # claimed: the bot is silent
+    packet.get_by_role("button", name="Return to bot…").click()
+    packet.get_by_label("Why it goes back to the bot (optional)").fill("Unlocked in the on-prem directory.")
+    packet.get_by_role("button", name="Return to bot", exact=True).click()
+    expect(packet.locator(".packet-title")).to_contain_text("Returned to bot")
+    expect(packet.locator(".events")).to_contain_text("Unlocked in the on-prem directory.")
+    assert live.say(late_cid, "my printer is jammed")["replies"]
+
+
+def test_the_desk_works_by_keyboard_alone(live: Live, browser: Browser, contexts: list[BrowserContext]) -> None:
+    answer = live.converse(["please get me a human"])
+    packet_id = answer["handoff"]["packet_id"]
+    desk = open_context(browser, contexts).new_page()
+    desk.goto(f"{live.url}/desk")
+    expect(desk.get_by_label("API key")).to_be_focused()
+    desk.keyboard.type(live.key("Kim Lee"))
+    desk.keyboard.press("Enter")
+    ticket = desk.locator(f'.ticket[data-packet="{packet_id}"]')
+    expect(ticket).to_be_visible()
+    for _ in range(40):  # Tab through the filters to the ticket
+        if ticket.evaluate("node => node === document.activeElement"):
+            break
+        desk.keyboard.press("Tab")
+    expect(ticket).to_be_focused()
+    desk.keyboard.press("Enter")
+    expect(desk.locator("#packet-view").get_by_role("heading", name=packet_id)).to_be_visible()
+    expect(desk.locator("#packet")).to_be_focused()
+
+
+def test_the_chat_stream_reconnects_from_the_last_line(
+    live: Live, browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    first = live.converse(["my VPN keeps dropping"])
+    cid = first["conversation_id"]
+    page = open_context(browser, contexts).new_page()
+    requests: list[str] = []
+
+    def cut_the_first_stream(route: Any) -> None:
+        requests.append(route.request.url)
+        if len(requests) == 1:  # the stream ends at once, as a proxy cutting it would
+            route.fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body=": bye\n\n")
+        else:
+            route.continue_()
+
+    page.route(re.compile(r"/conversations/[^/]+/events"), cut_the_first_stream)
+    seen: list[str] = []
+
+    def second_stream(request: Any) -> bool:
+        if "/events" in request.url:
+            seen.append(request.url)
+        return len(seen) >= 2
+
+    with page.expect_request(second_stream) as reconnect:
+        page.goto(f"{live.url}/chat#c={cid}&t={live.tokens[cid]}")
+    expect(bot_lines(page)).to_have_count(1)
+    last_seq = max(int(n) for n in page.locator("#messages li").evaluate_all("ns => ns.map(n => n.dataset.seq)"))
+    assert f"after={last_seq}" in reconnect.value.url
+    # A message from another tab of the same customer arrives over the new stream.
+    live.say(cid, "it drops every ten minutes on the office wifi")
+    expect(page.locator("#messages .msg-customer .bubble").last).to_contain_text("every ten minutes")
+    expect(bot_lines(page)).to_have_count(2)
