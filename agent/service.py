@@ -212,7 +212,9 @@ class Resolver:
         """Complete a turn a crash cut short; its tool calls replay from the ledger, not again."""
         config = self._config(conversation_id)
         snapshot = self.graph.get_state(config)
-        if not snapshot.next:
+        # A process killed after a step's nodes saved their writes but before the step's checkpoint
+        # leaves `next` empty with the step's tasks still listed: that turn is unfinished too.
+        if not snapshot.next and not snapshot.tasks:
             return []
         values = self.graph.invoke(None, config, context=self.deps, durability="sync")
         self._after_turn(conversation_id, values)

@@ -8,10 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from langgraph.checkpoint.sqlite import SqliteSaver
 
 from agent.errors import MessageRejected
-from agent.service import Runtime
-from tests.conftest import latest_code
+from agent.service import Runtime, open_runtime
+from agent.settings import BUNDLED_RUNBOOKS, Settings
+from tests.conftest import Clock, latest_code
+from vectorstore.index import RunbookIndex
 
 
 def actions(db: Path) -> list[tuple[str, str]]:
@@ -145,3 +148,39 @@ def test_a_resend_after_a_later_message_still_gets_its_own_answer(runtime: Runti
     assert late.replies == step.replies and late.stage == "confirm"
     assert actions(runtime.settings.desk_db) == [("acc-1002", "unlock")]
     assert len(customer_lines(runtime, cid)) == 4
+
+
+class CutBeforeCheckpoint(SqliteSaver):
+    """A checkpointer whose process dies after a step's writes are saved, before the step's checkpoint."""
+
+    def __init__(self, conn: sqlite3.Connection, step: int) -> None:
+        super().__init__(conn)
+        self.step = step
+
+    def put(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
+        if metadata.get("step") == self.step:
+            self.step = -99
+            raise SystemExit("killed between the writes and the checkpoint")
+        return super().put(config, checkpoint, metadata, new_versions)
+
+
+@pytest.mark.parametrize("step", [1, 2, 3])
+def test_killed_between_a_steps_writes_and_its_checkpoint_the_turn_is_finished(
+    tmp_path: Path, bundled_index: RunbookIndex, clock: Clock, step: int
+) -> None:
+    # Found by bench/kill.py: LangGraph then reports no `next` node, only the step's finished tasks.
+    settings = Settings(data_dir=tmp_path / "data", runbooks=BUNDLED_RUNBOOKS)
+    settings.data_dir.mkdir(parents=True)
+    conn = sqlite3.connect(settings.conversations_db, check_same_thread=False)
+    first = open_runtime(settings, clock=clock, index=bundled_index, checkpointer=CutBeforeCheckpoint(conn, step))
+    cid = first.resolver.start()
+    with pytest.raises(SystemExit):
+        first.resolver.send(cid, "I forgot my password", client_message_id="m1")
+    del first
+
+    second = open_runtime(settings, clock=clock, index=bundled_index)
+    assert second.resolver.recover() == [cid]
+    answer = second.resolver.send(cid, "I forgot my password", client_message_id="m1")
+    assert answer.stage == "identity" and answer.runbook_id == "password-reset" and answer.replies
+    assert customer_lines(second, cid) == ["I forgot my password"]
+    assert second.resolver.send(cid, "jane.doe@example.com", client_message_id="m2").stage == "code"
