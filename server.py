@@ -53,6 +53,11 @@ class CustomerMessage(BaseModel):
     """One message from the customer."""
 
     text: str = Field(description="What the customer wrote")
+    client_message_id: str | None = Field(
+        default=None,
+        description="The client's own id for this message (1 to 100 of A-Z a-z 0-9 . _ : -); sending it again"
+        " after a lost answer returns the first answer instead of playing the message twice",
+    )
 
 
 ConversationStatusName = Literal["bot", "queued", "claimed", "resolved"]
@@ -401,6 +406,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         app.state.metrics = metrics
         app.state.runtime.resolver.after_turn.append(metrics.after_turn)
         app.state.runtime.resolver.recover()
+        # A process stopped between a turn's last checkpoint and its log write left lines unmirrored.
+        for conversation_id in app.state.runtime.resolver.conversations.ids():
+            app.state.runtime.desk.catch_up(conversation_id, app.state.runtime.resolver.view(conversation_id))
         notifier = app.state.runtime.notifier  # handoff delivery to the helpdesk webhook, if one is set
         if notifier is not None:
             notifier.start()
@@ -538,7 +546,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         limited(per_conversation, conversation_id, "conversation", request)
         runtime = rt(request)
         started = time.perf_counter()
-        result = runtime.resolver.send(conversation_id, body.text)
+        result = runtime.resolver.send(conversation_id, body.text, client_message_id=body.client_message_id)
         status = runtime.desk.status(conversation_id)
         channel = runtime.resolver.conversations.get(conversation_id)["channel"]
         metrics: Metrics | None = getattr(request.app.state, "metrics", None)

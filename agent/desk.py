@@ -173,6 +173,13 @@ class Desk:
 
     def after_turn(self, conversation_id: str, values: dict[str, Any]) -> None:
         """Mirror a finished turn into the log and move the status (called inside the conversation's lock)."""
+        self._take(conversation_id, values, fresh=True)
+
+    def catch_up(self, conversation_id: str, values: dict[str, Any]) -> None:
+        """Mirror what a stopped process left unmirrored and queue an unqueued handoff; safe to repeat."""
+        self._take(conversation_id, values, fresh=False)
+
+    def _take(self, conversation_id: str, values: dict[str, Any], *, fresh: bool) -> None:
         self.log.mirror(conversation_id, list(values.get("transcript", [])))
         handoff = values.get("handoff") or {}
         with self._tx() as conn:
@@ -185,7 +192,7 @@ class Desk:
                     if change is not None:
                         reasons = ", ".join(handoff.get("reasons") or [])
                         self._event(conn, packet_id, conversation_id, "bot", "queued", reasons or None)
-            elif current.status != "bot":
+            elif fresh and current.status != "bot":
                 # The bot answered (after a resolution): the conversation is the bot's again.
                 change = self._set_status(conn, conversation_id, ConversationStatus("bot"))
         self._changed(conversation_id, change)
