@@ -27,6 +27,7 @@ from agent.desk import Desk
 from agent.errors import ConversationNotFound, MessageRejected
 from agent.graph import build_graph
 from agent.handoff import HandoffQueue
+from agent.mail import EmailChannel, MailStore, open_mailer
 from agent.messages import MessageLog
 from agent.notify import Notifier
 from agent.pack import Pack, load_pack
@@ -250,9 +251,13 @@ class Resolver:
         text: object,
         *,
         on_delta: Callable[[Delta], None] | None = None,
+        channel: str | None = None,
         client_message_id: str | None = None,
     ) -> TurnResult:
         """Take one customer message and return the bot's replies.
+
+        ``channel`` is the one this message came by (default: the conversation's own), so a chat
+        continued by email shows each line's channel.
 
         With ``on_delta``, the reply is streamed: each piece is passed to it as soon as it passes
         the grounding check, and a delta with ``replace=True`` replaces what was shown of the reply.
@@ -264,6 +269,8 @@ class Resolver:
         message = validate_message(text, self.max_message_chars)
         if client_message_id is not None and not CLIENT_MESSAGE_ID.fullmatch(client_message_id):
             raise MessageRejected("client_message_id must be 1 to 100 characters of A-Z, a-z, 0-9 and . _ : -")
+        if channel is not None and channel not in CHANNELS:
+            raise MessageRejected(f"unknown channel {channel!r}; use one of {', '.join(CHANNELS)}")
         with self._lock(conversation_id):
             started = time.perf_counter()
             resumed = self._finish_interrupted(conversation_id)
@@ -280,7 +287,7 @@ class Resolver:
             inputs: dict[str, Any] = {
                 "inbox": {"text": redacted, "held": held, "at": self.deps.clock().isoformat()},
                 "conversation_id": conversation_id,
-                "channel": record["channel"],
+                "channel": channel or record["channel"],
             }
             if client_message_id is not None:
                 inputs["inbox"]["message_id"] = client_message_id
@@ -378,6 +385,8 @@ class Runtime:
     desk: Desk
     # Delivers new handoff packets to the helpdesk webhook; the server starts and stops its worker.
     notifier: Notifier | None = None
+    # Inbound mail in, replies out by mail (POST /inbound/email).
+    email: EmailChannel | None = None
 
 
 def open_runtime(
@@ -401,6 +410,8 @@ def open_runtime(
     status_page: StatusPage = HttpStatusPage(settings.status_url) if settings.status_url else embedded
     ledger = Ledger(settings.desk_db, clock)
     outbox = FileOutbox(settings.outbox_dir, clock)
+    # Codes and mail replies go out by SMTP when a relay is set, else into the file outbox.
+    mailer = open_mailer(settings, outbox, clock)
     vault_key = load_key(settings.vault_key.get_secret_value() if settings.vault_key else None, settings.data_dir)
     vault = Vault(settings.vault_db, vault_key, clock, retention=timedelta(hours=settings.vault_retention_hours))
     limits = Limits(
@@ -412,7 +423,7 @@ def open_runtime(
     toolbox = Toolbox(
         directory=directory,
         status_page=status_page,
-        outbox=outbox,
+        outbox=mailer,
         ledger=ledger,
         clock=clock,
         limits=limits,
@@ -442,6 +453,18 @@ def open_runtime(
         at_risk_minutes=settings.sla_at_risk_minutes,
     )
     resolver.after_turn.append(desk.after_turn)
+    email = EmailChannel(
+        MailStore(settings.desk_db, clock),
+        mailer,
+        resolver,
+        sender=settings.mail_from,
+        status=lambda cid: desk.status(cid).status,
+        validate=lambda text: validate_message(text, settings.max_message_chars),
+        clock=clock,
+        email_of_account=lambda account_id: (found.email if (found := directory.get(account_id)) else None),
+    )
+    resolver.after_turn.append(email.after_turn)
+    desk.on_reply.append(email.on_desk_reply)
     return Runtime(
         settings=settings,
         pack=pack,
@@ -453,4 +476,5 @@ def open_runtime(
         messages=messages,
         desk=desk,
         notifier=notifier,
+        email=email,
     )
