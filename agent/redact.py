@@ -12,8 +12,9 @@ after words such as "passport number" or "tax id"), ``[address]`` (street addres
 German, Dutch, French, Spanish and Italian forms), ``[secret]`` (passwords, API keys, bearer
 tokens, JWTs, private keys, long hex or base64 blobs) and ``[code]`` (one-time codes).
 
-Detection is rules and check digits only: no model, no network, microseconds per message. Its
-recall and precision are measured on tests/data/pii_labelled.jsonl (see SECURITY.md).
+Detection is rules and check digits only: no model, no network; about 0.1 ms for a typical
+message and under 0.1 s for the longest one accepted (8,000 characters), adversarial shapes
+included. Recall and precision are measured on tests/data/pii_labelled.jsonl (see SECURITY.md).
 """
 
 from __future__ import annotations

@@ -103,3 +103,18 @@ def test_no_labelled_value_survives_redaction() -> None:
 @pytest.mark.parametrize("row", [r for r in load() if not r["spans"]], ids=lambda r: r["id"])
 def test_negatives_are_left_alone(row: dict[str, Any]) -> None:
     assert redact(row["text"]) == row["text"]
+
+
+HOLDOUT = Path(__file__).parent / "data" / "pii_holdout.jsonl"
+
+
+def test_held_out_messages_meet_the_floor_on_secrets_and_contact() -> None:
+    """41 messages written after the rules were tuned and never tuned against (figures in SECURITY.md)."""
+    rows = [json.loads(line) for line in HOLDOUT.read_text(encoding="utf-8").splitlines() if line.strip()]
+    table, misses = score(rows)
+    print("\nheld out: " + ", ".join(f"{k} {v['recall']:.2f}/{v['precision']:.2f}" for k, v in table.items()))
+    for line in misses:
+        print("  " + line)
+    low = {k: v["recall"] for k, v in table.items() if k in RECALL_FLOOR and v["recall"] < RECALL_FLOOR[k]}
+    assert low == {}, misses
+    assert all(v["precision"] >= PRECISION_FLOOR for v in table.values()), misses
