@@ -27,6 +27,7 @@ from agent.auth import ApiKeyRejected, ApiKeys, CustomerTokens, Principal, RateL
 from agent.desk import DeskConflict, Ticket
 from agent.errors import ConversationNotFound, MessageRejected, PacketNotFound, TieroneError
 from agent.handoff import HandoffPacket
+from agent.mail import authenticate, parse_inbound
 from agent.messages import Line
 from agent.metrics import CONTENT_TYPE, Metrics
 from agent.service import CHANNELS, Runtime, open_runtime, validate_message
@@ -232,6 +233,19 @@ DESK_ERRORS: dict[int | str, dict[str, Any]] = {
     401: _error("No API key, or an unknown or revoked one"),
     403: _error("The credential is not a technician's (a customer token, or too small a role)"),
 }
+
+
+class InboundOut(BaseModel):
+    """What the inbound-mail webhook did with a mail."""
+
+    status: Literal["accepted", "duplicate"]
+    conversation_id: str | None = Field(description="None only for a duplicate still being played")
+    matched: Literal["new", "thread", "sender"] | None = Field(
+        description="How the conversation was found: new, by the thread's Message-IDs, or by the sender's address"
+    )
+    replies_sent: int
+    replies_pending: int
+
 
 # -- HTTP plumbing: body size, request logs ---------------------------------------------------------
 
@@ -730,6 +744,88 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         revoked = keys.revoke(name)
         logs.log("key revoked", actor=who.name, name=name)
         return {"revoked": revoked}
+
+    # -- email: the inbound-mail webhook (agent/mail.py; the email helper's block) ---------------------
+
+    @app.post(
+        "/inbound/email",
+        tags=["email"],
+        response_model=InboundOut,
+        responses={
+            401: _error("Neither an X-Tierone-Signature header nor basic auth was sent"),
+            403: _error("The signature or the basic-auth password does not match TIERONE_INBOUND_SECRET"),
+            413: _error("The post is over TIERONE_INBOUND_MAX_BYTES"),
+            415: _error("The body is neither JSON nor a form"),
+            422: _error("A field is missing, empty or malformed; the detail names it"),
+            502: _error("The mail was played but its reply could not be sent; post it again to retry the send"),
+            503: _error("TIERONE_INBOUND_SECRET is not set, so inbound mail is refused"),
+        },
+    )
+    async def inbound_email(request: Request) -> InboundOut | JSONResponse:
+        """Take one customer mail from an inbound-parse service, authenticated by the shared secret.
+
+        Fields from, subject, text, message_id, in_reply_to (JSON or a form). The mail opens or
+        continues a conversation; the bot's reply goes back by mail. A Message-ID already taken
+        answers 200 with status "duplicate" and plays nothing again.
+        """
+        runtime = rt(request)
+        secret = settings.inbound_secret
+        if not secret or runtime.email is None:
+            raise HTTPException(503, "inbound email is not set up: set TIERONE_INBOUND_SECRET and restart")
+        raw = await request.body()
+        verdict = authenticate(
+            secret, raw, request.headers.get("x-tierone-signature"), request.headers.get("authorization")
+        )
+        if verdict == "missing":
+            raise HTTPException(
+                401,
+                "sign the body (X-Tierone-Signature: hex HMAC-SHA256 with the shared secret) or send the secret"
+                " as the basic-auth password",
+                headers={"WWW-Authenticate": 'Basic realm="tierone-inbound"'},
+            )
+        if verdict == "wrong":
+            raise HTTPException(403, "the signature or password does not match the shared secret")
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        fields: dict[str, Any]
+        if kind == "application/json":
+            try:
+                posted = json.loads(raw)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise MessageRejected(f"the body is not valid JSON: {exc}") from exc
+            if not isinstance(posted, dict):
+                raise MessageRejected("the JSON body must be an object with the fields from, subject, text, message_id")
+            fields = posted
+        elif kind in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            async with request.form() as form:
+                fields = {}
+                for key, value in form.multi_items():  # the first of repeated fields; attachments are skipped
+                    if isinstance(value, str):
+                        fields.setdefault(key, value)
+        else:
+            raise HTTPException(415, "post the mail as JSON or as a form (urlencoded or multipart)")
+        email = runtime.email
+        mail = parse_inbound(fields, own_address=email.sender, validate=email.validate)
+        got = await to_thread.run_sync(email.receive, mail)
+        logs.log(
+            "mail in",
+            conversation_id=got.conversation_id,
+            status=got.status,
+            matched=got.matched,
+            sent=got.replies_sent,
+            pending=got.replies_pending,
+        )
+        out = InboundOut(
+            status=got.status,
+            conversation_id=got.conversation_id,
+            matched=got.matched,
+            replies_sent=got.replies_sent,
+            replies_pending=got.replies_pending,
+        )
+        if got.replies_pending:
+            # A parse service retries a failed post: the retry finds the mail played and sends the reply.
+            detail = f"the mail was taken, but its reply could not be sent ({got.error}); post it again to retry"
+            return JSONResponse(status_code=502, content={"detail": detail, **out.model_dump()})
+        return out
 
     @app.exception_handler(TieroneError)
     async def other(_: Request, exc: TieroneError) -> JSONResponse:
