@@ -434,6 +434,18 @@ def test_the_desk_works_by_keyboard_alone(live: Live, browser: Browser, contexts
     expect(desk.locator("#packet-view").get_by_role("heading", name=packet_id)).to_be_visible()
     expect(desk.locator("#packet")).to_be_focused()
 
+    # Filters narrow the queue on the server's side; the open ticket stays on the right.
+    priority = answer["handoff"]["priority"]
+    other = "P1" if priority != "P1" else "P4"
+    desk.get_by_label("Priority").select_option(other)
+    expect(ticket).to_have_count(0)
+    desk.get_by_label("Priority").select_option(priority)
+    expect(ticket).to_be_visible()
+    desk.get_by_label("Status").select_option("resolved")
+    expect(ticket).to_have_count(0)
+    desk.get_by_label("Status").select_option("open")
+    expect(ticket).to_be_visible()
+
 
 def test_the_chat_stream_reconnects_from_the_last_line(
     live: Live, browser: Browser, contexts: list[BrowserContext]

@@ -171,15 +171,20 @@
     return `/handoffs?${params}`;
   }
 
+  let queueAsk = 0; // only the latest request's answer is shown, whatever order answers arrive in
+
   async function pollQueue() {
     clearTimeout(queueTimer);
     if (!key) return;
+    const ask = ++queueAsk;
     try {
-      tickets = await call("GET", queuePath());
+      const answer = await call("GET", queuePath());
+      if (ask !== queueAsk) return;
+      tickets = answer;
       ui.queueError.hidden = true;
       renderQueue();
     } catch (err) {
-      if (!key) return;
+      if (!key || ask !== queueAsk) return;
       ui.queueError.textContent = `Couldn't refresh the queue: ${err.message}`;
       ui.queueError.hidden = false;
     }
@@ -268,19 +273,22 @@
     await pollPacket(true);
   }
 
+  let packetAsk = 0;
+
   async function pollPacket(first) {
     clearTimeout(packetTimer);
     const id = selected;
     if (!id || !key) return;
+    const ask = ++packetAsk;
     try {
       const next = await call("GET", `/handoffs/${encodeURIComponent(id)}`);
-      if (id !== selected) return;
+      if (id !== selected || ask !== packetAsk) return;
       detail = next;
       if (!parts) buildPacket(next);
       updatePacket(next);
       if (first) ui.pane.focus();
     } catch (err) {
-      if (id !== selected || !key) return;
+      if (id !== selected || !key || ask !== packetAsk) return;
       if (!parts) {
         ui.placeholder.hidden = true;
         ui.view.hidden = false;
