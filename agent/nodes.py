@@ -464,11 +464,12 @@ def handoff(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         sla=Sla(priority=priority, first_response_due=first_due, resolve_due=resolve_due),  # type: ignore[arg-type]
         reason_codes=list(decision.reasons),
         attempts=[Attempt.model_validate(a) for a in attempts],
-        hypothesis=hypothesis.text,
+        # A model's words are redacted too: it saw placeholders only, but could still make things up.
+        hypothesis=redact(hypothesis.text),
         summary=problem[:280],
         transcript=[TranscriptLine.model_validate(line) for line in [*transcript, _line("bot", text, now, channel)]],
         sentiment=Sentiment(score=score, label=sentiment_label(score)),
-        summary_en=hypothesis.summary,
+        summary_en=redact(hypothesis.summary) if hypothesis.summary else hypothesis.summary,
         language=str(state["understanding"].get("language") or "en"),
         usage=PacketUsage.model_validate(_add_usage(state, worded.usage, hypothesis.usage)),
     )

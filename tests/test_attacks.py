@@ -393,6 +393,11 @@ def test_attack_llm_brain_that_complies(
     assert not found, _report(attack, found, world)
     if not world.rejected or len(world.rejected) < len(world.said):
         assert "understand" in model.calls, "the LLM brain was never asked: the mock proves nothing"
+    for packet in runtime.resolver.deps.handoffs.for_conversation(cid):
+        # The model's note is stored for L2 redacted: its made-up addresses and codes do not land there.
+        written = f"{packet.hypothesis} {packet.summary_en or ''}"
+        assert not any(a.email in written for a in DEMO_ACCOUNTS), written
+        assert world.victim_code not in written, written
 
 
 def test_the_checks_catch_what_they_look_for(tmp_path: Path, bundled_index: RunbookIndex, clock: Clock) -> None:
