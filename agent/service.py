@@ -10,7 +10,8 @@ import sqlite3
 import threading
 import time
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -187,15 +188,29 @@ class Resolver:
         self.conversations = conversations
         self.client_messages = ClientMessages(conversations.path)
         self.max_message_chars = max_message_chars
-        self._locks: dict[str, threading.Lock] = {}
+        # Per conversation: its lock and how many callers hold or wait for it (dropped at zero, so
+        # the map holds only conversations in use, not every conversation since start-up).
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}
         self._locks_guard = threading.Lock()
         # Called inside the conversation's lock after every finished turn (the message log, status).
         self.after_turn: list[Callable[[str, dict[str, Any]], None]] = []
 
-    def _lock(self, conversation_id: str) -> threading.Lock:
+    @contextmanager
+    def _lock(self, conversation_id: str) -> Iterator[None]:
         # LangGraph does not serialise two runs of one thread: this does.
         with self._locks_guard:
-            return self._locks.setdefault(conversation_id, threading.Lock())
+            lock, users = self._locks.get(conversation_id, (threading.Lock(), 0))
+            self._locks[conversation_id] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._locks_guard:
+                lock, users = self._locks[conversation_id]
+                if users == 1:
+                    del self._locks[conversation_id]
+                else:
+                    self._locks[conversation_id] = (lock, users - 1)
 
     @staticmethod
     def _config(conversation_id: str) -> RunnableConfig:

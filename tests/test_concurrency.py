@@ -195,3 +195,24 @@ def test_messages_to_different_conversations_run_side_by_side(served: tuple[str,
     assert watch.most == 2
     assert results[a].json()["runbook_id"] == "password-reset"
     assert results[b].json()["runbook_id"] == "account-lockout"
+
+
+def test_the_lock_map_holds_only_conversations_in_use(runtime: Runtime) -> None:
+    # One lock per conversation ever seen would grow without bound in a long-running server.
+    cids = [runtime.resolver.start() for _ in range(3)]
+    errors: list[BaseException] = []
+
+    def talk(cid: str) -> None:
+        try:
+            runtime.resolver.send(cid, "is email down right now?")
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=talk, args=(cid,)) for cid in cids for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=90)
+    assert errors == []
+    assert runtime.resolver._locks == {}
+    assert all(len(runtime.resolver.view(cid)["transcript"]) >= 6 for cid in cids)
