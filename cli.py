@@ -24,6 +24,8 @@ handoffs_app = typer.Typer(help="Read the L2 handoff queue.", no_args_is_help=Tr
 eval_app = typer.Typer(help="Play eval cases through the graph and report.")
 app.add_typer(runbooks_app, name="runbooks")
 app.add_typer(handoffs_app, name="handoffs")
+keys_app = typer.Typer(help="API keys of L2 technicians and admins.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 app.add_typer(eval_app, name="eval")
 
 console = Console()
@@ -51,9 +53,60 @@ def serve(
     """Serve the API and web chat (GET /healthz answers 200 once ready)."""
     import uvicorn
 
+    from agent import logs
     from server import create_app
 
-    uvicorn.run(create_app(_settings(runbooks)), host=host, port=port, log_level="info")
+    settings = _settings(runbooks)
+    logs.configure(settings.log_format, settings.log_level)
+    # No uvicorn access log: it would print query strings (the SSE stream's ?token=); server.py logs
+    # each request by route instead. On SIGTERM, turns in flight finish; open SSE streams are cut
+    # after the grace period and their EventSource reconnects from its last line.
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="The technician's name, shown to customers with their replies.")],
+    role: Annotated[str, typer.Option("--role", help="l2 or admin.")] = "l2",
+) -> None:
+    """Make an API key and print it; only its hash is stored, so it cannot be shown again."""
+    from agent.auth import ApiKeys
+
+    try:
+        key = ApiKeys(_settings().desk_db).create(name, role)
+    except TieroneError as exc:
+        _fail(exc)
+    err.print(f"API key for {name} ({role}); keep it now, it is not shown again:", highlight=False)
+    console.print(key, highlight=False)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """Every API key's holder, role and state (never the keys)."""
+    from agent.auth import ApiKeys
+
+    for info in ApiKeys(_settings().desk_db).list():
+        state = f"revoked {info.revoked_at}" if info.revoked_at else "live"
+        typer.echo(f"{info.name}\t{info.role}\t{info.prefix}…\t{info.created_at}\t{state}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(name: Annotated[str, typer.Argument(help="Whose keys to revoke.")]) -> None:
+    """Revoke every live key of a technician."""
+    from agent.auth import ApiKeys
+
+    try:
+        count = ApiKeys(_settings().desk_db).revoke(name)
+    except TieroneError as exc:
+        _fail(exc)
+    console.print(f"revoked {count} key(s) of {name}", highlight=False)
 
 
 @app.command()
@@ -259,6 +312,20 @@ def _example_repeats(pack_dir: Path, cases: list[Any]) -> list[str]:
     return warnings
 
 
+def _with_brain(settings: Settings, brain: str | None, recordings: Path | None, record: bool) -> Settings:
+    """Settings with the eval's --brain, --llm-recordings and --record applied."""
+    if brain not in (None, "offline", "llm"):
+        raise TieroneError(f"--brain must be offline or llm, not {brain!r}")
+    if record and recordings is None:
+        raise TieroneError("--record needs --llm-recordings FILE to store the answers in")
+    if recordings is not None and brain == "offline":
+        raise TieroneError("--llm-recordings replays the LLM brain's calls; drop --brain offline")
+    update: dict[str, Any] = {"brain": brain} if brain else {}
+    if recordings is not None:
+        update |= {"brain": "llm", "llm_recordings": recordings, "llm_record": record}
+    return settings.model_copy(update=update)
+
+
 @eval_app.callback(invoke_without_command=True)
 def eval_run(
     ctx: typer.Context,
@@ -281,6 +348,13 @@ def eval_run(
     sweep: Annotated[bool, typer.Option("--sweep", help="Replay over a range of min_score values.")] = False,
     target: Annotated[float, typer.Option("--target", help="Wrong-resolution rate the sweep aims at.")] = 0.02,
     sweep_png: Annotated[Path | None, typer.Option("--sweep-png", help="Where to draw the sweep curve.")] = None,
+    brain: Annotated[str | None, typer.Option("--brain", help="offline or llm (default: TIERONE_BRAIN).")] = None,
+    llm_recordings: Annotated[
+        Path | None, typer.Option("--llm-recordings", help="Replay the LLM's answers from this file (no network).")
+    ] = None,
+    record: Annotated[
+        bool, typer.Option("--record", help="With --llm-recordings: ask the configured endpoint, store its answers.")
+    ] = False,
 ) -> None:
     """Play every case through the graph, print a summary, write the reports, check the gates."""
     if ctx.invoked_subcommand is not None:
@@ -293,6 +367,7 @@ def eval_run(
 
     settings = _settings(runbooks)
     try:
+        settings = _with_brain(settings, brain, llm_recordings, record)
         case_file = load_case_file(cases)
         gates = case_file.gates + [parse_gate(g) for g in gate or []]
         selected = [c for c in case_file.cases if only is None or c.expect.runbook == only]

@@ -294,27 +294,31 @@ class BodyLimit:
                 await self._refuse(send, 413, f"the request body is {int(declared):,} bytes; the limit is {limit:,}")
                 return
         received = 0
-        started = False
+        started = too_large = False
 
         async def counted() -> Message:
-            nonlocal received
+            nonlocal received, too_large
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    too_large = True
                     raise _TooLarge
             return message
 
         async def watched(message: Message) -> None:
             nonlocal started
+            if too_large:
+                return  # the app's answer to a cut-off body (FastAPI makes it a 400); the 413 replaces it
             started = started or message["type"] == "http.response.start"
             await send(message)
 
         try:
             await self.app(scope, counted, watched)
         except _TooLarge:
-            if not started:
-                await self._refuse(send, 413, f"the request body is over the limit of {limit:,} bytes")
+            pass
+        if too_large and not started:
+            await self._refuse(send, 413, f"the request body is over the limit of {limit:,} bytes")
 
 
 class RequestLog:

@@ -1,0 +1,110 @@
+"""API keys, customer tokens, rate limits, and the `tierone keys` commands."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from agent.auth import ApiKeyRejected, ApiKeys, CustomerTokens, Principal, RateLimiter
+from cli import app
+
+
+def test_keys_are_stored_hashed_and_verify(tmp_path: Path) -> None:
+    keys = ApiKeys(tmp_path / "t.sqlite")
+    key = keys.create("Alex", "l2")
+    assert keys.verify(key) == Principal("Alex", "l2")
+    assert keys.verify(key + "x") is None
+    assert keys.verify("") is None
+    stored = sqlite3.connect(tmp_path / "t.sqlite").execute("SELECT * FROM api_keys").fetchall()
+    assert stored and all(key not in str(row) for row in stored)
+
+
+def test_revoked_keys_stop_working(tmp_path: Path) -> None:
+    keys = ApiKeys(tmp_path / "t.sqlite")
+    first, second = keys.create("Alex", "l2"), keys.create("Alex", "admin")
+    other = keys.create("Sam", "l2")
+    assert keys.revoke("Alex") == 2
+    assert keys.verify(first) is None and keys.verify(second) is None
+    assert keys.verify(other) == Principal("Sam", "l2")
+    assert [k.revoked_at is not None for k in keys.list()] == [True, True, False]
+    with pytest.raises(ApiKeyRejected, match="no live API key"):
+        keys.revoke("Alex")
+
+
+@pytest.mark.parametrize(
+    ("name", "role", "words"),
+    [("Alex", "root", "unknown role 'root'"), ("", "l2", "not usable"), ("<script>", "l2", "not usable")],
+)
+def test_bad_key_requests_say_why(tmp_path: Path, name: str, role: str, words: str) -> None:
+    keys = ApiKeys(tmp_path / "t.sqlite")
+    with pytest.raises(ApiKeyRejected, match=words):
+        keys.create(name, role)
+    assert keys.list() == []
+
+
+def test_customer_tokens_open_only_their_conversation(tmp_path: Path) -> None:
+    tokens = CustomerTokens(tmp_path / "t.sqlite")
+    a, b = tokens.issue("c_a"), tokens.issue("c_b")
+    assert a != b
+    assert tokens.verify("c_a", a) and tokens.verify("c_b", b)
+    assert not tokens.verify("c_a", b) and not tokens.verify("c_missing", a)
+    assert tokens.known(a) and not tokens.known("guess")
+    stored = sqlite3.connect(tmp_path / "t.sqlite").execute("SELECT * FROM conversation_tokens").fetchall()
+    assert all(a not in str(row) and b not in str(row) for row in stored)
+
+
+class Ticks:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_token_bucket_allows_the_burst_then_the_rate() -> None:
+    ticks = Ticks()
+    limiter = RateLimiter(rate_per_minute=60, burst=3, clock=ticks)
+    assert [limiter.take("k") for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert limiter.take("k") == pytest.approx(1.0)
+    assert limiter.take("other") == 0.0  # buckets are per key
+    ticks.now = 0.5
+    assert limiter.take("k") == pytest.approx(0.5)
+    ticks.now = 1.0
+    assert limiter.take("k") == 0.0
+    assert limiter.take("k") > 0
+
+
+def test_a_rate_of_zero_turns_the_limit_off() -> None:
+    limiter = RateLimiter(rate_per_minute=0, burst=1)
+    assert not limiter.enabled
+    assert all(limiter.take("k") == 0.0 for _ in range(100))
+
+
+def test_full_buckets_are_forgotten() -> None:
+    ticks = Ticks()
+    limiter = RateLimiter(rate_per_minute=60, burst=1, clock=ticks)
+    for i in range(10_001):
+        limiter.take(f"k{i}")
+    ticks.now = 10.0
+    limiter.take("late")  # over 10,000 buckets: the refilled ones go
+    assert limiter.take("k1") == 0.0
+    assert len(limiter._buckets) < 10
+
+
+def test_keys_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIERONE_DATA_DIR", str(tmp_path / "data"))
+    runner = CliRunner()
+    made = runner.invoke(app, ["keys", "create", "Alex Doe", "--role", "admin"])
+    assert made.exit_code == 0, made.output
+    key = made.stdout.strip().splitlines()[-1]
+    assert ApiKeys(tmp_path / "data" / "tierone.sqlite").verify(key) == Principal("Alex Doe", "admin")
+    listed = runner.invoke(app, ["keys", "list"])
+    assert "Alex Doe\tadmin" in listed.stdout and key not in listed.stdout and "live" in listed.stdout
+    bad = runner.invoke(app, ["keys", "create", "Eve", "--role", "boss"])
+    assert bad.exit_code == 2 and "unknown role 'boss'" in bad.output
+    revoked = runner.invoke(app, ["keys", "revoke", "Alex Doe"])
+    assert revoked.exit_code == 0 and "revoked 1 key(s)" in revoked.stdout
+    assert ApiKeys(tmp_path / "data" / "tierone.sqlite").verify(key) is None
