@@ -320,6 +320,8 @@ def _with_brain(settings: Settings, brain: str | None, recordings: Path | None, 
         raise TieroneError("--record needs --llm-recordings FILE to store the answers in")
     if recordings is not None and brain == "offline":
         raise TieroneError("--llm-recordings replays the LLM brain's calls; drop --brain offline")
+    if recordings is not None and not record and not recordings.exists():
+        raise TieroneError(f"no recordings file at {recordings}; record one with --record against a live endpoint")
     update: dict[str, Any] = {"brain": brain} if brain else {}
     if recordings is not None:
         update |= {"brain": "llm", "llm_recordings": recordings, "llm_record": record}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from typing import Any
 import httpx
 
 from agent.errors import TieroneError
+
+log = logging.getLogger(__name__)
 
 
 class RecordingError(TieroneError):
@@ -90,6 +93,7 @@ class RecordingTransport(httpx.BaseTransport):
         if not self.record or self._inner is None:
             with self._lock:
                 self.misses += 1
+            log.warning("no recorded LLM response for request %s in %s; record it with --record", key[:12], self.path)
             error = {
                 "error": {
                     "message": f"no recorded response for this request (key {key[:12]}); record it with --record",
