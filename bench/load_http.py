@@ -1,0 +1,255 @@
+"""HTTP load test: many conversations at once against the real server on loopback, then a loss/duplicate check.
+
+    python bench/load_http.py                          # 20 conversations at once, 3 each, think time 0
+    python bench/load_http.py --concurrent 20 --per-worker 5 --think 1.0 --max-seconds 120
+
+Starts ``tierone serve`` (python -m cli serve: uvicorn, the offline brain, the bundled pack) on a free
+127.0.0.1 port with a fresh data folder and the per-client rate limits off (every client here shares
+one address). ``--concurrent`` workers each open a conversation over the JSON API, play a scripted
+multi-turn conversation through it with httpx (a password reset with the one-time code read from the
+outbox, a lockout, a VPN walk-through, a status question, a handoff followed by more messages, ...),
+then the next, ``--per-worker`` times. Between a reply and the next message a worker waits ``--think``
+seconds give or take half (uniformly drawn), and the workers start spread over one think time, as
+customers do not type in step; ``--think 0`` sends the next message at once (20 requests always in
+flight: latency is then mostly queueing). One warm-up conversation per script runs first, untimed.
+
+Then every conversation is read back through the API (GET /conversations/{id} with its token) and
+checked: each message sent is in the transcript exactly once, in order, with its PII redacted as the
+server redacts it, each followed by at least one bot line, sequence numbers 1..n without gaps; and
+every POST got a 200 with at least one reply. Prints turns/s and per-turn latency (p50, p95, p99,
+max) as the client saw it, and exits 1 when a check fails or a request errored. Bounded: at most
+``--max-seconds`` for the timed part (workers stop starting turns after it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from agent.redact import redact
+
+ROOT = Path(__file__).resolve().parent.parent
+OTP = "{otp}"
+SCRIPTS: tuple[tuple[str, ...], ...] = (
+    ("I forgot my password", "jane.doe@example.com", OTP, "yes, I'm in, thanks"),
+    ("my account is locked after too many tries", "bob.smith@example.com", OTP, "no", "no", "yes"),
+    ("the vpn disconnects every few minutes", "no", "no, still the same", "no"),
+    ("is email down right now?", "yes", "thanks"),
+    ("hello", "outlook stopped syncing on my phone", "yes it works now", "thanks"),
+    ("I clicked a link in a strange email and typed my password", "hello?", "are you there"),
+    ("printer on floor 3 shows offline", "still no", "let me talk to a human", "ok"),
+    ("can you book me a flight to Lisbon", "never mind then"),
+)
+
+
+@dataclass
+class Played:
+    """One conversation as the client played it."""
+
+    conversation_id: str
+    token: str
+    sent: list[str] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def latest_code(outbox: Path, conversation_id: str) -> str:
+    """The one-time code last mailed in a conversation (the demo outbox is a local file)."""
+    code = "000000"
+    for line in outbox.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        if record["conversation_id"] == conversation_id:
+            found = re.search(r"\b(\d{6})\b", record["body"])
+            code = found.group(1) if found else code
+    return code
+
+
+async def play(
+    client: httpx.AsyncClient,
+    script: tuple[str, ...],
+    outbox: Path,
+    think: float,
+    deadline: float,
+    rng: random.Random | None = None,
+) -> Played:
+    """Open a conversation and play one script through it; time each message.
+
+    The pause after each reply is ``think`` seconds give or take half (drawn from ``rng``), as
+    people do not all answer in step.
+    """
+    created = await client.post("/conversations", json={"channel": "api"})
+    created.raise_for_status()
+    body = created.json()
+    played = Played(body["conversation_id"], body["token"])
+    auth = {"Authorization": f"Bearer {played.token}"}
+    for turn in script:
+        if time.monotonic() > deadline:
+            break
+        text = latest_code(outbox, played.conversation_id) if turn == OTP else turn
+        started = time.perf_counter()
+        try:
+            response = await client.post(
+                f"/conversations/{played.conversation_id}/messages", json={"text": text}, headers=auth
+            )
+        except httpx.HTTPError as exc:
+            played.errors.append(f"{played.conversation_id}: {text!r}: {type(exc).__name__}: {exc}")
+            break
+        played.latencies_ms.append((time.perf_counter() - started) * 1000)
+        played.sent.append(text)
+        if response.status_code != 200:
+            played.errors.append(f"{played.conversation_id}: {text!r}: HTTP {response.status_code} {response.text}")
+            break
+        if not response.json()["replies"]:
+            played.errors.append(f"{played.conversation_id}: {text!r}: no reply")
+        if think:
+            await asyncio.sleep(think * (0.5 + rng.random()) if rng else think)
+    return played
+
+
+async def verify(client: httpx.AsyncClient, played: Played) -> list[str]:
+    """Problems with one conversation's transcript as the API returns it (none: an empty list)."""
+    response = await client.get(
+        f"/conversations/{played.conversation_id}", headers={"Authorization": f"Bearer {played.token}"}
+    )
+    if response.status_code != 200:
+        return [f"{played.conversation_id}: GET answered {response.status_code}"]
+    lines = response.json()["transcript"]
+    problems = []
+    seqs = [line["seq"] for line in lines]
+    if seqs != list(range(1, len(lines) + 1)):
+        problems.append(f"{played.conversation_id}: sequence numbers {seqs} are not 1..{len(lines)}")
+    customer = [line["text"] for line in lines if line["role"] == "customer"]
+    expected = [redact(text) for text in played.sent]
+    if customer != expected:
+        problems.append(f"{played.conversation_id}: customer lines {customer} != sent {expected}")
+    for i, line in enumerate(lines):
+        if line["role"] == "customer" and (i + 1 >= len(lines) or lines[i + 1]["role"] != "bot"):
+            problems.append(f"{played.conversation_id}: message {line['seq']} has no bot answer after it")
+    return problems
+
+
+async def run(url: str, outbox: Path, args: argparse.Namespace) -> tuple[list[Played], float]:
+    """Warm up, then play the timed conversations; return them and the timed wall time."""
+    limits = httpx.Limits(max_connections=args.concurrent + 5, max_keepalive_connections=args.concurrent + 5)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        forever = time.monotonic() + 3600
+        warm = await asyncio.gather(*(play(client, s, outbox, 0, forever) for s in SCRIPTS))
+        if any(p.errors for p in warm):
+            sys.exit("warm-up failed: " + "; ".join(e for p in warm for e in p.errors))
+        rng = random.Random(args.seed)
+        plans = [[rng.choice(SCRIPTS) for _ in range(args.per_worker)] for _ in range(args.concurrent)]
+        deadline = time.monotonic() + args.max_seconds
+
+        async def worker(plan: list[tuple[str, ...]], seed: int) -> list[Played]:
+            own = random.Random(seed)
+            # Customers arrive spread over one think time, not all in the same millisecond.
+            await asyncio.sleep(own.random() * args.think)
+            done = []
+            for script in plan:
+                if time.monotonic() > deadline:
+                    break
+                done.append(await play(client, script, outbox, args.think, deadline, own))
+            return done
+
+        started = time.perf_counter()
+        results = await asyncio.gather(*(worker(plan, args.seed * 1000 + i) for i, plan in enumerate(plans)))
+        wall = time.perf_counter() - started
+        played = [p for done in results for p in done]
+        problems = await asyncio.gather(*(verify(client, p) for p in played))
+    for p, found in zip(played, problems, strict=True):
+        p.errors.extend(found)
+    return played, wall
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100), linear between ranks."""
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def main() -> None:
+    """Start the server, load it, check every transcript, print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--concurrent", type=int, default=20, help="conversations in flight at once")
+    parser.add_argument("--per-worker", type=int, default=3, help="conversations each worker plays in turn")
+    parser.add_argument("--think", type=float, default=0.0, help="seconds between a reply and the next message")
+    parser.add_argument("--max-seconds", type=float, default=120, help="stop starting turns after this")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="tierone-load-") as tmp:
+        data = Path(tmp) / "data"
+        port = free_port()
+        env = {
+            **os.environ,
+            "TIERONE_DATA_DIR": str(data),
+            "TIERONE_RATE_IP_PER_MINUTE": "0",
+            "TIERONE_RATE_CONVERSATION_PER_MINUTE": "0",
+            "TIERONE_LOG_LEVEL": "WARNING",
+        }
+        log = (Path(tmp) / "server.log").open("wb")
+        server = subprocess.Popen(
+            [sys.executable, "-m", "cli", "serve", "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=log
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            ready = time.monotonic() + 180
+            while True:
+                if server.poll() is not None or time.monotonic() > ready:
+                    sys.exit(f"the server did not start; see {tmp}/server.log")
+                try:
+                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.2)
+            played, wall = asyncio.run(run(url, data / "outbox" / "mail.jsonl", args))
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+            log.close()
+    latencies = [ms for p in played for ms in p.latencies_ms]
+    errors = [e for p in played for e in p.errors]
+    turns = len(latencies)
+    print(
+        f"{len(played)} conversations, {turns} turns, {args.concurrent} at once, think {args.think:g} s, "
+        f"in {wall:.1f} s = {turns / wall:.1f} turns/s"
+    )
+    if latencies:
+        print(
+            f"per turn (client-side, HTTP on loopback): p50 {percentile(latencies, 50):.1f} ms, "
+            f"p95 {percentile(latencies, 95):.1f} ms, p99 {percentile(latencies, 99):.1f} ms, "
+            f"max {max(latencies):.1f} ms, mean {statistics.fmean(latencies):.1f} ms"
+        )
+    sent = sum(len(p.sent) for p in played)
+    print(f"transcripts checked: {len(played)}; messages sent {sent}; problems {len(errors)}")
+    for error in errors[:20]:
+        print("  " + error)
+    sys.exit(1 if errors or not latencies else 0)
+
+
+if __name__ == "__main__":
+    main()
