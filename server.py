@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent import logs
 from agent.auth import ApiKeyRejected, ApiKeys, CustomerTokens, Principal, RateLimiter
+from agent.brains.streaming import Delta
 from agent.desk import DeskConflict, Ticket
 from agent.errors import ConversationNotFound, MessageRejected, PacketNotFound, TieroneError
 from agent.handoff import HandoffPacket
@@ -564,7 +565,17 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         limited(per_conversation, conversation_id, "conversation", request)
         runtime = rt(request)
         started = time.perf_counter()
-        result = runtime.resolver.send(conversation_id, body.text, client_message_id=body.client_message_id)
+        feed = runtime.messages.feed
+        # Stream the reply's pieces to open SSE streams as `delta` events, only when someone listens.
+        on_delta = None
+        if feed.listeners(conversation_id):
+
+            def on_delta(delta: Delta) -> None:
+                feed.publish(conversation_id, "delta", delta.as_dict())
+
+        result = runtime.resolver.send(
+            conversation_id, body.text, client_message_id=body.client_message_id, on_delta=on_delta
+        )
         status = runtime.desk.status(conversation_id)
         channel = runtime.resolver.conversations.get(conversation_id)["channel"]
         metrics: Metrics | None = getattr(request.app.state, "metrics", None)
@@ -639,6 +650,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             try:
                 yield "retry: 3000\n\n"
                 while True:
+                    for event, data in subscription.passing():
+                        yield _sse(event, data)
                     lines = await to_thread.run_sync(runtime.messages.lines, conversation_id, seen)
                     for line in lines:
                         yield _sse("line", line.as_dict(), line.seq)

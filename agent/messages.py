@@ -103,6 +103,13 @@ class Feed:
         for sub in subs:
             sub.wake()
 
+    def publish(self, conversation_id: str, event: str, data: dict[str, Any]) -> None:
+        """Hand a passing event (a reply's streamed delta) to the readers listening now; it is not stored."""
+        with self._guard:
+            subs = list(self._subscribers.get(conversation_id, ()))
+        for sub in subs:
+            sub.push(event, data)
+
 
 class Subscription:
     """One reader's wake-up signal; close it when the reader goes."""
@@ -112,6 +119,7 @@ class Subscription:
         self._feed = feed
         self._loop = loop
         self._event = asyncio.Event()
+        self._passing: list[tuple[str, dict[str, Any]]] = []
 
     def wake(self) -> None:
         """Set the signal from any thread."""
@@ -119,6 +127,23 @@ class Subscription:
             self._loop.call_soon_threadsafe(self._event.set)
         except RuntimeError:  # the reader's loop has closed: it is gone
             self._feed._drop(self)
+
+    def push(self, event: str, data: dict[str, Any]) -> None:
+        """Queue a passing event for this reader and wake it, from any thread."""
+
+        def add() -> None:
+            self._passing.append((event, data))
+            self._event.set()
+
+        try:
+            self._loop.call_soon_threadsafe(add)
+        except RuntimeError:
+            self._feed._drop(self)
+
+    def passing(self) -> list[tuple[str, dict[str, Any]]]:
+        """Take the passing events queued so far, oldest first (call from the reader's loop)."""
+        taken, self._passing = self._passing, []
+        return taken
 
     async def wait(self, timeout: float) -> bool:
         """Wait for a change; False when the timeout passed first."""

@@ -171,3 +171,21 @@ def test_the_stream_refuses_strangers(runtime: Runtime) -> None:
             unknown.json()["detail"].replace("c_nope", "X")
         )
         assert client.get(url, params={"token": mine["token"], "after": -1}).status_code == 422
+
+
+def test_replies_stream_as_deltas_to_open_streams(live: LiveServer) -> None:
+    with httpx.Client(base_url=live.url, timeout=httpx.Timeout(15.0)) as http:
+        created = http.post("/conversations", json={"channel": "chat"}).json()
+        cid, token = created["conversation_id"], created["token"]
+        with http.stream("GET", f"/conversations/{cid}/events", params={"token": token}) as response:
+            stream = sse(response)
+            until(stream, lambda e, d: e == "status")
+            turn = http.post(
+                f"/conversations/{cid}/messages",
+                json={"text": "I forgot my password"},
+                headers={"Authorization": f"Bearer {token}"},
+            ).json()
+            events = until(stream, lambda e, d: e == "line" and d["role"] == "bot")
+            deltas = [d for e, d in events if e == "delta"]
+            assert deltas and "".join(d["text"] for d in deltas) == turn["replies"][0]
+            assert [e for e, _ in events].index("delta") < [e for e, _ in events].index("line")
