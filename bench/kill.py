@@ -1,0 +1,722 @@
+"""Kill the real server with SIGKILL at random points of scripted conversations, restart it, replay the clients.
+
+    python bench/kill.py --kills 30 --seed 7            # prints what it did and every check; exit 1 on a failure
+    python bench/kill.py --kills 6 --seed 1 --json OUT  # also writes the figures as JSON (tests/test_kill.py)
+
+Client threads play scripted conversations (password reset, unlock, MFA reset, licence ticket, a
+request for a person, a status question) against ``tierone serve``'s app on 127.0.0.1. A killer thread
+SIGKILLs the server at points drawn from a seeded random generator:
+
+``anywhere``       after a random pause, wherever the server is (labelled by the requests in flight)
+``mid-turn``       a few milliseconds after a client's message reached the server
+``lookup``         while the server waits for the identity provider to look an account up
+``action-before``  while an account change is on its way to the identity provider, before it acts
+``action-after``   after the identity provider acted, before the server read its answer
+``webhook``        after the helpdesk took a handoff packet, before the server read its answer
+
+then starts the server again. A client that got no answer sends the same message again with the same
+``client_message_id``. The identity provider and the helpdesk are fakes on loopback speaking the real
+wire formats (tools/http_backend.py, agent/notify.py); they keep the first result per Idempotency-Key.
+
+At the end, with the server up: every conversation the client opened is there with every message
+once and in order; every conversation reached its script's final stage and has no turn left
+half-done; every packet the client saw is stored once and reached the helpdesk; every account change
+happened once (one idempotency key per account and action) and has its audit record; no tool run is
+left "started".
+
+Start-up: loading the embedding model takes 10-40 s on a busy 2-core machine, too slow for 30
+restarts. A "zygote" process loads it once and forks a fresh server process for every start; each
+server is the real app (``create_app(settings, open_runtime(settings, embedder=...))`` under uvicorn),
+opening its stores, recovering half-done turns and serving exactly as ``tierone serve`` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+KINDS = ("anywhere", "mid-turn", "lookup", "action-before", "action-after", "webhook")
+TRAPS = ("lookup", "action-before", "action-after", "webhook")
+ACTIONS = ("password-reset", "unlock", "mfa/reset")
+
+
+# -- the server: a zygote process that forks fresh servers -------------------------------------------
+
+
+def zygote(port: int) -> None:
+    """Load the model once, then fork a server on every 'start' line read from stdin."""
+    sys.path.insert(0, str(ROOT))
+    os.chdir(ROOT)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import uvicorn
+
+    from agent.service import open_runtime
+    from agent.settings import Settings
+    from server import create_app
+    from vectorstore.embeddings import MiniLMEmbedder
+
+    embedder = MiniLMEmbedder()
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    print("ready", flush=True)
+    for line in sys.stdin:
+        if line.strip() != "start":
+            continue
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            # Die with the zygote (PR_SET_PDEATHSIG): a crashed bench leaves no server behind.
+            ctypes.CDLL(None).prctl(1, signal.SIGKILL)
+            null = os.open(os.devnull, os.O_RDWR)
+            os.dup2(null, 0)
+            os.dup2(null, 1)
+            settings = Settings()
+            app = create_app(settings, open_runtime(settings, embedder=embedder))
+            uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+            os._exit(0)
+        print(f"pid {pid}", flush=True)
+
+
+class Supervisor:
+    """Starts, kills and restarts the server; clients wait on ``up`` while it is down."""
+
+    def __init__(self, port: int, env: dict[str, str], log: Path) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.up = threading.Event()
+        self.pid: int | None = None
+        self._lock = threading.Lock()
+        self.starts: list[float] = []
+        self._log = log.open("ab")
+        self.zygote = subprocess.Popen(
+            [sys.executable, __file__, "zygote", "--port", str(port)],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            cwd=ROOT,
+        )
+        assert self.zygote.stdout is not None
+        line = self.zygote.stdout.readline().strip()
+        if line != "ready":
+            raise RuntimeError(f"the zygote did not start (said {line!r}); see {log}")
+
+    def start(self) -> None:
+        """Fork a server and wait until /healthz answers."""
+        assert self.zygote.stdin is not None and self.zygote.stdout is not None
+        began = time.monotonic()
+        self.zygote.stdin.write("start\n")
+        self.zygote.stdin.flush()
+        self.pid = int(self.zygote.stdout.readline().split()[1])
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if not _alive(self.pid):
+                raise RuntimeError("the server died during start-up")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    self.starts.append(time.monotonic() - began)
+                    self.up.set()
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("the server did not become ready in 120 s")
+
+    def kill(self) -> None:
+        """SIGKILL the server and wait until it is gone."""
+        with self._lock:
+            self.up.clear()
+            if self.pid is None:
+                return
+            os.kill(self.pid, signal.SIGKILL)
+            while _alive(self.pid):
+                time.sleep(0.005)
+            self.pid = None
+
+    def close(self) -> None:
+        """Stop the server and the zygote."""
+        self.kill()
+        if self.zygote.stdin is not None:
+            self.zygote.stdin.close()
+        self.zygote.wait(timeout=30)
+        self._log.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+# -- the identity provider and the helpdesk: fakes on loopback in the real wire formats --------------
+
+
+@dataclass
+class Trap:
+    """A kill waiting for a matching request to reach the fakes."""
+
+    kind: str
+    fired: threading.Event = field(default_factory=threading.Event)
+
+
+class Backend:
+    """The identity provider (tools/http_backend.py's contract) and the helpdesk webhook (agent/notify.py)."""
+
+    def __init__(self, supervisor_ref: list[Supervisor]) -> None:
+        self.accounts: dict[str, dict[str, Any]] = {}
+        self.by_email: dict[str, str] = {}
+        self.results: dict[str, tuple[str, str, dict[str, Any]]] = {}  # key -> (account, action, result)
+        self.action_requests: list[tuple[str, str, str]] = []  # (account, action, key), every request
+        self.packets: dict[str, dict[str, Any]] = {}  # Idempotency-Key -> first packet
+        self.webhook_posts = 0
+        self.trap: Trap | None = None
+        self.lock = threading.Lock()
+        self._supervisor = supervisor_ref
+
+    def add_account(self, email: str, status: str) -> str:
+        """Create an account at the identity provider; return its id."""
+        with self.lock:
+            account_id = f"acc-{len(self.accounts) + 1:05d}"
+            self.accounts[account_id] = {
+                "account_id": account_id,
+                "email": email,
+                "name": f"Customer {account_id}",
+                "status": status,
+                "mfa_method": "authenticator app",
+                "plan": "Business",
+                "next_invoice": None,
+                "failed_sign_ins": 3 if status == "locked" else 0,
+            }
+            self.by_email[email] = account_id
+            return account_id
+
+    def arm(self, kind: str) -> Trap:
+        """Kill the server at the next request of this kind."""
+        trap = Trap(kind)
+        with self.lock:
+            self.trap = trap
+        return trap
+
+    def disarm(self) -> None:
+        """Forget an armed trap."""
+        with self.lock:
+            self.trap = None
+
+    def spring(self, kind: str) -> bool:
+        """Kill the server if a trap of this kind is armed (one kill per trap)."""
+        with self.lock:
+            trap = self.trap
+            if trap is None or trap.kind != kind:
+                return False
+            self.trap = None
+        self._supervisor[0].kill()
+        trap.fired.set()
+        return True
+
+    def handle(self, method: str, path: str, query: dict[str, list[str]], headers: Any, body: bytes) -> tuple[int, Any]:
+        """Answer one request as the identity provider or the helpdesk would; return status and JSON body."""
+        key = headers.get("Idempotency-Key")
+        parts = [p for p in path.split("/") if p]
+        if method == "GET" and parts == ["accounts"]:
+            self.spring("lookup")
+            email = (query.get("email") or [""])[0].strip().lower()
+            found = self.accounts.get(self.by_email.get(email, ""))
+            return 200, {"accounts": [found] if found else []}
+        if method == "GET" and len(parts) == 2 and parts[0] == "accounts":
+            self.spring("lookup")
+            found = self.accounts.get(parts[1])
+            return (200, found) if found else (404, {"detail": "no such account"})
+        if method == "POST" and len(parts) >= 3 and parts[0] == "accounts":
+            action = "/".join(parts[2:])
+            if action not in ACTIONS or parts[1] not in self.accounts or not key:
+                return 422, {"detail": f"bad request {path}"}
+            with self.lock:
+                self.action_requests.append((parts[1], action, key))
+            if self.spring("action-before"):
+                return 503, {"detail": "the caller is gone"}
+            with self.lock:
+                if key not in self.results:
+                    self.results[key] = (parts[1], action, self._act(parts[1], action))
+                result = self.results[key][2]
+            self.spring("action-after")
+            return 200, result
+        if method == "POST" and parts == ["tickets"]:
+            with self.lock:
+                if key and key not in self.results:
+                    account = json.loads(body or b"{}").get("account_id", "")
+                    self.action_requests.append((account, "ticket", key))
+                    self.results[key] = (account, "ticket", {"ticket": f"REQ-{len(self.results) + 1:06d}"})
+                return 201, self.results[key][2] if key else {"ticket": "REQ-000000"}
+        if method == "POST" and parts == ["helpdesk"]:
+            with self.lock:
+                self.webhook_posts += 1
+                self.packets.setdefault(str(key), json.loads(body))
+            self.spring("webhook")
+            return 201, {"ok": True}
+        return 404, {"detail": f"no route {method} {path}"}
+
+    def _act(self, account_id: str, action: str) -> dict[str, Any]:
+        account = self.accounts[account_id]
+        if action == "unlock":
+            before, account["status"] = account["status"], "active"
+            return {"status_before": before, "status_after": "active"}
+        if action == "password-reset":
+            return {"link_id": uuid.uuid4().hex[:8], "sent_to": account["email"], "expires_minutes": 30}
+        return {"removed": "authenticator app", "enrolment": "required at next sign-in"}
+
+
+def serve_backend(backend: Backend) -> ThreadingHTTPServer:
+    """Serve the fakes on a free loopback port from a background thread."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def _reply(self, method: str) -> None:
+            url = urlparse(self.path)
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            status, payload = backend.handle(method, url.path, parse_qs(url.query), self.headers, body)
+            data = json.dumps(payload).encode()
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except OSError:
+                pass  # the server that asked was killed
+
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            self._reply("GET")
+
+        def do_POST(self) -> None:  # noqa: N802
+            self._reply("POST")
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd
+
+
+# -- the clients: scripted conversations that re-send what got no answer ----------------------------
+
+
+@dataclass(frozen=True)
+class Script:
+    """One scripted conversation and how it must end."""
+
+    name: str
+    turns: tuple[str, ...]
+    stage: str  # where the conversation must end
+    status: str = "active"  # the account's state at the identity provider
+    action: str | None = None  # the account change it must cause, once
+    handoff: bool = False
+
+
+SCRIPTS = (
+    Script(
+        "password-reset",
+        ("I forgot my password", "{email}", "{code}", "yes, I can sign in now"),
+        "resolved",
+        action="password-reset",
+    ),
+    Script(
+        "account-lockout",
+        ("my account is locked", "{email}", "{code}", "yes it works now, thanks"),
+        "resolved",
+        status="locked",
+        action="unlock",
+    ),
+    Script(
+        "mfa-device-change",
+        ("I got a new phone and my authenticator app is empty", "{email}", "{code}", "yes that worked"),
+        "resolved",
+        action="mfa/reset",
+    ),
+    Script("licence-request", ("I need a Visio licence", "{email}", "{code}"), "confirm", action="ticket"),
+    Script(
+        "ask-for-a-person", ("I want to talk to a human please", "are you still there?"), "handed_off", handoff=True
+    ),
+    Script("status", ("is email down right now?",), "confirm"),
+)
+
+
+@dataclass
+class Played:
+    """What a client sent and saw in one conversation."""
+
+    script: str
+    conversation_id: str
+    token: str
+    email: str
+    account_id: str
+    sent: list[str] = field(default_factory=list)
+    replies: list[list[str]] = field(default_factory=list)
+    stage: str = ""
+    packets: set[str] = field(default_factory=set)
+    resends: int = 0
+    error: str | None = None
+    trace: list[str] = field(default_factory=list)
+
+
+class Clients:
+    """Client threads; each re-sends a message with the same id until it gets an answer."""
+
+    def __init__(self, supervisor: Supervisor, backend: Backend, data_dir: Path, seed: int, count: int) -> None:
+        self.supervisor = supervisor
+        self.backend = backend
+        self.outbox = data_dir / "outbox" / "mail.jsonl"
+        self.played: list[Played] = []
+        self.in_flight = 0
+        self.sent_event = threading.Event()
+        self.stop = threading.Event()
+        self._guard = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._run, args=(random.Random(seed * 1000 + i),), daemon=True)
+            for i in range(count)
+        ]
+
+    def start(self) -> None:
+        """Start the client threads."""
+        for t in self._threads:
+            t.start()
+
+    def join(self, timeout: float) -> None:
+        """Let each client finish its conversation, then stop."""
+        self.stop.set()
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(timeout=max(deadline - time.monotonic(), 0.1))
+
+    def _run(self, rng: random.Random) -> None:
+        while not self.stop.is_set():
+            script = rng.choice(SCRIPTS)
+            try:
+                self._play(script, rng)
+            except Exception as exc:  # a failed script is a finding, reported at the end
+                with self._guard:
+                    self.played.append(Played(script.name, "?", "", "", "", error=f"{type(exc).__name__}: {exc}"[:300]))
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        resends = 0
+        while True:
+            self.supervisor.up.wait()
+            with self._guard:
+                self.in_flight += 1
+            self.sent_event.set()
+            try:
+                response = httpx.request(method, f"{self.supervisor.url}{path}", timeout=60, **kwargs)
+            except httpx.TransportError:
+                resends += 1
+                time.sleep(0.05)
+                continue
+            finally:
+                with self._guard:
+                    self.in_flight -= 1
+            response.extensions["resends"] = resends
+            return response
+
+    def _play(self, script: Script, rng: random.Random) -> None:
+        email = f"cust-{uuid.uuid4().hex[:10]}@example.test"
+        account_id = self.backend.add_account(email, script.status)
+        opened = self._request("POST", "/conversations", json={"channel": "chat"})
+        assert opened.status_code == 201, opened.text
+        body = opened.json()
+        played = Played(script.name, body["conversation_id"], body["token"], email, account_id)
+        with self._guard:
+            self.played.append(played)
+        headers = {"Authorization": f"Bearer {played.token}"}
+        for turn in script.turns:
+            try:
+                text = email if turn == "{email}" else self._code(played.conversation_id) if turn == "{code}" else turn
+            except LookupError as exc:
+                played.error = str(exc)
+                return
+            message = {"text": text, "client_message_id": uuid.uuid4().hex}
+            path = f"/conversations/{played.conversation_id}/messages"
+            response = self._request("POST", path, json=message, headers=headers)
+            played.resends += int(response.extensions["resends"])
+            if response.status_code != 200:
+                played.error = f"{turn!r}: HTTP {response.status_code} {response.text[:200]}"
+                return
+            answer = response.json()
+            played.sent.append(text)
+            played.replies.append(answer["replies"])
+            played.trace.append(f"{turn} -> {answer['stage']} (resends {response.extensions['resends']})")
+            played.stage = answer["stage"]
+            if answer.get("handoff"):
+                played.packets.add(answer["handoff"]["packet_id"])
+            time.sleep(rng.uniform(0.0, 0.08))  # the customer reads and types
+
+    def _code(self, conversation_id: str) -> str:
+        # The latest code mailed in this conversation (a replayed step may have mailed a newer one).
+        for line in reversed(self.outbox.read_text(encoding="utf-8").splitlines()):
+            mail = json.loads(line)
+            if mail["conversation_id"] == conversation_id:
+                return str(mail["body"].split("code is ")[1][:6])
+        raise LookupError(f"no code was mailed in {conversation_id}")
+
+
+# -- the run ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Kill:
+    """One kill: what was aimed at, where it landed, how long the restart took."""
+
+    kind: str
+    landed: str  # where it hit: "between turns", "mid-turn (n in flight)", or the trap's point
+    restart_s: float
+
+
+def run(kills: int, seed: int, clients: int, data_dir: Path, log: Path) -> dict[str, Any]:
+    """Play conversations while killing the server ``kills`` times; return the figures and failures."""
+    rng = random.Random(seed)
+    ref: list[Supervisor] = []
+    backend = Backend(ref)
+    httpd = serve_backend(backend)
+    fakes = f"http://127.0.0.1:{httpd.server_address[1]}"
+    port = _free_port()
+    env = {
+        **os.environ,
+        "TIERONE_DATA_DIR": str(data_dir),
+        "TIERONE_DIRECTORY_URL": fakes,
+        "TIERONE_HANDOFF_WEBHOOK_URL": f"{fakes}/helpdesk",
+        "TIERONE_HANDOFF_RETRY_BASE_S": "0.2",
+        "TIERONE_HANDOFF_RETRY_MAX_S": "2",
+        "TIERONE_RATE_CONVERSATION_PER_MINUTE": "0",
+        "TIERONE_RATE_IP_PER_MINUTE": "0",
+        "TIERONE_LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(ROOT),
+    }
+    began = time.monotonic()
+    supervisor = Supervisor(port, env, log)
+    ref.append(supervisor)
+    zygote_s = time.monotonic() - began
+    done: list[Kill] = []
+    skipped: Counter[str] = Counter()
+    try:
+        supervisor.start()
+        players = Clients(supervisor, backend, data_dir, seed, clients)
+        players.start()
+        killing = time.monotonic()
+        while len(done) < kills:
+            kind = rng.choice(KINDS)
+            landed = _kill(kind, rng, supervisor, backend, players)
+            if landed is None:
+                skipped[kind] += 1
+                continue
+            restart = time.monotonic()
+            supervisor.start()
+            done.append(Kill(kind, landed, time.monotonic() - restart))
+            time.sleep(rng.uniform(0.05, 0.4))
+        kill_s = time.monotonic() - killing
+        players.join(timeout=120)
+        figures = {
+            "seed": seed,
+            "kills": len(done),
+            "by_kind": dict(Counter(k.kind for k in done)),
+            "landed": dict(Counter(k.landed.split(" (")[0] for k in done)),
+            "kill_log": [f"{k.kind}: {k.landed}" for k in done],
+            "traps_not_sprung": dict(skipped),
+            "zygote_start_s": round(zygote_s, 1),
+            "restart_s_median": round(sorted(k.restart_s for k in done)[len(done) // 2], 2) if done else None,
+            "kill_phase_s": round(kill_s, 1),
+        }
+        figures |= check(players.played, backend, data_dir, supervisor)
+    finally:
+        supervisor.close()
+        httpd.shutdown()
+    return figures
+
+
+def _kill(kind: str, rng: random.Random, supervisor: Supervisor, backend: Backend, players: Clients) -> str | None:
+    """Kill the server as ``kind`` says; return where it landed, or None when no such moment came."""
+    if kind == "anywhere":
+        time.sleep(rng.uniform(0.0, 0.5))
+        busy = players.in_flight
+        supervisor.kill()
+        return f"mid-turn ({busy} in flight)" if busy else "between turns"
+    if kind == "mid-turn":
+        players.sent_event.clear()
+        if not players.sent_event.wait(10):
+            return None
+        time.sleep(rng.uniform(0.0, 0.04))
+        busy = players.in_flight
+        supervisor.kill()
+        return f"mid-turn ({busy} in flight)" if busy else "between turns"
+    trap = backend.arm(kind)
+    if trap.fired.wait(15):
+        return {
+            "lookup": "during an identity lookup",
+            "action-before": "during a tool call, before the account change",
+            "action-after": "during a tool call, after the account change",
+            "webhook": "during a helpdesk delivery, after the helpdesk took it",
+        }[kind]
+    backend.disarm()
+    if trap.fired.is_set():  # sprung just as it was disarmed
+        return kind
+    return None
+
+
+def check(played: list[Played], backend: Backend, data_dir: Path, supervisor: Supervisor) -> dict[str, Any]:
+    """Every promise the durability section makes, checked against the stores and the fakes."""
+    sys.path.insert(0, str(ROOT))
+    from agent.graph import build_graph
+    from agent.redact import redact
+    from agent.service import open_sqlite_checkpointer
+
+    failures: list[str] = []
+    finished = [p for p in played if p.conversation_id != "?"]
+    failures += [f"{p.script} {p.conversation_id}: {p.error}; turns: {p.trace}" for p in played if p.error]
+    db = sqlite3.connect(data_dir / "tierone.sqlite")
+    db.row_factory = sqlite3.Row
+    graph = build_graph(open_sqlite_checkpointer(data_dir / "conversations.sqlite"))
+    # Deliveries retry with a short backoff; give the restarted worker time to send what is left.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        pending = db.execute("SELECT COUNT(*) FROM handoff_deliveries WHERE status != 'delivered'").fetchone()[0]
+        if pending == 0:
+            break
+        time.sleep(0.2)
+    messages = 0
+    for p in finished:
+        view = httpx.get(
+            f"{supervisor.url}/conversations/{p.conversation_id}", headers={"Authorization": f"Bearer {p.token}"}
+        )
+        if view.status_code != 200:
+            failures.append(f"{p.script} {p.conversation_id}: lost (GET answered {view.status_code})")
+            continue
+        body = view.json()
+        customer = [line["text"] for line in body["transcript"] if line["role"] == "customer"]
+        expected = [redact(text) for text in p.sent]
+        messages += len(p.sent)
+        if customer != expected:
+            failures.append(
+                f"{p.script} {p.conversation_id}: customer lines {customer} != sent {expected}; turns: {p.trace}"
+            )
+        script = _script(p.script)
+        complete = len(p.sent) == len(script.turns)
+        if complete and body["stage"] != script.stage:
+            failures.append(
+                f"{p.script} {p.conversation_id}: ended at {body['stage']!r}, not {script.stage!r}; turns: {p.trace}"
+            )
+        config = {"configurable": {"thread_id": p.conversation_id}}
+        if graph.get_state(config).next:  # type: ignore[arg-type]
+            failures.append(f"{p.script} {p.conversation_id}: a turn is left half-done")
+        rows = db.execute("SELECT packet_id FROM handoffs WHERE conversation_id = ?", (p.conversation_id,))
+        stored = {r[0] for r in rows}
+        if stored != p.packets:
+            failures.append(f"{p.script} {p.conversation_id}: packets stored {stored} != seen {p.packets}")
+        for packet_id in p.packets:
+            if packet_id not in backend.packets:
+                failures.append(f"{p.script} {p.conversation_id}: packet {packet_id} never reached the helpdesk")
+        keys = {key for account, action, key in backend.action_requests if account == p.account_id}
+        if len(keys) > 1:
+            failures.append(f"{p.script} {p.conversation_id}: {len(keys)} idempotency keys for one change")
+        acted = [r for r in backend.results.values() if r[0] == p.account_id]
+        if complete and script.action and len(acted) != 1:
+            failures.append(f"{p.script} {p.conversation_id}: the account change happened {len(acted)} times")
+        for key in keys & set(backend.results):
+            rows = db.execute("SELECT outcome FROM audit WHERE key = ? AND outcome = 'ok'", (key,)).fetchall()
+            if len(rows) != 1:
+                failures.append(f"{p.script} {p.conversation_id}: {len(rows)} audit records for the change {key}")
+    left = db.execute("SELECT key, tool FROM tool_runs WHERE status = 'started'").fetchall()
+    failures += [f"tool run {r['key']} ({r['tool']}) left started" for r in left]
+    codes = Counter(
+        json.loads(line)["conversation_id"]
+        for line in (data_dir / "outbox" / "mail.jsonl").read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    )
+    undelivered = db.execute("SELECT COUNT(*) FROM handoff_deliveries WHERE status != 'delivered'").fetchone()[0]
+    if undelivered:
+        failures.append(f"{undelivered} handoff deliveries not delivered")
+    return {
+        "conversations": len(finished),
+        "complete": sum(1 for p in finished if len(p.sent) == len(_script(p.script).turns)),
+        "messages": messages,
+        "client_resends": sum(p.resends for p in finished),
+        "account_changes": len([r for r in backend.results.values() if r[1] in ACTIONS]),
+        "packets": sum(len(p.packets) for p in finished),
+        "webhook_posts": backend.webhook_posts,
+        "codes_mailed_more_than_once": sum(1 for n in codes.values() if n > 1),
+        "failures": failures,
+    }
+
+
+def _script(name: str) -> Script:
+    return next(s for s in SCRIPTS if s.name == name)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def main() -> None:
+    """Run the bench (or, as ``zygote``, the server-forking process)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command")
+    z = sub.add_parser("zygote")
+    z.add_argument("--port", type=int, required=True)
+    parser.add_argument("--kills", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--clients", type=int, default=3)
+    parser.add_argument("--data", type=Path, default=None, help="data folder (default: a fresh temporary one)")
+    parser.add_argument("--json", type=Path, default=None, help="write the figures here too")
+    args = parser.parse_args()
+    if args.command == "zygote":
+        zygote(args.port)
+        return
+    import tempfile
+
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10_000)
+    print(f"seed {seed} (python bench/kill.py --kills {args.kills} --seed {seed} --clients {args.clients} to repeat)")
+    with tempfile.TemporaryDirectory(prefix="tierone-kill-") as tmp:
+        data = args.data or Path(tmp) / "data"
+        started = time.monotonic()
+        figures = run(args.kills, seed, args.clients, data, Path(tmp) / "server.log")
+        figures["total_s"] = round(time.monotonic() - started, 1)
+        if figures["failures"]:
+            log = (Path(tmp) / "server.log").read_text(errors="replace")[-4000:]
+            figures["server_log_tail"] = log
+    for key, value in figures.items():
+        if key not in ("kill_log", "failures", "server_log_tail"):
+            print(f"{key:>28}: {value}")
+    print("kills:")
+    for line in figures["kill_log"]:
+        print(f"  {line}")
+    print(f"failures: {len(figures['failures'])}")
+    for line in figures["failures"]:
+        print(f"  {line}")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+    sys.exit(1 if figures["failures"] else 0)
+
+
+if __name__ == "__main__":
+    main()
