@@ -301,7 +301,7 @@ _SCHEMA = (
 
 
 def address_hash(address: str) -> str:
-    """The key an address is looked up by; the address itself is not stored for lookups."""
+    """An unkeyed stand-in for ``MailStore``'s address key (tests, one-off tools); a dictionary reverses it."""
     return hashlib.sha256(f"tierone-mail-contact:{address.strip().casefold()}".encode()).hexdigest()
 
 
@@ -340,9 +340,13 @@ class Thread:
 class MailStore:
     """The email channel's records in SQLite: mail taken in, mail sent, threads, address links."""
 
-    def __init__(self, path: Path, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self, path: Path, clock: Callable[[], datetime], *, hash_address: Callable[[str], str] = address_hash
+    ) -> None:
         self._db = Database(path)
         self._clock = clock
+        # The service passes the vault's keyed hash (Vault.subject): without the key, no dictionary reverses it.
+        self._hash = hash_address
         with self._db.transaction() as conn:
             for statement in _SCHEMA:
                 conn.execute(statement)
@@ -391,7 +395,7 @@ class MailStore:
             conn.execute(
                 "INSERT INTO mail_contacts VALUES (?, ?, ?) ON CONFLICT (address_hash, conversation_id)"
                 " DO UPDATE SET linked_at = excluded.linked_at",
-                (address_hash(address), conversation_id, self._clock().isoformat()),
+                (self._hash(address.strip().casefold()), conversation_id, self._clock().isoformat()),
             )
 
     def touch(self, conversation_id: str) -> bool:
@@ -409,7 +413,7 @@ class MailStore:
             rows = conn.execute(
                 "SELECT conversation_id FROM mail_contacts WHERE address_hash = ? AND linked_at >= ?"
                 " ORDER BY linked_at DESC",
-                (address_hash(address), since.isoformat()),
+                (self._hash(address.strip().casefold()), since.isoformat()),
             ).fetchall()
         return [str(r[0]) for r in rows]
 
@@ -550,6 +554,7 @@ class EmailChannel:
         validate: Callable[[str], str],
         clock: Callable[[], datetime],
         email_of_account: Callable[[str], str | None] | None = None,
+        remember_address: Callable[[str, str], None] | None = None,
     ) -> None:
         self.store = store
         self.mailer = mailer
@@ -560,6 +565,8 @@ class EmailChannel:
         self._status = status
         self._clock = clock
         self._email_of_account = email_of_account
+        # Lets erasure by address (agent/erasure.py) find the conversations that mail from it opened.
+        self._remember_address = remember_address
         self._send_lock = threading.Lock()
         self._find_lock = threading.Lock()
 
@@ -597,6 +604,8 @@ class EmailChannel:
         key = "mail:" + hashlib.sha256(mail.message_id.encode()).hexdigest()
         result = self.resolver.send(cid, text, channel="email", client_message_id=key)
         self.store.link(mail.sender, cid)
+        if self._remember_address is not None:
+            self._remember_address(cid, mail.sender)
         replies = [self._reply(mail, cid, result.replies)] if result.replies else []
         first = self.store.played(mail, cid, replies)
         sent, pending, error = self.flush(mail.message_id)

@@ -469,7 +469,7 @@ def open_runtime(
     )
     resolver.after_turn.append(desk.after_turn)
     email = EmailChannel(
-        MailStore(settings.desk_db, clock),
+        MailStore(settings.desk_db, clock, hash_address=vault.subject),
         mailer,
         resolver,
         sender=settings.mail_from,
@@ -477,6 +477,7 @@ def open_runtime(
         validate=lambda text: validate_message(text, settings.max_message_chars),
         clock=clock,
         email_of_account=lambda account_id: (found.email if (found := directory.get(account_id)) else None),
+        remember_address=vault.link_subject,
     )
     resolver.after_turn.append(email.after_turn)
     desk.on_reply.append(email.on_desk_reply)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import sqlite3
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -346,3 +347,22 @@ def test_two_deliveries_of_one_mail_at_once_play_it_once(runtime: Runtime) -> No
     assert runtime.resolver.conversations.ids() == [cid]
     assert lines(runtime, cid) == [("customer", "email"), ("bot", "email")]
     assert len(replies_to(runtime, cid)) == 1
+
+
+def test_mail_addresses_are_stored_as_keyed_hashes_and_erasure_finds_mail_conversations(runtime: Runtime) -> None:
+    from agent.erasure import Eraser
+    from agent.mail import address_hash
+
+    got = channel_of(runtime).receive(Mailbox("Pat Lee <pat.lee@example.org>").mail("the vpn drops every hour"))
+    cid = got.conversation_id
+    assert cid is not None
+    with sqlite3.connect(runtime.settings.desk_db) as conn:
+        [(stored,)] = conn.execute("SELECT address_hash FROM mail_contacts").fetchall()
+    # Keyed by the vault's key: the plain SHA-256 a dictionary would try is not what is stored.
+    assert stored != address_hash("pat.lee@example.org") and "pat.lee" not in stored
+    # An address that never wrote in a chat is still found by `tierone forget --email`.
+    report = Eraser(runtime).forget(email="Pat.Lee@example.org")
+    assert report.conversations == [cid]
+    with sqlite3.connect(runtime.settings.desk_db) as conn:
+        for table in ("mail_in", "mail_out", "mail_threads", "mail_contacts"):
+            assert conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] == 0, table
