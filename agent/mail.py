@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import email.policy
 import hashlib
 import hmac
 import logging
@@ -30,6 +31,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from email.parser import HeaderParser
 from email.utils import formataddr, parseaddr
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -184,7 +186,9 @@ class InboundEmail:
         return formataddr((self.sender_name, self.sender)) if self.sender_name else self.sender
 
 
-_ALIASES = {"sender": "from", "body_plain": "text", "message_id": "message_id", "in_reply_to": "in_reply_to"}
+# Mailgun posts "sender" and "body-plain" beside "from" and "text".
+_ALIASES = {"sender": "from", "body_plain": "text"}
+_THREAD_HEADERS = ("message_id", "in_reply_to", "references")
 
 
 def _normalised(fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -196,6 +200,14 @@ def _normalised(fields: Mapping[str, Any]) -> dict[str, Any]:
     for alias, name in _ALIASES.items():
         if alias in out and name not in out:
             out[name] = out[alias]
+    headers = out.get("headers")
+    if isinstance(headers, str) and any(name not in out for name in _THREAD_HEADERS):
+        # SendGrid's Inbound Parse posts the thread headers only inside the raw header block.
+        parsed = HeaderParser(policy=email.policy.compat32).parsestr(headers)
+        for name in _THREAD_HEADERS:
+            value = parsed.get(name.replace("_", "-"))
+            if name not in out and value:
+                out[name] = str(value)
     return out
 
 

@@ -155,3 +155,22 @@ def basic(password: str, user: str = "inbound") -> str:
 )
 def test_authenticate(signature: str | None, authorization: str | None, expected: str) -> None:
     assert authenticate("s3cret", b"body", signature, authorization) == expected
+
+
+def test_thread_headers_are_read_from_a_raw_header_block() -> None:
+    # SendGrid's Inbound Parse shape: the Message-ID and In-Reply-To only inside "headers".
+    mail = parse_inbound(
+        {
+            "from": "Jane Doe <jane.doe@example.com>",
+            "subject": "Re: VPN",
+            "text": "still dropping",
+            "headers": "Received: by mx.example.com\r\nMessage-ID: <m9@mail.example.com>\r\n"
+            "In-Reply-To: <r1@acme.example>\r\nReferences: <m1@mail.example.com>\r\n <r1@acme.example>\r\n"
+            "Subject: Re: VPN\r\n",
+            "SPF": "pass",
+        },
+        own_address=OWN,
+        validate=lambda t: validate_message(t, 8000),
+    )
+    assert mail.message_id == "<m9@mail.example.com>"
+    assert mail.parents == ("<r1@acme.example>", "<m1@mail.example.com>")
