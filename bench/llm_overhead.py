@@ -1,0 +1,221 @@
+"""Per-turn overhead of the LLM brain around the model, against a mock endpoint on 127.0.0.1.
+
+A tiny OpenAI-compatible server in this process answers every chat-completions request after a
+fixed delay (default 50 ms): the message reading with the first listed candidate, rewordings with
+the draft itself (streamed as SSE chunks when asked). It notes when it took each request and
+when it finished answering, on the same clock as the turns. Per turn:
+
+    overhead = turn time - time the server spent on that turn's requests (its delay included)
+
+so the overhead holds everything Tierone adds: embedding and Chroma routing, the graph and its
+SQLite checkpoints, langchain-openai and the openai client, the loopback HTTP, parsing, checks.
+On a shared machine wall time swells with other processes' load; the CPU time per turn is
+printed as well, which load changes far less.
+The streaming run reports the time to the first delta, and that time less the moment the server
+sent its first content chunk.
+
+    .venv/bin/python bench/llm_overhead.py [--rounds 10] [--delay-ms 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent.brains.streaming import Delta
+from agent.service import Runtime, open_runtime
+from agent.settings import BUNDLED_RUNBOOKS, Settings
+from vectorstore.embeddings import MiniLMEmbedder
+
+SCRIPTS = [
+    ["I forgot my password", "jane.doe@example.com", "{otp}", "yes"],
+    ["my account is locked after too many tries", "bob.smith@example.com", "{otp}", "no", "no", "yes"],
+    ["the vpn disconnects every few minutes", "no", "no", "no"],
+    ["I clicked a link in a strange email and typed my password"],
+    ["can you book me a flight to Lisbon"],
+    ["hello", "outlook stopped syncing on my phone", "yes", "thanks"],
+    ["is email down?", "yes"],
+    ["printer on floor 3 shows offline", "still no", "let me talk to a human", "hello?"],
+]
+
+
+class MockModel:
+    """Canned chat-completions answers after a fixed delay; logs (start, first chunk, end) per request."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.log: list[tuple[float, float, float]] = []
+        self.streamed: list[bool] = []
+        self._lock = threading.Lock()
+
+    def answer(self, raw: bytes) -> tuple[str, list[bytes]]:
+        """Content type and body parts for one request body."""
+        payload = json.loads(raw)
+        user = json.loads(payload["messages"][-1]["content"])
+        base = {"id": "chatcmpl-bench", "created": 1767225600, "model": payload["model"]}
+        usage = {"prompt_tokens": len(raw) // 4, "completion_tokens": 40, "total_tokens": len(raw) // 4 + 40}
+        if payload.get("tools"):
+            name = payload["tools"][0]["function"]["name"]
+            if name == "MessageReading":
+                listed = [c["id"] for c in user.get("candidate_runbooks", [])]
+                args: dict[str, Any] = {
+                    "runbook_id": listed[0] if listed else "none",
+                    "confidence": 0.5,
+                    "wants_human": False,
+                    "sentiment": 0.0,
+                    "affirm": False,
+                    "deny": False,
+                    "manipulation": False,
+                    "language": "en",
+                    "english": "",
+                }
+            else:
+                args = {"hypothesis": "Check the account first.", "summary": "The customer needs help."}
+            call = {"id": "call_b", "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}
+            message = {"role": "assistant", "content": None, "tool_calls": [call]}
+            choice = {"index": 0, "message": message, "finish_reason": "tool_calls"}
+            body = {**base, "object": "chat.completion", "choices": [choice], "usage": usage}
+            return "application/json", [json.dumps(body).encode()]
+        text = user["draft"]
+        if not payload.get("stream"):
+            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+            body = {**base, "object": "chat.completion", "choices": [choice], "usage": usage}
+            return "application/json", [json.dumps(body).encode()]
+        chunk = {**base, "object": "chat.completion.chunk"}
+        words = re.findall(r"\S+\s*", text)
+        events = [{**chunk, "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}]} for w in words]
+        events.append({**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        events.append({**chunk, "choices": [], "usage": usage})
+        return "text/event-stream", [f"data: {json.dumps(e)}\n\n".encode() for e in events] + [b"data: [DONE]\n\n"]
+
+    def serve(self) -> ThreadingHTTPServer:
+        """Start serving on a free port of 127.0.0.1, in a daemon thread."""
+        model = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                # Without it, Nagle's algorithm and delayed ACKs stall small loopback writes by ~40 ms.
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+            def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
+                start = time.perf_counter()
+                raw = self.rfile.read(int(self.headers.get("content-length", 0)))
+                time.sleep(model.delay_s)
+                content_type, parts = model.answer(raw)
+                body = b"".join(parts)
+                self.send_response(200)
+                self.send_header("content-type", content_type)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                first = time.perf_counter()
+                self.wfile.write(body)
+                self.wfile.flush()
+                with model._lock:
+                    model.log.append((start, first, time.perf_counter()))
+                    model.streamed.append(content_type == "text/event-stream")
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the stdlib's name)
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
+
+
+def play(runtime: Runtime, model: MockModel, script: list[str], stream: bool) -> list[dict[str, float]]:
+    """One conversation; per turn: wall time, model time, first-delta time (ms)."""
+    cid = runtime.resolver.start("api")
+    out = []
+    for turn in script:
+        text = turn
+        if turn == "{otp}":
+            # Per-account send limits may have held the code back: a wrong code is a turn all the same.
+            mail = runtime.outbox.messages(cid)
+            found = re.search(r"\d{6}", mail[-1]["body"]) if mail else None
+            text = found.group(0) if found else "000000"
+        first: list[float] = []
+
+        def on_delta(delta: Delta, first: list[float] = first) -> None:
+            if not first:
+                first.append(time.perf_counter())
+
+        seen = len(model.log)
+        cpu = time.process_time()
+        started = time.perf_counter()
+        runtime.resolver.send(cid, text, on_delta=on_delta if stream else None)
+        ended = time.perf_counter()
+        cpu = time.process_time() - cpu
+        calls = model.log[seen:]
+        streamed = [f for (_, f, _), was in zip(calls, model.streamed[seen:], strict=True) if was]
+        row = {
+            "turn": (ended - started) * 1000,
+            "model": sum(e - s for s, _, e in calls) * 1000,
+            "calls": len(calls),
+            "cpu": cpu * 1000,
+        }
+        if stream and first:
+            row["first_delta"] = (first[0] - started) * 1000
+            if streamed:  # a reworded reply: from the server's first bytes to the client's first delta
+                row["after_first_chunk"] = (first[0] - streamed[0]) * 1000
+        out.append(row)
+    return out
+
+
+def pct(values: list[float]) -> str:
+    """p50 and p95 of a list of milliseconds."""
+    a = np.array(values)
+    return f"p50 {np.percentile(a, 50):.1f} ms, p95 {np.percentile(a, 95):.1f} ms (n={len(a)})"
+
+
+def main() -> None:
+    """Run the benchmark and print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=10, help="times each script is played, per mode")
+    parser.add_argument("--delay-ms", type=float, default=50.0, help="the mock model's delay per request")
+    args = parser.parse_args()
+    print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    model = MockModel(args.delay_ms / 1000)
+    server = model.serve()
+    base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(
+            data_dir=Path(tmp), runbooks=BUNDLED_RUNBOOKS, brain="llm", llm_base_url=base_url, llm_api_key="bench"
+        )
+        runtime = open_runtime(settings, embedder=MiniLMEmbedder(cache_size=0))
+        for script in SCRIPTS:  # warm-up: first-call costs (torch, SQLite pages, HTTP client)
+            play(runtime, model, script, stream=False)
+            play(runtime, model, script, stream=True)
+        for stream in (False, True):
+            rows = [r for _ in range(args.rounds) for script in SCRIPTS for r in play(runtime, model, script, stream)]
+            with_model = [r for r in rows if r["calls"]]
+            label = "streamed" if stream else "plain"
+            print(f"{label}: {len(rows)} turns, {sum(r['calls'] for r in rows)} model calls of {args.delay_ms:.0f} ms")
+            print(f"  turn time:           {pct([r['turn'] for r in rows])}")
+            print(f"  overhead (turn-model): {pct([r['turn'] - r['model'] for r in rows])}")
+            print(f"  overhead, turns that called the model: {pct([r['turn'] - r['model'] for r in with_model])}")
+            print(f"  CPU time of this process per turn (mock server's included): {pct([r['cpu'] for r in rows])}")
+            if stream:
+                timed = [r for r in rows if "first_delta" in r]
+                print(f"  time to first delta: {pct([r['first_delta'] for r in timed])}")
+                reworded = [r["after_first_chunk"] for r in timed if "after_first_chunk" in r]
+                print(f"  first delta after the reply's first bytes: {pct(reworded)}")
+    server.shutdown()
+
+
+if __name__ == "__main__":
+    main()
