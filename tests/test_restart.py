@@ -29,6 +29,7 @@ class Server:
         self.data_dir = data_dir
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.tokens: dict[str, str] = {}
 
     @property
     def url(self) -> str:
@@ -59,8 +60,18 @@ class Server:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
 
+    def open(self) -> str:
+        created = httpx.post(f"{self.url}/conversations", json={"channel": "chat"}).json()
+        self.tokens[created["conversation_id"]] = created["token"]
+        return str(created["conversation_id"])
+
+    def auth(self, cid: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[cid]}"}
+
     def say(self, cid: str, text: str) -> dict[str, object]:
-        response = httpx.post(f"{self.url}/conversations/{cid}/messages", json={"text": text}, timeout=30)
+        response = httpx.post(
+            f"{self.url}/conversations/{cid}/messages", json={"text": text}, headers=self.auth(cid), timeout=30
+        )
         assert response.status_code == 200, response.text
         body: dict[str, object] = response.json()
         return body
@@ -78,7 +89,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
 @pytest.mark.slow
 def test_sigkill_between_turns_loses_nothing(server: Server) -> None:
     server.start()
-    cid = httpx.post(f"{server.url}/conversations", json={"channel": "chat"}).json()["conversation_id"]
+    cid = server.open()
     server.say(cid, "my account is locked")
     server.say(cid, "bob.smith@example.com")
     mail = [json.loads(line) for line in (server.data_dir / "outbox" / "mail.jsonl").read_text().splitlines()]
@@ -88,7 +99,7 @@ def test_sigkill_between_turns_loses_nothing(server: Server) -> None:
     server.kill()
 
     server.start()
-    view = httpx.get(f"{server.url}/conversations/{cid}").json()
+    view = httpx.get(f"{server.url}/conversations/{cid}", headers=server.auth(cid)).json()
     assert view["stage"] == "confirm" and view["runbook_id"] == "account-lockout"
     assert len(view["transcript"]) == 6
     done = server.say(cid, "yes it works now")
