@@ -632,12 +632,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         conversation_id: str,
         credentials: Credentials,
         token: Annotated[str | None, Query(description="The conversation token (for EventSource)")] = None,
-        after: Annotated[int, Query(ge=0, description="Send lines with a greater seq only")] = 0,
+        after: Annotated[int, Query(ge=0, le=2**62, description="Send lines with a greater seq only")] = 0,
     ) -> StreamingResponse:
         """Stream the transcript (history, then live lines) and status changes as server-sent events."""
         await to_thread.run_sync(_customer, request, conversation_id, credentials, token)
         last_event = request.headers.get("last-event-id", "")
-        if last_event.isdigit():
+        if last_event.isdigit() and len(last_event) <= 18:
             after = max(after, int(last_event))
         runtime = rt(request)
         feed = runtime.messages.feed

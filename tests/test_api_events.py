@@ -171,6 +171,7 @@ def test_the_stream_refuses_strangers(runtime: Runtime) -> None:
             unknown.json()["detail"].replace("c_nope", "X")
         )
         assert client.get(url, params={"token": mine["token"], "after": -1}).status_code == 422
+        assert client.get(url, params={"token": mine["token"], "after": 10**30}).status_code == 422
 
 
 def test_replies_stream_as_deltas_to_open_streams(live: LiveServer) -> None:
