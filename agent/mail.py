@@ -27,7 +27,7 @@ import logging
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -443,7 +443,6 @@ class MailStore:
         False (and nothing recorded) when another delivery of the same mail recorded it first.
         """
         now = self._clock().isoformat()
-        references = tuple(dict.fromkeys([*mail.references, mail.message_id]))
         with self._tx() as conn:
             first = conn.execute(
                 "UPDATE mail_in SET played = 1 WHERE message_id = ? AND played = 0", (mail.message_id,)
@@ -451,10 +450,21 @@ class MailStore:
             if not first:
                 return False
             old = conn.execute(
-                "SELECT subject FROM mail_threads WHERE conversation_id = ?", (conversation_id,)
+                "SELECT subject, refs FROM mail_threads WHERE conversation_id = ?", (conversation_id,)
             ).fetchone()
-            # The thread keeps its first subject unless the customer's mail brings one and it had none.
+            # The customer's latest subject names the thread; a mail without one keeps the old.
             subject = thread_subject(mail.subject) or (old["subject"] if old else "")
+            # Every Message-ID of the thread so far (ours included), for the next reply's References.
+            references = _trim(
+                dict.fromkeys(
+                    [
+                        *(old["refs"].split() if old else []),
+                        *mail.references,
+                        mail.message_id,
+                        *(r.message_id for r in replies),
+                    ]
+                )
+            )
             conn.execute(
                 "INSERT INTO mail_threads VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (conversation_id) DO UPDATE SET"
                 " reply_to = excluded.reply_to, subject = excluded.subject, last_in = excluded.last_in,"
@@ -466,9 +476,18 @@ class MailStore:
         return True
 
     def record(self, reply: Pending) -> None:
-        """Record a reply to send (not in answer to a particular mail: an L2 reply)."""
+        """Record a reply to send (not in answer to a particular mail: an L2 reply) and add it to the thread."""
         with self._tx() as conn:
             self._record(conn, reply, None, self._clock().isoformat())
+            old = conn.execute(
+                "SELECT refs FROM mail_threads WHERE conversation_id = ?", (reply.conversation_id,)
+            ).fetchone()
+            if old is not None:
+                refs = _trim(dict.fromkeys([*old["refs"].split(), reply.message_id]))
+                conn.execute(
+                    "UPDATE mail_threads SET refs = ? WHERE conversation_id = ?",
+                    (" ".join(refs), reply.conversation_id),
+                )
 
     @staticmethod
     def _record(conn: sqlite3.Connection, reply: Pending, inbound_id: str | None, now: str) -> None:
@@ -646,7 +665,9 @@ class EmailChannel:
 
     def _reply(self, mail: InboundEmail, conversation_id: str, replies: Sequence[str]) -> Pending:
         subject = thread_subject(mail.subject)
-        references = tuple(dict.fromkeys([*mail.references, mail.message_id]))
+        thread = self.store.thread(conversation_id)
+        earlier = thread.references if thread else ()
+        references = _trim(dict.fromkeys([*earlier, *mail.references, mail.message_id]))
         return Pending(
             message_id=new_message_id(self.sender),
             conversation_id=conversation_id,
@@ -654,7 +675,7 @@ class EmailChannel:
             subject=f"Re: {subject}" if subject else "Re: your support request",
             body="\n\n".join(replies) + self._footer(),
             in_reply_to=mail.message_id,
-            references=_trim(references),
+            references=references,
         )
 
     def _footer(self, name: str | None = None) -> str:
@@ -734,7 +755,7 @@ class EmailChannel:
             self.store.link(address, conversation_id)
 
 
-def _trim(references: Sequence[str]) -> tuple[str, ...]:
+def _trim(references: Iterable[str]) -> tuple[str, ...]:
     refs = tuple(references)
     if len(refs) <= MAX_REFERENCES:
         return refs

@@ -192,3 +192,76 @@ def test_file_outbox_records_the_threading_headers(tmp_path: Any, clock: Clock) 
     # A code mail (no parent) keeps its old shape.
     outbox.deliver("a@example.com", "Code", "123456", conversation_id="c_2")
     assert "in_reply_to" not in outbox.messages("c_2")[0]
+
+
+def test_settings_choose_the_relay_or_the_outbox(tmp_path: Any, clock: Clock) -> None:
+    from agent.mail import open_mailer
+    from agent.settings import Settings
+
+    outbox = FileOutbox(tmp_path, clock)
+    assert open_mailer(Settings(data_dir=tmp_path), outbox, clock) is outbox
+    relay = open_mailer(
+        Settings(data_dir=tmp_path, smtp_host="smtp.acme.example", smtp_port=465, smtp_security="ssl"), outbox, clock
+    )
+    assert isinstance(relay, SmtpMailer)
+    assert (relay.host, relay.port, relay.security, relay.sender) == (
+        "smtp.acme.example",
+        465,
+        "ssl",
+        "Tierone Support <support@tierone.local>",
+    )
+
+
+def test_a_mail_conversation_is_answered_through_the_relay(
+    plain_server: Server, clock: Clock, tmp_path: Any, bundled_index: Any
+) -> None:
+    from agent.mail import parse_inbound
+    from agent.service import open_runtime, validate_message
+    from agent.settings import BUNDLED_RUNBOOKS, Settings
+
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        runbooks=BUNDLED_RUNBOOKS,
+        smtp_host="127.0.0.1",
+        smtp_port=plain_server.port,
+        smtp_security="none",
+        smtp_user="support",
+        smtp_password="s3cret",
+        mail_from="Acme Support <help@acme.example>",
+    )
+    runtime = open_runtime(settings, clock=clock, index=bundled_index)
+    assert runtime.email is not None
+    mail = parse_inbound(
+        {
+            "from": "Bob <bob.smith@example.com>",
+            "subject": "locked out",
+            "text": "my account is locked",
+            "message_id": "<b1@client.example>",
+        },
+        own_address=settings.mail_from,
+        validate=lambda t: validate_message(t, 8000),
+    )
+    got = runtime.email.receive(mail)
+    assert (got.replies_sent, got.replies_pending) == (1, 0)
+    # The code the customer asks for goes out through the relay as well, to the address on file.
+    runtime.email.receive(
+        parse_inbound(
+            {
+                "from": "Bob <bob.smith@example.com>",
+                "subject": "Re: locked out",
+                "text": "bob.smith@example.com",
+                "message_id": "<b2@client.example>",
+                "in_reply_to": plain_server.inbox.messages[0]["Message-ID"],
+            },
+            own_address=settings.mail_from,
+            validate=lambda t: validate_message(t, 8000),
+        )
+    )
+    subjects = [m["Subject"] for m in plain_server.inbox.messages]
+    assert subjects == ["Re: locked out", "Your Tierone support verification code", "Re: locked out"]
+    first, code, second = plain_server.inbox.messages
+    assert first["In-Reply-To"] == "<b1@client.example>" and second["In-Reply-To"] == "<b2@client.example>"
+    # The thread's whole chain, though the customer's client sent In-Reply-To alone.
+    assert second["References"] == f"<b1@client.example> {first['Message-ID']} <b2@client.example>"
+    assert code["To"] == "bob.smith@example.com"
+    assert runtime.outbox.messages() == []  # nothing fell back to the file
