@@ -389,3 +389,30 @@ def test_construction_needs_no_key_or_network(bundled_index: RunbookIndex) -> No
     brain = LLMBrain(LLMConfig(model="gpt-4.1-mini"), bundled_index, OfflineBrain(bundled_index))
     assert brain.name == "llm"
     assert brain._chat.model_name == "gpt-4.1-mini"
+
+
+def test_history_is_redacted_and_trimmed_from_its_oldest_end(bundled_index: RunbookIndex) -> None:
+    roomy = LLMBrain(LLMConfig(model="gpt-4.1-mini", api_key="sk-test"), bundled_index, OfflineBrain(bundled_index))
+    earlier = "OLDEST write to me at old@corp.example " + " ".join(f"filler{i}" for i in range(300)) + " NEWEST"
+    ids = ["password-reset", "account-lockout"]
+    full = json.loads(roomy._understand_prompt(FORGOT, ids, earlier))
+    assert full["earlier_messages"] == earlier
+    budget = roomy._fixed_tokens() + roomy._tokens(roomy._understand_prompt(FORGOT, ids, "")) + 60
+    tight = LLMBrain(
+        LLMConfig(model="gpt-4.1-mini", api_key="sk-test", max_prompt_tokens=budget),
+        bundled_index,
+        OfflineBrain(bundled_index),
+    )
+    data = json.loads(tight._understand_prompt(FORGOT, ids, earlier))
+    assert data["customer_message"] == FORGOT
+    assert len(data["candidate_runbooks"]) == 2 and all(c["examples"] for c in data["candidate_runbooks"])
+    assert data["earlier_messages"].endswith("NEWEST") and "OLDEST" not in data["earlier_messages"]
+    assert tight._tokens(json.dumps(data, indent=1)) <= budget
+
+
+def test_earlier_messages_reach_the_model_redacted(brain: LLMBrain, api: respx.MockRouter) -> None:
+    route = api.post(URL).mock(return_value=tool_call(reading()))
+    brain.understand("on my laptop", routing_text="it won't let me in, I'm jane.doe@example.com on my laptop")
+    data = json.loads(sent(route)["messages"][1]["content"])
+    assert data["customer_message"] == "on my laptop"
+    assert data["earlier_messages"] == "it won't let me in, I'm [email]"
