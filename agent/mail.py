@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 CONTINUE_WITHIN = timedelta(days=7)
 # How many of a thread's Message-IDs a reply's References header carries (the oldest and newest).
 MAX_REFERENCES = 20
+# A reply the relay refused this many times is given up (status "failed", with its last error).
+MAX_SEND_ATTEMPTS = 10
 
 
 def open_mailer(settings: Settings, outbox: FileOutbox, clock: Callable[[], datetime]) -> Mailer:
@@ -539,10 +541,12 @@ class MailStore:
             )
 
     def failed(self, message_id: str, error: str) -> None:
-        """Count a failed attempt; the reply stays pending."""
+        """Count a failed attempt; the reply stays pending until MAX_SEND_ATTEMPTS, then it is given up."""
         with self._tx() as conn:
             conn.execute(
-                "UPDATE mail_out SET attempts = attempts + 1, error = ? WHERE message_id = ?", (error, message_id)
+                "UPDATE mail_out SET attempts = attempts + 1, error = ?,"
+                " status = CASE WHEN attempts + 1 >= ? THEN 'failed' ELSE status END WHERE message_id = ?",
+                (error, MAX_SEND_ATTEMPTS, message_id),
             )
 
     def outgoing(self, conversation_id: str) -> list[dict[str, Any]]:
@@ -640,6 +644,8 @@ class EmailChannel:
         replies = [self._reply(mail, cid, result.replies)] if result.replies else []
         first = self.store.played(mail, cid, replies)
         sent, pending, error = self.flush(mail.message_id)
+        if not pending:
+            self.flush()  # and any other reply still waiting (an L2 reply the relay refused before)
         return Received("accepted" if first else "duplicate", cid, matched, sent, pending, error)
 
     def _find(self, mail: InboundEmail) -> tuple[str, Matched]:

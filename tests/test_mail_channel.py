@@ -366,3 +366,27 @@ def test_mail_addresses_are_stored_as_keyed_hashes_and_erasure_finds_mail_conver
     with sqlite3.connect(runtime.settings.desk_db) as conn:
         for table in ("mail_in", "mail_out", "mail_threads", "mail_contacts"):
             assert conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] == 0, table
+
+
+def test_a_failed_l2_reply_goes_out_with_the_next_mail_and_a_hopeless_one_is_given_up(runtime: Runtime) -> None:
+    from agent.mail import MAX_SEND_ATTEMPTS
+
+    cid, packet_id = hand_off_by_mail(runtime)
+    email = channel_of(runtime)
+    email.mailer = FlakyMailer(runtime.outbox, failures=1)
+    runtime.desk.claim(packet_id, "Alex")
+    runtime.desk.reply(packet_id, "Alex", "Hello from L2")
+    assert email.store.outgoing(cid)[-1]["status"] == "pending"
+    # Someone else's mail arrives: after its own reply, the waiting L2 reply goes too.
+    other = email.receive(Mailbox("bob.smith@example.com").mail("is email down?"))
+    assert other.replies_sent == 1
+    assert [r["status"] for r in email.store.outgoing(cid)] == ["sent", "sent"]
+
+    email.mailer = FlakyMailer(runtime.outbox, failures=MAX_SEND_ATTEMPTS + 5)
+    runtime.desk.reply(packet_id, "Alex", "A reply the relay will never take")
+    for _ in range(MAX_SEND_ATTEMPTS + 2):
+        email.flush()
+    last = email.store.outgoing(cid)[-1]
+    assert (last["status"], last["attempts"]) == ("failed", MAX_SEND_ATTEMPTS)
+    assert "connection refused" in last["error"]
+    assert email.store.pending() == []
