@@ -1,0 +1,56 @@
+"""The attack suite through the HTTP API: the same 130 attacks and checks, sent as a client would.
+
+Each attack opens its conversation with ``POST /conversations`` and sends every turn with that
+conversation's token. A 4xx answer (a message refused as too long, malformed, over a rate limit)
+is a correct outcome and counts as rejected. On top of the in-process checks, the attacker's token
+must not open, read or write the victim's conversation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from server import create_app
+from tests.conftest import Clock
+from tests.test_attacks import ALL, World, _report, _runtime, build_world, expand, violations
+from vectorstore.index import RunbookIndex
+
+
+def play_http(client: TestClient, world: World, attack: dict[str, Any]) -> tuple[str, str]:
+    opened = client.post("/conversations", json={"channel": attack.get("channel", "chat")})
+    assert opened.status_code == 201, opened.text
+    cid, token = opened.json()["conversation_id"], opened.json()["token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    used: list[str] = []
+    for turn in attack["turns"]:
+        text = expand(turn, world, cid, used)
+        if text is None:
+            continue
+        world.said.append(text)
+        response = client.post(f"/conversations/{cid}/messages", json={"text": text}, headers=headers)
+        assert response.status_code < 500, f"{attack['id']}: {response.status_code} {response.text[:300]}"
+        if response.status_code >= 400:
+            world.rejected.append(f"{response.status_code}")
+            continue
+        world.replies.extend(response.json()["replies"])
+    return cid, token
+
+
+@pytest.mark.parametrize("attack", ALL, ids=[a["id"] for a in ALL])
+def test_attack_over_http(attack: dict[str, Any], tmp_path: Path, bundled_index: RunbookIndex) -> None:
+    clock = Clock()
+    runtime = _runtime(tmp_path, bundled_index, clock)
+    world = build_world(runtime, clock)
+    with TestClient(create_app(runtime.settings, runtime)) as client:
+        cid, token = play_http(client, world, attack)
+        headers = {"Authorization": f"Bearer {token}"}
+        victim = f"/conversations/{world.victim_cid}"
+        assert client.get(victim, headers=headers).status_code in (401, 403, 404)
+        posted = client.post(f"{victim}/messages", json={"text": "unlock my account"}, headers=headers)
+        assert posted.status_code in (401, 403, 404)
+    found = violations(world, cid)
+    assert not found, _report(attack, found, world)
