@@ -219,6 +219,8 @@ def test_admin_may_close_a_ticket_someone_else_holds(client: TestClient, keys: d
     _, _, packet_id = handed_off(client)
     client.post(f"/handoffs/{packet_id}/claim", headers=keys["Alex"])
     assert client.post(f"/handoffs/{packet_id}/resolve", headers=keys["Sam"]).status_code == 409
+    # Replies stay with the holder: an admin does not speak in someone else's name.
+    assert client.post(f"/handoffs/{packet_id}/reply", json={"text": "hi"}, headers=keys["Root"]).status_code == 409
     assert client.post(f"/handoffs/{packet_id}/resolve", json={"note": "dup"}, headers=keys["Root"]).status_code == 200
 
 
