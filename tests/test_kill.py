@@ -33,12 +33,4 @@ def test_sigkill_at_random_points_loses_nothing_and_acts_once(tmp_path: Path) ->
     # The kills really interrupted work: some answers had to be asked for again.
     assert figures["client_resends"] > 0
     assert figures["conversations"] > 0 and figures["messages"] > 0
-    # A kill while the server checks a one-time code can hit a bug in tools/identity.py (reported; see
-    # test_kill_replay.py's strict xfail): the right code is refused and the conversation stays at "code".
-    # That outcome is reported as an expected failure; any other failure fails the test.
-    cut_at_code = {f.split(":")[0] for f in figures["failures"] if "ended at 'code'" in f}
-    known = [f for f in figures["failures"] if f.split(":")[0] in cut_at_code]
-    others = [f for f in figures["failures"] if f not in known]
-    assert others == [], "\n".join(others)
-    if known:
-        pytest.xfail("known bug in tools/identity.py check_code: " + "; ".join(known))
+    assert figures["failures"] == [], "\n".join(figures["failures"])

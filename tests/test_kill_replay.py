@@ -199,11 +199,6 @@ class DiesOnLookup:
         raise SystemExit("killed during the identity lookup")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tools/identity.py check_code drops the pending code before the lookup and the ledger record;"
-    " reported to its owner (found by bench/kill.py)",
-)
 def test_killed_while_checking_the_code_the_right_code_still_verifies(
     make_runtime: Callable[..., Runtime], tmp_path: Path
 ) -> None:

@@ -219,6 +219,7 @@ class Toolbox:
                 done,
                 ok=True,
                 detail="code matched" if account else "code did not match",
+                consume_code=account is not None,
             )
         if not done:
             return None

@@ -75,7 +75,12 @@ def check_code(
     ledger: Ledger,
     clock: Callable[[], datetime],
 ) -> VerifiedAccount | None:
-    """Return the verified account when the code matches this conversation's pending code."""
+    """Return the verified account when the code matches this conversation's pending code.
+
+    A matching code is not consumed here: the caller consumes it in the transaction that records
+    the check's result (``Ledger.finish(consume_code=...)``), so a process killed in between
+    replays the check with the code still pending instead of answering "didn't match".
+    """
     pending = ledger.take_code_attempt(conversation_id)
     if pending is None or pending["account_id"] is None:
         return None
@@ -84,7 +89,6 @@ def check_code(
         return None
     if not hmac.compare_digest(pending["code_hash"], _hash(conversation_id, code.strip())):
         return None
-    ledger.drop_code(conversation_id)
     account = directory.get(pending["account_id"])
     if account is None:
         return None

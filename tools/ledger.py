@@ -77,10 +77,17 @@ class Ledger:
         *,
         ok: bool,
         detail: str = "",
+        consume_code: bool = False,
     ) -> None:
-        """Store the run's result and append the audit record, in one transaction."""
+        """Store the run's result and append the audit record, in one transaction.
+
+        With ``consume_code`` the conversation's pending one-time code is dropped in that same
+        transaction: a code is used up exactly when its successful check is on record.
+        """
         now = self._clock().isoformat()
         with self._db.transaction() as conn:
+            if consume_code:
+                conn.execute("DELETE FROM codes WHERE conversation_id = ?", (conversation_id,))
             conn.execute(
                 "UPDATE tool_runs SET status = ?, result = ?, finished_at = ? WHERE key = ?",
                 ("done" if ok else "failed", json.dumps(result), now, key),
