@@ -75,8 +75,6 @@ def open_mailer(settings: Settings, outbox: FileOutbox, clock: Callable[[], date
 # -- authentication ------------------------------------------------------------------------------
 
 Auth = Literal["ok", "missing", "wrong"]
-# How an inbound mail found its conversation: a new one, by the thread's Message-IDs, or by the sender.
-Matched = Literal["new", "thread", "sender"]
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -317,6 +315,10 @@ _SCHEMA = (
 def address_hash(address: str) -> str:
     """An unkeyed stand-in for ``MailStore``'s address key (tests, one-off tools); a dictionary reverses it."""
     return hashlib.sha256(f"tierone-mail-contact:{address.strip().casefold()}".encode()).hexdigest()
+
+
+# How an inbound mail found its conversation: a new one, by the thread's Message-IDs, or by the sender.
+Matched = Literal["new", "thread", "sender"]
 
 
 @dataclass(frozen=True)
