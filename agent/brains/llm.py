@@ -221,6 +221,7 @@ class LLMBrain:
         self._chat_model: ChatOpenAI | None = None
         self._encoding: tiktoken.Encoding | None = None
         self._structured: dict[type[BaseModel], Any] = {}
+        self._fixed: int | None = None
 
     @property
     def _chat(self) -> ChatOpenAI:
@@ -341,7 +342,9 @@ class LLMBrain:
 
     def _fixed_tokens(self) -> int:
         """Tokens of the understanding call that are never trimmed: instructions and tool schema."""
-        return self._tokens(UNDERSTAND_SYSTEM) + self._tokens(_tool_schema()) + 2 * _MESSAGE_OVERHEAD
+        if self._fixed is None:
+            self._fixed = self._tokens(UNDERSTAND_SYSTEM) + self._tokens(_tool_schema()) + 2 * _MESSAGE_OVERHEAD
+        return self._fixed
 
     def _understand_prompt(self, text: str, candidate_ids: list[str], earlier: str = "") -> str:
         """The user message, trimmed to the token budget.
