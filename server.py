@@ -19,13 +19,14 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent import logs
 from agent.auth import ApiKeyRejected, ApiKeys, CustomerTokens, Principal, RateLimiter
 from agent.brains.streaming import Delta
 from agent.desk import DeskConflict, Ticket
+from agent.erasure import Eraser, ErasureReport, ErasureRequestError
 from agent.errors import ConversationNotFound, MessageRejected, PacketNotFound, TieroneError
 from agent.handoff import HandoffPacket
 from agent.mail import authenticate, parse_inbound
@@ -194,6 +195,38 @@ class KeyOut(BaseModel):
     created_at: str
     revoked_at: str | None = None
     key: str | None = None
+
+
+class ErasureRequest(BaseModel):
+    """Whom to erase: every conversation of an address, or one conversation (exactly one of the two)."""
+
+    email: str | None = Field(default=None, max_length=320, description="Erase every conversation of this address")
+    conversation_id: str | None = Field(default=None, max_length=200, description="Erase this conversation")
+
+    @model_validator(mode="after")
+    def one_of_the_two(self) -> ErasureRequest:
+        """Exactly one of email and conversation_id."""
+        if (self.email is None) == (self.conversation_id is None):
+            raise ValueError("give either email or conversation_id, not both and not neither")
+        return self
+
+
+class ErasureOut(BaseModel):
+    """What an erasure deleted: counts per store and the conversation ids, never the deleted data."""
+
+    erasure_id: str
+    at: str
+    requested_by: Literal["conversation", "email"] = Field(description="What the request named")
+    actor: str = Field(description='Who asked: "customer", "admin:<key name>" or "cli"')
+    conversations: list[str]
+    deleted: dict[str, int]
+    kept_audit_records: int | None = Field(
+        default=None, description="Tool audit records kept (ids, tool names, outcomes; no PII); not in the history"
+    )
+
+
+def _erasure(report: ErasureReport) -> ErasureOut:
+    return ErasureOut.model_validate(report.as_dict())
 
 
 def _line(line: Line) -> LineOut:
@@ -493,6 +526,21 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     async def rejected(_: Request, exc: MessageRejected) -> JSONResponse:
         return JSONResponse(status_code=422, content={"detail": str(exc)})
 
+    @app.exception_handler(ErasureRequestError)
+    async def erasure_refused(_: Request, exc: ErasureRequestError) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": str(exc)})
+
+    def erased(runtime: Runtime, report: ErasureReport) -> None:
+        # Open SSE streams of the erased conversations say so and end.
+        for conversation_id in report.conversations:
+            runtime.messages.feed.publish(conversation_id, "erased", {"erasure_id": report.erasure_id})
+        logs.log(
+            "erased",
+            erasure_id=report.erasure_id,
+            actor=report.actor,
+            conversations=len(report.conversations),
+        )
+
     @app.exception_handler(ApiKeyRejected)
     async def key_rejected(_: Request, exc: ApiKeyRejected) -> JSONResponse:
         return JSONResponse(status_code=422, content={"detail": str(exc)})
@@ -652,6 +700,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
                 while True:
                     for event, data in subscription.passing():
                         yield _sse(event, data)
+                        if event == "erased":  # the conversation is gone: nothing more will come
+                            return
                     lines = await to_thread.run_sync(runtime.messages.lines, conversation_id, seen)
                     for line in lines:
                         yield _sse("line", line.as_dict(), line.seq)
@@ -673,6 +723,25 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         return StreamingResponse(
             stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         )
+
+    @app.delete(
+        "/conversations/{conversation_id}",
+        tags=["customers"],
+        responses=CUSTOMER_ERRORS,
+        dependencies=[Depends(ip_limit)],
+    )
+    def erase_conversation(request: Request, conversation_id: str, credentials: Credentials) -> ErasureOut:
+        """Erase this conversation and, while its code check has not expired, every conversation of that address.
+
+        Checkpoints, transcript, packets, tool runs, vault entries and mail go; the tool audit log is
+        kept without personal data, and an erasure record says who asked and what went. The token
+        stops working: a later request answers 404.
+        """
+        _customer(request, conversation_id, credentials, None)
+        runtime = rt(request)
+        report = Eraser(runtime).forget_customer(conversation_id, actor="customer")
+        erased(runtime, report)
+        return _erasure(report)
 
     # -- L2 technicians and admins ----------------------------------------------------------------------
 
@@ -761,6 +830,32 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         revoked = keys.revoke(name)
         logs.log("key revoked", actor=who.name, name=name)
         return {"revoked": revoked}
+
+    @app.post(
+        "/admin/erasures",
+        tags=["admin"],
+        responses={
+            **DESK_ERRORS,
+            404: _error("No such conversation"),
+            422: _error("Neither or both of email and conversation_id, or not an address"),
+        },
+    )
+    def erase_customer(request: Request, body: ErasureRequest, who: Admin) -> ErasureOut:
+        """Erase a customer by address (every conversation that gave it or acted on its account), or a conversation."""
+        runtime = rt(request)
+        eraser = Eraser(runtime)
+        actor = f"admin:{who.name}"
+        if body.email is not None:
+            report = eraser.forget(email=body.email.strip(), actor=actor)
+        else:
+            report = eraser.forget(conversation_id=body.conversation_id, actor=actor)
+        erased(runtime, report)
+        return _erasure(report)
+
+    @app.get("/admin/erasures", tags=["admin"], responses=DESK_ERRORS)
+    def list_erasures(request: Request, who: Admin) -> list[ErasureOut]:
+        """Every erasure so far, oldest first (ids, who asked, counts; no personal data)."""
+        return [ErasureOut.model_validate(r) for r in Eraser(rt(request)).history()]
 
     # -- email: the inbound-mail webhook (agent/mail.py; the email helper's block) ---------------------
 

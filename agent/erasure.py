@@ -18,7 +18,7 @@ import secrets
 import sqlite3
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -38,8 +38,12 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS erasures (
     at TEXT NOT NULL,
     requested_by TEXT NOT NULL,
     conversations TEXT NOT NULL,
-    deleted TEXT NOT NULL
+    deleted TEXT NOT NULL,
+    actor TEXT NOT NULL DEFAULT 'cli'
 )"""
+
+# Who asked: "cli", "customer" (a conversation's token), or "admin:<key name>". Older records read as "cli".
+_ACTOR_COLUMN = "ALTER TABLE erasures ADD COLUMN actor TEXT NOT NULL DEFAULT 'cli'"
 
 
 class ErasureRequestError(TieroneError):
@@ -56,6 +60,7 @@ class ErasureReport:
     conversations: list[str]
     deleted: dict[str, int] = field(default_factory=dict)
     kept_audit_records: int = 0
+    actor: str = "cli"
 
     def as_dict(self) -> dict[str, Any]:
         """The report as JSON-ready data."""
@@ -89,6 +94,8 @@ class Eraser:
         self.clock = clock or runtime.resolver.deps.clock
         with _connect(self.desk_db) as conn:
             conn.execute(_SCHEMA)
+            if "actor" not in _columns(conn, "erasures"):
+                conn.execute(_ACTOR_COLUMN)
 
     def conversations_of(self, email: str) -> list[str]:
         """Every conversation that gave this address or whose tools acted on its account."""
@@ -113,18 +120,44 @@ class Eraser:
         config: RunnableConfig = {"configurable": {"thread_id": conversation_id}}
         return next(iter(self._saver().list(config, limit=1)), None) is not None
 
-    def forget(self, *, conversation_id: str | None = None, email: str | None = None) -> ErasureReport:
+    def verified_email(self, conversation_id: str) -> str | None:
+        """The address this conversation proved with a code, while that proof has not expired; else None."""
+        customer = self.resolver.view(conversation_id).get("customer") or {}
+        verified_at, account_id = customer.get("verified_at"), customer.get("account_id")
+        if not (verified_at and account_id):
+            return None
+        ttl = timedelta(minutes=self.runtime.settings.verification_ttl_minutes)
+        if self.clock() - datetime.fromisoformat(verified_at) > ttl:
+            return None
+        account = self.resolver.deps.toolbox.directory.get(str(account_id))
+        return account.email if account is not None else None
+
+    def forget_customer(self, conversation_id: str, actor: str = "customer") -> ErasureReport:
+        """Delete a conversation at its customer's request, with every other conversation of the address it verified.
+
+        Only a verification that has not expired widens the erasure: holding the conversation's token
+        alone proves nothing about the address, a fresh matching code does.
+        """
+        self.resolver.conversations.get(conversation_id)  # ConversationNotFound names a wrong id
+        email = self.verified_email(conversation_id)
+        targets = sorted({conversation_id, *(self.conversations_of(email) if email else [])})
+        return self._erase(targets, "conversation", actor)
+
+    def forget(
+        self, *, conversation_id: str | None = None, email: str | None = None, actor: str = "cli"
+    ) -> ErasureReport:
         """Delete one conversation, or every conversation of an address; return what went."""
         if (conversation_id is None) == (email is None):
             raise ErasureRequestError("name either a conversation id or an email address to forget, not both")
         if conversation_id is not None:
             self.resolver.conversations.get(conversation_id)  # ConversationNotFound names a wrong id
-            targets = [conversation_id]
-        else:
-            assert email is not None
-            if "@" not in email:
-                raise ErasureRequestError(f"{email!r} is not an email address")
-            targets = self.conversations_of(email)
+            return self._erase([conversation_id], "conversation", actor)
+        assert email is not None
+        if "@" not in email:
+            raise ErasureRequestError(f"{email!r} is not an email address")
+        return self._erase(self.conversations_of(email), "email", actor)
+
+    def _erase(self, targets: list[str], requested_by: Literal["conversation", "email"], actor: str) -> ErasureReport:
         deleted: dict[str, int] = {}
         for cid in targets:
             # No turn of this conversation runs while it is being deleted.
@@ -140,23 +173,31 @@ class Eraser:
         report = ErasureReport(
             erasure_id="ER-" + secrets.token_hex(5).upper(),
             at=self.clock(),
-            requested_by="conversation" if conversation_id else "email",
+            requested_by=requested_by,
             conversations=targets,
             deleted={k: v for k, v in sorted(deleted.items()) if v},
             kept_audit_records=kept,
+            actor=actor,
         )
         with _connect(self.desk_db) as conn:
             conn.execute(
-                "INSERT INTO erasures VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO erasures (erasure_id, at, requested_by, conversations, deleted, actor)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
                 (
                     report.erasure_id,
                     report.at.isoformat(),
                     report.requested_by,
                     json.dumps(report.conversations),
                     json.dumps(report.deleted),
+                    report.actor,
                 ),
             )
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        vault_db = self.runtime.settings.vault_db
+        if targets and vault_db.exists():
+            # The vault's write-ahead log still holds the pages as they were before the delete.
+            with _connect(vault_db) as conn:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return report
 
     def _forget_one(self, cid: str) -> dict[str, int]:
