@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import re
 import secrets
@@ -119,27 +120,44 @@ CLIENT_MESSAGE_ID = re.compile(r"[A-Za-z0-9._:-]{1,100}")
 class ClientMessages:
     """Messages a client named, with the answer each got: one sent again is answered, not played again.
 
-    A row (with a hash of the text, not the text) is written before the turn runs and gets its answer
-    once the turn ends. A crash in between leaves a row without an answer; the graph's checkpointed
-    inbox then tells whether the message was taken (its turn is finished and the answer stored) or
-    never reached the graph (it is played when the client sends it again).
+    A row (with a keyed hash of the text, not the text) is written before the turn runs and gets its
+    answer once the turn ends. A crash in between leaves a row without an answer; the graph's
+    checkpointed inbox then tells whether the message was taken (its turn is finished and the answer
+    stored) or never reached the graph (it is played when the client sends it again).
+
+    The hash is an HMAC under a key the caller derives from the vault's key, so a message that is
+    only a six-digit code cannot be found by hashing a million guesses. Each hash starts with its
+    key's fingerprint; a row hashed under another key, or by an older version with a plain SHA-256
+    (blanked when the table is upgraded), has an unknown text and is taken to be the same message.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, key: bytes) -> None:
+        self._key = key
+        self._key_id = hashlib.sha256(b"tierone-client-message-key:" + key).hexdigest()[:8] + ":"
         self._db = Database(path)
         with self._db.transaction() as conn:
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS client_messages (conversation_id TEXT NOT NULL,"
-                " client_message_id TEXT NOT NULL, text_sha256 TEXT NOT NULL, result TEXT,"
+                " client_message_id TEXT NOT NULL, text_hmac TEXT NOT NULL, result TEXT,"
                 " PRIMARY KEY (conversation_id, client_message_id))"
             )
+            columns = {r[1] for r in conn.execute("PRAGMA table_info(client_messages)")}
+            if "text_sha256" in columns:
+                # An older table kept unkeyed SHA-256 hashes, which a dictionary reverses: overwrite them.
+                conn.execute("PRAGMA secure_delete=ON")
+                conn.execute("ALTER TABLE client_messages RENAME COLUMN text_sha256 TO text_hmac")
+                conn.execute("UPDATE client_messages SET text_hmac = ''")
+
+    def digest(self, text: str) -> str:
+        """The keyed hash stored for a message's text, prefixed with the key's fingerprint."""
+        return self._key_id + hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()
 
     def take(self, conversation_id: str, client_message_id: str, text: str) -> TurnResult | None:
         """The stored answer if this message was answered before; otherwise note it and return None."""
-        digest = hashlib.sha256(text.encode()).hexdigest()
+        digest = self.digest(text)
         with self._db.transaction() as conn:
             row = conn.execute(
-                "SELECT text_sha256, result FROM client_messages WHERE conversation_id = ? AND client_message_id = ?",
+                "SELECT text_hmac, result FROM client_messages WHERE conversation_id = ? AND client_message_id = ?",
                 (conversation_id, client_message_id),
             ).fetchone()
             if row is None:
@@ -147,7 +165,8 @@ class ClientMessages:
                     "INSERT INTO client_messages VALUES (?, ?, ?, NULL)", (conversation_id, client_message_id, digest)
                 )
                 return None
-        if row["text_sha256"] != digest:
+        known = row["text_hmac"].startswith(self._key_id)
+        if known and row["text_hmac"] != digest:
             raise MessageRejected(
                 f"client_message_id {client_message_id!r} was already used for a different message in this"
                 " conversation; give each new message a new id"
@@ -186,7 +205,10 @@ class Resolver:
         self.deps = deps
         self.graph = build_graph(checkpointer)
         self.conversations = conversations
-        self.client_messages = ClientMessages(conversations.path)
+        # The client-message hashes are keyed from the vault's key (without a vault: a key for this process only).
+        vault = deps.toolbox.vault
+        key = bytes.fromhex(vault.subject("tierone-client-messages")) if vault else secrets.token_bytes(32)
+        self.client_messages = ClientMessages(conversations.path, key)
         self.max_message_chars = max_message_chars
         # Per conversation: its lock and how many callers hold or wait for it (dropped at zero, so
         # the map holds only conversations in use, not every conversation since start-up).
