@@ -114,6 +114,11 @@ def _row(case: Case, outcomes: list[Outcome], prices: tuple[float, float]) -> di
     }
 
 
+# An eval plays through the embedded stand-ins only: a case file must never reset a real account,
+# mail a real customer or post a packet to the real helpdesk, whatever the environment configures.
+SANDBOX: dict[str, None] = {"directory_url": None, "status_url": None, "handoff_webhook_url": None, "smtp_host": None}
+
+
 class Evaluator:
     """A pack indexed once, against which case sets are played (with other thresholds, too)."""
 
@@ -152,7 +157,7 @@ class Evaluator:
         if batch_embeddings and isinstance(embedder, MiniLMEmbedder):
             embedder.warm([routing_query(t) for c in cases for t in c.texts if t != OTP])
         with tempfile.TemporaryDirectory(prefix="tierone-eval-") as tmp:
-            settings = self.settings.model_copy(update={"data_dir": Path(tmp), "runbooks": self.runbooks})
+            settings = self.settings.model_copy(update={"data_dir": Path(tmp), "runbooks": self.runbooks, **SANDBOX})
             runtime = open_runtime(settings, index=self.index)
             runtime.resolver.deps.pack = self._pack_with(routing)
 

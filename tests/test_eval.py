@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+import respx
 
 from agent.errors import CaseFileError
-from agent.settings import BUNDLED_RUNBOOKS
+from agent.settings import BUNDLED_RUNBOOKS, Settings
 from eval.cases import Case, load_cases
-from eval.harness import run_eval
+from eval.harness import Evaluator, run_eval
 from eval.scoring import Outcome, TurnOutcome, failures, summarize
 from vectorstore.embeddings import MiniLMEmbedder
 
@@ -174,3 +175,30 @@ def test_run_eval_plays_multi_turn_cases_through_the_graph(embedder: MiniLMEmbed
     for row in report["cases"]:
         assert {"id", "passed", "handoff", "runbook", "confidence", "latency_ms"} <= set(row)
     assert report["summary"]["passed"] == 3
+
+
+@respx.mock(assert_all_mocked=True, assert_all_called=False)
+def test_eval_never_reaches_the_configured_real_backends(
+    embedder: MiniLMEmbedder, respx_mock: respx.MockRouter
+) -> None:
+    # A team runs eval with production settings in its environment: the password reset in the case must
+    # still play against the embedded directory, and nothing may reach the identity provider or helpdesk.
+    idp = respx_mock.route(host="idp.example.test").respond(200, json={})
+    helpdesk = respx_mock.route(host="helpdesk.example.test").respond(200, json={})
+    settings = Settings(
+        directory_url="https://idp.example.test/api",
+        directory_token="t",
+        status_url="https://status.example.test",
+        handoff_webhook_url="https://helpdesk.example.test/hook",
+        smtp_host="smtp.example.test",
+    )
+    case = Case.model_validate(
+        {
+            "id": "pw",
+            "turns": ["forgot my password", "jane.doe@example.com", "{otp}", "yes"],
+            "expect": {"handoff": False, "runbook": "password-reset", "tools_called": ["reset_password"]},
+        }
+    )
+    report = Evaluator(BUNDLED_RUNBOOKS, embedder=embedder, settings=settings).run([case])
+    assert report["cases"][0]["passed"], report["cases"][0]["failures"]
+    assert not idp.called and not helpdesk.called
