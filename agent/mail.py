@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from agent.errors import ConversationNotFound, MessageRejected, ToolError
+from agent.redact import mask_email
 from agent.settings import Settings
 from agent.sqlite import Database
 from tools.mail import Mailer, SmtpMailer, new_message_id, one_line
@@ -275,7 +276,8 @@ _SCHEMA = (
     played INTEGER NOT NULL DEFAULT 0,
     received_at TEXT NOT NULL
 )""",
-    # Every mail sent or to send; the body is kept only until it has gone out.
+    # Every mail sent or to send; the body and the address in clear are kept only until it has gone out
+    # (or been given up): then the body is dropped and the address masked (j***@example.com).
     """CREATE TABLE IF NOT EXISTS mail_out (
     message_id TEXT PRIMARY KEY,
     conversation_id TEXT NOT NULL,
@@ -315,6 +317,11 @@ _SCHEMA = (
 def address_hash(address: str) -> str:
     """An unkeyed stand-in for ``MailStore``'s address key (tests, one-off tools); a dictionary reverses it."""
     return hashlib.sha256(f"tierone-mail-contact:{address.strip().casefold()}".encode()).hexdigest()
+
+
+def masked_address(to: str) -> str:
+    """An outgoing mail's address as kept once it is sent: ``j***@example.com``, without the display name."""
+    return mask_email(parseaddr(to)[1] or to)
 
 
 # How an inbound mail found its conversation: a new one, by the thread's Message-IDs, or by the sender.
@@ -364,6 +371,8 @@ class MailStore:
         # The service passes the vault's keyed hash (Vault.subject): without the key, no dictionary reverses it.
         self._hash = hash_address
         with self._db.transaction() as conn:
+            # A dropped body or address is overwritten on disk, not left behind in a free page.
+            conn.execute("PRAGMA secure_delete=ON")
             for statement in _SCHEMA:
                 conn.execute(statement)
 
@@ -533,14 +542,26 @@ class MailStore:
             for r in rows
         ]
 
+    @staticmethod
+    def _settle(conn: sqlite3.Connection, message_id: str) -> None:
+        # A mail that will not be sent again keeps neither its body (the message log has the redacted
+        # text) nor its address in clear.
+        row = conn.execute("SELECT to_addr FROM mail_out WHERE message_id = ?", (message_id,)).fetchone()
+        if row is not None:
+            conn.execute(
+                "UPDATE mail_out SET body = NULL, to_addr = ? WHERE message_id = ?",
+                (masked_address(row["to_addr"]), message_id),
+            )
+
     def sent(self, message_id: str) -> None:
-        """Mark a reply sent and drop its body (the message log keeps the redacted text)."""
+        """Mark a reply sent, drop its body and mask its address."""
         with self._tx() as conn:
             conn.execute(
-                "UPDATE mail_out SET status = 'sent', body = NULL, error = NULL, attempts = attempts + 1,"
+                "UPDATE mail_out SET status = 'sent', error = NULL, attempts = attempts + 1,"
                 " sent_at = ? WHERE message_id = ?",
                 (self._clock().isoformat(), message_id),
             )
+            self._settle(conn, message_id)
 
     def failed(self, message_id: str, error: str) -> None:
         """Count a failed attempt; the reply stays pending until MAX_SEND_ATTEMPTS, then it is given up."""
@@ -550,6 +571,24 @@ class MailStore:
                 " status = CASE WHEN attempts + 1 >= ? THEN 'failed' ELSE status END WHERE message_id = ?",
                 (error, MAX_SEND_ATTEMPTS, message_id),
             )
+            row = conn.execute("SELECT status FROM mail_out WHERE message_id = ?", (message_id,)).fetchone()
+            if row is not None and row["status"] == "failed":
+                self._settle(conn, message_id)
+
+    def compact(self) -> bool:
+        """Copy the write-ahead log into the file and empty it, so dropped bodies leave no old copy there.
+
+        Waits at most a moment for other readers; False when one held on (the old frames are then
+        overwritten as the log is reused, not at once).
+        """
+        conn = sqlite3.connect(self._db.path, timeout=0.2)
+        try:
+            busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        except sqlite3.OperationalError:
+            return False
+        finally:
+            conn.close()
+        return not busy
 
     def outgoing(self, conversation_id: str) -> list[dict[str, Any]]:
         """A conversation's replies by mail, oldest first (status, attempts, error; no bodies)."""
@@ -718,6 +757,8 @@ class EmailChannel:
                     continue
                 self.store.sent(reply.message_id)
                 sent += 1
+            if pending:
+                self.store.compact()  # no copy of a sent or given-up body stays in the write-ahead log
         return sent, len(pending) - sent, error
 
     def on_desk_reply(self, reply: ReplySent) -> None:
