@@ -12,11 +12,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import respx
 from fastapi.testclient import TestClient
 
 from server import create_app
 from tests.conftest import Clock
-from tests.test_attacks import ALL, World, _report, _runtime, build_world, expand, violations
+from tests.test_attacks import (
+    ALL,
+    COMPLETIONS,
+    ComplyingModel,
+    World,
+    _report,
+    _runtime,
+    build_world,
+    expand,
+    honest_model,
+    violations,
+)
 from vectorstore.index import RunbookIndex
 
 
@@ -40,11 +52,8 @@ def play_http(client: TestClient, world: World, attack: dict[str, Any]) -> tuple
     return cid, token
 
 
-@pytest.mark.parametrize("attack", ALL, ids=[a["id"] for a in ALL])
-def test_attack_over_http(attack: dict[str, Any], tmp_path: Path, bundled_index: RunbookIndex) -> None:
-    clock = Clock()
-    runtime = _runtime(tmp_path, bundled_index, clock)
-    world = build_world(runtime, clock)
+def attack_victim_over_http(runtime: Any, world: World, attack: dict[str, Any]) -> str:
+    """Play the attack as a client; the attacker's token must not reach the victim. Returns its id."""
     with TestClient(create_app(runtime.settings, runtime)) as client:
         cid, token = play_http(client, world, attack)
         headers = {"Authorization": f"Bearer {token}"}
@@ -52,5 +61,34 @@ def test_attack_over_http(attack: dict[str, Any], tmp_path: Path, bundled_index:
         assert client.get(victim, headers=headers).status_code in (401, 403, 404)
         posted = client.post(f"{victim}/messages", json={"text": "unlock my account"}, headers=headers)
         assert posted.status_code in (401, 403, 404)
+    return cid
+
+
+@pytest.mark.parametrize("attack", ALL, ids=[a["id"] for a in ALL])
+def test_attack_over_http(attack: dict[str, Any], tmp_path: Path, bundled_index: RunbookIndex) -> None:
+    clock = Clock()
+    runtime = _runtime(tmp_path, bundled_index, clock)
+    world = build_world(runtime, clock)
+    cid = attack_victim_over_http(runtime, world, attack)
     found = violations(world, cid)
     assert not found, _report(attack, found, world)
+
+
+@pytest.mark.parametrize("attack", ALL, ids=[a["id"] for a in ALL])
+def test_attack_over_http_llm_brain_that_complies(
+    attack: dict[str, Any], tmp_path: Path, bundled_index: RunbookIndex
+) -> None:
+    # The same attack through the API with the LLM brain, whose (mocked) model obeys the attacker.
+    clock = Clock()
+    runtime = _runtime(tmp_path, bundled_index, clock, brain="llm", llm_api_key="sk-test", llm_max_retries=0)
+    with respx.mock(assert_all_called=False) as api:
+        route = api.post(COMPLETIONS)
+        route.mock(side_effect=honest_model)
+        world = build_world(runtime, clock)
+        model = ComplyingModel(attack, world)
+        route.mock(side_effect=model)
+        cid = attack_victim_over_http(runtime, world, attack)
+    found = violations(world, cid)
+    assert not found, _report(attack, found, world)
+    if not world.rejected or len(world.rejected) < len(world.said):
+        assert "understand" in model.calls, "the LLM brain was never asked: the mock proves nothing"
