@@ -78,6 +78,8 @@ class RunbookIndex:
             embedding_function=None,
         )
         self.pack = pack
+        # Vectors in the collection, read again after each sync rather than on every query.
+        self._count: int | None = None
 
     def sync(self) -> SyncReport:
         """Bring the index in line with the pack, re-embedding only runbooks whose content changed."""
@@ -114,6 +116,7 @@ class RunbookIndex:
                     metadatas=metadatas[start:end],
                 )
         unchanged = len(self.pack.runbooks) - len(added) - len(updated)
+        self._count = self._collection.count()
         return SyncReport(added=added, updated=updated, removed=removed, unchanged=unchanged)
 
     def count(self) -> int:
@@ -124,7 +127,9 @@ class RunbookIndex:
         """The k best runbooks for a message, best first, scored by their nearest example."""
         vector = self.embedder.embed([text])
         # Enough neighbours that the leading runbooks show their four nearest examples.
-        n = min(self._NEIGHBOURS, max(self._collection.count(), 1))
+        if self._count is None:
+            self._count = self._collection.count()
+        n = min(self._NEIGHBOURS, max(self._count, 1))
         result = self._collection.query(
             query_embeddings=vector, n_results=n, include=["distances", "metadatas", "documents"]
         )
