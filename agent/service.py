@@ -498,7 +498,7 @@ def open_runtime(
         status=lambda cid: desk.status(cid).status,
         validate=lambda text: validate_message(text, settings.max_message_chars),
         clock=clock,
-        email_of_account=lambda account_id: (found.email if (found := directory.get(account_id)) else None),
+        email_of_account=lambda account_id: found.email if (found := directory.get(account_id)) else None,
         remember_address=vault.link_subject,
     )
     resolver.after_turn.append(email.after_turn)
