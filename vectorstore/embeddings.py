@@ -58,11 +58,19 @@ class MiniLMEmbedder:
 
     def warm(self, texts: Sequence[str], batch: int = 256) -> None:
         """Embed texts ahead in large batches (much faster than one at a time) and keep them all."""
+        import torch
+
         unique = list(dict.fromkeys(texts))
         with self._lock:
             self._cache_size = max(self._cache_size, len(self._cache) + len(unique))
-        for start in range(0, len(unique), batch):
-            self.embed(unique[start : start + batch])
+        # Big batches do gain from every core; called before anything else runs, then put back.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(os.cpu_count() or threads)
+        try:
+            for start in range(0, len(unique), batch):
+                self.embed(unique[start : start + batch])
+        finally:
+            torch.set_num_threads(threads)
 
     def embed(self, texts: Sequence[str]) -> Vector:
         """Embed texts, reusing vectors of texts seen recently."""
