@@ -14,57 +14,10 @@ from agent.brains.base import ReplyContext
 from agent.brains.llm import UNDERSTAND_SYSTEM, LLMBrain, LLMConfig
 from agent.brains.offline import OfflineBrain
 from agent.state import Decision
+from tests.llm_wire import URL, completion, reading, text_reply, tool_call
 from vectorstore.index import RunbookIndex
 
-URL = "https://api.openai.com/v1/chat/completions"
 FORGOT = "I forgot my password and can't log in to the portal"
-
-
-def completion(message: dict[str, Any], finish_reason: str, prompt: int = 120, done: int = 30) -> dict[str, Any]:
-    return {
-        "id": "chatcmpl-test123",
-        "object": "chat.completion",
-        "created": 1767225600,
-        "model": "gpt-4.1-mini-2025-04-14",
-        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}],
-        "usage": {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done},
-    }
-
-
-def tool_call(arguments: str, prompt: int = 120, done: int = 30, name: str = "MessageReading") -> httpx.Response:
-    message = {
-        "role": "assistant",
-        "content": None,
-        "refusal": None,
-        "tool_calls": [
-            {
-                "id": "call_abc123",
-                "type": "function",
-                "function": {"name": name, "arguments": arguments},
-            }
-        ],
-    }
-    return httpx.Response(200, json=completion(message, "tool_calls", prompt, done))
-
-
-def reading(**overrides: Any) -> str:
-    fields: dict[str, Any] = {
-        "runbook_id": "password-reset",
-        "confidence": 0.93,
-        "wants_human": False,
-        "sentiment": 0.0,
-        "affirm": False,
-        "deny": False,
-        "manipulation": False,
-        "language": "en",
-    }
-    fields.update(overrides)
-    return json.dumps(fields)
-
-
-def text_reply(content: str) -> httpx.Response:
-    message = {"role": "assistant", "content": content, "refusal": None}
-    return httpx.Response(200, json=completion(message, "stop", 200, 40))
 
 
 @pytest.fixture
@@ -341,7 +294,9 @@ def test_verbatim_actions_never_call_the_model(brain: LLMBrain, api: respx.MockR
 
 
 def note(hypothesis: str, summary: str) -> httpx.Response:
-    return tool_call(json.dumps({"hypothesis": hypothesis, "summary": summary}), 300, 60, name="HandoffNote")
+    return tool_call(
+        json.dumps({"hypothesis": hypothesis, "summary": summary}), name="HandoffNote", prompt=300, done=60
+    )
 
 
 def test_hypothesis_from_the_model(brain: LLMBrain, api: respx.MockRouter) -> None:
