@@ -26,12 +26,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import re
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,10 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from local_server import local_server
 
 from agent.redact import redact
 
-ROOT = Path(__file__).resolve().parent.parent
 OTP = "{otp}"
 SCRIPTS: tuple[tuple[str, ...], ...] = (
     ("I forgot my password", "jane.doe@example.com", OTP, "yes, I'm in, thanks"),
@@ -65,13 +62,6 @@ class Played:
     sent: list[str] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def latest_code(outbox: Path, conversation_id: str) -> str:
@@ -201,36 +191,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tierone-load-") as tmp:
-        data = Path(tmp) / "data"
-        port = free_port()
-        env = {
-            **os.environ,
-            "TIERONE_DATA_DIR": str(data),
-            "TIERONE_RATE_IP_PER_MINUTE": "0",
-            "TIERONE_RATE_CONVERSATION_PER_MINUTE": "0",
-            "TIERONE_LOG_LEVEL": "WARNING",
-        }
-        log = (Path(tmp) / "server.log").open("wb")
-        server = subprocess.Popen(
-            [sys.executable, "-m", "cli", "serve", "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=log
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            ready = time.monotonic() + 180
-            while True:
-                if server.poll() is not None or time.monotonic() > ready:
-                    sys.exit(f"the server did not start; see {tmp}/server.log")
-                try:
-                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.2)
-            played, wall = asyncio.run(run(url, data / "outbox" / "mail.jsonl", args))
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-            log.close()
+        with local_server(Path(tmp)) as (url, _server):
+            played, wall = asyncio.run(run(url, Path(tmp) / "data" / "outbox" / "mail.jsonl", args))
     latencies = [ms for p in played for ms in p.latencies_ms]
     errors = [e for p in played for e in p.errors]
     turns = len(latencies)

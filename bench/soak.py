@@ -20,9 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -31,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from local_server import local_server
 
-ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = (
     ("is email down right now?",),
     ("my vpn keeps dropping every few minutes", "no, it still drops"),
@@ -49,13 +47,6 @@ class Sample:
     done: int  # conversations finished so far
     rss_kib: int
     fds: int
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def read_proc(pid: int) -> tuple[int, int]:
@@ -205,39 +196,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tierone-soak-") as tmp:
-        port = free_port()
-        env = {
-            **os.environ,
-            "TIERONE_DATA_DIR": str(Path(tmp) / "data"),
-            "TIERONE_RATE_IP_PER_MINUTE": "0",
-            "TIERONE_RATE_CONVERSATION_PER_MINUTE": "0",
-            "TIERONE_LOG_LEVEL": "WARNING",
-        }
-        log = (Path(tmp) / "server.log").open("wb")
-        server = subprocess.Popen(
-            [sys.executable, "-m", "cli", "serve", "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=log
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            ready = time.monotonic() + 180
-            while True:
-                if server.poll() is not None or time.monotonic() > ready:
-                    sys.exit(f"the server did not start; see {tmp}/server.log")
-                try:
-                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.2)
+        with local_server(Path(tmp)) as (url, server):
             print(f"server pid {server.pid} on {url}; {args.conversations} conversations or {args.max_seconds:.0f} s")
             started = time.monotonic()
             soak = Soak(url, server.pid, args.conversations, started + args.max_seconds, args.clients, args.seed)
             soak.run()
             flat = report(soak, time.monotonic() - started)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-            log.close()
     print("result            " + ("flat" if flat else "NOT flat (or errors)"))
     sys.exit(0 if flat else 1)
 
