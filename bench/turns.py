@@ -67,7 +67,7 @@ def main() -> None:
         )
         runtime = open_runtime(settings, embedder=MiniLMEmbedder(cache_size=0))
         print(f"open (model load, index build): {time.perf_counter() - load:.1f} s (excluded below)")
-        for script in SCRIPTS:  # warm-up: first-call costs (torch, SQLite pages)
+        for script in SCRIPTS:  # warm-up: first-call costs (ONNX Runtime, SQLite pages)
             play(runtime, script)
         latencies: list[float] = []
         wall = time.perf_counter()

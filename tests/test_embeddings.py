@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vectorstore.embeddings import MiniLMEmbedder, bundled_model_path, onnx_model_file
+
+TEXTS = [
+    "I forgot my password and can't log in",
+    "VPN keeps disconnecting",
+    "ok",
+    "",
+    "Mein Konto ist gesperrt, bitte helfen Sie mir!",
+    "printer on floor 3 shows offline — again?? 🙃",
+    # Longer than the model's 256 tokens: both runtimes must cut it the same way.
+    "the laptop fan is loud and the screen flickers when I dock it " * 30,
+]
+
+
+@pytest.fixture(scope="module")
+def torch_embedder() -> MiniLMEmbedder:
+    return MiniLMEmbedder(runtime="torch", cache_size=0)
+
+
+def test_onnx_runtime_gives_the_vectors_sentence_transformers_gives(
+    embedder: MiniLMEmbedder, torch_embedder: MiniLMEmbedder
+) -> None:
+    assert embedder.runtime == "onnx"
+    assert torch_embedder.runtime == "torch"
+    onnx = MiniLMEmbedder(cache_size=0).embed(TEXTS)
+    reference = torch_embedder.embed(TEXTS)
+    assert onnx.shape == reference.shape == (len(TEXTS), 384)
+    assert onnx.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(onnx, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(onnx, reference, atol=2e-5)
+
+
+def test_batches_mixing_lengths_equal_one_at_a_time(embedder: MiniLMEmbedder) -> None:
+    fresh = MiniLMEmbedder(cache_size=0)
+    together = fresh.embed(TEXTS)
+    alone = np.stack([fresh.embed([t])[0] for t in TEXTS])
+    np.testing.assert_allclose(together, alone, atol=2e-5)
+    warmed = MiniLMEmbedder(cache_size=0)
+    warmed.warm(TEXTS)
+    np.testing.assert_array_equal(warmed.embed(TEXTS), np.stack([warmed.embed([t])[0] for t in TEXTS]))
+    np.testing.assert_allclose(warmed.embed(TEXTS), alone, atol=2e-5)
+
+
+def test_the_export_is_made_once_and_reused(tmp_path: Path) -> None:
+    first = onnx_model_file(bundled_model_path(), tmp_path)
+    made = first.stat().st_mtime_ns
+    again = onnx_model_file(bundled_model_path(), tmp_path)
+    assert again == first
+    assert again.stat().st_mtime_ns == made
+    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary file left behind
+
+
+def test_an_unwritable_model_cache_falls_back_to_torch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("TIERONE_MODEL_CACHE", str(blocker / "cache"))
+    with caplog.at_level(logging.WARNING, logger="vectorstore.embeddings"):
+        embedder = MiniLMEmbedder(cache_size=0)
+    assert embedder.runtime == "torch"
+    assert "ONNX embedding runtime unavailable" in caplog.text
+    assert embedder.embed(["VPN keeps disconnecting"]).shape == (1, 384)
+
+
+def test_an_unknown_runtime_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIERONE_EMBEDDING_RUNTIME", "tensorflow")
+    with pytest.raises(ValueError, match="TIERONE_EMBEDDING_RUNTIME must be onnx or torch, not 'tensorflow'"):
+        MiniLMEmbedder()
