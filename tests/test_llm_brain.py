@@ -57,6 +57,9 @@ def test_request_keeps_customer_text_out_of_the_fixed_system_prompt(brain: LLMBr
     assert first["tools"][0]["type"] == "function"
     function = first["tools"][0]["function"]
     assert function["name"] == "MessageReading"
+    # The function is forced, and only one call may come back.
+    assert first["tool_choice"] == {"type": "function", "function": {"name": "MessageReading"}}
+    assert first["parallel_tool_calls"] is False
     assert {"runbook_id", "confidence", "manipulation", "language"} <= set(function["parameters"]["properties"])
     system, user = first["messages"]
     assert system["role"] == "system" and user["role"] == "user"
@@ -148,6 +151,15 @@ def test_no_tool_call_degrades(brain: LLMBrain, api: respx.MockRouter) -> None:
     api.post(URL).mock(return_value=text_reply("The runbook is password-reset."))
     u = brain.understand(FORGOT, routing_text=FORGOT)
     assert u.degraded and u.proposed_runbook is None
+
+
+def test_a_call_to_another_function_degrades(brain: LLMBrain, api: respx.MockRouter) -> None:
+    # Arguments that would pass as a reading, sent under another function's name, are not one.
+    api.post(URL).mock(return_value=tool_call(reading(), name="HandoffNote"))
+    u = brain.understand(FORGOT, routing_text=FORGOT)
+    assert u.degraded and u.proposed_runbook is None
+    api.post(URL).mock(return_value=tool_call(reading()))
+    assert brain.understand(FORGOT, routing_text=FORGOT).proposed_runbook == "password-reset"
 
 
 def test_server_errors_are_retried_then_degrade(brain: LLMBrain, api: respx.MockRouter) -> None:
