@@ -10,7 +10,7 @@ from langgraph.runtime import Runtime
 
 from agent import policy as boundary
 from agent.brains.base import ReplyContext
-from agent.brains.streaming import Delta, stream_reply
+from agent.brains.streaming import Delta, emit_delta, stream_reply
 from agent.deps import Deps
 from agent.handoff import (
     Attempt,
@@ -389,7 +389,7 @@ def reply(state: ConversationState, runtime: Runtime[Deps]) -> Update:
 
     ctx = _reply_context(state, deps, decision, repeat=repeat)
     # A streaming caller sees each checked piece of the reply as it is written (Resolver.send).
-    worded = stream_reply(deps.brain, ctx, runtime.stream_writer) if state.get("stream") else deps.brain.reply(ctx)
+    worded = stream_reply(deps.brain, ctx, emit_delta) if state.get("stream") else deps.brain.reply(ctx)
     text = worded.text
     update["usage"] = _add_usage(state, worded.usage)
     update |= {"outgoing": [text], "transcript": [_line("bot", text, now, channel)]}
@@ -475,7 +475,7 @@ def handoff(state: ConversationState, runtime: Runtime[Deps]) -> Update:
     )
     deps.handoffs.put(packet)
     if state.get("stream"):
-        runtime.stream_writer(Delta(text))
+        emit_delta(Delta(text))
     return {
         "stage": "handed_off",
         "runbook_id": runbook_id,

@@ -23,7 +23,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from agent.brains.factory import make_brain
-from agent.brains.streaming import Delta
+from agent.brains.streaming import DELTA_SINK, Delta
 from agent.deps import Deps, utc_now
 from agent.desk import Desk
 from agent.errors import ConversationNotFound, MessageRejected
@@ -369,16 +369,12 @@ class Resolver:
     ) -> dict[str, Any]:
         if on_delta is None:
             return dict(self.graph.invoke(inputs, config, context=self.deps, durability="sync"))
-        values: dict[str, Any] = {}
-        # "custom" carries the reply node's deltas; the last "values" chunk is what invoke returns.
-        for mode, chunk in self.graph.stream(
-            inputs, config, context=self.deps, durability="sync", stream_mode=["custom", "values"]
-        ):
-            if mode == "custom" and isinstance(chunk, Delta):
-                on_delta(chunk)
-            elif mode == "values":
-                values = dict(cast(dict[str, Any], chunk))
-        return values
+        # The reply and handoff nodes pass each delta to on_delta as it is released (emit_delta).
+        sink = DELTA_SINK.set(on_delta)
+        try:
+            return dict(self.graph.invoke(inputs, config, context=self.deps, durability="sync"))
+        finally:
+            DELTA_SINK.reset(sink)
 
     def recover(self) -> list[str]:
         """Finish every turn that a stopped process left half-done; return their ids."""

@@ -197,7 +197,7 @@ def main() -> None:
             data_dir=Path(tmp), runbooks=BUNDLED_RUNBOOKS, brain="llm", llm_base_url=base_url, llm_api_key="bench"
         )
         runtime = open_runtime(settings, embedder=MiniLMEmbedder(cache_size=0))
-        for script in SCRIPTS:  # warm-up: first-call costs (torch, SQLite pages, HTTP client)
+        for script in SCRIPTS:  # warm-up: first-call costs (ONNX Runtime, SQLite pages, HTTP client)
             play(runtime, model, script, stream=False)
             play(runtime, model, script, stream=True)
         for stream in (False, True):

@@ -18,7 +18,7 @@ from agent.brains.streaming import Delta
 from agent.service import Runtime, open_runtime
 from agent.settings import BUNDLED_RUNBOOKS, Settings
 from tests.conftest import Clock, latest_code
-from tests.llm_wire import URL, body, kind, note, reading, sse, text_reply, tool_call
+from tests.llm_wire import URL, body, kind, note, reading, sse, sse_body, text_reply, tool_call
 from vectorstore.index import RunbookIndex
 
 
@@ -313,6 +313,44 @@ def test_streamed_turn_passes_deltas_through_the_resolver(llm_runtime: Callable[
     # A later turn without on_delta does not stream.
     runtime.resolver.send(cid, "yes that fixed it")
     assert len(model.sent("stream")) == 1
+
+
+def test_the_first_delta_reaches_the_caller_while_the_model_is_still_writing(
+    llm_runtime: Callable[..., Runtime],
+) -> None:
+    runtime = llm_runtime()
+    model = Model()
+    cid = runtime.resolver.start()
+    model.readings = [reading(runbook_id="vpn-connection")]
+    served: list[int] = []
+    total: list[int] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if kind(request) != "stream":
+            return model(request)
+        model.requests.append(request)
+        draft = json.loads(body(request)["messages"][1]["content"])["draft"]
+        raw = sse_body([f"{sentence.strip()}. " for sentence in draft.split(". ") if sentence.strip()])
+        events = [e + b"\n\n" for e in raw.split(b"\n\n") if e]
+        total.append(len(events))
+
+        class Chunks(httpx.SyncByteStream):
+            def __iter__(self) -> Iterator[bytes]:
+                for i, event in enumerate(events):
+                    served.append(i)
+                    yield event
+
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Chunks())
+
+    seen_at: list[int] = []
+    with respx.mock(assert_all_called=False) as router:
+        router.post(URL).mock(side_effect=answer)
+        result = runtime.resolver.send(
+            cid, "my vpn keeps disconnecting every few minutes", on_delta=lambda d: seen_at.append(len(served))
+        )
+    assert total and len(seen_at) >= 2
+    assert seen_at[0] < total[0]  # the customer saw the first sentence before the model sent the rest
+    assert result.stage == "confirm" and result.replies
 
 
 def test_streamed_handoff_text_arrives_as_a_delta(llm_runtime: Callable[..., Runtime], model: Model) -> None:
