@@ -40,6 +40,7 @@ from agent.errors import ConversationNotFound, MessageRejected, ToolError
 from agent.redact import mask_email
 from agent.settings import Settings
 from agent.sqlite import Database
+from agent.vault import SEALED_PREFIX, Sealer
 from tools.mail import Mailer, SmtpMailer, new_message_id, one_line
 from tools.outbox import FileOutbox
 
@@ -276,7 +277,7 @@ _SCHEMA = (
     played INTEGER NOT NULL DEFAULT 0,
     received_at TEXT NOT NULL
 )""",
-    # Every mail sent or to send; the body and the address in clear are kept only until it has gone out
+    # Every mail sent or to send; the body and the address are kept, sealed, only until it has gone out
     # (or been given up): then the body is dropped and the address masked (j***@example.com).
     """CREATE TABLE IF NOT EXISTS mail_out (
     message_id TEXT PRIMARY KEY,
@@ -294,7 +295,7 @@ _SCHEMA = (
     sent_at TEXT
 )""",
     "CREATE INDEX IF NOT EXISTS mail_out_pending ON mail_out (status, created_at)",
-    # Where a conversation's mail goes: the latest sender, subject and thread.
+    # Where a conversation's mail goes: the latest sender (sealed), subject and thread.
     """CREATE TABLE IF NOT EXISTS mail_threads (
     conversation_id TEXT PRIMARY KEY,
     reply_to TEXT NOT NULL,
@@ -364,17 +365,44 @@ class MailStore:
     """The email channel's records in SQLite: mail taken in, mail sent, threads, address links."""
 
     def __init__(
-        self, path: Path, clock: Callable[[], datetime], *, hash_address: Callable[[str], str] = address_hash
+        self,
+        path: Path,
+        clock: Callable[[], datetime],
+        *,
+        hash_address: Callable[[str], str] = address_hash,
+        sealer: Sealer | None = None,
     ) -> None:
         self._db = Database(path)
         self._clock = clock
         # The service passes the vault's keyed hash (Vault.subject): without the key, no dictionary reverses it.
         self._hash = hash_address
+        # And the vault's sealer: the addresses and bodies kept for later are encrypted under its keys.
+        self._sealer = sealer or Sealer.ephemeral()
         with self._db.transaction() as conn:
             # A dropped body or address is overwritten on disk, not left behind in a free page.
             conn.execute("PRAGMA secure_delete=ON")
             for statement in _SCHEMA:
                 conn.execute(statement)
+            self._seal_clear_rows(conn)
+
+    def _seal_clear_rows(self, conn: sqlite3.Connection) -> None:
+        """Seal what a version that kept it in clear left behind."""
+        clear = f"{SEALED_PREFIX}%"
+        seal = self._sealer.seal
+        for row in conn.execute(
+            "SELECT conversation_id, reply_to FROM mail_threads WHERE reply_to NOT LIKE ?", (clear,)
+        ).fetchall():
+            conn.execute(
+                "UPDATE mail_threads SET reply_to = ? WHERE conversation_id = ?",
+                (seal(row["reply_to"]), row["conversation_id"]),
+            )
+        for row in conn.execute(
+            "SELECT message_id, to_addr, body FROM mail_out WHERE status = 'pending' AND to_addr NOT LIKE ?", (clear,)
+        ).fetchall():
+            conn.execute(
+                "UPDATE mail_out SET to_addr = ?, body = ? WHERE message_id = ?",
+                (seal(row["to_addr"]), seal(row["body"] or ""), row["message_id"]),
+            )
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -448,7 +476,11 @@ class MailStore:
             row = conn.execute("SELECT * FROM mail_threads WHERE conversation_id = ?", (conversation_id,)).fetchone()
         if row is None:
             return None
-        return Thread(row["reply_to"], row["subject"], row["last_in"], tuple(row["refs"].split()))
+        reply_to = self._sealer.unseal(row["reply_to"])
+        if reply_to is None:
+            log.warning("the reply address of a mail conversation was sealed under a key no longer configured")
+            return None
+        return Thread(reply_to, row["subject"], row["last_in"], tuple(row["refs"].split()))
 
     def played(self, mail: InboundEmail, conversation_id: str, replies: Sequence[Pending]) -> bool:
         """Record, in one transaction, that a mail was played and what to send back.
@@ -482,7 +514,14 @@ class MailStore:
                 "INSERT INTO mail_threads VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (conversation_id) DO UPDATE SET"
                 " reply_to = excluded.reply_to, subject = excluded.subject, last_in = excluded.last_in,"
                 " refs = excluded.refs, updated_at = excluded.updated_at",
-                (conversation_id, mail.reply_to, subject, mail.message_id, " ".join(references), now),
+                (
+                    conversation_id,
+                    self._sealer.seal(mail.reply_to),
+                    subject,
+                    mail.message_id,
+                    " ".join(references),
+                    now,
+                ),
             )
             for reply in replies:
                 self._record(conn, reply, mail.message_id, now)
@@ -502,8 +541,7 @@ class MailStore:
                     (" ".join(refs), reply.conversation_id),
                 )
 
-    @staticmethod
-    def _record(conn: sqlite3.Connection, reply: Pending, inbound_id: str | None, now: str) -> None:
+    def _record(self, conn: sqlite3.Connection, reply: Pending, inbound_id: str | None, now: str) -> None:
         conn.execute(
             "INSERT INTO mail_out (message_id, conversation_id, inbound_id, to_addr, subject, body, in_reply_to,"
             " refs, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
@@ -511,9 +549,9 @@ class MailStore:
                 reply.message_id,
                 reply.conversation_id,
                 inbound_id,
-                reply.to,
+                self._sealer.seal(reply.to),
                 reply.subject,
-                reply.body,
+                self._sealer.seal(reply.body),
                 reply.in_reply_to,
                 " ".join(reply.references),
                 now,
@@ -527,30 +565,39 @@ class MailStore:
         if inbound_id is not None:
             query += " AND inbound_id = ?"
             args = (inbound_id,)
+        out = []
         with self._tx() as conn:
-            rows = conn.execute(query + " ORDER BY created_at, rowid", args).fetchall()
-        return [
-            Pending(
-                r["message_id"],
-                r["conversation_id"],
-                r["to_addr"],
-                r["subject"],
-                r["body"],
-                r["in_reply_to"],
-                tuple(r["refs"].split()),
-            )
-            for r in rows
-        ]
+            for r in conn.execute(query + " ORDER BY created_at, rowid", args).fetchall():
+                to, body = self._sealer.unseal(r["to_addr"]), self._sealer.unseal(r["body"] or "")
+                if to is None or body is None:
+                    conn.execute(
+                        "UPDATE mail_out SET status = 'failed', error = ? WHERE message_id = ?",
+                        ("sealed under a key no longer configured", r["message_id"]),
+                    )
+                    self._settle(conn, r["message_id"])
+                    continue
+                out.append(
+                    Pending(
+                        r["message_id"],
+                        r["conversation_id"],
+                        to,
+                        r["subject"],
+                        body,
+                        r["in_reply_to"],
+                        tuple(r["refs"].split()),
+                    )
+                )
+        return out
 
-    @staticmethod
-    def _settle(conn: sqlite3.Connection, message_id: str) -> None:
+    def _settle(self, conn: sqlite3.Connection, message_id: str) -> None:
         # A mail that will not be sent again keeps neither its body (the message log has the redacted
-        # text) nor its address in clear.
+        # text) nor its address, but masked.
         row = conn.execute("SELECT to_addr FROM mail_out WHERE message_id = ?", (message_id,)).fetchone()
         if row is not None:
+            to = self._sealer.unseal(row["to_addr"])
             conn.execute(
                 "UPDATE mail_out SET body = NULL, to_addr = ? WHERE message_id = ?",
-                (masked_address(row["to_addr"]), message_id),
+                (masked_address(to) if to is not None else "[email]", message_id),
             )
 
     def sent(self, message_id: str) -> None:

@@ -487,7 +487,7 @@ def open_runtime(
     )
     resolver.after_turn.append(desk.after_turn)
     email = EmailChannel(
-        MailStore(settings.desk_db, clock, hash_address=vault.subject),
+        MailStore(settings.desk_db, clock, hash_address=vault.subject, sealer=vault.sealer),
         mailer,
         resolver,
         sender=settings.mail_from,

@@ -8,6 +8,9 @@ any decrypts). Entries older than the retention limit are purged.
 
 To find a customer's conversations for erasure without keeping their address in clear, the vault
 records a keyed hash (HMAC-SHA256) of each address a conversation gave; it never expires.
+
+Other stores that must keep a value they will use again (the email channel: the address the next
+reply goes to, a mail still to send) seal it under the same keys with ``Sealer``.
 """
 
 from __future__ import annotations
@@ -68,6 +71,38 @@ def _fernet(keys: str) -> MultiFernet:
         ) from exc
 
 
+SEALED_PREFIX = "sealed:"
+
+
+class Sealer:
+    """Encrypts single values under the vault keys, for stores outside the vault.
+
+    A sealed value is ``sealed:`` and a Fernet token, so a reader tells it from one written in
+    clear by an older version.
+    """
+
+    def __init__(self, key: str) -> None:
+        self._crypt = _fernet(key)
+
+    @classmethod
+    def ephemeral(cls) -> Sealer:
+        """A sealer under a random key that lives as long as the process (tests, one-off tools)."""
+        return cls(Fernet.generate_key().decode())
+
+    def seal(self, value: str) -> str:
+        """The value encrypted, as text."""
+        return SEALED_PREFIX + self._crypt.encrypt(value.encode("utf-8")).decode("ascii")
+
+    def unseal(self, stored: str) -> str | None:
+        """The value behind ``stored``; None when it was sealed under a key no longer configured."""
+        if not stored.startswith(SEALED_PREFIX):
+            return stored  # written in clear, before values were sealed
+        try:
+            return self._crypt.decrypt(stored[len(SEALED_PREFIX) :].encode("ascii")).decode("utf-8")
+        except InvalidToken:
+            return None
+
+
 def load_key(configured: str | None, data_dir: Path) -> str:
     """The configured key, or a development key kept in DATA_DIR/vault.key (made on first use)."""
     if configured:
@@ -105,6 +140,7 @@ class Vault:
         retention: timedelta = timedelta(hours=24),
     ) -> None:
         self._crypt = _fernet(key)
+        self.sealer = Sealer(key)
         # The subject hash has its own key, derived from the vault key.
         self._subject_key = hashlib.sha256(b"tierone-vault-subject:" + key.split(",")[0].strip().encode()).digest()
         self._db = Database(Path(path))
