@@ -162,7 +162,8 @@ def facts_of(state: ConversationState, deps: Deps) -> boundary.Facts:
         last_tool_ok=bool(last_tool.get("ok", True)),
         counters=dict(state.get("counters") or {}),
         elapsed_minutes=(deps.clock() - started).total_seconds() / 60,
-        customer_turns=state.get("turn", 1),
+        # Counted, like the time limit, from the last time the bot took the conversation back from L2.
+        customer_turns=state.get("turn", 1) - state.get("turns_before", 0),
     )
 
 

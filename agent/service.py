@@ -266,7 +266,8 @@ class Resolver:
         """Take a conversation back from L2 so the bot reads the customer's next message afresh."""
         with self._lock(conversation_id):
             config = self._config(conversation_id)
-            if self.graph.get_state(config).values.get("stage") != "handed_off":
+            values = self.graph.get_state(config).values
+            if values.get("stage") != "handed_off":
                 return
             update: dict[str, Any] = {
                 "stage": stage,
@@ -276,8 +277,9 @@ class Resolver:
                 "step": 0,
                 "step_tool_done": False,
                 "last_tool": None,
-                # The conversation's time limit counts from here, not from its first message.
+                # The conversation's time and turn limits count from here, not from its first message.
                 "started_at": self.deps.clock().isoformat(),
+                "turns_before": values.get("turn", 0),
             }
             # As the handoff node's output: the graph's next step is END, so nothing runs on.
             self.graph.update_state(config, cast(ConversationState, update), as_node="handoff")

@@ -177,6 +177,7 @@ class ConversationState(TypedDict, total=False):
     started_at: str
     inbox: dict[str, Any]  # this turn's customer message: {"text", "at"}
     turn: int
+    turns_before: int  # customer turns before the bot last took the conversation back from L2
     stage: Stage
     runbook_id: str | None
     confidence: float

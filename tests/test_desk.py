@@ -66,6 +66,23 @@ def test_status_follows_the_lifecycle(runtime: Runtime) -> None:
     assert seen == [("bot", "queued"), ("queued", "claimed"), ("claimed", "resolved"), ("resolved", "bot")]
 
 
+def test_the_turn_limit_counts_from_the_return_to_the_bot(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The pack is the session's, shared: monkeypatch puts the limit back.
+    monkeypatch.setattr(runtime.resolver.deps.pack.policy.limits, "max_customer_turns", 3)
+    cid = runtime.resolver.start("chat")
+    runtime.resolver.send(cid, "hello")
+    runtime.resolver.send(cid, "my vpn keeps disconnecting every few minutes")
+    first = runtime.resolver.send(cid, "let me talk to a human")
+    assert first.handoff is not None and "turn_limit" not in first.reasons
+    runtime.desk.claim(str(first.handoff["packet_id"]), "Alex")
+    runtime.desk.return_to_bot(str(first.handoff["packet_id"]), "Alex", "a VPN matter the bot can walk through")
+    # Three turns earlier count for nothing now: the bot answers up to the limit again.
+    answers = [runtime.resolver.send(cid, text) for text in ("my vpn keeps disconnecting", "no", "no")]
+    assert all(a.handoff is None for a in answers), [a.reasons for a in answers]
+    over = runtime.resolver.send(cid, "still the same")
+    assert over.handoff is not None and "turn_limit" in over.reasons
+
+
 def test_return_moves_the_graph_out_of_handed_off(runtime: Runtime) -> None:
     cid, packet_id = handoff(runtime)
     runtime.desk.claim(packet_id, "Alex")
