@@ -10,8 +10,9 @@ import numpy as np
 
 from agent.pack import load_pack
 from agent.settings import BUNDLED_RUNBOOKS
+from eval.cases import OTP, load_case_file
 from vectorstore.embeddings import MiniLMEmbedder, Vector
-from vectorstore.index import RunbookIndex, open_client, runbook_score
+from vectorstore.index import RunbookIndex, collection_name, open_client, runbook_score
 
 
 class CountingEmbedder:
@@ -65,3 +66,32 @@ def test_runbook_score_tempers_a_single_lucky_example() -> None:
     assert runbook_score([0.9]) == 0.9
     assert np.isclose(runbook_score([0.9, 0.5, 0.5, 0.5, 0.1]), 0.6 * 0.9 + 0.4 * 0.5)
     assert runbook_score([0.8, 0.8]) > runbook_score([0.8, 0.2])
+
+
+def test_the_neighbours_are_the_exact_nearest_for_every_eval_message(bundled_index: RunbookIndex) -> None:
+    stored = bundled_index._collection.get(include=["embeddings"])
+    ids, matrix = np.array(stored["ids"]), np.array(stored["embeddings"], dtype=np.float32)
+    cases = load_case_file(Path(__file__).parent.parent / "eval" / "cases" / "bundled.jsonl").cases
+    texts = list(dict.fromkeys(t for case in cases for t in case.texts if t != OTP))
+    assert len(texts) > 200
+    vectors = bundled_index.embedder.embed(texts)
+    k = RunbookIndex._NEIGHBOURS
+    differ = []
+    for text, vector in zip(texts, vectors, strict=True):
+        found = bundled_index._collection.query(query_embeddings=vector[None], n_results=k, include=[])
+        exact = ids[np.argsort(-(matrix @ vector))[:k]]
+        if set(found["ids"][0]) != set(exact):
+            differ.append(text)
+    assert differ == []
+
+
+def test_a_collection_made_with_the_default_search_breadth_is_widened(tmp_path: Path, embedder: MiniLMEmbedder) -> None:
+    pack = load_pack(BUNDLED_RUNBOOKS)
+    client = open_client(tmp_path / "chroma")
+    client.get_or_create_collection(
+        collection_name(pack, embedder), configuration={"hnsw": {"space": "cosine"}}, embedding_function=None
+    )
+    assert client.get_collection(collection_name(pack, embedder)).configuration_json["hnsw"]["ef_search"] == 100
+    RunbookIndex(open_client(tmp_path / "chroma"), pack, embedder)
+    widened = open_client(tmp_path / "chroma").get_collection(collection_name(pack, embedder))
+    assert widened.configuration_json["hnsw"]["ef_search"] == RunbookIndex._SEARCH_EF
