@@ -143,6 +143,7 @@ class Vault:
         self.sealer = Sealer(key)
         # The subject hash has its own key, derived from the vault key.
         self._subject_key = hashlib.sha256(b"tierone-vault-subject:" + key.split(",")[0].strip().encode()).digest()
+        self._code_key = hashlib.sha256(b"tierone-vault-code:" + key.split(",")[0].strip().encode()).digest()
         self._db = Database(Path(path))
         self._clock = clock
         self.retention = retention
@@ -202,6 +203,15 @@ class Vault:
     def subject(self, email: str) -> str:
         """The keyed hash that stands for an address (case and surrounding space ignored)."""
         return hmac.new(self._subject_key, email.strip().lower().encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def code_for(self, idempotency_key: str) -> str:
+        """The six-digit one-time code for one send (an HMAC of its idempotency key).
+
+        Unpredictable without the vault key, and the same when that send is replayed after a
+        crash, so a mail sent twice carries one code.
+        """
+        digest = hmac.new(self._code_key, idempotency_key.encode("utf-8"), hashlib.sha256).digest()
+        return f"{int.from_bytes(digest[:8], 'big') % 1_000_000:06d}"
 
     def link_subject(self, conversation_id: str, email: str) -> None:
         """Remember that this conversation gave this address, as a keyed hash only."""

@@ -37,6 +37,7 @@ import ctypes
 import json
 import os
 import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -644,11 +645,16 @@ def check(played: list[Played], backend: Backend, data_dir: Path, supervisor: Su
                 failures.append(f"{p.script} {p.conversation_id}: {len(rows)} audit records for the change {key}")
     left = db.execute("SELECT key, tool FROM tool_runs WHERE status = 'started'").fetchall()
     failures += [f"tool run {r['key']} ({r['tool']}) left started" for r in left]
-    codes = Counter(
-        json.loads(line)["conversation_id"]
-        for line in (data_dir / "outbox" / "mail.jsonl").read_text(encoding="utf-8").splitlines()
-        if line.strip()
-    )
+    # Each script asks for one code. A send cut off between its mail and the ledger's record is
+    # replayed with the same code (Vault.code_for): the mail may go twice, never with two codes.
+    mails: Counter[str] = Counter()
+    codes: dict[str, set[str]] = {}
+    for line in (data_dir / "outbox" / "mail.jsonl").read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            mail = json.loads(line)
+            mails[mail["conversation_id"]] += 1
+            codes.setdefault(mail["conversation_id"], set()).update(re.findall(r"\b\d{6}\b", mail["body"]))
+    failures += [f"{cid}: {len(found)} different codes mailed" for cid, found in codes.items() if len(found) > 1]
     undelivered = db.execute("SELECT COUNT(*) FROM handoff_deliveries WHERE status != 'delivered'").fetchone()[0]
     if undelivered:
         failures.append(f"{undelivered} handoff deliveries not delivered")
@@ -660,7 +666,7 @@ def check(played: list[Played], backend: Backend, data_dir: Path, supervisor: Su
         "account_changes": len([r for r in backend.results.values() if r[1] in ACTIONS]),
         "packets": sum(len(p.packets) for p in finished),
         "webhook_posts": backend.webhook_posts,
-        "codes_mailed_more_than_once": sum(1 for n in codes.values() if n > 1),
+        "code_mails_repeated_after_a_kill": sum(n - 1 for n in mails.values() if n > 1),
         "failures": failures,
     }
 

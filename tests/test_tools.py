@@ -36,6 +36,33 @@ def test_send_code_replay_sends_no_second_mail(runtime: Runtime) -> None:
     assert len(runtime.outbox.messages("c_1")) == 1
 
 
+def test_a_send_cut_off_after_the_mail_is_replayed_with_the_same_code(
+    runtime: Runtime, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    toolbox = runtime.resolver.deps.toolbox
+
+    class Killed(BaseException):
+        """The process dying between the mail and the ledger's record of it."""
+
+    real_finish = runtime.ledger.finish
+
+    def die(*args: object, **kwargs: object) -> None:
+        raise Killed
+
+    monkeypatch.setattr(runtime.ledger, "finish", die)
+    with pytest.raises(Killed):
+        toolbox.send_code("jane.doe@example.com", conversation_id="c_1", key="c_1:t2:send_code")
+    monkeypatch.setattr(runtime.ledger, "finish", real_finish)
+    toolbox.send_code("jane.doe@example.com", conversation_id="c_1", key="c_1:t2:send_code")  # the replay
+    mailed = [re.findall(r"\d{6}", m["body"]) for m in runtime.outbox.messages("c_1")]
+    assert len(mailed) == 2 and mailed[0] == mailed[1]  # the mail went twice, with one code
+    assert toolbox.check_code(mailed[0][0], conversation_id="c_1", key="c_1:t3:check_code") is not None
+    # A later send (another key, past the resend cooldown) makes another code.
+    clock.advance(minutes=2)
+    toolbox.send_code("jane.doe@example.com", conversation_id="c_1", key="c_1:t4:send_code")
+    assert code_of(runtime, "c_1") != mailed[0][0]
+
+
 def test_code_goes_to_the_address_on_file_not_the_typed_one(runtime: Runtime) -> None:
     toolbox = runtime.resolver.deps.toolbox
     toolbox.send_code("JANE.DOE@example.com ", conversation_id="c_1", key="k")

@@ -196,6 +196,7 @@ class Toolbox:
             outbox=self.outbox,
             ledger=self.ledger,
             clock=self.clock,
+            make_code=self.vault.code_for if self.vault is not None else None,
         )
 
     def check_code(self, code: str, *, conversation_id: str, key: str) -> VerifiedAccount | None:

@@ -33,15 +33,21 @@ def send_code(
     outbox: Outbox,
     ledger: Ledger,
     clock: Callable[[], datetime],
+    make_code: Callable[[str], str] | None = None,
 ) -> ToolResult:
-    """Send a one-time code to the contact on file of the account with this email, if any."""
+    """Send a one-time code to the contact on file of the account with this email, if any.
+
+    ``make_code`` gives the code for the send's key (``Vault.code_for``): a send that a crash cut
+    off between the mail and the ledger's record is replayed with the same code, so the customer
+    may get the mail twice but never two codes. Without it the code is random.
+    """
     done = ledger.finished(key)
     if done is not None:
         return ToolResult.model_validate({**done, "replayed": True})
     account = directory.find_by_email(email)
     ledger.start(key, conversation_id, "send_code", account.account_id if account else None)
     if account is not None:
-        code = f"{secrets.randbelow(1_000_000):06d}"
+        code = make_code(key) if make_code is not None else f"{secrets.randbelow(1_000_000):06d}"
         ledger.put_code(conversation_id, account.account_id, _hash(conversation_id, code), clock() + CODE_TTL)
         # The code goes to the address on file, never to an address typed in the chat.
         outbox.deliver(
