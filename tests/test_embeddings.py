@@ -58,6 +58,20 @@ def test_the_export_is_made_once_and_reused(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary file left behind
 
 
+def test_a_damaged_export_is_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("TIERONE_MODEL_CACHE", str(tmp_path))
+    damaged = onnx_model_file(bundled_model_path(), tmp_path)
+    damaged.write_bytes(b"half a model")
+    with caplog.at_level(logging.WARNING, logger="vectorstore.embeddings"):
+        embedder = MiniLMEmbedder(cache_size=0)
+    assert embedder.runtime == "onnx"
+    assert "would not load" in caplog.text
+    assert damaged.stat().st_size > 1_000_000
+    assert embedder.embed(["VPN keeps disconnecting"]).shape == (1, 384)
+
+
 def test_an_unwritable_model_cache_falls_back_to_torch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -145,7 +145,12 @@ class _OnnxEncoder:
         self._tokenizer = Tokenizer.from_file(str(model_path / "tokenizer.json"))
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(_max_seq_length(model_path))
-        self._session = self._open(threads or 0)
+        try:
+            self._session = self._open(threads or 0)
+        except Exception as exc:  # a damaged file in the cache: made again, once
+            log.warning("the cached ONNX model %s would not load (%s); exporting it again", self._file, exc)
+            export_onnx(model_path, self._file)
+            self._session = self._open(threads or 0)
         self._wide: Any = None
         self.dimensions = int(self._session.get_outputs()[0].shape[1])
 
