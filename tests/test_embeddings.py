@@ -89,3 +89,13 @@ def test_an_unknown_runtime_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TIERONE_EMBEDDING_RUNTIME", "tensorflow")
     with pytest.raises(ValueError, match="TIERONE_EMBEDDING_RUNTIME must be onnx or torch, not 'tensorflow'"):
         MiniLMEmbedder()
+
+
+def test_the_torch_runtime_warms_on_every_core_and_puts_its_threads_back(torch_embedder: MiniLMEmbedder) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    warmed = MiniLMEmbedder(runtime="torch", cache_size=0)
+    warmed.warm(TEXTS)
+    assert torch.get_num_threads() == before
+    np.testing.assert_allclose(warmed.embed(TEXTS), torch_embedder.embed(TEXTS), atol=2e-5)

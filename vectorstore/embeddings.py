@@ -241,19 +241,24 @@ class MiniLMEmbedder:
         model = SentenceTransformer(str(model_path), device="cpu")
 
         def encode(texts: Sequence[str], batch_size: int, wide: bool = False) -> Vector:
+            if not wide:
+                return run(texts, batch_size)
+            # Big batches do gain from every core; put back for the messages one at a time.
             before = torch.get_num_threads()
-            if wide:
-                torch.set_num_threads(os.cpu_count() or before)
+            torch.set_num_threads(os.cpu_count() or before)
             try:
-                vectors = model.encode(
-                    list(texts),
-                    batch_size=batch_size,
-                    normalize_embeddings=True,
-                    convert_to_numpy=True,
-                    show_progress_bar=False,
-                )
+                return run(texts, batch_size)
             finally:
                 torch.set_num_threads(before)
+
+        def run(texts: Sequence[str], batch_size: int) -> Vector:
+            vectors = model.encode(
+                list(texts),
+                batch_size=batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
             return np.asarray(vectors, dtype=np.float32)
 
         return encode
