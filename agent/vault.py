@@ -71,6 +71,11 @@ def _fernet(keys: str) -> MultiFernet:
         ) from exc
 
 
+def _derived_key(label: bytes, keys: str) -> bytes:
+    """A key for one purpose, from the first (current) vault key."""
+    return hashlib.sha256(label + keys.split(",")[0].strip().encode()).digest()
+
+
 SEALED_PREFIX = "sealed:"
 
 
@@ -141,9 +146,9 @@ class Vault:
     ) -> None:
         self._crypt = _fernet(key)
         self.sealer = Sealer(key)
-        # The subject hash has its own key, derived from the vault key.
-        self._subject_key = hashlib.sha256(b"tierone-vault-subject:" + key.split(",")[0].strip().encode()).digest()
-        self._code_key = hashlib.sha256(b"tierone-vault-code:" + key.split(",")[0].strip().encode()).digest()
+        # The subject hash and the one-time codes have keys of their own, derived from the vault key.
+        self._subject_key = _derived_key(b"tierone-vault-subject:", key)
+        self._code_key = _derived_key(b"tierone-vault-code:", key)
         self._db = Database(Path(path))
         self._clock = clock
         self.retention = retention
