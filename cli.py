@@ -11,8 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from agent.errors import TieroneError
-from agent.settings import Settings
+from core.errors import TieroneError
+from core.settings import Settings
 
 app = typer.Typer(
     help="Tierone: a Tier-1 support resolver with structured L2 handoffs.",
@@ -53,7 +53,7 @@ def serve(
     """Serve the API and web chat (GET /healthz answers 200 once ready)."""
     import uvicorn
 
-    from agent import logs
+    from core import logs
     from server import create_app
 
     settings = _settings(runbooks)
@@ -77,7 +77,7 @@ def keys_create(
     role: Annotated[str, typer.Option("--role", help="l2 or admin.")] = "l2",
 ) -> None:
     """Make an API key and print it; only its hash is stored, so it cannot be shown again."""
-    from agent.auth import ApiKeys
+    from app.auth import ApiKeys
 
     try:
         key = ApiKeys(_settings().desk_db).create(name, role)
@@ -90,7 +90,7 @@ def keys_create(
 @keys_app.command("list")
 def keys_list() -> None:
     """Every API key's holder, role and state (never the keys)."""
-    from agent.auth import ApiKeys
+    from app.auth import ApiKeys
 
     for info in ApiKeys(_settings().desk_db).list():
         state = f"revoked {info.revoked_at}" if info.revoked_at else "live"
@@ -100,7 +100,7 @@ def keys_list() -> None:
 @keys_app.command("revoke")
 def keys_revoke(name: Annotated[str, typer.Argument(help="Whose keys to revoke.")]) -> None:
     """Revoke every live key of a technician."""
-    from agent.auth import ApiKeys
+    from app.auth import ApiKeys
 
     try:
         count = ApiKeys(_settings().desk_db).revoke(name)
@@ -112,7 +112,7 @@ def keys_revoke(name: Annotated[str, typer.Argument(help="Whose keys to revoke."
 @app.command()
 def index(runbooks: RunbooksOpt = None) -> None:
     """Build or update the routing index of a pack (only changed runbooks are re-embedded)."""
-    from agent.pack import load_pack
+    from core.pack import load_pack
     from vectorstore.embeddings import MiniLMEmbedder
     from vectorstore.index import RunbookIndex, open_client
 
@@ -131,7 +131,7 @@ def index(runbooks: RunbooksOpt = None) -> None:
 @app.command()
 def chat(runbooks: RunbooksOpt = None) -> None:
     """Talk to the bot in the terminal; demo mail (one-time codes) is shown as it is sent."""
-    from agent.service import open_runtime
+    from app.runtime import open_runtime
 
     settings = _settings(runbooks)
     try:
@@ -167,7 +167,7 @@ def chat(runbooks: RunbooksOpt = None) -> None:
 @runbooks_app.command("lint")
 def runbooks_lint(folder: Annotated[Path, typer.Argument(help="Runbook pack folder.")]) -> None:
     """Check a pack; name every problem with its file and field."""
-    from agent.pack import lint_pack
+    from core.pack import lint_pack
 
     pack, problems = lint_pack(folder)
     for problem in problems:
@@ -184,7 +184,7 @@ def runbooks_calibrate(
     target_recall: Annotated[float, typer.Option(help="Share of 'nothing fits' probes to hand off.")] = 0.8,
 ) -> None:
     """Suggest routing thresholds for a pack from its own examples (leave-one-out)."""
-    from agent.pack import load_pack
+    from core.pack import load_pack
     from eval.calibrate import probes, recommend, sweep
     from vectorstore.embeddings import MiniLMEmbedder
 
@@ -213,8 +213,8 @@ def handoffs_list(
     status: Annotated[str, typer.Option(help="queued, claimed, resolved, returned or all.")] = "queued",
 ) -> None:
     """The handoff queue, most urgent first."""
-    from agent.deps import utc_now
     from agent.handoff import HandoffQueue
+    from core.clock import utc_now
 
     settings = _settings()
     queue = HandoffQueue(settings.desk_db, utc_now)
@@ -238,9 +238,9 @@ def handoffs_list(
 @handoffs_app.command("show")
 def handoffs_show(packet_id: str) -> None:
     """One packet, as JSON."""
-    from agent.deps import utc_now
     from agent.handoff import HandoffQueue
-    from agent.notify import Notifier, describe
+    from app.notify import Notifier, describe
+    from core.clock import utc_now
 
     settings = _settings()
     queue = HandoffQueue(settings.desk_db, utc_now)
@@ -259,8 +259,8 @@ def handoffs_show(packet_id: str) -> None:
 @handoffs_app.command("redeliver")
 def handoffs_redeliver(packet_id: str) -> None:
     """Queue a packet for the helpdesk webhook again (after a rejection); the server's worker sends it."""
-    from agent.deps import utc_now
-    from agent.notify import Notifier
+    from app.notify import Notifier
+    from core.clock import utc_now
 
     notifier = Notifier.from_settings(_settings(), utc_now)
     if not notifier.enabled:
@@ -298,7 +298,7 @@ def _print_summary(summary: dict[str, Any], comparison: dict[str, Any] | None = 
 
 def _example_repeats(pack_dir: Path, cases: list[Any]) -> list[str]:
     """Cases whose text is one of the pack's examples: they test nothing."""
-    from agent.pack import load_pack
+    from core.pack import load_pack
 
     examples = {
         " ".join(e.lower().split()): rid for rid, rb in load_pack(pack_dir).runbooks.items() for e in rb.meta.examples
@@ -473,7 +473,7 @@ def eval_import(
     target_recall: Annotated[float, typer.Option(help="Calibration target (see `runbooks calibrate`).")] = 0.8,
 ) -> None:
     """Turn a public intent dataset into a pack plus cases, to measure routing on outside data."""
-    from agent.pack import load_pack
+    from core.pack import load_pack
     from eval.calibrate import probes, recommend, sweep
     from eval.importer import import_intents, write_policy
     from vectorstore.embeddings import MiniLMEmbedder
@@ -501,7 +501,7 @@ def eval_init(
     out: Annotated[Path | None, typer.Option("--out", help="Append the drafts to this .jsonl (else print).")] = None,
 ) -> None:
     """Draft cases for a runbook from its examples (rewritten, never verbatim); edit them before use."""
-    from agent.pack import load_pack
+    from core.pack import load_pack
     from eval.drafts import draft_cases
 
     settings = _settings(runbooks)
@@ -528,8 +528,8 @@ def try_message(
     """Route one message against the pack: candidates, scores, and what the bot would do."""
     from agent.brains.offline import OfflineBrain
     from agent.nodes import runbook_facts
-    from agent.pack import load_pack
     from agent.policy import Facts, decide
+    from core.pack import load_pack
     from vectorstore.embeddings import MiniLMEmbedder
     from vectorstore.index import RunbookIndex, open_client
 
@@ -566,8 +566,8 @@ def forget(
     conversation: Annotated[str | None, typer.Option("--conversation", help="Forget one conversation.")] = None,
 ) -> None:
     """Delete a customer's conversations, packets, messages and vault entries; print the audit record."""
-    from agent.erasure import Eraser
-    from agent.service import open_runtime
+    from app.erasure import Eraser
+    from app.runtime import open_runtime
 
     if (email is None) == (conversation is None):
         _fail(TieroneError("give either --email ADDRESS or --conversation ID"))

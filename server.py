@@ -1,7 +1,7 @@
 """The FastAPI app: the customers' conversations API, the L2 desk API, health, readiness and metrics.
 
 Access: a conversation's token (``Authorization: Bearer``, or ``?token=`` on the SSE stream) is its
-customer's credential; technicians and admins send their API key the same way (agent/auth.py).
+customer's credential; technicians and admins send their API key the same way (app/auth.py).
 """
 
 from __future__ import annotations
@@ -22,18 +22,19 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, model_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agent import logs
-from agent.auth import ApiKeyRejected, ApiKeys, CustomerTokens, Principal, RateLimiter
 from agent.brains.streaming import Delta
-from agent.desk import DeskConflict, Ticket
-from agent.erasure import Eraser, ErasureReport, ErasureRequestError
-from agent.errors import ConversationNotFound, MessageRejected, PacketNotFound, TieroneError
 from agent.handoff import HandoffPacket
-from agent.mail import authenticate, parse_inbound
-from agent.messages import Line
-from agent.metrics import CONTENT_TYPE, Metrics
-from agent.service import CHANNELS, Runtime, open_runtime, validate_message
-from agent.settings import Settings
+from agent.resolver import CHANNELS, validate_message
+from app.auth import ApiKeyRejected, ApiKeys, CustomerTokens, Principal, RateLimiter
+from app.desk import DeskConflict, Ticket
+from app.erasure import Eraser, ErasureReport, ErasureRequestError
+from app.mail.inbound import authenticate, parse_inbound
+from app.messages import Line
+from app.metrics import CONTENT_TYPE, Metrics
+from app.runtime import Runtime, open_runtime
+from core import logs
+from core.errors import ConversationNotFound, MessageRejected, PacketNotFound, TieroneError
+from core.settings import Settings
 from pages import mount_pages
 
 # -- request and response bodies -------------------------------------------------------------------
@@ -857,7 +858,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         """Every erasure so far, oldest first (ids, who asked, counts; no personal data)."""
         return [ErasureOut.model_validate(r) for r in Eraser(rt(request)).history()]
 
-    # -- email: the inbound-mail webhook (agent/mail.py; the email helper's block) ---------------------
+    # -- email: the inbound-mail webhook (app/mail/; the email helper's block) ---------------------
 
     @app.post(
         "/inbound/email",

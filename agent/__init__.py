@@ -1,1 +1,1 @@
-"""Tierone's resolver: state, graph, nodes, the policy boundary and the brains."""
+"""Tierone's resolver: state, graph, nodes, the policy boundary, the handoff packet and the brains."""

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from agent.brains.base import Brain
 from agent.handoff import HandoffQueue
-from agent.pack import Pack
+from core.clock import utc_now
+from core.pack import Pack
 from tools.actions import Toolbox
-
-
-def utc_now() -> datetime:
-    """The real clock (tests pass their own)."""
-    return datetime.now(UTC)
 
 
 @dataclass

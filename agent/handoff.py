@@ -11,8 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from agent.errors import PacketNotFound
-from agent.sqlite import Database
+from core.db import Database
+from core.errors import PacketNotFound
 
 PacketStatus = Literal["queued", "claimed", "resolved", "returned"]
 
@@ -138,7 +138,7 @@ class HandoffQueue:
         on_store: Callable[[sqlite3.Connection, HandoffPacket], None] | None = None,
     ) -> None:
         self.path = path
-        # Runs inside the transaction that stores a new packet (the delivery outbox, agent/notify.py).
+        # Runs inside the transaction that stores a new packet (the delivery outbox, app/notify.py).
         self._on_store = on_store
         self._db = Database(path)
         self._clock = clock

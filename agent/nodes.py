@@ -23,10 +23,10 @@ from agent.handoff import (
     TranscriptLine,
     sentiment_label,
 )
-from agent.pack import Impact, Pack, Urgency
-from agent.redact import mask_email, redact
 from agent.state import ConversationState, Decision, Understanding, Usage
-from agent.vault import Vault, reveal
+from core.pack import Impact, Pack, Urgency
+from core.redact import mask_email, redact
+from core.vault import Vault, reveal
 from tools.base import Account, VerifiedAccount
 
 Update = dict[str, Any]

@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 
-from agent.pack import Policy
 from agent.state import Decision, ReasonCode, Scored, Stage, Understanding
+from core.pack import Policy
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ SIGKILLs the server at points drawn from a seeded random generator:
 
 then starts the server again. A client that got no answer sends the same message again with the same
 ``client_message_id``. The identity provider and the helpdesk are fakes on loopback speaking the real
-wire formats (tools/http_backend.py, agent/notify.py); they keep the first result per Idempotency-Key.
+wire formats (tools/http_backend.py, app/notify.py); they keep the first result per Idempotency-Key.
 
 At the end, with the server up: every conversation the client opened is there with every message
 once and in order; every conversation reached its script's final stage and has no turn left
@@ -70,8 +70,8 @@ def zygote(port: int) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import uvicorn
 
-    from agent.service import open_runtime
-    from agent.settings import Settings
+    from app.runtime import open_runtime
+    from core.settings import Settings
     from server import create_app
     from vectorstore.embeddings import MiniLMEmbedder
 
@@ -182,7 +182,7 @@ class Trap:
 
 
 class Backend:
-    """The identity provider (tools/http_backend.py's contract) and the helpdesk webhook (agent/notify.py)."""
+    """The identity provider (tools/http_backend.py's contract) and the helpdesk webhook (app/notify.py)."""
 
     def __init__(self, supervisor_ref: list[Supervisor]) -> None:
         self.accounts: dict[str, dict[str, Any]] = {}
@@ -585,8 +585,8 @@ def check(played: list[Played], backend: Backend, data_dir: Path, supervisor: Su
     """Every promise the durability section makes, checked against the stores and the fakes."""
     sys.path.insert(0, str(ROOT))
     from agent.graph import build_graph
-    from agent.redact import redact
-    from agent.service import open_sqlite_checkpointer
+    from app.runtime import open_sqlite_checkpointer
+    from core.redact import redact
 
     failures: list[str] = []
     finished = [p for p in played if p.conversation_id != "?"]

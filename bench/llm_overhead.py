@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 
 from agent.brains.streaming import Delta
-from agent.service import Runtime, open_runtime
-from agent.settings import BUNDLED_RUNBOOKS, Settings
+from app.runtime import Runtime, open_runtime
+from core.settings import BUNDLED_RUNBOOKS, Settings
 from vectorstore.embeddings import MiniLMEmbedder
 
 SCRIPTS = [

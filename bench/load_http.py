@@ -38,7 +38,7 @@ from pathlib import Path
 import httpx
 from local_server import local_server
 
-from agent.redact import redact
+from core.redact import redact
 
 OTP = "{otp}"
 SCRIPTS: tuple[tuple[str, ...], ...] = (

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.service import Runtime, open_runtime
-from agent.settings import BUNDLED_RUNBOOKS, Settings
+from app.runtime import Runtime, open_runtime
+from core.settings import BUNDLED_RUNBOOKS, Settings
 from vectorstore.embeddings import MiniLMEmbedder
 
 SCRIPTS = [

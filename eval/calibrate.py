@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent.pack import Pack
+from core.pack import Pack
 from vectorstore.embeddings import Embedder
 from vectorstore.index import runbook_score
 

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agent.errors import CaseFileError
+from core.errors import CaseFileError
 
 OTP = "{otp}"
 _UNSET = "<unset>"

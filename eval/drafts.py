@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from agent.pack import Pack, Runbook
+from core.pack import Pack, Runbook
 
 _PREFIXES = ["hi, ", "hello team - ", "hey, quick one: ", "good morning, "]
 _SUFFIXES = [" since this morning", ", any idea?", " and I have a meeting soon", " (on my work laptop)"]

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from agent.brains.offline import routing_query
-from agent.errors import MessageRejected
-from agent.pack import Pack, load_pack
-from agent.service import Runtime, open_runtime
-from agent.settings import Settings
+from app.runtime import Runtime, open_runtime
+from core.errors import MessageRejected
+from core.pack import Pack, load_pack
+from core.settings import Settings
 from eval.cases import OTP, Case
 from eval.scoring import Outcome, TurnOutcome, failures, summarize
 from vectorstore.embeddings import Embedder, MiniLMEmbedder

@@ -16,7 +16,7 @@ from typing import Any
 
 import jinja2
 
-from agent.pack import Pack
+from core.pack import Pack
 from eval.sweep import SweepPoint, describe, is_setting, percent
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"

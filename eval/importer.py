@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from agent.errors import CaseFileError
+from core.errors import CaseFileError
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ import httpx
 
 from agent.brains.language import guess_language
 from agent.brains.offline import routing_query
-from agent.pack import Pack
+from core.pack import Pack
 from vectorstore.index import RunbookIndex
 
 _PLACEHOLDER = re.compile(r"\[(?:email|phone|card|iban|ip|national_id|address|secret|code)\]")
@@ -189,8 +189,8 @@ def serve(standin: StandinModel, port: int, delay_ms: float = 0.0) -> ThreadingH
 
 def main() -> None:
     """Serve the stand-in for a runbook pack until interrupted."""
-    from agent.pack import load_pack
-    from agent.settings import BUNDLED_RUNBOOKS
+    from core.pack import load_pack
+    from core.settings import BUNDLED_RUNBOOKS
     from vectorstore.embeddings import MiniLMEmbedder
     from vectorstore.index import open_client
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.pack import load_pack
-from agent.service import Runtime, open_runtime
-from agent.settings import BUNDLED_RUNBOOKS, Settings
+from app.runtime import Runtime, open_runtime
+from core.pack import load_pack
+from core.settings import BUNDLED_RUNBOOKS, Settings
 from vectorstore.embeddings import MiniLMEmbedder
 from vectorstore.index import RunbookIndex, open_client
 

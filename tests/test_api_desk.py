@@ -8,8 +8,8 @@ from datetime import datetime, timedelta
 import pytest
 from fastapi.testclient import TestClient
 
-from agent.auth import ApiKeys
-from agent.service import Runtime
+from app.auth import ApiKeys
+from app.runtime import Runtime
 from server import create_app
 from tests.conftest import Clock
 

@@ -13,8 +13,8 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from agent.auth import ApiKeys
-from agent.service import Runtime
+from app.auth import ApiKeys
+from app.runtime import Runtime
 from server import create_app
 
 

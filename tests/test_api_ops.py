@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from agent.service import Runtime
+from app.runtime import Runtime
 from server import create_app
 
 

@@ -25,9 +25,9 @@ import respx
 import yaml
 
 from agent.brains.llm import HYPOTHESIS_SYSTEM, REPLY_SYSTEM, UNDERSTAND_SYSTEM
-from agent.errors import MessageRejected
-from agent.service import Runtime, open_runtime
-from agent.settings import BUNDLED_RUNBOOKS, Settings
+from app.runtime import Runtime, open_runtime
+from core.errors import MessageRejected
+from core.settings import BUNDLED_RUNBOOKS, Settings
 from tests.conftest import Clock
 from tools.actions import ACCOUNT_TOOLS, Limits
 from tools.sqlite_backend import DEMO_ACCOUNTS

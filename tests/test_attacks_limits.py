@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import NotAuthorized
-from agent.service import Runtime, open_runtime
-from agent.settings import BUNDLED_RUNBOOKS, Settings
+from app.runtime import Runtime, open_runtime
+from core.errors import NotAuthorized
+from core.settings import BUNDLED_RUNBOOKS, Settings
 from tests.conftest import Clock, latest_code
 from tools.base import make_verified
 from vectorstore.index import RunbookIndex

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from agent.auth import ApiKeyRejected, ApiKeys, CustomerTokens, Principal, RateLimiter
+from app.auth import ApiKeyRejected, ApiKeys, CustomerTokens, Principal, RateLimiter
 from cli import app
 
 

@@ -25,9 +25,9 @@ import pytest
 import uvicorn
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
-from agent.auth import ApiKeys
-from agent.service import Runtime, open_runtime
-from agent.settings import BUNDLED_RUNBOOKS, Settings
+from app.auth import ApiKeys
+from app.runtime import Runtime, open_runtime
+from core.settings import BUNDLED_RUNBOOKS, Settings
 from server import create_app
 from vectorstore.index import RunbookIndex
 

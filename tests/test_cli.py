@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from agent.service import Runtime
-from agent.settings import BUNDLED_RUNBOOKS
+from app.runtime import Runtime
 from cli import app
+from core.settings import BUNDLED_RUNBOOKS
 
 runner = CliRunner()
 

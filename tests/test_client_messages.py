@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import MessageRejected
-from agent.service import ClientMessages, Runtime, TurnResult
+from agent.resolver import ClientMessages, TurnResult
+from app.runtime import Runtime
+from core.errors import MessageRejected
 from tests.conftest import latest_code
 
 

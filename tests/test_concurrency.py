@@ -12,8 +12,9 @@ import httpx
 import pytest
 import uvicorn
 
-from agent.redact import redact
-from agent.service import Conversations, Runtime
+from agent.resolver import Conversations
+from app.runtime import Runtime
+from core.redact import redact
 from server import create_app
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent.errors import NotAuthorized
-from agent.service import Runtime
+from app.runtime import Runtime
+from core.errors import NotAuthorized
 from tests.conftest import Clock, latest_code
 from tools.base import VerifiedAccount, make_verified
 

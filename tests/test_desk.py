@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from agent.desk import ConversationStatus, DeskConflict
-from agent.service import Runtime
+from app.desk import ConversationStatus, DeskConflict
+from app.runtime import Runtime
 
 
 def handoff(runtime: Runtime) -> tuple[str, str]:

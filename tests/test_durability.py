@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from agent.service import Runtime
+from app.runtime import Runtime
 from tests.conftest import latest_code
 
 

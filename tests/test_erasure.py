@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from agent.erasure import Eraser, ErasureRequestError
-from agent.errors import ConversationNotFound
-from agent.service import Runtime
+from app.erasure import Eraser, ErasureRequestError
+from app.runtime import Runtime
 from cli import app
+from core.errors import ConversationNotFound
 from tests.conftest import latest_code
 
 JANE, BOB = "jane.doe@example.com", "bob.smith@example.com"

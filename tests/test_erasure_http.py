@@ -10,8 +10,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from agent.auth import ApiKeys
-from agent.service import Runtime
+from app.auth import ApiKeys
+from app.runtime import Runtime
 from server import create_app
 from tests.conftest import Clock, latest_code
 from tests.test_api_events import LiveServer, sse, until

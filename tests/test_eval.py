@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import respx
 
-from agent.errors import CaseFileError
-from agent.settings import BUNDLED_RUNBOOKS, Settings
+from core.errors import CaseFileError
+from core.settings import BUNDLED_RUNBOOKS, Settings
 from eval.cases import Case, load_cases
 from eval.harness import Evaluator, run_eval
 from eval.scoring import Outcome, TurnOutcome, failures, summarize
@@ -137,7 +137,7 @@ def test_yaml_case_file(tmp_path: Path) -> None:
 
 
 def test_bundled_cases_are_not_runbook_examples() -> None:
-    from agent.pack import load_pack
+    from core.pack import load_pack
 
     examples = {
         " ".join(e.lower().split()) for rb in load_pack(BUNDLED_RUNBOOKS).runbooks.values() for e in rb.meta.examples

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from agent.pack import load_pack
-from agent.settings import BUNDLED_RUNBOOKS
 from cli import app
+from core.pack import load_pack
+from core.settings import BUNDLED_RUNBOOKS
 from eval.cases import Case, load_case_file, parse_gate
 from eval.drafts import draft_cases
 from eval.harness import Evaluator

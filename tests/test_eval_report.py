@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from markupsafe import escape
 
-from agent.settings import BUNDLED_RUNBOOKS
+from core.settings import BUNDLED_RUNBOOKS
 from eval.cases import Case
 from eval.harness import Evaluator
 from eval.html import render_html

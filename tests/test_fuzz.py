@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-from agent.auth import ApiKeys
-from agent.service import Runtime
+from app.auth import ApiKeys
+from app.runtime import Runtime
 from server import create_app
 
 EXAMPLES = 15

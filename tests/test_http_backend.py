@@ -12,7 +12,7 @@ import httpx
 import pytest
 import respx
 
-from agent.errors import ToolError
+from core.errors import ToolError
 from tools.actions import Toolbox
 from tools.base import make_verified
 from tools.http_backend import HttpDirectory, HttpStatusPage
@@ -365,9 +365,9 @@ def test_toolbox_reports_a_failing_api_as_a_failed_step(
 
 
 def test_settings_choose_the_http_backends(tmp_path: Path) -> None:
-    from agent.pack import load_pack
-    from agent.service import open_runtime
-    from agent.settings import BUNDLED_RUNBOOKS, Settings
+    from app.runtime import open_runtime
+    from core.pack import load_pack
+    from core.settings import BUNDLED_RUNBOOKS, Settings
     from vectorstore.index import RunbookIndex, open_client
 
     class NoEmbedder:

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from agent.auth import ApiKeys
-from agent.mail import sign
-from agent.service import Runtime
+from app.auth import ApiKeys
+from app.runtime import Runtime
+from core.signing import sign
 from server import create_app
 from tests.test_mail_channel import FlakyMailer, latest_code
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.pack import load_pack
-from agent.settings import BUNDLED_RUNBOOKS
+from core.pack import load_pack
+from core.settings import BUNDLED_RUNBOOKS
 from eval.cases import OTP, load_case_file
 from vectorstore.embeddings import MiniLMEmbedder, Vector
 from vectorstore.index import RunbookIndex, collection_name, open_client, runbook_score

@@ -6,8 +6,9 @@ import re
 
 import pytest
 
-from agent.errors import ConversationNotFound, MessageRejected
-from agent.service import Runtime, validate_message
+from agent.resolver import validate_message
+from app.runtime import Runtime
+from core.errors import ConversationNotFound, MessageRejected
 
 
 @pytest.mark.parametrize(

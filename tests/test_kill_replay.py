@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-from agent.errors import MessageRejected
-from agent.service import Runtime, open_runtime
-from agent.settings import BUNDLED_RUNBOOKS, Settings
+from app.runtime import Runtime, open_runtime
+from core.errors import MessageRejected
+from core.settings import BUNDLED_RUNBOOKS, Settings
 from tests.conftest import Clock, latest_code
 from vectorstore.index import RunbookIndex
 

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from agent.brains.llm import LLMBrain, LLMConfig
 from agent.brains.offline import OfflineBrain
 from agent.brains.recording import RecordingError, RecordingTransport, load_recordings, request_key
-from agent.settings import BUNDLED_RUNBOOKS, Settings
 from cli import app
+from core.settings import BUNDLED_RUNBOOKS, Settings
 from eval.cases import load_case_file
 from eval.harness import Evaluator
 from eval.scoring import check_gates

@@ -15,8 +15,8 @@ import respx
 from agent.brains.llm import LLMBrain
 from agent.brains.offline import OfflineBrain
 from agent.brains.streaming import Delta
-from agent.service import Runtime, open_runtime
-from agent.settings import BUNDLED_RUNBOOKS, Settings
+from app.runtime import Runtime, open_runtime
+from core.settings import BUNDLED_RUNBOOKS, Settings
 from tests.conftest import Clock, latest_code
 from tests.llm_wire import URL, body, kind, note, reading, sse, sse_body, text_reply, tool_call
 from vectorstore.index import RunbookIndex

@@ -13,10 +13,10 @@ from agent.brains.llm import LLMBrain, LLMConfig
 from agent.brains.offline import OfflineBrain
 from agent.brains.streaming import Delta, stream_reply
 from agent.nodes import runbook_facts
-from agent.pack import load_pack
 from agent.policy import Facts, decide
-from agent.settings import BUNDLED_RUNBOOKS
 from agent.state import Decision, Scored, Understanding
+from core.pack import load_pack
+from core.settings import BUNDLED_RUNBOOKS
 from tests.llm_wire import URL, body, sse, sse_body
 from vectorstore.index import RunbookIndex
 

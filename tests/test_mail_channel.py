@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 
-from agent.errors import ToolError
-from agent.mail import EmailChannel, InboundEmail, parse_inbound
-from agent.service import Runtime, validate_message
+from agent.resolver import validate_message
+from app.mail.channel import EmailChannel
+from app.mail.inbound import InboundEmail, parse_inbound
+from app.runtime import Runtime
+from core.errors import ToolError
 from tests.conftest import Clock
 from tools.outbox import FileOutbox
 
@@ -350,8 +352,8 @@ def test_two_deliveries_of_one_mail_at_once_play_it_once(runtime: Runtime) -> No
 
 
 def test_mail_addresses_are_stored_as_keyed_hashes_and_erasure_finds_mail_conversations(runtime: Runtime) -> None:
-    from agent.erasure import Eraser
-    from agent.mail import address_hash
+    from app.erasure import Eraser
+    from app.mail.store import address_hash
 
     got = channel_of(runtime).receive(Mailbox("Pat Lee <pat.lee@example.org>").mail("the vpn drops every hour"))
     cid = got.conversation_id
@@ -369,7 +371,7 @@ def test_mail_addresses_are_stored_as_keyed_hashes_and_erasure_finds_mail_conver
 
 
 def test_a_failed_l2_reply_goes_out_with_the_next_mail_and_a_hopeless_one_is_given_up(runtime: Runtime) -> None:
-    from agent.mail import MAX_SEND_ATTEMPTS
+    from app.mail.store import MAX_SEND_ATTEMPTS
 
     cid, packet_id = hand_off_by_mail(runtime)
     email = channel_of(runtime)

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from agent.errors import MessageRejected
-from agent.mail import authenticate, message_ids, parse_inbound, sign, strip_reply, thread_subject
-from agent.service import validate_message
+from agent.resolver import validate_message
+from app.mail.inbound import authenticate, message_ids, parse_inbound, strip_reply, thread_subject
+from core.errors import MessageRejected
+from core.signing import sign
 
 OWN = "Acme Support <help@acme.example>"
 

@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agent.mail import MAX_SEND_ATTEMPTS, InboundEmail, MailStore, Pending, masked_address
-from agent.service import Runtime
-from agent.vault import Sealer
+from app.mail.inbound import InboundEmail
+from app.mail.store import MAX_SEND_ATTEMPTS, MailStore, Pending, masked_address
+from app.runtime import Runtime
+from core.vault import Sealer
 from tests.test_mail_channel import FlakyMailer, channel_of, hand_off_by_mail, replies_to
 from tests.test_vault import _files, _rows
 

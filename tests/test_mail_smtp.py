@@ -16,7 +16,7 @@ import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from agent.errors import ToolError
+from core.errors import ToolError
 from tests.conftest import Clock
 from tools.mail import SmtpMailer, compose, new_message_id
 from tools.outbox import FileOutbox
@@ -195,8 +195,8 @@ def test_file_outbox_records_the_threading_headers(tmp_path: Any, clock: Clock) 
 
 
 def test_settings_choose_the_relay_or_the_outbox(tmp_path: Any, clock: Clock) -> None:
-    from agent.mail import open_mailer
-    from agent.settings import Settings
+    from app.mail.channel import open_mailer
+    from core.settings import Settings
 
     outbox = FileOutbox(tmp_path, clock)
     assert open_mailer(Settings(data_dir=tmp_path), outbox, clock) is outbox
@@ -215,9 +215,10 @@ def test_settings_choose_the_relay_or_the_outbox(tmp_path: Any, clock: Clock) ->
 def test_a_mail_conversation_is_answered_through_the_relay(
     plain_server: Server, clock: Clock, tmp_path: Any, bundled_index: Any
 ) -> None:
-    from agent.mail import parse_inbound
-    from agent.service import open_runtime, validate_message
-    from agent.settings import BUNDLED_RUNBOOKS, Settings
+    from agent.resolver import validate_message
+    from app.mail.inbound import parse_inbound
+    from app.runtime import open_runtime
+    from core.settings import BUNDLED_RUNBOOKS, Settings
 
     settings = Settings(
         data_dir=tmp_path / "data",

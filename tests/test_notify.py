@@ -20,10 +20,10 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from agent.handoff import HandoffQueue
-from agent.notify import Notifier, Webhook, backoff_s, describe, retry_after_s
-from agent.service import Runtime, open_runtime
-from agent.settings import BUNDLED_RUNBOOKS, Settings
+from app.notify import Notifier, Webhook, backoff_s, describe, retry_after_s
+from app.runtime import Runtime, open_runtime
 from cli import app as cli_app
+from core.settings import BUNDLED_RUNBOOKS, Settings
 from server import create_app
 from tests.conftest import Clock
 from vectorstore.index import RunbookIndex

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import PackError
-from agent.pack import lint_pack, load_pack
-from agent.settings import BUNDLED_RUNBOOKS
+from core.errors import PackError
+from core.pack import lint_pack, load_pack
+from core.settings import BUNDLED_RUNBOOKS
 
 GOOD = """---
 id: {id}

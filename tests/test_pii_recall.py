@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from agent.redact import KINDS, find, redact
+from core.redact import KINDS, find, redact
 
 DATA = Path(__file__).parent / "data" / "pii_labelled.jsonl"
 # The floor for secrets and contact details; every class is held to it today.

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from agent.pack import Policy
 from agent.policy import Facts, RunbookFacts, decide
 from agent.state import Scored, Understanding
+from core.pack import Policy
 
 POLICY = Policy.model_validate(
     {

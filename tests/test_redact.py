@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.redact import redact
+from core.redact import redact
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from agent.service import Runtime
+from app.runtime import Runtime
 from server import create_app
 from tests.conftest import latest_code
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from agent.service import Runtime
+from app.runtime import Runtime
 from tests.conftest import Clock
 from tools.base import ServiceStatus, make_verified
 

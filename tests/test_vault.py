@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
-from agent.service import Runtime, open_runtime
-from agent.settings import BUNDLED_RUNBOOKS, Settings
-from agent.vault import Vault, VaultKeyError, hold, load_key, reveal
+from app.runtime import Runtime, open_runtime
+from core.settings import BUNDLED_RUNBOOKS, Settings
+from core.vault import Vault, VaultKeyError, hold, load_key, reveal
 from tests.conftest import Clock, latest_code
 from vectorstore.index import RunbookIndex
 

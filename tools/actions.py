@@ -10,9 +10,9 @@ from typing import Any
 
 import httpx
 
-from agent.errors import NotAuthorized, ToolError
-from agent.redact import mask_email
-from agent.vault import Vault
+from core.errors import NotAuthorized, ToolError
+from core.redact import mask_email
+from core.vault import Vault
 from tools.base import Directory, Outbox, ServiceStatus, StatusPage, ToolResult, VerifiedAccount, make_verified
 from tools.identity import CODE_SENT, check_code, send_code
 from tools.ledger import Ledger
@@ -161,7 +161,7 @@ class Toolbox:
     ledger: Ledger
     clock: Callable[[], datetime]
     limits: Limits = field(default_factory=Limits)
-    # Values tools need (the address given, the code typed), by reference; see agent/vault.py.
+    # Values tools need (the address given, the code typed), by reference; see core/vault.py.
     vault: Vault | None = None
 
     def __post_init__(self) -> None:

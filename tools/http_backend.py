@@ -1,6 +1,6 @@
 """HTTP backends: a REST identity provider / ITSM directory, and an Atlassian-style status page.
 
-Both adapters implement the protocols in ``tools.base`` and raise ``agent.errors.ToolError`` for
+Both adapters implement the protocols in ``tools.base`` and raise ``core.errors.ToolError`` for
 every failure (HTTP status, network, malformed body), so the Toolbox records a failed step instead
 of crashing the conversation.
 
@@ -79,7 +79,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import ValidationError
 
-from agent.errors import ToolError
+from core.errors import ToolError
 from tools.base import Account, ServiceState, ServiceStatus
 
 # Seconds a single request may take (connect, read, write and pool wait each).

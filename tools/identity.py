@@ -8,7 +8,7 @@ import secrets
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from agent.redact import mask_email
+from core.redact import mask_email
 from tools.base import Directory, Outbox, ToolResult, VerifiedAccount, make_verified
 from tools.ledger import Ledger
 

@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from agent.sqlite import Database
+from core.db import Database
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS tool_runs (

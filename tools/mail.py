@@ -16,7 +16,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
 from typing import Literal, Protocol
 
-from agent.errors import ToolError
+from core.errors import ToolError
 
 Security = Literal["starttls", "ssl", "none"]
 

@@ -9,9 +9,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from agent.errors import ToolError
-from agent.redact import mask_email
-from agent.sqlite import Database
+from core.db import Database
+from core.errors import ToolError
+from core.redact import mask_email
 from tools.base import Account, ServiceStatus
 
 DEMO_ACCOUNTS = [

@@ -12,7 +12,7 @@ import chromadb
 from chromadb.api import ClientAPI
 from chromadb.config import Settings as ChromaSettings
 
-from agent.pack import Pack
+from core.pack import Pack
 from vectorstore.embeddings import Embedder
 
 

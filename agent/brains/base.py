@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from agent.pack import Runbook
 from agent.state import Decision, Reply, Understanding
+from core.pack import Runbook
 
 
 @dataclass(frozen=True)

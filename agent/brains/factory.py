@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from agent.brains.base import Brain
 from agent.brains.llm import LLMBrain, LLMConfig
 from agent.brains.offline import OfflineBrain
-from agent.settings import Settings
+from core.settings import Settings
 from vectorstore.index import RunbookIndex
 
 if TYPE_CHECKING:

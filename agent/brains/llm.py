@@ -6,7 +6,7 @@ replies. Every model output is either a typed proposal the policy checks, or tex
 deterministic grounding check; anything else falls back to the offline brain's result. Nothing
 here raises on a model or network failure, and raw model output is never shown or logged.
 
-Customer text is redacted (agent/redact.py) before it goes to the model. A message in another
+Customer text is redacted (core/redact.py) before it goes to the model. A message in another
 language is routed on the model's English rendering of it (the embedding model is English-only),
 and the policy still checks the proposal against those candidates. Streamed replies are released
 sentence by sentence, each sentence checked before it leaves.
@@ -27,9 +27,9 @@ from agent.brains.base import ReplyContext
 from agent.brains.language import guess_language
 from agent.brains.offline import OfflineBrain
 from agent.brains.streaming import Delta, ReplyStream
-from agent.pack import Runbook
-from agent.redact import redact
 from agent.state import Reply, Understanding, Usage
+from core.pack import Runbook
+from core.redact import redact
 from vectorstore.index import RunbookIndex
 
 if TYPE_CHECKING:

@@ -10,8 +10,8 @@ import re
 from datetime import datetime
 
 from agent.brains.base import ReplyContext
-from agent.pack import Runbook
 from agent.state import Reply, Scored, Understanding
+from core.pack import Runbook
 from vectorstore.index import RunbookIndex
 
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from agent.errors import TieroneError
+from core.errors import TieroneError
 
 log = logging.getLogger(__name__)
 

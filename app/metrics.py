@@ -14,8 +14,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from agent.desk import Desk
 from agent.state import ReasonCode
+from app.desk import Desk
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _REASONS = frozenset(get_args(ReasonCode))

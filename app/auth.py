@@ -16,8 +16,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal, cast
 
-from agent.errors import TieroneError
-from agent.sqlite import Database
+from core.db import Database
+from core.errors import TieroneError
 
 Role = Literal["l2", "admin"]
 ROLES: tuple[Role, ...] = ("l2", "admin")
@@ -55,7 +55,7 @@ class ApiKeys:
     """API keys of technicians and admins, stored hashed; a key is shown once, when it is created."""
 
     def __init__(self, path: Path, clock: Callable[[], datetime] | None = None) -> None:
-        from agent.deps import utc_now
+        from core.clock import utc_now
 
         self._db = Database(path)
         self._clock = clock or utc_now

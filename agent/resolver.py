@@ -7,44 +7,26 @@ import hmac
 import json
 import re
 import secrets
-import sqlite3
 import threading
 import time
 import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, cast
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.checkpoint.sqlite import SqliteSaver
 
-from agent.brains.factory import make_brain
 from agent.brains.streaming import DELTA_SINK, Delta
-from agent.deps import Deps, utc_now
-from agent.desk import Desk
-from agent.errors import ConversationNotFound, MessageRejected
+from agent.deps import Deps
 from agent.graph import build_graph
-from agent.handoff import HandoffQueue
-from agent.mail import EmailChannel, MailStore, open_mailer
-from agent.messages import MessageLog
-from agent.notify import Notifier
-from agent.pack import Pack, load_pack
-from agent.settings import Settings
-from agent.sqlite import Database
 from agent.state import ConversationState
-from agent.vault import Vault, hold, load_key
-from tools.actions import Limits, Toolbox
-from tools.base import Directory, StatusPage
-from tools.http_backend import HttpDirectory, HttpStatusPage
-from tools.ledger import Ledger
-from tools.outbox import FileOutbox
-from tools.sqlite_backend import SqliteDirectory
-from vectorstore.embeddings import Embedder, MiniLMEmbedder
-from vectorstore.index import RunbookIndex, open_client
+from core.db import Database
+from core.errors import ConversationNotFound, MessageRejected
+from core.vault import hold
 
 CHANNELS = ("chat", "api", "email")
 
@@ -394,123 +376,3 @@ class Resolver:
         values = dict(self.graph.get_state(self._config(conversation_id)).values)
         values.pop("inbox", None)
         return values
-
-
-def open_sqlite_checkpointer(path: Path) -> SqliteSaver:
-    """A LangGraph checkpointer on a SQLite file, usable from the server's worker threads."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, check_same_thread=False, timeout=10)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    return SqliteSaver(conn)
-
-
-@dataclass
-class Runtime:
-    """Everything a process opens once: the pack, the index, the brain, the resolver."""
-
-    settings: Settings
-    pack: Pack
-    index: RunbookIndex
-    resolver: Resolver
-    outbox: FileOutbox
-    ledger: Ledger
-    directory: SqliteDirectory
-    messages: MessageLog
-    desk: Desk
-    # Delivers new handoff packets to the helpdesk webhook; the server starts and stops its worker.
-    notifier: Notifier | None = None
-    # Inbound mail in, replies out by mail (POST /inbound/email).
-    email: EmailChannel | None = None
-
-
-def open_runtime(
-    settings: Settings,
-    *,
-    embedder: Embedder | None = None,
-    clock: Callable[[], datetime] = utc_now,
-    checkpointer: BaseCheckpointSaver[str] | None = None,
-    index: RunbookIndex | None = None,
-) -> Runtime:
-    """Load the pack, sync the Chroma index, open the stores and build the resolver."""
-    if index is None:
-        pack = load_pack(settings.runbooks)
-        index = RunbookIndex(open_client(settings.chroma_dir), pack, embedder or MiniLMEmbedder())
-        index.sync()
-    pack = index.pack
-    embedded = SqliteDirectory(settings.desk_db, clock)
-    directory: Directory = (
-        HttpDirectory(settings.directory_url, settings.directory_token) if settings.directory_url else embedded
-    )
-    status_page: StatusPage = HttpStatusPage(settings.status_url) if settings.status_url else embedded
-    ledger = Ledger(settings.desk_db, clock)
-    outbox = FileOutbox(settings.outbox_dir, clock)
-    # Codes and mail replies go out by SMTP when a relay is set, else into the file outbox.
-    mailer = open_mailer(settings, outbox, clock)
-    vault_key = load_key(settings.vault_key.get_secret_value() if settings.vault_key else None, settings.data_dir)
-    vault = Vault(settings.vault_db, vault_key, clock, retention=timedelta(hours=settings.vault_retention_hours))
-    limits = Limits(
-        verification_ttl=timedelta(minutes=settings.verification_ttl_minutes),
-        code_cooldown=timedelta(seconds=settings.code_cooldown_seconds),
-        codes_per_hour=settings.codes_per_account_per_hour,
-        account_actions_per_day=settings.account_actions_per_day,
-    )
-    toolbox = Toolbox(
-        directory=directory,
-        status_page=status_page,
-        outbox=mailer,
-        ledger=ledger,
-        clock=clock,
-        limits=limits,
-        vault=vault,
-    )
-    notifier = Notifier.from_settings(settings, clock)
-    deps = Deps(
-        pack=pack,
-        brain=make_brain(settings, index),
-        toolbox=toolbox,
-        handoffs=HandoffQueue(settings.desk_db, clock, on_store=notifier.enqueue if notifier.enabled else None),
-        clock=clock,
-    )
-    resolver = Resolver(
-        deps,
-        checkpointer or open_sqlite_checkpointer(settings.conversations_db),
-        Conversations(settings.desk_db),
-        max_message_chars=settings.max_message_chars,
-    )
-    messages = MessageLog(settings.desk_db, clock)
-    desk = Desk(
-        settings.desk_db,
-        clock,
-        deps.handoffs,
-        messages,
-        reopen=resolver.reopen,
-        at_risk_minutes=settings.sla_at_risk_minutes,
-    )
-    resolver.after_turn.append(desk.after_turn)
-    email = EmailChannel(
-        MailStore(settings.desk_db, clock, hash_address=vault.subject, sealer=vault.sealer),
-        mailer,
-        resolver,
-        sender=settings.mail_from,
-        status=lambda cid: desk.status(cid).status,
-        validate=lambda text: validate_message(text, settings.max_message_chars),
-        clock=clock,
-        email_of_account=lambda account_id: found.email if (found := directory.get(account_id)) else None,
-        remember_address=vault.link_subject,
-    )
-    resolver.after_turn.append(email.after_turn)
-    desk.on_reply.append(email.on_desk_reply)
-    return Runtime(
-        settings=settings,
-        pack=pack,
-        index=index,
-        resolver=resolver,
-        outbox=outbox,
-        ledger=ledger,
-        directory=embedded,
-        messages=messages,
-        desk=desk,
-        notifier=notifier,
-        email=email,
-    )

@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any, Literal
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
-from agent.errors import TieroneError
+from core.errors import TieroneError
 
 if TYPE_CHECKING:
-    from agent.service import Runtime
+    from app.runtime import Runtime
 
 # Kept on purpose: the security record of what tools did (no personal data) and erasures themselves.
 KEPT_TABLES = frozenset({"audit", "erasures"})

@@ -22,10 +22,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from agent.errors import PacketNotFound, TieroneError
 from agent.handoff import HandoffPacket, HandoffQueue
-from agent.messages import Line, MessageLog
-from agent.sqlite import Database
+from app.messages import Line, MessageLog
+from core.db import Database
+from core.errors import PacketNotFound, TieroneError
 
 Status = Literal["bot", "queued", "claimed", "resolved"]
 STATUSES: tuple[Status, ...] = ("bot", "queued", "claimed", "resolved")

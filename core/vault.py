@@ -27,9 +27,9 @@ from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from agent.errors import TieroneError
-from agent.redact import redact_spans
-from agent.sqlite import Database
+from core.db import Database
+from core.errors import TieroneError
+from core.redact import redact_spans
 
 log = logging.getLogger("tierone")
 

@@ -15,7 +15,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agent.errors import PackError, PackProblem
+from core.errors import PackError, PackProblem
 
 Impact = Literal["single_user", "team", "organisation"]
 Urgency = Literal["low", "normal", "high"]

@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     directory_token: str | None = None
     # An Atlassian Statuspage v2 page; unset: the embedded status page.
     status_url: str | None = None
-    # A helpdesk webhook that receives every new handoff packet (agent/notify.py); unset: none sent.
+    # A helpdesk webhook that receives every new handoff packet (app/notify.py); unset: none sent.
     handoff_webhook_url: str | None = None
     handoff_webhook_secret: str | None = None
     handoff_webhook_timeout_s: float = 10.0
@@ -86,7 +86,7 @@ class Settings(BaseSettings):
     # Server logs: "json" (one object per line, no message text) or "text"; and the level.
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
-    # The vault (agent/vault.py): Fernet key(s), comma-separated to rotate (the first encrypts);
+    # The vault (core/vault.py): Fernet key(s), comma-separated to rotate (the first encrypts);
     # unset: a development key is made in DATA_DIR/vault.key, with a warning. Values are purged
     # after the retention limit.
     vault_key: SecretStr | None = None

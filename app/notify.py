@@ -36,8 +36,6 @@ once its lease ends, so a restarted worker sends it again.
 from __future__ import annotations
 
 import email.utils
-import hashlib
-import hmac
 import logging
 import random
 import sqlite3
@@ -50,10 +48,11 @@ from typing import Any, Literal
 
 import httpx
 
-from agent.errors import PacketNotFound
 from agent.handoff import HandoffPacket, HandoffQueue
-from agent.settings import Settings
-from agent.sqlite import Database
+from core.db import Database
+from core.errors import PacketNotFound
+from core.settings import Settings
+from core.signing import sign
 
 log = logging.getLogger("tierone.notify")
 
@@ -105,10 +104,6 @@ class Webhook:
             timeout_s=settings.handoff_webhook_timeout_s,
         )
 
-
-def sign(secret: str, body: bytes) -> str:
-    """The signature header's value: hex HMAC-SHA256 of the raw body."""
-    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 def backoff_s(attempt: int, base_s: float, max_s: float, rand: Callable[[], float] = random.random) -> float:

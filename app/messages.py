@@ -17,8 +17,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from agent.redact import redact
-from agent.sqlite import Database
+from core.db import Database
+from core.redact import redact
 
 Role = Literal["customer", "bot", "technician", "system"]
 ROLES: tuple[Role, ...] = ("customer", "bot", "technician", "system")

@@ -1,0 +1,1 @@
+"""Building blocks every other package uses; imports nothing of Tierone's own."""
