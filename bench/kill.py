@@ -581,6 +581,59 @@ def _kill(kind: str, rng: random.Random, supervisor: Supervisor, backend: Backen
     return None
 
 
+def _check_conversation(
+    p: Played, body: dict[str, Any], expected: list[str], graph: Any, db: sqlite3.Connection, backend: Backend
+) -> list[str]:
+    """One played conversation against its transcript, checkpoint, packets and account changes."""
+    failures: list[str] = []
+    customer = [line["text"] for line in body["transcript"] if line["role"] == "customer"]
+    if customer != expected:
+        failures.append(
+            f"{p.script} {p.conversation_id}: customer lines {customer} != sent {expected}; turns: {p.trace}"
+        )
+    script = _script(p.script)
+    complete = len(p.sent) == len(script.turns)
+    if complete and body["stage"] != script.stage:
+        failures.append(
+            f"{p.script} {p.conversation_id}: ended at {body['stage']!r}, not {script.stage!r}; turns: {p.trace}"
+        )
+    config = {"configurable": {"thread_id": p.conversation_id}}
+    if graph.get_state(config).next:
+        failures.append(f"{p.script} {p.conversation_id}: a turn is left half-done")
+    rows = db.execute("SELECT packet_id FROM handoffs WHERE conversation_id = ?", (p.conversation_id,))
+    stored = {r[0] for r in rows}
+    if stored != p.packets:
+        failures.append(f"{p.script} {p.conversation_id}: packets stored {stored} != seen {p.packets}")
+    for packet_id in p.packets:
+        if packet_id not in backend.packets:
+            failures.append(f"{p.script} {p.conversation_id}: packet {packet_id} never reached the helpdesk")
+    keys = {key for account, action, key in backend.action_requests if account == p.account_id}
+    if len(keys) > 1:
+        failures.append(f"{p.script} {p.conversation_id}: {len(keys)} idempotency keys for one change")
+    acted = [r for r in backend.results.values() if r[0] == p.account_id]
+    if complete and script.action and len(acted) != 1:
+        failures.append(f"{p.script} {p.conversation_id}: the account change happened {len(acted)} times")
+    for key in keys & set(backend.results):
+        rows = db.execute("SELECT outcome FROM audit WHERE key = ? AND outcome = 'ok'", (key,)).fetchall()
+        if len(rows) != 1:
+            failures.append(f"{p.script} {p.conversation_id}: {len(rows)} audit records for the change {key}")
+    return failures
+
+
+def _code_mails(data_dir: Path) -> tuple[Counter[str], list[str]]:
+    """Code mails per conversation from the outbox, and a failure for each conversation mailed two codes."""
+    # Each script asks for one code. A send cut off between its mail and the ledger's record is
+    # replayed with the same code (Vault.code_for): the mail may go twice, never with two codes.
+    mails: Counter[str] = Counter()
+    codes: dict[str, set[str]] = {}
+    for line in (data_dir / "outbox" / "mail.jsonl").read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            mail = json.loads(line)
+            mails[mail["conversation_id"]] += 1
+            codes.setdefault(mail["conversation_id"], set()).update(re.findall(r"\b\d{6}\b", mail["body"]))
+    return mails, [f"{cid}: {len(found)} different codes mailed" for cid, found in codes.items() if len(found) > 1]
+
+
 def check(played: list[Played], backend: Backend, data_dir: Path, supervisor: Supervisor) -> dict[str, Any]:
     """Every promise the durability section makes, checked against the stores and the fakes."""
     sys.path.insert(0, str(ROOT))
@@ -609,52 +662,12 @@ def check(played: list[Played], backend: Backend, data_dir: Path, supervisor: Su
         if view.status_code != 200:
             failures.append(f"{p.script} {p.conversation_id}: lost (GET answered {view.status_code})")
             continue
-        body = view.json()
-        customer = [line["text"] for line in body["transcript"] if line["role"] == "customer"]
-        expected = [redact(text) for text in p.sent]
         messages += len(p.sent)
-        if customer != expected:
-            failures.append(
-                f"{p.script} {p.conversation_id}: customer lines {customer} != sent {expected}; turns: {p.trace}"
-            )
-        script = _script(p.script)
-        complete = len(p.sent) == len(script.turns)
-        if complete and body["stage"] != script.stage:
-            failures.append(
-                f"{p.script} {p.conversation_id}: ended at {body['stage']!r}, not {script.stage!r}; turns: {p.trace}"
-            )
-        config = {"configurable": {"thread_id": p.conversation_id}}
-        if graph.get_state(config).next:  # type: ignore[arg-type]
-            failures.append(f"{p.script} {p.conversation_id}: a turn is left half-done")
-        rows = db.execute("SELECT packet_id FROM handoffs WHERE conversation_id = ?", (p.conversation_id,))
-        stored = {r[0] for r in rows}
-        if stored != p.packets:
-            failures.append(f"{p.script} {p.conversation_id}: packets stored {stored} != seen {p.packets}")
-        for packet_id in p.packets:
-            if packet_id not in backend.packets:
-                failures.append(f"{p.script} {p.conversation_id}: packet {packet_id} never reached the helpdesk")
-        keys = {key for account, action, key in backend.action_requests if account == p.account_id}
-        if len(keys) > 1:
-            failures.append(f"{p.script} {p.conversation_id}: {len(keys)} idempotency keys for one change")
-        acted = [r for r in backend.results.values() if r[0] == p.account_id]
-        if complete and script.action and len(acted) != 1:
-            failures.append(f"{p.script} {p.conversation_id}: the account change happened {len(acted)} times")
-        for key in keys & set(backend.results):
-            rows = db.execute("SELECT outcome FROM audit WHERE key = ? AND outcome = 'ok'", (key,)).fetchall()
-            if len(rows) != 1:
-                failures.append(f"{p.script} {p.conversation_id}: {len(rows)} audit records for the change {key}")
+        failures += _check_conversation(p, view.json(), [redact(text) for text in p.sent], graph, db, backend)
     left = db.execute("SELECT key, tool FROM tool_runs WHERE status = 'started'").fetchall()
     failures += [f"tool run {r['key']} ({r['tool']}) left started" for r in left]
-    # Each script asks for one code. A send cut off between its mail and the ledger's record is
-    # replayed with the same code (Vault.code_for): the mail may go twice, never with two codes.
-    mails: Counter[str] = Counter()
-    codes: dict[str, set[str]] = {}
-    for line in (data_dir / "outbox" / "mail.jsonl").read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            mail = json.loads(line)
-            mails[mail["conversation_id"]] += 1
-            codes.setdefault(mail["conversation_id"], set()).update(re.findall(r"\b\d{6}\b", mail["body"]))
-    failures += [f"{cid}: {len(found)} different codes mailed" for cid, found in codes.items() if len(found) > 1]
+    mails, wrong_codes = _code_mails(data_dir)
+    failures += wrong_codes
     undelivered = db.execute("SELECT COUNT(*) FROM handoff_deliveries WHERE status != 'delivered'").fetchone()[0]
     if undelivered:
         failures.append(f"{undelivered} handoff deliveries not delivered")
