@@ -96,7 +96,8 @@ _PASSWORD_SHAPE = re.compile(
 
 # --- contact -------------------------------------------------------------------------------------
 
-_EMAIL = re.compile(r"(?<![\w.+'-])[\w.+'-]+@[\w-]+(?:\.[\w-]+)+")
+# The one email-address pattern: redaction, routing and the grounding check all use it.
+EMAIL = re.compile(r"(?<![\w.+'-])[\w.+'-]+@[\w-]+(?:\.[\w-]+)+")
 _EMAIL_SPELLED = re.compile(
     r"(?i)(?<![\w.])[\w.+-]+\s*(?:\[at\]|\(at\)|\{at\}|\sat\s)\s*[\w-]+(?:\s*(?:\[dot\]|\(dot\)|\{dot\}|\sdot\s)\s*[\w-]+)+"
 )
@@ -281,7 +282,7 @@ def find(text: str) -> list[Span]:
     for m in _SECRET_AFTER_WORD.finditer(text):
         start, end = _trim_value(text, m.start(1), m.end(1))
         # "the password of jane@example.com", "login: jane@example.com": an address, not a secret
-        add(start, end, "email" if _EMAIL.fullmatch(text[start:end]) else "secret")
+        add(start, end, "email" if EMAIL.fullmatch(text[start:end]) else "secret")
     for m in _SECRET_BY_CONTEXT.finditer(text):
         add(*_trim_value(text, m.start(1), m.end(1)), "secret")
     for m in _TOKENS.finditer(text):
@@ -289,9 +290,9 @@ def find(text: str) -> list[Span]:
     for m in _URL_PASSWORD.finditer(text):
         add(m.start(1), m.end(1), "secret")
     for m in _PASSWORD_SHAPE.finditer(text):
-        if not _EMAIL.search(m.group(0)):
+        if not EMAIL.search(m.group(0)):
             add(*_trim_value(text, m.start(), m.end()), "secret")
-    for m in _EMAIL.finditer(text):
+    for m in EMAIL.finditer(text):
         add(m.start(), m.end(), "email")
     for m in _EMAIL_SPELLED.finditer(text):
         add(m.start(), m.end(), "email")

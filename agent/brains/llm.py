@@ -29,7 +29,7 @@ from agent.brains.offline import OfflineBrain
 from agent.brains.streaming import Delta, ReplyStream
 from agent.state import Reply, Understanding, Usage
 from core.pack import Runbook
-from core.redact import redact
+from core.redact import EMAIL, redact
 from vectorstore.index import RunbookIndex
 
 if TYPE_CHECKING:
@@ -52,7 +52,6 @@ _ELLIPSIS = " [...] "
 _VERBATIM_ACTIONS = frozenset({"handoff", "relay", "ask_code"})
 
 _URL = re.compile(r"(?:https?://|www\.)\S+|\b(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,}(?:/\S*)?", re.IGNORECASE)
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _PHONE = re.compile(r"\+?\(?\d[\d\s().-]{5,}\d")
 _DIGITS = re.compile(r"\d+")
 _LANGUAGE = re.compile(r"^[a-z]{2}$")
@@ -169,7 +168,7 @@ def _sources_allow(found: str, sources: str) -> bool:
 
 def span_grounded(span: str, sources: str) -> bool:
     """Whether a piece of a reply states no URL, email, phone number or digit run absent from sources."""
-    for pattern in (_URL, _EMAIL, _PHONE):
+    for pattern in (_URL, EMAIL, _PHONE):
         for match in pattern.finditer(span):
             if not _sources_allow(match.group(0).strip().rstrip(".,;:!?)"), sources):
                 return False

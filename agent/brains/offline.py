@@ -12,9 +12,9 @@ from datetime import datetime
 from agent.brains.base import ReplyContext
 from agent.state import Reply, Scored, Understanding
 from core.pack import Runbook
+from core.redact import EMAIL
 from vectorstore.index import RunbookIndex
 
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _CODE = re.compile(r"(?<![\d@])(\d{3})[ -]?(\d{3})(?!\d)")
 _WORD = re.compile(r"[a-z']+")
 
@@ -114,7 +114,7 @@ def sentiment(text: str) -> float:
 
 def routing_query(text: str) -> str:
     """The part of a message routing looks at: addresses and codes say nothing about the problem."""
-    return _CODE.sub(" ", _EMAIL.sub(" ", text)).strip()
+    return _CODE.sub(" ", EMAIL.sub(" ", text)).strip()
 
 
 class OfflineBrain:
@@ -134,7 +134,7 @@ class OfflineBrain:
             if _WORD.search(query.lower())
             else []
         )
-        email = _EMAIL.search(text)
+        email = EMAIL.search(text)
         code = _CODE.search(text)
         deny = bool(_NO.search(text))
         return Understanding(
