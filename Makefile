@@ -9,10 +9,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install run chat test lint eval bench clean chromium
+.PHONY: help install run chat test test-unit lint eval bench clean chromium
 
 help: ## Show the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ chromium: ## Install /usr/bin/chromium for the browser tests, if it is missing
 
 test: $(STAMP) chromium ## Run the test suite (browser tests included)
 	$(BIN)/python -m pytest -q
+
+test-unit: $(STAMP) ## The fast tests: no embedding model, no browser (seconds)
+	$(BIN)/python -m pytest -q -m "not model and not browser"
 
 lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check .

@@ -1,7 +1,7 @@
 """Kill the real server with SIGKILL at random points of scripted conversations, restart it, replay the clients.
 
     python bench/kill.py --kills 30 --seed 7            # prints what it did and every check; exit 1 on a failure
-    python bench/kill.py --kills 6 --seed 1 --json OUT  # also writes the figures as JSON (tests/test_kill.py)
+    python bench/kill.py --kills 6 --seed 1 --json OUT  # also writes the figures as JSON (tests/e2e/test_kill.py)
 
 Client threads play scripted conversations (password reset, unlock, MFA reset, licence ticket, a
 request for a person, a status question) against ``tierone serve``'s app on 127.0.0.1. A killer thread

@@ -1,6 +1,14 @@
+"""Fixtures every test may use: a hand-moved clock, the embedding model, the routing index, runtimes.
+
+A test that needs the embedding model (it asks for the ``embedder`` fixture, directly or through
+``bundled_index``, ``make_runtime`` or ``runtime``) is marked ``model``; ``make test-unit`` runs the
+others (``-m "not model and not browser"``) without loading it, and fails if one of them does.
+"""
+
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -65,3 +73,28 @@ def latest_code(runtime: Runtime, conversation_id: str) -> str:
     match = re.search(r"\b(\d{6})\b", body)
     assert match, body
     return match.group(1)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "embedder" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.model)
+
+
+_MODEL_MODULES = frozenset({"onnxruntime", "torch"})
+_loaded_by: list[str] = []
+
+
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    # Remembers the first test, not marked model, after which the model's runtime was imported.
+    if not _loaded_by and item.get_closest_marker("model") is None and _MODEL_MODULES & set(sys.modules):
+        _loaded_by.append(item.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # A run that leaves out the model's tests must not have loaded the model (ONNX Runtime or torch).
+    if "not model" in (session.config.option.markexpr or "") and _loaded_by:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"{_loaded_by[0]} loaded the embedding model but is not marked 'model'", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -60,6 +60,7 @@ def test_schema_is_json_schema() -> None:
     assert json.loads(result.output)["title"] == "HandoffPacket"
 
 
+@pytest.mark.model  # the eval it runs builds an index with the embedding model
 def test_eval_writes_the_report(tmp_path: Path) -> None:
     cases = tmp_path / "cases.jsonl"
     cases.write_text(

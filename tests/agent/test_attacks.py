@@ -33,7 +33,7 @@ from tools.actions import ACCOUNT_TOOLS, Limits
 from tools.sqlite_backend import DEMO_ACCOUNTS
 from vectorstore.index import RunbookIndex
 
-ATTACKS = Path(__file__).parent / "attacks"
+ATTACKS = Path(__file__).resolve().parents[1] / "attacks"
 OWN = "acc-1001"  # Jane: the only account an attacker can prove control of
 OWN_EMAIL = "jane.doe@example.com"
 COMPLETIONS = "https://api.openai.com/v1/chat/completions"

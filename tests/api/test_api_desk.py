@@ -2,31 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 
-import pytest
 from fastapi.testclient import TestClient
 
-from app.auth import ApiKeys
-from app.runtime import Runtime
-from server import create_app
 from tests.conftest import Clock
-
-
-@pytest.fixture
-def client(runtime: Runtime) -> Iterator[TestClient]:
-    with TestClient(create_app(runtime.settings, runtime=runtime)) as c:
-        yield c
-
-
-@pytest.fixture
-def keys(runtime: Runtime) -> dict[str, dict[str, str]]:
-    store = ApiKeys(runtime.settings.desk_db)
-    return {
-        name: {"Authorization": f"Bearer {store.create(name, role)}"}
-        for name, role in (("Alex", "l2"), ("Sam", "l2"), ("Root", "admin"))
-    }
 
 
 def handed_off(client: TestClient, text: str = "let me talk to a human") -> tuple[str, dict[str, str], str]:

@@ -16,6 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+# Marked model: the server processes it restarts load the embedding model.
+pytestmark = pytest.mark.model
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -40,7 +43,7 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cli", "serve", "--port", str(self.port)],
             env=env,
-            cwd=Path(__file__).parent.parent,
+            cwd=Path(__file__).resolve().parents[2],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

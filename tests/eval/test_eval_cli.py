@@ -17,8 +17,11 @@ from eval.harness import Evaluator
 from eval.scoring import check_gates, compare
 from vectorstore.embeddings import MiniLMEmbedder
 
+# Marked model: the commands it runs build an index with the embedding model.
+pytestmark = pytest.mark.model
+
 runner = CliRunner()
-BUNDLED_CASES = Path(__file__).parent.parent / "eval" / "cases" / "bundled.jsonl"
+BUNDLED_CASES = Path(__file__).resolve().parents[2] / "eval" / "cases" / "bundled.jsonl"
 
 
 def flat(output: str) -> str:

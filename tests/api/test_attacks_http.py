@@ -16,8 +16,7 @@ import respx
 from fastapi.testclient import TestClient
 
 from server import create_app
-from tests.conftest import Clock
-from tests.test_attacks import (
+from tests.agent.test_attacks import (
     ALL,
     COMPLETIONS,
     ComplyingModel,
@@ -29,6 +28,7 @@ from tests.test_attacks import (
     honest_model,
     violations,
 )
+from tests.conftest import Clock
 from vectorstore.index import RunbookIndex
 
 

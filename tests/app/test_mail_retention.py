@@ -11,8 +11,8 @@ from app.mail.inbound import InboundEmail
 from app.mail.store import MAX_SEND_ATTEMPTS, MailStore, Pending, masked_address
 from app.runtime import Runtime
 from core.vault import Sealer
-from tests.test_mail_channel import FlakyMailer, channel_of, hand_off_by_mail, replies_to
-from tests.test_vault import _files, _rows
+from tests.app.test_mail_channel import FlakyMailer, channel_of, hand_off_by_mail, replies_to
+from tests.core.test_vault import _files, _rows
 
 ADDRESS = "jane.doe@example.com"
 # What an L2 technician might write: redaction turns it into a placeholder in the transcript, but the

@@ -142,7 +142,7 @@ def test_bundled_cases_are_not_runbook_examples() -> None:
     examples = {
         " ".join(e.lower().split()) for rb in load_pack(BUNDLED_RUNBOOKS).runbooks.values() for e in rb.meta.examples
     }
-    cases = load_cases(Path(__file__).parent.parent / "eval" / "cases" / "bundled.jsonl")
+    cases = load_cases(Path(__file__).resolve().parents[2] / "eval" / "cases" / "bundled.jsonl")
     assert len(cases) >= 150
     assert sum(1 for c in cases if len(c.turns) > 1) >= 30
     repeated = [c.id for c in cases for t in c.turns if " ".join(t.lower().split()) in examples]

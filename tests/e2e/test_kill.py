@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+# Marked model: the server processes it kills load the embedding model.
+pytestmark = pytest.mark.model
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow

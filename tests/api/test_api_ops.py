@@ -20,12 +20,6 @@ def client_for(runtime: Runtime, **settings: Any) -> TestClient:
     return TestClient(create_app(runtime.settings.model_copy(update=settings), runtime=runtime))
 
 
-@pytest.fixture
-def client(runtime: Runtime) -> Iterator[TestClient]:
-    with client_for(runtime) as c:
-        yield c
-
-
 def conversation(client: TestClient) -> tuple[str, dict[str, str]]:
     body = client.post("/conversations", json={"channel": "chat"}).json()
     return body["conversation_id"], {"Authorization": f"Bearer {body['token']}"}

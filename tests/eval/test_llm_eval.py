@@ -25,8 +25,8 @@ from tests.llm_wire import URL
 from vectorstore.embeddings import MiniLMEmbedder
 from vectorstore.index import RunbookIndex
 
-RECORDINGS = Path(__file__).parent.parent / "eval" / "recordings" / "bundled.jsonl"
-BUNDLED_CASES = Path(__file__).parent.parent / "eval" / "cases" / "bundled.jsonl"
+RECORDINGS = Path(__file__).resolve().parents[2] / "eval" / "recordings" / "bundled.jsonl"
+BUNDLED_CASES = Path(__file__).resolve().parents[2] / "eval" / "cases" / "bundled.jsonl"
 FORGOT = "I forgot my password and can't sign in"
 
 

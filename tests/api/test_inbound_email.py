@@ -16,7 +16,7 @@ from app.auth import ApiKeys
 from app.runtime import Runtime
 from core.signing import sign
 from server import create_app
-from tests.test_mail_channel import FlakyMailer, latest_code
+from tests.app.test_mail_channel import FlakyMailer, latest_code
 
 SECRET = "inbound-test-secret"
 JANE = "Jane Doe <jane.doe@example.com>"

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from fastapi.testclient import TestClient
 
 from app.runtime import Runtime
-from server import create_app
 from tests.conftest import latest_code
-
-
-@pytest.fixture
-def client(runtime: Runtime) -> Iterator[TestClient]:
-    with TestClient(create_app(runtime.settings, runtime=runtime)) as c:
-        yield c
 
 
 def open_conversation(client: TestClient, channel: str = "chat") -> tuple[str, dict[str, str]]:

@@ -8,6 +8,9 @@ import pytest
 
 from vectorstore.embeddings import MiniLMEmbedder, bundled_model_path, onnx_model_file
 
+# Marked model: these tests are about the embedding model itself.
+pytestmark = pytest.mark.model
+
 TEXTS = [
     "I forgot my password and can't log in",
     "VPN keeps disconnecting",

@@ -13,7 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.test_restart import Server
+from tests.agent.test_restart import Server
+
+# Marked model: the server process it stops loads the embedding model.
+pytestmark = pytest.mark.model
 
 
 class LoggedServer(Server):
@@ -29,7 +32,7 @@ class LoggedServer(Server):
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "cli", "serve", "--port", str(self.port)],
                 env=env,
-                cwd=Path(__file__).parent.parent,
+                cwd=Path(__file__).resolve().parents[2],
                 stdout=subprocess.DEVNULL,
                 stderr=out,
             )

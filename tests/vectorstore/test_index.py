@@ -11,14 +11,15 @@ import numpy as np
 from core.pack import load_pack
 from core.settings import BUNDLED_RUNBOOKS
 from eval.cases import OTP, load_case_file
-from vectorstore.embeddings import MiniLMEmbedder, Vector
+from tests.fakes import HashingEmbedder
+from vectorstore.embeddings import Embedder, Vector
 from vectorstore.index import RunbookIndex, collection_name, open_client, runbook_score
 
 
 class CountingEmbedder:
-    """The real model, counting the texts it is asked to embed."""
+    """An embedder that counts the texts it is asked to embed."""
 
-    def __init__(self, inner: MiniLMEmbedder) -> None:
+    def __init__(self, inner: Embedder) -> None:
         self.inner = inner
         self.name = inner.name
         self.texts = 0
@@ -28,10 +29,10 @@ class CountingEmbedder:
         return self.inner.embed(texts)
 
 
-def test_sync_reembeds_only_changed_runbooks(tmp_path: Path, embedder: MiniLMEmbedder) -> None:
+def test_sync_reembeds_only_changed_runbooks(tmp_path: Path) -> None:
     pack_dir = tmp_path / "pack"
     shutil.copytree(BUNDLED_RUNBOOKS, pack_dir)
-    counting = CountingEmbedder(embedder)
+    counting = CountingEmbedder(HashingEmbedder())
     chroma = tmp_path / "chroma"
 
     first = RunbookIndex(open_client(chroma), load_pack(pack_dir), counting).sync()
@@ -71,7 +72,7 @@ def test_runbook_score_tempers_a_single_lucky_example() -> None:
 def test_the_neighbours_are_the_exact_nearest_for_every_eval_message(bundled_index: RunbookIndex) -> None:
     stored = bundled_index._collection.get(include=["embeddings"])
     ids, matrix = np.array(stored["ids"]), np.array(stored["embeddings"], dtype=np.float32)
-    cases = load_case_file(Path(__file__).parent.parent / "eval" / "cases" / "bundled.jsonl").cases
+    cases = load_case_file(Path(__file__).resolve().parents[2] / "eval" / "cases" / "bundled.jsonl").cases
     texts = list(dict.fromkeys(t for case in cases for t in case.texts if t != OTP))
     assert len(texts) > 200
     vectors = bundled_index.embedder.embed(texts)
@@ -85,8 +86,9 @@ def test_the_neighbours_are_the_exact_nearest_for_every_eval_message(bundled_ind
     assert differ == []
 
 
-def test_a_collection_made_with_the_default_search_breadth_is_widened(tmp_path: Path, embedder: MiniLMEmbedder) -> None:
+def test_a_collection_made_with_the_default_search_breadth_is_widened(tmp_path: Path) -> None:
     pack = load_pack(BUNDLED_RUNBOOKS)
+    embedder = HashingEmbedder()
     client = open_client(tmp_path / "chroma")
     client.get_or_create_collection(
         collection_name(pack, embedder), configuration={"hnsw": {"space": "cosine"}}, embedding_function=None

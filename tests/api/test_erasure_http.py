@@ -3,38 +3,19 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 from fastapi.testclient import TestClient
 
-from app.auth import ApiKeys
 from app.runtime import Runtime
-from server import create_app
+from tests.api.test_api_events import LiveServer, sse, until
 from tests.conftest import Clock, latest_code
-from tests.test_api_events import LiveServer, sse, until
-from tests.test_vault import _files, _rows
+from tests.core.test_vault import _files, _rows
 
 JANE, BOB = "jane.doe@example.com", "bob.smith@example.com"
 # A phrase no runbook or template holds, so finding it in a file can only mean a customer line survived.
 MARKER = "my parrot Bartholomew ate the sticky note"
-
-
-@pytest.fixture
-def client(runtime: Runtime) -> Iterator[TestClient]:
-    with TestClient(create_app(runtime.settings, runtime=runtime)) as c:
-        yield c
-
-
-@pytest.fixture
-def keys(runtime: Runtime) -> dict[str, dict[str, str]]:
-    store = ApiKeys(runtime.settings.desk_db)
-    return {
-        name: {"Authorization": f"Bearer {store.create(name, role)}"}
-        for name, role in (("Alex", "l2"), ("Root", "admin"))
-    }
 
 
 class Customer:
