@@ -455,9 +455,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if getattr(app.state, "runtime", None) is None:
             app.state.runtime = open_runtime(settings)
-        metrics = Metrics(app.state.runtime.desk)
-        app.state.metrics = metrics
-        app.state.runtime.resolver.after_turn.append(metrics.after_turn)
+        app.state.metrics = app.state.runtime.metrics
         app.state.runtime.resolver.recover()
         # A process stopped between a turn's last checkpoint and its log write left lines unmirrored.
         for conversation_id in app.state.runtime.resolver.conversations.ids():
@@ -468,7 +466,6 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         yield
         if notifier is not None:
             notifier.stop()
-        app.state.runtime.resolver.after_turn.remove(metrics.after_turn)
 
     app = FastAPI(
         title="Tierone",
@@ -626,10 +623,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             conversation_id, body.text, client_message_id=body.client_message_id, on_delta=on_delta
         )
         status = runtime.desk.status(conversation_id)
-        channel = runtime.resolver.conversations.get(conversation_id)["channel"]
         metrics: Metrics | None = getattr(request.app.state, "metrics", None)
         if metrics is not None:
-            metrics.observe_latency(channel, time.perf_counter() - started)
+            metrics.observe_latency(result.channel, time.perf_counter() - started)
         logs.log(
             "turn",
             conversation_id=conversation_id,
