@@ -58,8 +58,8 @@ def serve(
 
     settings = _settings(runbooks)
     logs.configure(settings.log_format, settings.log_level)
-    # No uvicorn access log: it would print query strings (the SSE stream's ?token=); server.py logs
-    # each request by route instead. On SIGTERM, turns in flight finish; open SSE streams are cut
+    # No uvicorn access log: it would print query strings (the SSE stream's ?token=); api/middleware.py
+    # logs each request by route instead. On SIGTERM, turns in flight finish; open SSE streams are cut
     # after the grace period and their EventSource reconnects from its last line.
     uvicorn.run(
         create_app(settings),

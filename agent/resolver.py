@@ -62,6 +62,7 @@ class TurnResult:
     handoff: dict[str, Any] | None
     latency_ms: float
     resumed: list[str] = field(default_factory=list)
+    channel: str = "chat"  # the one the message came by
 
 
 class Conversations:
@@ -292,6 +293,7 @@ class Resolver:
             raise MessageRejected("client_message_id must be 1 to 100 characters of A-Z, a-z, 0-9 and . _ : -")
         if channel is not None and channel not in CHANNELS:
             raise MessageRejected(f"unknown channel {channel!r}; use one of {', '.join(CHANNELS)}")
+        came_by = channel or record["channel"]
         with self._lock(conversation_id):
             started = time.perf_counter()
             resumed = self._finish_interrupted(conversation_id)
@@ -299,7 +301,9 @@ class Resolver:
             if client_message_id is not None:
                 earlier = self.client_messages.take(conversation_id, client_message_id, message)
                 if earlier is not None:
-                    return replace(earlier, latency_ms=(time.perf_counter() - started) * 1000, resumed=resumed)
+                    latency_ms = (time.perf_counter() - started) * 1000
+                    # An answer stored before results named their channel reads as "chat": name it here.
+                    return replace(earlier, latency_ms=latency_ms, resumed=resumed, channel=came_by)
             config = self._config(conversation_id)
             # Only the redacted message reaches the graph (and so its checkpoints); the addresses and
             # codes a tool may need wait in the vault, by reference.
@@ -308,7 +312,7 @@ class Resolver:
             inputs: dict[str, Any] = {
                 "inbox": {"text": redacted, "held": held, "at": self.deps.clock().isoformat()},
                 "conversation_id": conversation_id,
-                "channel": channel or record["channel"],
+                "channel": came_by,
             }
             if client_message_id is not None:
                 inputs["inbox"]["message_id"] = client_message_id
@@ -335,6 +339,7 @@ class Resolver:
             handoff=values.get("handoff"),
             latency_ms=elapsed_ms,
             resumed=resumed,
+            channel=values.get("channel", "chat"),
         )
 
     def _settle(self, conversation_id: str) -> None:

@@ -1,1 +1,1 @@
-"""The HTTP API: dependencies, schemas, error table and routes that server.py assembles."""
+"""The HTTP API that server.py assembles: routes per audience, their dependencies, bodies, error table, middlewares."""

@@ -19,6 +19,7 @@ from app.desk import Desk
 from app.mail.channel import EmailChannel, open_mailer
 from app.mail.store import MailStore
 from app.messages import MessageLog
+from app.metrics import Metrics
 from app.notify import Notifier
 from core.clock import utc_now
 from core.pack import Pack, load_pack
@@ -56,6 +57,8 @@ class Runtime:
     directory: SqliteDirectory
     messages: MessageLog
     desk: Desk
+    # Counts turns and handoffs (an after-turn hook); GET /metrics renders it.
+    metrics: Metrics
     # Delivers new handoff packets to the helpdesk webhook; the server starts and stops its worker.
     notifier: Notifier | None = None
     # Inbound mail in, replies out by mail (POST /inbound/email).
@@ -125,7 +128,6 @@ def open_runtime(
         reopen=resolver.reopen,
         at_risk_minutes=settings.sla_at_risk_minutes,
     )
-    resolver.after_turn.append(desk.after_turn)
     email = EmailChannel(
         MailStore(settings.desk_db, clock, hash_address=vault.subject, sealer=vault.sealer),
         mailer,
@@ -137,7 +139,9 @@ def open_runtime(
         email_of_account=lambda account_id: found.email if (found := directory.get(account_id)) else None,
         remember_address=vault.link_subject,
     )
-    resolver.after_turn.append(email.after_turn)
+    metrics = Metrics(desk)
+    # Every after-turn hook, here and nowhere else: the desk's transcript and status, the mail link, the counts.
+    resolver.after_turn += [desk.after_turn, email.after_turn, metrics.after_turn]
     desk.on_reply.append(email.on_desk_reply)
     return Runtime(
         settings=settings,
@@ -149,6 +153,7 @@ def open_runtime(
         directory=embedded,
         messages=messages,
         desk=desk,
+        metrics=metrics,
         notifier=notifier,
         email=email,
     )

@@ -149,6 +149,20 @@ def test_message_rate_per_conversation(runtime: Runtime) -> None:
         assert 'tierone_rate_limited_total{limit="conversation"} 1.0' in client.get("/metrics").text
 
 
+def test_malformed_requests_are_refused_before_the_token_and_the_limits(runtime: Runtime) -> None:
+    with client_for(runtime, rate_conversation_per_minute=1, rate_conversation_burst=1) as client:
+        cid, auth = conversation(client)
+        wrong = {"Authorization": "Bearer not-the-token"}
+        for headers in ({}, wrong, auth, auth):
+            refused = client.post(f"/conversations/{cid}/messages", json={"text": 5}, headers=headers)
+            assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["body", "text"]
+            after = client.get(f"/conversations/{cid}/events", params={"after": -1}, headers=headers)
+            assert after.status_code == 422 and after.json()["detail"][0]["loc"] == ["query", "after"]
+        # None of the malformed messages took the conversation's one message.
+        assert client.post(f"/conversations/{cid}/messages", json={"text": "hello"}, headers=auth).status_code == 200
+        assert client.post(f"/conversations/{cid}/messages", json={"text": "hello"}, headers=auth).status_code == 429
+
+
 def test_rate_per_client_address(runtime: Runtime) -> None:
     with client_for(runtime, rate_ip_per_minute=1, rate_ip_burst=3) as client:
         cid, auth = conversation(client)

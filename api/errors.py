@@ -1,0 +1,59 @@
+"""How errors become HTTP answers: one table from error class to status, and the documented error bodies.
+
+Every error in the table answers ``{"detail": str(error)}``; the most specific class listed wins
+(a MessageRejected is a 422, any other TieroneError a 400). Errors that need headers (401 with
+WWW-Authenticate, 429 with Retry-After) are raised as HTTPException where they happen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from app.auth import ApiKeyRejected
+from app.desk import DeskConflict
+from app.erasure import ErasureRequestError
+from core.errors import ConversationNotFound, MessageRejected, PacketNotFound, TieroneError
+
+STATUS: dict[type[Exception], int] = {
+    ConversationNotFound: 404,
+    PacketNotFound: 404,
+    MessageRejected: 422,
+    ErasureRequestError: 422,
+    ApiKeyRejected: 422,
+    DeskConflict: 409,
+    TieroneError: 400,
+}
+
+
+def _answer(status: int) -> Callable[[Request, Exception], Awaitable[Response]]:
+    async def answer(_: Request, exc: Exception) -> Response:
+        return JSONResponse(status_code=status, content={"detail": str(exc)})
+
+    return answer
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Answer every error class in STATUS with its status and the error's message."""
+    for error, status in STATUS.items():
+        app.add_exception_handler(error, _answer(status))
+
+
+def error_doc(description: str) -> dict[str, Any]:
+    """A `responses=` entry: an error status documented with its description as the example detail."""
+    return {"description": description, "content": {"application/json": {"example": {"detail": description}}}}
+
+
+CUSTOMER_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: error_doc("No conversation token was sent"),
+    404: error_doc("No such conversation, or the token is not this conversation's"),
+}
+DESK_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: error_doc("No API key, or an unknown or revoked one"),
+    403: error_doc("The credential is not a technician's (a customer token, or too small a role)"),
+}
+PACKET_ERRORS: dict[int | str, dict[str, Any]] = {**DESK_ERRORS, 404: error_doc("No such packet")}
+CONFLICTS: dict[int | str, dict[str, Any]] = {**PACKET_ERRORS, 409: error_doc("The ticket's state does not allow it")}

@@ -1,0 +1,63 @@
+"""Operations: liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+
+from api.deps import AppMetrics, AppSettings
+from api.errors import error_doc
+from app.metrics import CONTENT_TYPE
+from app.runtime import Runtime
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+def healthz(request: Request) -> dict[str, str]:
+    """200 once the pack, index and stores are open."""
+    if getattr(request.app.state, "runtime", None) is None:
+        raise HTTPException(503, "starting")
+    return {"status": "ok"}
+
+
+def _answers(path: Path) -> str:
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            conn.close()
+        return "ok"
+    except sqlite3.Error as exc:
+        return f"unreachable: {exc}"
+
+
+@router.get("/readyz", responses={503: error_doc("Not ready; the body says which check failed")})
+def readyz(request: Request, settings: AppSettings) -> JSONResponse:
+    """200 when the routing index holds the pack and both SQLite databases answer a query."""
+    runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+    checks: dict[str, str] = {}
+    if runtime is None:
+        checks["runtime"] = "starting"
+    else:
+        try:
+            vectors = runtime.index.count()
+            checks["index"] = "ok" if vectors > 0 else "the routing index is empty; run `tierone index`"
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready, and says so
+            checks["index"] = f"unreachable: {type(exc).__name__}"
+        checks["desk_db"] = _answers(settings.desk_db)
+        checks["conversations_db"] = _answers(settings.conversations_db)
+    ready = bool(checks) and all(v == "ok" for v in checks.values())
+    return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks}, 200 if ready else 503)
+
+
+@router.get("/metrics", response_class=Response)
+def metrics_endpoint(metrics: AppMetrics) -> Response:
+    """Prometheus metrics: turns, handoffs by reason, containment, latency, SLA standing."""
+    if metrics is None:
+        raise HTTPException(503, "starting")
+    return Response(metrics.render(), media_type=CONTENT_TYPE)
