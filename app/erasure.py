@@ -8,6 +8,8 @@ pending codes, mail records), the directory's action records made in them, the v
 the conversations' mail in the file outbox. Kept: the tool audit log (ids, tool names and outcomes;
 no personal data), which a bank must keep, and one ``erasures`` record that counts what went.
 
+Each store of the desk database names the tables and columns that tie its rows to a conversation
+(``PERSONAL_TABLES``, core/db.py); erasure deletes by those rather than by what the catalogue holds.
 Deleted rows are overwritten on disk (``secure_delete``) and the write-ahead logs truncated.
 """
 
@@ -34,6 +36,16 @@ from tools.outbox import FileOutbox
 
 # Kept on purpose: the security record of what tools did (no personal data) and erasures themselves.
 KEPT_TABLES = frozenset({"audit", "erasures"})
+
+
+_ERASURES = """CREATE TABLE IF NOT EXISTS erasures (
+    erasure_id TEXT PRIMARY KEY,
+    at TEXT NOT NULL,
+    requested_by TEXT NOT NULL,
+    conversations TEXT NOT NULL,
+    deleted TEXT NOT NULL,
+    actor TEXT NOT NULL DEFAULT 'cli'
+)"""
 
 
 def _add_actor(conn: Connection, dialect: Dialect) -> None:
@@ -90,17 +102,7 @@ class Eraser:
 
     MIGRATIONS: ClassVar[Migrations] = Migrations(
         "erasure",
-        Migration(
-            1,
-            """CREATE TABLE IF NOT EXISTS erasures (
-    erasure_id TEXT PRIMARY KEY,
-    at TEXT NOT NULL,
-    requested_by TEXT NOT NULL,
-    conversations TEXT NOT NULL,
-    deleted TEXT NOT NULL,
-    actor TEXT NOT NULL DEFAULT 'cli'
-)""",
-        ),
+        Migration(1, _ERASURES),
         # Who asked: "cli", "customer" (a conversation's token), or "admin:<key name>". No PostgreSQL
         # database predates the column.
         Migration(2, {"sqlite": _add_actor, "postgresql": None}),
