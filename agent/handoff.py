@@ -7,11 +7,11 @@ import sqlite3
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
-from core.db import Database
+from core.db import Database, Migration, Migrations, PersonalTables
 from core.errors import PacketNotFound
 
 PacketStatus = Literal["queued", "claimed", "resolved", "returned"]
@@ -116,7 +116,7 @@ def sentiment_label(score: float) -> Literal["angry", "frustrated", "neutral", "
     return "neutral"
 
 
-_SCHEMA = """CREATE TABLE IF NOT EXISTS handoffs (
+_HANDOFFS = """CREATE TABLE IF NOT EXISTS handoffs (
     packet_id TEXT PRIMARY KEY,
     conversation_id TEXT NOT NULL,
     created_at TEXT NOT NULL,
@@ -130,6 +130,12 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS handoffs (
 class HandoffQueue:
     """Packets in SQLite, written the moment they are created; ids make writes idempotent."""
 
+    MIGRATIONS: ClassVar[Migrations] = Migrations(
+        "handoffs",
+        Migration(1, _HANDOFFS, "CREATE INDEX IF NOT EXISTS handoffs_due ON handoffs (status, first_response_due)"),
+    )
+    PERSONAL_TABLES: ClassVar[PersonalTables] = {"handoffs": {"conversation_id": "conversation", "packet_id": "packet"}}
+
     def __init__(
         self,
         path: Path,
@@ -142,9 +148,7 @@ class HandoffQueue:
         self._on_store = on_store
         self._db = Database(path)
         self._clock = clock
-        with self._db.transaction() as conn:
-            conn.execute(_SCHEMA)
-            conn.execute("CREATE INDEX IF NOT EXISTS handoffs_due ON handoffs (status, first_response_due)")
+        self._db.migrate(self.MIGRATIONS)
 
     def put(self, packet: HandoffPacket) -> bool:
         """Store a packet; False when a packet with that id was already stored (a replay)."""

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, ClassVar, Literal, cast
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -24,7 +24,7 @@ from agent.brains.streaming import DELTA_SINK, Delta
 from agent.deps import Deps
 from agent.graph import build_graph
 from agent.state import ConversationState
-from core.db import Database
+from core.db import Connection, Database, Dialect, Migration, Migrations, PersonalTables, sqlite_columns
 from core.errors import ConversationNotFound, MessageRejected
 from core.vault import hold
 
@@ -68,14 +68,20 @@ class TurnResult:
 class Conversations:
     """The register of conversations that exist (ids, channel, customer hint)."""
 
+    MIGRATIONS: ClassVar[Migrations] = Migrations(
+        "conversations",
+        Migration(
+            1,
+            "CREATE TABLE IF NOT EXISTS conversations (conversation_id TEXT PRIMARY KEY,"
+            " channel TEXT NOT NULL, created_at TEXT NOT NULL)",
+        ),
+    )
+    PERSONAL_TABLES: ClassVar[PersonalTables] = {"conversations": {"conversation_id": "conversation"}}
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db = Database(path)
-        with self._db.transaction() as conn:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS conversations (conversation_id TEXT PRIMARY KEY,"
-                " channel TEXT NOT NULL, created_at TEXT NOT NULL)"
-            )
+        self._db.migrate(self.MIGRATIONS)
 
     def add(self, conversation_id: str, channel: str, at: datetime) -> None:
         """Register a new conversation."""
@@ -100,6 +106,14 @@ class Conversations:
 CLIENT_MESSAGE_ID = re.compile(r"[A-Za-z0-9._:-]{1,100}")
 
 
+def _forget_plain_hashes(conn: Connection, dialect: Dialect) -> None:
+    """Overwrite the unkeyed SHA-256 hashes an older table kept, which a dictionary reverses."""
+    if "text_sha256" in sqlite_columns(conn, "client_messages"):
+        conn.execute("PRAGMA secure_delete=ON")
+        conn.execute("ALTER TABLE client_messages RENAME COLUMN text_sha256 TO text_hmac")
+        conn.execute("UPDATE client_messages SET text_hmac = ''")
+
+
 class ClientMessages:
     """Messages a client named, with the answer each got: one sent again is answered, not played again.
 
@@ -114,22 +128,24 @@ class ClientMessages:
     (blanked when the table is upgraded), has an unknown text and is taken to be the same message.
     """
 
+    MIGRATIONS: ClassVar[Migrations] = Migrations(
+        "client_messages",
+        Migration(
+            1,
+            "CREATE TABLE IF NOT EXISTS client_messages (conversation_id TEXT NOT NULL,"
+            " client_message_id TEXT NOT NULL, text_hmac TEXT NOT NULL, result TEXT,"
+            " PRIMARY KEY (conversation_id, client_message_id))",
+        ),
+        # No PostgreSQL database predates the keyed hashes.
+        Migration(2, {"sqlite": _forget_plain_hashes, "postgresql": None}),
+    )
+    PERSONAL_TABLES: ClassVar[PersonalTables] = {"client_messages": {"conversation_id": "conversation"}}
+
     def __init__(self, path: Path, key: bytes) -> None:
         self._key = key
         self._key_id = hashlib.sha256(b"tierone-client-message-key:" + key).hexdigest()[:8] + ":"
         self._db = Database(path)
-        with self._db.transaction() as conn:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS client_messages (conversation_id TEXT NOT NULL,"
-                " client_message_id TEXT NOT NULL, text_hmac TEXT NOT NULL, result TEXT,"
-                " PRIMARY KEY (conversation_id, client_message_id))"
-            )
-            columns = {r[1] for r in conn.execute("PRAGMA table_info(client_messages)")}
-            if "text_sha256" in columns:
-                # An older table kept unkeyed SHA-256 hashes, which a dictionary reverses: overwrite them.
-                conn.execute("PRAGMA secure_delete=ON")
-                conn.execute("ALTER TABLE client_messages RENAME COLUMN text_sha256 TO text_hmac")
-                conn.execute("UPDATE client_messages SET text_hmac = ''")
+        self._db.migrate(self.MIGRATIONS)
 
     def digest(self, text: str) -> str:
         """The keyed hash stored for a message's text, prefixed with the key's fingerprint."""
@@ -201,7 +217,8 @@ class Resolver:
         self.after_turn: list[Callable[[str, dict[str, Any]], None]] = []
 
     @contextmanager
-    def _lock(self, conversation_id: str) -> Iterator[None]:
+    def lock(self, conversation_id: str) -> Iterator[None]:
+        """Hold a conversation: none of its turns runs until the block ends."""
         # LangGraph does not serialise two runs of one thread: this does.
         with self._locks_guard:
             lock, users = self._locks.get(conversation_id, (threading.Lock(), 0))
@@ -247,7 +264,7 @@ class Resolver:
 
     def reopen(self, conversation_id: str, stage: Literal["triage", "resolved"]) -> None:
         """Take a conversation back from L2 so the bot reads the customer's next message afresh."""
-        with self._lock(conversation_id):
+        with self.lock(conversation_id):
             config = self._config(conversation_id)
             values = self.graph.get_state(config).values
             if values.get("stage") != "handed_off":
@@ -294,7 +311,7 @@ class Resolver:
         if channel is not None and channel not in CHANNELS:
             raise MessageRejected(f"unknown channel {channel!r}; use one of {', '.join(CHANNELS)}")
         came_by = channel or record["channel"]
-        with self._lock(conversation_id):
+        with self.lock(conversation_id):
             started = time.perf_counter()
             resumed = self._finish_interrupted(conversation_id)
             self._settle(conversation_id)
@@ -369,7 +386,7 @@ class Resolver:
         """Finish every turn that a stopped process left half-done; return their ids."""
         finished = []
         for conversation_id in self.conversations.ids():
-            with self._lock(conversation_id):
+            with self.lock(conversation_id):
                 if self._finish_interrupted(conversation_id):
                     finished.append(conversation_id)
                 self._settle(conversation_id)

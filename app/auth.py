@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Literal, cast
+from typing import ClassVar, Literal, cast
 
-from core.db import Database
+from core.db import Database, Migration, Migrations, PersonalTables
 from core.errors import TieroneError
 
 Role = Literal["l2", "admin"]
@@ -54,16 +54,23 @@ class KeyInfo:
 class ApiKeys:
     """API keys of technicians and admins, stored hashed; a key is shown once, when it is created."""
 
+    MIGRATIONS: ClassVar[Migrations] = Migrations(
+        "api_keys",
+        Migration(
+            1,
+            "CREATE TABLE IF NOT EXISTS api_keys (key_hash TEXT PRIMARY KEY, name TEXT NOT NULL,"
+            " role TEXT NOT NULL, prefix TEXT NOT NULL, created_at TEXT NOT NULL, revoked_at TEXT)",
+        ),
+    )
+    # Technicians' and admins' keys: nothing of a customer's conversation.
+    PERSONAL_TABLES: ClassVar[PersonalTables] = {}
+
     def __init__(self, path: Path, clock: Callable[[], datetime] | None = None) -> None:
         from core.clock import utc_now
 
         self._db = Database(path)
         self._clock = clock or utc_now
-        with self._db.transaction() as conn:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS api_keys (key_hash TEXT PRIMARY KEY, name TEXT NOT NULL,"
-                " role TEXT NOT NULL, prefix TEXT NOT NULL, created_at TEXT NOT NULL, revoked_at TEXT)"
-            )
+        self._db.migrate(self.MIGRATIONS)
 
     def create(self, name: str, role: str) -> str:
         """Make a key for ``name`` with ``role`` (l2 or admin) and return it; only its hash is kept."""
@@ -114,13 +121,19 @@ class ApiKeys:
 class CustomerTokens:
     """Each conversation's bearer token, stored hashed: whoever holds it is that conversation's customer."""
 
+    MIGRATIONS: ClassVar[Migrations] = Migrations(
+        "customer_tokens",
+        Migration(
+            1,
+            "CREATE TABLE IF NOT EXISTS conversation_tokens (conversation_id TEXT PRIMARY KEY,"
+            " token_hash TEXT NOT NULL UNIQUE)",
+        ),
+    )
+    PERSONAL_TABLES: ClassVar[PersonalTables] = {"conversation_tokens": {"conversation_id": "conversation"}}
+
     def __init__(self, path: Path) -> None:
         self._db = Database(path)
-        with self._db.transaction() as conn:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS conversation_tokens (conversation_id TEXT PRIMARY KEY,"
-                " token_hash TEXT NOT NULL UNIQUE)"
-            )
+        self._db.migrate(self.MIGRATIONS)
 
     def issue(self, conversation_id: str) -> str:
         """Make the conversation's token and return it; it is not stored anywhere readable."""

@@ -20,11 +20,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from agent.handoff import HandoffPacket, HandoffQueue
 from app.messages import Line, MessageLog
-from core.db import Database
+from core.db import Database, Migration, Migrations, PersonalTables
 from core.errors import PacketNotFound, TieroneError
 
 Status = Literal["bot", "queued", "claimed", "resolved"]
@@ -96,6 +96,13 @@ class ReplySent:
 class Desk:
     """Conversation status and the handoff lifecycle, over the handoff queue and the message log."""
 
+    MIGRATIONS: ClassVar[Migrations] = Migrations("desk", Migration(1, *_SCHEMA))
+    PERSONAL_TABLES: ClassVar[PersonalTables] = {
+        "conversation_status": {"conversation_id": "conversation", "packet_id": "packet"},
+        "handoff_desk": {"packet_id": "packet"},
+        "handoff_events": {"conversation_id": "conversation", "packet_id": "packet"},
+    }
+
     def __init__(
         self,
         path: Path,
@@ -115,9 +122,7 @@ class Desk:
         self.at_risk_minutes = at_risk_minutes
         self.on_reply: list[Callable[[ReplySent], None]] = []
         self.on_status: list[Callable[[str, ConversationStatus, ConversationStatus], None]] = []
-        with self._db.transaction() as conn:
-            for statement in _SCHEMA:
-                conn.execute(statement)
+        self._db.migrate(self.MIGRATIONS)
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:

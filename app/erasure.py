@@ -8,6 +8,8 @@ pending codes, mail records), the directory's action records made in them, the v
 the conversations' mail in the file outbox. Kept: the tool audit log (ids, tool names and outcomes;
 no personal data), which a bank must keep, and one ``erasures`` record that counts what went.
 
+Each store of the desk database names the tables and columns that tie its rows to a conversation
+(``PERSONAL_TABLES``, core/db.py); erasure deletes by those rather than by what the catalogue holds.
 Deleted rows are overwritten on disk (``secure_delete``) and the write-ahead logs truncated.
 """
 
@@ -16,24 +18,27 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
+from agent.resolver import Resolver
+from core.db import Connection, Database, Dialect, Migration, Migrations, Store, Tie, sqlite_columns
 from core.errors import TieroneError
-
-if TYPE_CHECKING:
-    from app.runtime import Runtime
+from core.vault import Vault
+from tools.base import Directory
+from tools.outbox import FileOutbox
 
 # Kept on purpose: the security record of what tools did (no personal data) and erasures themselves.
 KEPT_TABLES = frozenset({"audit", "erasures"})
 
-_SCHEMA = """CREATE TABLE IF NOT EXISTS erasures (
+
+_ERASURES = """CREATE TABLE IF NOT EXISTS erasures (
     erasure_id TEXT PRIMARY KEY,
     at TEXT NOT NULL,
     requested_by TEXT NOT NULL,
@@ -42,8 +47,11 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS erasures (
     actor TEXT NOT NULL DEFAULT 'cli'
 )"""
 
-# Who asked: "cli", "customer" (a conversation's token), or "admin:<key name>". Older records read as "cli".
-_ACTOR_COLUMN = "ALTER TABLE erasures ADD COLUMN actor TEXT NOT NULL DEFAULT 'cli'"
+
+def _add_actor(conn: Connection, dialect: Dialect) -> None:
+    """Give records of a version from before the actor column one: they were all made from the CLI."""
+    if "actor" not in sqlite_columns(conn, "erasures"):
+        conn.execute("ALTER TABLE erasures ADD COLUMN actor TEXT NOT NULL DEFAULT 'cli'")
 
 
 class ErasureRequestError(TieroneError):
@@ -67,52 +75,69 @@ class ErasureReport:
         return {**asdict(self), "at": self.at.isoformat()}
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=10, isolation_level=None)
-    conn.execute("PRAGMA secure_delete=ON")
-    return conn
-
-
-def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
-    return {row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')}
-
-
 def _in(values: list[str]) -> str:
     return ",".join("?" * len(values))
 
 
-class Eraser:
-    """Finds and deletes one customer's data across the stores of a runtime."""
+@dataclass(frozen=True)
+class ErasureScope:
+    """What erasure reaches, as the composition root (app/runtime.py) wires it."""
 
-    def __init__(self, runtime: Runtime, clock: Callable[[], datetime] | None = None) -> None:
-        self.runtime = runtime
-        self.resolver = runtime.resolver
-        self.desk_db = runtime.settings.desk_db
-        vault = runtime.resolver.deps.toolbox.vault
-        assert vault is not None
-        self.vault = vault
-        self.clock = clock or runtime.resolver.deps.clock
-        with _connect(self.desk_db) as conn:
-            conn.execute(_SCHEMA)
-            if "actor" not in _columns(conn, "erasures"):
-                conn.execute(_ACTOR_COLUMN)
+    desk_db: Path
+    stores: Sequence[type[Store]]  # every store of the desk database, each naming what it holds
+    vault: Vault
+    resolver: Resolver  # the conversation register, the checkpoints and each conversation's lock
+    directory: Directory  # the account behind an address
+    outbox: FileOutbox
+    verification_ttl: timedelta
+    clock: Callable[[], datetime]
+
+
+class _Wired(Protocol):
+    erasure: ErasureScope
+
+
+class Eraser:
+    """Finds and deletes one customer's data across the stores of the desk database, the vault and the checkpoints."""
+
+    MIGRATIONS: ClassVar[Migrations] = Migrations(
+        "erasure",
+        Migration(1, _ERASURES),
+        # Who asked: "cli", "customer" (a conversation's token), or "admin:<key name>". No PostgreSQL
+        # database predates the column.
+        Migration(2, {"sqlite": _add_actor, "postgresql": None}),
+    )
+
+    def __init__(self, scope: ErasureScope | _Wired, clock: Callable[[], datetime] | None = None) -> None:
+        # A runtime is taken as well: the server and the CLI hold one.
+        self.scope = scope if isinstance(scope, ErasureScope) else scope.erasure
+        self.clock = clock or self.scope.clock
+        self._db = Database(self.scope.desk_db, secure_delete=True)
+        self._db.migrate(self.MIGRATIONS)
+        # So that every table named below exists, of a store this process never opened too.
+        for store in self.scope.stores:
+            self._db.migrate(store.MIGRATIONS)
+        self.tables: dict[str, dict[str, Tie]] = {}
+        for store in self.scope.stores:
+            for table, columns in store.PERSONAL_TABLES.items():
+                self.tables[table] = dict(columns)
 
     def conversations_of(self, email: str) -> list[str]:
         """Every conversation that gave this address or whose tools acted on its account."""
-        found = set(self.vault.conversations_of(email))
-        account = self.resolver.deps.toolbox.directory.find_by_email(email)
+        found = set(self.scope.vault.conversations_of(email))
+        account = self.scope.directory.find_by_email(email)
         if account is not None:
-            with _connect(self.desk_db) as conn:
+            with self._db.transaction() as conn:
                 for table in ("tool_runs", "audit"):
                     rows = conn.execute(
                         f"SELECT DISTINCT conversation_id FROM {table} WHERE account_id = ?", (account.account_id,)
                     )
                     found.update(r[0] for r in rows)
-        known = set(self.resolver.conversations.ids())
+        known = set(self.scope.resolver.conversations.ids())
         return sorted(c for c in found if c in known or self._has_checkpoint(c))
 
     def _saver(self) -> BaseCheckpointSaver[Any]:
-        saver = self.resolver.graph.checkpointer
+        saver = self.scope.resolver.graph.checkpointer
         assert isinstance(saver, BaseCheckpointSaver)
         return saver
 
@@ -122,14 +147,13 @@ class Eraser:
 
     def verified_email(self, conversation_id: str) -> str | None:
         """The address this conversation proved with a code, while that proof has not expired; else None."""
-        customer = self.resolver.view(conversation_id).get("customer") or {}
+        customer = self.scope.resolver.view(conversation_id).get("customer") or {}
         verified_at, account_id = customer.get("verified_at"), customer.get("account_id")
         if not (verified_at and account_id):
             return None
-        ttl = timedelta(minutes=self.runtime.settings.verification_ttl_minutes)
-        if self.clock() - datetime.fromisoformat(verified_at) > ttl:
+        if self.clock() - datetime.fromisoformat(verified_at) > self.scope.verification_ttl:
             return None
-        account = self.resolver.deps.toolbox.directory.get(str(account_id))
+        account = self.scope.directory.get(str(account_id))
         return account.email if account is not None else None
 
     def forget_customer(self, conversation_id: str, actor: str = "customer") -> ErasureReport:
@@ -138,7 +162,7 @@ class Eraser:
         Only a verification that has not expired widens the erasure: holding the conversation's token
         alone proves nothing about the address, a fresh matching code does.
         """
-        self.resolver.conversations.get(conversation_id)  # ConversationNotFound names a wrong id
+        self.scope.resolver.conversations.get(conversation_id)  # ConversationNotFound names a wrong id
         email = self.verified_email(conversation_id)
         targets = sorted({conversation_id, *(self.conversations_of(email) if email else [])})
         return self._erase(targets, "conversation", actor)
@@ -150,7 +174,7 @@ class Eraser:
         if (conversation_id is None) == (email is None):
             raise ErasureRequestError("name either a conversation id or an email address to forget, not both")
         if conversation_id is not None:
-            self.resolver.conversations.get(conversation_id)  # ConversationNotFound names a wrong id
+            self.scope.resolver.conversations.get(conversation_id)  # ConversationNotFound names a wrong id
             return self._erase([conversation_id], "conversation", actor)
         assert email is not None
         if "@" not in email:
@@ -161,11 +185,11 @@ class Eraser:
         deleted: dict[str, int] = {}
         for cid in targets:
             # No turn of this conversation runs while it is being deleted.
-            with self.resolver._lock(cid):
+            with self.scope.resolver.lock(cid):
                 for store, count in self._forget_one(cid).items():
                     deleted[store] = deleted.get(store, 0) + count
         kept = 0
-        with _connect(self.desk_db) as conn:
+        with self._db.transaction() as conn:
             if targets:
                 kept = conn.execute(
                     f"SELECT COUNT(*) FROM audit WHERE conversation_id IN ({_in(targets)})", targets
@@ -179,7 +203,7 @@ class Eraser:
             kept_audit_records=kept,
             actor=actor,
         )
-        with _connect(self.desk_db) as conn:
+        with self._db.transaction() as conn:
             conn.execute(
                 "INSERT INTO erasures (erasure_id, at, requested_by, conversations, deleted, actor)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
@@ -192,60 +216,38 @@ class Eraser:
                     report.actor,
                 ),
             )
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        vault_db = self.runtime.settings.vault_db
-        if targets and vault_db.exists():
-            # The vault's write-ahead log still holds the pages as they were before the delete.
-            with _connect(vault_db) as conn:
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._db.checkpoint()
+        if targets:
+            self.scope.vault.compact()
         return report
 
     def _forget_one(self, cid: str) -> dict[str, int]:
-        deleted: dict[str, int] = {}
+        deleted = {"checkpoints": self._forget_checkpoints(cid)}
+        with self._db.transaction() as conn:
+            packets = [r[0] for r in conn.execute("SELECT packet_id FROM handoffs WHERE conversation_id = ?", (cid,))]
+            for table, columns in self.tables.items():
+                count = sum(_delete(conn, table, column, tie, cid, packets) for column, tie in columns.items())
+                if count:
+                    deleted[table] = count
+        deleted["vault"] = self.scope.vault.forget(cid)
+        deleted["outbox_mail"] = self._forget_mail(cid)
+        return deleted
+
+    def _forget_checkpoints(self, cid: str) -> int:
         saver = self._saver()
         config: RunnableConfig = {"configurable": {"thread_id": cid}}
-        deleted["checkpoints"] = len(list(saver.list(config)))
+        count = len(list(saver.list(config)))
         conn_of_saver = getattr(saver, "conn", None)
         if isinstance(conn_of_saver, sqlite3.Connection):
             conn_of_saver.execute("PRAGMA secure_delete=ON")
         saver.delete_thread(cid)
         if isinstance(conn_of_saver, sqlite3.Connection):
             conn_of_saver.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-
-        with _connect(self.desk_db) as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-            packets: list[str] = []
-            if "handoffs" in tables:
-                packets = [
-                    r[0] for r in conn.execute("SELECT packet_id FROM handoffs WHERE conversation_id = ?", (cid,))
-                ]
-            for table in tables:
-                if table in KEPT_TABLES or table.startswith("sqlite_"):
-                    continue
-                columns = _columns(conn, table)
-                count = 0
-                if "conversation_id" in columns:
-                    count += conn.execute(f'DELETE FROM "{table}" WHERE conversation_id = ?', (cid,)).rowcount
-                if "packet_id" in columns and packets:
-                    count += conn.execute(
-                        f'DELETE FROM "{table}" WHERE packet_id IN ({_in(packets)})', packets
-                    ).rowcount
-                if table == "directory_actions":
-                    # The embedded directory's record of actions taken in this conversation (keys start with its id).
-                    count += conn.execute(
-                        "DELETE FROM directory_actions WHERE substr(key, 1, ?) = ?", (len(cid) + 1, cid + ":")
-                    ).rowcount
-                if count:
-                    deleted[table] = count
-            conn.execute("COMMIT")
-        deleted["vault"] = self.vault.forget(cid)
-        deleted["outbox_mail"] = self._forget_mail(cid)
-        return deleted
+        return count
 
     def _forget_mail(self, cid: str) -> int:
-        path = getattr(self.runtime.outbox, "path", None)
-        if not isinstance(path, Path) or not path.exists():
+        path = self.scope.outbox.path
+        if not path.exists():
             return 0
         lines = path.read_text(encoding="utf-8").splitlines()
         kept = [line for line in lines if line.strip() and json.loads(line).get("conversation_id") != cid]
@@ -258,10 +260,23 @@ class Eraser:
 
     def history(self) -> list[dict[str, Any]]:
         """Every erasure so far, oldest first (ids, counts; no personal data)."""
-        with _connect(self.desk_db) as conn:
-            conn.row_factory = sqlite3.Row
+        with self._db.transaction() as conn:
             rows = conn.execute("SELECT * FROM erasures ORDER BY at").fetchall()
         return [
             {**dict(r), "conversations": json.loads(r["conversations"]), "deleted": json.loads(r["deleted"])}
             for r in rows
         ]
+
+
+def _delete(conn: sqlite3.Connection, table: str, column: str, tie: Tie, cid: str, packets: list[str]) -> int:
+    """Delete the rows of a table that this column ties to the conversation; return how many."""
+    if tie == "conversation":
+        return int(conn.execute(f'DELETE FROM "{table}" WHERE "{column}" = ?', (cid,)).rowcount)
+    if tie == "packet":
+        if not packets:
+            return 0
+        return int(conn.execute(f'DELETE FROM "{table}" WHERE "{column}" IN ({_in(packets)})', packets).rowcount)
+    # An idempotency key starts with the conversation it was made in.
+    return int(
+        conn.execute(f'DELETE FROM "{table}" WHERE substr("{column}", 1, ?) = ?', (len(cid) + 1, cid + ":")).rowcount
+    )

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from core.db import Database
+from core.db import Database, Migration, Migrations, PersonalTables
 from core.redact import redact
 
 Role = Literal["customer", "bot", "technician", "system"]
@@ -162,14 +162,18 @@ class Subscription:
 class MessageLog:
     """Conversation lines in SQLite, numbered per conversation, each written in its own transaction."""
 
+    MIGRATIONS: ClassVar[Migrations] = Migrations("messages", Migration(1, *_SCHEMA))
+    PERSONAL_TABLES: ClassVar[PersonalTables] = {
+        "messages": {"conversation_id": "conversation"},
+        "message_mirror": {"conversation_id": "conversation"},
+    }
+
     def __init__(self, path: Path, clock: Callable[[], datetime], feed: Feed | None = None) -> None:
         self.path = path
         self._db = Database(path)
         self._clock = clock
         self.feed = feed or Feed()
-        with self._db.transaction() as conn:
-            for statement in _SCHEMA:
-                conn.execute(statement)
+        self._db.migrate(self.MIGRATIONS)
 
     @staticmethod
     def _insert(

@@ -44,12 +44,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import httpx
 
 from agent.handoff import HandoffPacket, HandoffQueue
-from core.db import Database
+from core.db import Database, Migration, Migrations, PersonalTables
 from core.errors import PacketNotFound
 from core.settings import Settings
 from core.signing import sign
@@ -132,6 +132,12 @@ def retry_after_s(value: str | None, now: datetime) -> float | None:
 class Notifier:
     """Delivers stored handoff packets to the helpdesk webhook, at least once, from a worker thread."""
 
+    MIGRATIONS: ClassVar[Migrations] = Migrations("notify", Migration(1, *_SCHEMA))
+    PERSONAL_TABLES: ClassVar[PersonalTables] = {
+        "handoff_deliveries": {"packet_id": "packet"},
+        "handoff_delivery_attempts": {"packet_id": "packet"},
+    }
+
     def __init__(
         self,
         path: Path,
@@ -154,9 +160,7 @@ class Notifier:
         # A row being sent is leased for longer than one request can take.
         self.lease_s = (webhook.timeout_s if webhook else 10.0) + 5.0
         self._db = Database(path)
-        with self._db.transaction() as conn:
-            for statement in _SCHEMA:
-                conn.execute(statement)
+        self._db.migrate(self.MIGRATIONS)
         self._packets = HandoffQueue(path, clock)
         self._client: httpx.Client | None = None
         self._thread: threading.Thread | None = None

@@ -14,14 +14,17 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from agent.brains.factory import make_brain
 from agent.deps import Deps
 from agent.handoff import HandoffQueue
-from agent.resolver import Conversations, Resolver, validate_message
+from agent.resolver import ClientMessages, Conversations, Resolver, validate_message
+from app.auth import ApiKeys, CustomerTokens
 from app.desk import Desk
+from app.erasure import ErasureScope
 from app.mail.channel import EmailChannel, open_mailer
 from app.mail.store import MailStore
 from app.messages import MessageLog
 from app.metrics import Metrics
 from app.notify import Notifier
 from core.clock import utc_now
+from core.db import Store
 from core.pack import Pack, load_pack
 from core.settings import Settings
 from core.vault import Vault, load_key
@@ -33,6 +36,21 @@ from tools.outbox import FileOutbox
 from tools.sqlite_backend import SqliteDirectory
 from vectorstore.embeddings import Embedder, MiniLMEmbedder
 from vectorstore.index import RunbookIndex, open_client
+
+# Every store of the desk database: erasure asks each which rows of a conversation it holds.
+DESK_STORES: tuple[type[Store], ...] = (
+    Conversations,
+    ClientMessages,
+    HandoffQueue,
+    Desk,
+    MessageLog,
+    Notifier,
+    MailStore,
+    Ledger,
+    SqliteDirectory,
+    CustomerTokens,
+    ApiKeys,
+)
 
 
 def open_sqlite_checkpointer(path: Path) -> SqliteSaver:
@@ -59,6 +77,8 @@ class Runtime:
     desk: Desk
     # Counts turns and handoffs (an after-turn hook); GET /metrics renders it.
     metrics: Metrics
+    # What erasure reaches (app/erasure.py).
+    erasure: ErasureScope
     # Delivers new handoff packets to the helpdesk webhook; the server starts and stops its worker.
     notifier: Notifier | None = None
     # Inbound mail in, replies out by mail (POST /inbound/email).
@@ -154,6 +174,16 @@ def open_runtime(
         messages=messages,
         desk=desk,
         metrics=metrics,
+        erasure=ErasureScope(
+            desk_db=settings.desk_db,
+            stores=DESK_STORES,
+            vault=vault,
+            resolver=resolver,
+            directory=directory,
+            outbox=outbox,
+            verification_ttl=timedelta(minutes=settings.verification_ttl_minutes),
+            clock=clock,
+        ),
         notifier=notifier,
         email=email,
     )

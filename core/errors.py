@@ -6,6 +6,7 @@ TieroneError
 ├── ConversationNotFound      no conversation has that id
 ├── PacketNotFound            no handoff packet has that id
 ├── CaseFileError             an eval case file cannot be read
+├── MigrationFailed           a store's schema could not be brought up to date
 └── ToolError                 a tool backend failed
 └── NotAuthorized         a tool was asked to act on an account it may not touch
 """
@@ -73,3 +74,15 @@ class ToolError(TieroneError):
 
 class NotAuthorized(ToolError):
     """A tool was asked to act on an account other than the verified customer's own."""
+
+
+class MigrationFailed(TieroneError):
+    """A migration of a store's schema failed; its transaction was rolled back and it is not recorded."""
+
+    def __init__(self, component: str, version: int, detail: str) -> None:
+        self.component = component
+        self.version = version
+        super().__init__(
+            f"migration {version} of the {component!r} schema failed: {detail}. The database is as it was"
+            " before that migration; fix what this names and start again"
+        )

@@ -23,11 +23,11 @@ import secrets
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from core.db import Database
+from core.db import Database, Migration, Migrations
 from core.errors import TieroneError
 from core.redact import redact_spans
 
@@ -35,7 +35,7 @@ log = logging.getLogger("tierone")
 
 REF_PREFIX = "vault:"
 
-_SCHEMA = [
+_SCHEMA = (
     """CREATE TABLE IF NOT EXISTS entries (
         ref TEXT PRIMARY KEY,
         conversation_id TEXT NOT NULL,
@@ -51,7 +51,7 @@ _SCHEMA = [
         conversation_id TEXT NOT NULL,
         PRIMARY KEY (subject, conversation_id)
     )""",
-]
+)
 
 
 class VaultKeyError(TieroneError):
@@ -136,6 +136,9 @@ def load_key(configured: str | None, data_dir: Path) -> str:
 class Vault:
     """Encrypted values by reference, per conversation, with a retention limit."""
 
+    # In a file of its own; erasure asks it to forget a conversation (``forget``).
+    MIGRATIONS: ClassVar[Migrations] = Migrations("vault", Migration(1, *_SCHEMA))
+
     def __init__(
         self,
         path: Path | str,
@@ -149,14 +152,10 @@ class Vault:
         # The subject hash and the one-time codes have keys of their own, derived from the vault key.
         self._subject_key = _derived_key(b"tierone-vault-subject:", key)
         self._code_key = _derived_key(b"tierone-vault-code:", key)
-        self._db = Database(Path(path))
+        self._db = Database(Path(path), secure_delete=True)
         self._clock = clock
         self.retention = retention
-        with self._db.transaction() as conn:
-            # Deleted values are overwritten on disk, not left behind in free pages.
-            conn.execute("PRAGMA secure_delete=ON")
-            for statement in _SCHEMA:
-                conn.execute(statement)
+        self._db.migrate(self.MIGRATIONS)
 
     @classmethod
     def in_memory(cls, clock: Callable[[], datetime]) -> Vault:
@@ -238,6 +237,10 @@ class Vault:
             cur = conn.execute("DELETE FROM entries WHERE conversation_id = ?", (conversation_id,))
             conn.execute("DELETE FROM subjects WHERE conversation_id = ?", (conversation_id,))
             return cur.rowcount
+
+    def compact(self) -> None:
+        """Empty the write-ahead log, which still holds the pages as they were before a delete."""
+        self._db.checkpoint()
 
     def close(self) -> None:
         """Close the database."""

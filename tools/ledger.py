@@ -6,9 +6,9 @@ import json
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from core.db import Database
+from core.db import Database, Migration, Migrations, PersonalTables
 
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS tool_runs (
@@ -44,13 +44,18 @@ _SCHEMA = [
 class Ledger:
     """Records every tool run before and after it acts, so a replay never acts twice."""
 
+    MIGRATIONS: ClassVar[Migrations] = Migrations("ledger", Migration(1, *_SCHEMA))
+    # The audit log is kept on erasure: it names tools and outcomes, no personal data (app/erasure.py).
+    PERSONAL_TABLES: ClassVar[PersonalTables] = {
+        "tool_runs": {"conversation_id": "conversation"},
+        "codes": {"conversation_id": "conversation"},
+    }
+
     def __init__(self, path: Path, clock: Callable[[], datetime]) -> None:
         self.path = path
         self._db = Database(path)
         self._clock = clock
-        with self._db.transaction() as conn:
-            for statement in _SCHEMA:
-                conn.execute(statement)
+        self._db.migrate(self.MIGRATIONS)
 
     def finished(self, key: str) -> dict[str, Any] | None:
         """The stored result of a run that finished under this key, or None."""

@@ -7,9 +7,9 @@ import secrets
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from core.db import Database
+from core.db import Database, Migration, Migrations, PersonalTables
 from core.errors import ToolError
 from core.redact import mask_email
 from tools.base import Account, ServiceStatus
@@ -69,37 +69,40 @@ DEMO_SERVICES = [
     ServiceStatus(name="api", state="operational", aliases=["rest api", "webhooks"]),
 ]
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS accounts (
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS accounts (
     account_id TEXT PRIMARY KEY,
     email TEXT NOT NULL UNIQUE COLLATE NOCASE,
     data TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS directory_actions (
+)""",
+    """CREATE TABLE IF NOT EXISTS directory_actions (
     key TEXT PRIMARY KEY,
     account_id TEXT NOT NULL,
     action TEXT NOT NULL,
     result TEXT NOT NULL,
     at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS services (
+)""",
+    """CREATE TABLE IF NOT EXISTS services (
     name TEXT PRIMARY KEY,
     data TEXT NOT NULL
-);
-"""
+)""",
+)
 
 
 class SqliteDirectory:
     """Accounts in a local SQLite file; every action is deduplicated by its idempotency key."""
 
+    MIGRATIONS: ClassVar[Migrations] = Migrations("directory", Migration(1, *_SCHEMA))
+    # An action's key starts with the conversation it was taken in; the accounts are the customers' own
+    # records in the account system, not a conversation's.
+    PERSONAL_TABLES: ClassVar[PersonalTables] = {"directory_actions": {"key": "key"}}
+
     def __init__(self, path: Path, clock: Callable[[], datetime], *, seed: bool = True) -> None:
         self.path = path
         self._db = Database(path)
         self._clock = clock
+        self._db.migrate(self.MIGRATIONS)
         with self._db.transaction() as conn:
-            for statement in _SCHEMA.strip().split(";"):
-                if statement.strip():
-                    conn.execute(statement)
             empty = conn.execute("SELECT COUNT(*) FROM accounts").fetchone()[0] == 0
             if seed and empty:
                 for account in DEMO_ACCOUNTS:

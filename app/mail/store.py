@@ -11,16 +11,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parseaddr
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
-
-from core.db import Database
-from core.redact import mask_email
-from core.vault import SEALED_PREFIX, Sealer
-
-if TYPE_CHECKING:
-    pass
+from typing import Any, ClassVar, Literal, cast
 
 from app.mail.inbound import InboundEmail, thread_subject, trim_references
+from core.db import Database, Migration, Migrations, PersonalTables
+from core.redact import mask_email
+from core.vault import SEALED_PREFIX, Sealer
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +121,14 @@ class Thread:
 class MailStore:
     """The email channel's records in SQLite: mail taken in, mail sent, threads, address links."""
 
+    MIGRATIONS: ClassVar[Migrations] = Migrations("mail", Migration(1, *_SCHEMA))
+    PERSONAL_TABLES: ClassVar[PersonalTables] = {
+        "mail_in": {"conversation_id": "conversation"},
+        "mail_out": {"conversation_id": "conversation"},
+        "mail_threads": {"conversation_id": "conversation"},
+        "mail_contacts": {"conversation_id": "conversation"},
+    }
+
     def __init__(
         self,
         path: Path,
@@ -133,17 +137,17 @@ class MailStore:
         hash_address: Callable[[str], str] = address_hash,
         sealer: Sealer | None = None,
     ) -> None:
-        self._db = Database(path)
+        # A dropped body or address is overwritten on disk, not left behind in a free page.
+        self._db = Database(path, secure_delete=True)
         self._clock = clock
         # The service passes the vault's keyed hash (Vault.subject): without the key, no dictionary reverses it.
         self._hash = hash_address
         # And the vault's sealer: the addresses and bodies kept for later are encrypted under its keys.
         self._sealer = sealer or Sealer.ephemeral()
+        self._db.migrate(self.MIGRATIONS)
+        # Not a migration: a version that wrote in clear may still run beside this one (a rolling
+        # upgrade) and leave rows in clear after any migration ran, and sealing needs the vault key.
         with self._db.transaction() as conn:
-            # A dropped body or address is overwritten on disk, not left behind in a free page.
-            conn.execute("PRAGMA secure_delete=ON")
-            for statement in _SCHEMA:
-                conn.execute(statement)
             self._seal_clear_rows(conn)
 
     def _seal_clear_rows(self, conn: sqlite3.Connection) -> None:
