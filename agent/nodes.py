@@ -212,48 +212,63 @@ def act(state: ConversationState, runtime: Runtime[Deps]) -> Update:
     deps = runtime.context
     decision = Decision.model_validate(state["decision"])
     understanding = Understanding.model_validate(state["understanding"])
-    cid = state["conversation_id"]
-    turn = state.get("turn", 0)
     now = deps.clock()
-    customer = dict(state.get("customer") or {})
     update: Update = {"consumed": True}
-
     if decision.action == "send_code":
-        vault = _vault(deps)
-        email = vault.get(understanding.email) or ""
-        key = f"{cid}:t{turn}:send_code"
-        result = deps.toolbox.send_code(email, conversation_id=cid, key=key)
-        if email:
-            vault.link_subject(cid, email)
-        customer |= {
-            "email": mask_email(email),
-            "email_ref": understanding.email,
-            "account_id": None,
-            "verified_at": None,
-        }
-        update |= {
-            "customer": customer,
-            "stage": "code",
-            "last_tool": result.model_dump(),
-            "counters": {**(state.get("counters") or {}), "code_attempts": 0},
-            "attempts": [
-                Attempt(
-                    at=now,
-                    kind="tool",
-                    tool="send_code",
-                    ok=True,
-                    idempotency_key=key,
-                    args={"email": mask_email(email)},
-                    detail="one-time code sent to the contact on file, if the account exists",
-                    result=result.data,
-                ).model_dump(mode="json")
-            ],
-        }
+        update |= _send_code(state, deps, understanding, now)
     elif decision.action == "check_code":
-        code = _vault(deps).get(understanding.code) or ""
-        account = deps.toolbox.check_code(code, conversation_id=cid, key=f"{cid}:t{turn}:check_code")
-        ok = account is not None
-        update["attempts"] = [
+        update |= _check_code(state, deps, understanding, now)
+    elif decision.action == "run_tool":
+        update |= _run_tool(state, deps, understanding, now)
+    elif decision.action == "advance_step":
+        update |= _advance_step(state)
+    else:
+        raise ValueError(f"act cannot carry out {decision.action!r}")
+    return update
+
+
+def _send_code(state: ConversationState, deps: Deps, understanding: Understanding, now: datetime) -> Update:
+    cid = state["conversation_id"]
+    vault = _vault(deps)
+    email = vault.get(understanding.email) or ""
+    key = f"{cid}:t{state.get('turn', 0)}:send_code"
+    result = deps.toolbox.send_code(email, conversation_id=cid, key=key)
+    if email:
+        vault.link_subject(cid, email)
+    customer = dict(state.get("customer") or {})
+    customer |= {
+        "email": mask_email(email),
+        "email_ref": understanding.email,
+        "account_id": None,
+        "verified_at": None,
+    }
+    return {
+        "customer": customer,
+        "stage": "code",
+        "last_tool": result.model_dump(),
+        "counters": {**(state.get("counters") or {}), "code_attempts": 0},
+        "attempts": [
+            Attempt(
+                at=now,
+                kind="tool",
+                tool="send_code",
+                ok=True,
+                idempotency_key=key,
+                args={"email": mask_email(email)},
+                detail="one-time code sent to the contact on file, if the account exists",
+                result=result.data,
+            ).model_dump(mode="json")
+        ],
+    }
+
+
+def _check_code(state: ConversationState, deps: Deps, understanding: Understanding, now: datetime) -> Update:
+    cid = state["conversation_id"]
+    code = _vault(deps).get(understanding.code) or ""
+    account = deps.toolbox.check_code(code, conversation_id=cid, key=f"{cid}:t{state.get('turn', 0)}:check_code")
+    ok = account is not None
+    update: Update = {
+        "attempts": [
             Attempt(
                 at=now,
                 kind="tool",
@@ -262,34 +277,40 @@ def act(state: ConversationState, runtime: Runtime[Deps]) -> Update:
                 detail="code matched" if ok else "code did not match",
             ).model_dump(mode="json")
         ]
-        if account is None:
-            update["counters"] = _counters(state, code_attempts=1)
-        else:
-            found = deps.toolbox.directory.get(account.account_id)
-            customer |= {
-                "account_id": account.account_id,
-                "email": mask_email(account.email),
-                "verified_at": account.verified_at.isoformat(),
-                "account_state": _account_state(found),
-            }
-            update |= {"customer": customer, "stage": "steps"}
-    elif decision.action == "run_tool":
-        pack_runbook = deps.pack.runbooks[state["runbook_id"] or ""]
-        step = state.get("step", 0)
-        tool = pack_runbook.steps[step].tool or ""
-        failures = (state.get("counters") or {}).get("step_failures", 0)
-        # Deterministic key: a replay after a crash finds the first run instead of acting again.
-        key = f"{cid}:t{turn}:s{step}:{tool}:a{failures}"
-        account = _verified(state, deps)
-        args = {"text": understanding.text, "summary": f"{pack_runbook.meta.title}: {state.get('problem_text', '')}"}
-        result = deps.toolbox.run(tool, key=key, conversation_id=cid, account=account, args=args)
-        recorded: dict[str, Any] = {"account_id": account.account_id if account else None}
-        if tool == "check_service_status":
-            recorded = {"text": redact(understanding.text)}
-        elif tool == "create_ticket":
-            recorded["summary"] = args["summary"]
-        update["last_tool"] = result.model_dump()
-        update["attempts"] = [
+    }
+    if account is None:
+        update["counters"] = _counters(state, code_attempts=1)
+        return update
+    found = deps.toolbox.directory.get(account.account_id)
+    customer = dict(state.get("customer") or {})
+    customer |= {
+        "account_id": account.account_id,
+        "email": mask_email(account.email),
+        "verified_at": account.verified_at.isoformat(),
+        "account_state": _account_state(found),
+    }
+    return update | {"customer": customer, "stage": "steps"}
+
+
+def _run_tool(state: ConversationState, deps: Deps, understanding: Understanding, now: datetime) -> Update:
+    cid = state["conversation_id"]
+    pack_runbook = deps.pack.runbooks[state["runbook_id"] or ""]
+    step = state.get("step", 0)
+    tool = pack_runbook.steps[step].tool or ""
+    failures = (state.get("counters") or {}).get("step_failures", 0)
+    # Deterministic key: a replay after a crash finds the first run instead of acting again.
+    key = f"{cid}:t{state.get('turn', 0)}:s{step}:{tool}:a{failures}"
+    account = _verified(state, deps)
+    args = {"text": understanding.text, "summary": f"{pack_runbook.meta.title}: {state.get('problem_text', '')}"}
+    result = deps.toolbox.run(tool, key=key, conversation_id=cid, account=account, args=args)
+    recorded: dict[str, Any] = {"account_id": account.account_id if account else None}
+    if tool == "check_service_status":
+        recorded = {"text": redact(understanding.text)}
+    elif tool == "create_ticket":
+        recorded["summary"] = args["summary"]
+    update: Update = {
+        "last_tool": result.model_dump(),
+        "attempts": [
             Attempt(
                 at=now,
                 kind="tool",
@@ -301,27 +322,27 @@ def act(state: ConversationState, runtime: Runtime[Deps]) -> Update:
                 detail=result.error or result.message,
                 result=result.data,
             ).model_dump(mode="json")
-        ]
-        if result.ok:
-            update["step_tool_done"] = True
-            if account is not None:
-                found = deps.toolbox.directory.get(account.account_id)
-                customer["account_state"] = _account_state(found)
-                update["customer"] = customer
-        else:
-            update["counters"] = _counters(state, step_failures=1)
-    elif decision.action == "advance_step":
-        counters = {k: v for k, v in (state.get("counters") or {}).items() if k not in ("step_failures", "unclear")}
-        update |= {
-            "step": state.get("step", 0) + 1,
-            "step_tool_done": False,
-            "stage": "steps",
-            "counters": counters,
-            "last_tool": None,
-        }
-    else:
-        raise ValueError(f"act cannot carry out {decision.action!r}")
+        ],
+    }
+    if not result.ok:
+        update["counters"] = _counters(state, step_failures=1)
+        return update
+    update["step_tool_done"] = True
+    if account is not None:
+        found = deps.toolbox.directory.get(account.account_id)
+        update["customer"] = {**(state.get("customer") or {}), "account_state": _account_state(found)}
     return update
+
+
+def _advance_step(state: ConversationState) -> Update:
+    counters = {k: v for k, v in (state.get("counters") or {}).items() if k not in ("step_failures", "unclear")}
+    return {
+        "step": state.get("step", 0) + 1,
+        "step_tool_done": False,
+        "stage": "steps",
+        "counters": counters,
+        "last_tool": None,
+    }
 
 
 def _reply_context(state: ConversationState, deps: Deps, decision: Decision, **extra: Any) -> ReplyContext:
