@@ -23,7 +23,8 @@ from agent.handoff import (
     TranscriptLine,
     sentiment_label,
 )
-from agent.state import ConversationState, Decision, Understanding, Usage
+from agent.stages import BETWEEN_PROBLEMS, INITIAL, Event, advance
+from agent.state import ConversationState, Decision, Stage, Understanding, Usage
 from core.pack import Impact, Pack, Urgency
 from core.redact import mask_email, redact
 from core.vault import Vault, reveal
@@ -55,6 +56,11 @@ def _counters(state: ConversationState, **changes: int) -> dict[str, int]:
     return counters
 
 
+def _moved(state: ConversationState, event: Event) -> Stage:
+    """Where ``event`` takes the conversation from its current stage (declared in agent/stages.py)."""
+    return advance(state["stage"], event)
+
+
 def intake(state: ConversationState, runtime: Runtime[Deps]) -> Update:
     """Take the customer's message into the conversation."""
     inbox = state["inbox"]
@@ -66,7 +72,7 @@ def intake(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         "transcript": [_line("customer", inbox["text"], at, state.get("channel", "chat"))],
     }
     if not state.get("stage"):
-        update |= {"stage": "triage", "step": 0, "counters": {}, "customer": {}, "context_text": ""}
+        update |= {"stage": INITIAL, "step": 0, "counters": {}, "customer": {}, "context_text": ""}
     return update
 
 
@@ -102,7 +108,7 @@ def understand(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         return {"understanding": Understanding(text=inbox["text"]).model_dump()}
     vault = _vault(runtime.context)
     text = reveal(vault, inbox["text"], inbox.get("held", []))
-    context = state.get("context_text", "") if state.get("stage") in ("triage", "resolved") else ""
+    context = state.get("context_text", "") if state.get("stage") in BETWEEN_PROBLEMS else ""
     routing_text = f"{context} {text}".strip() if context else text
     understanding = runtime.context.brain.understand(text, routing_text=routing_text, spent_tokens=_spent(state))
     kept = understanding.model_copy(
@@ -150,7 +156,7 @@ def facts_of(state: ConversationState, deps: Deps) -> boundary.Facts:
     started = datetime.fromisoformat(started_at) if started_at else deps.clock()
     last_tool = state.get("last_tool") or {}
     return boundary.Facts(
-        stage=state.get("stage", "triage"),
+        stage=state.get("stage", INITIAL),
         understanding=Understanding.model_validate(state["understanding"]),
         runbooks=runbook_facts(deps.pack),
         runbook_id=state.get("runbook_id"),
@@ -185,13 +191,13 @@ def decide(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         ],
     }
     understanding = state["understanding"]
-    if state.get("stage") in ("triage", "resolved") and not state.get("consumed"):
+    new_problem = state.get("stage") in BETWEEN_PROBLEMS
+    if new_problem and not state.get("consumed"):
         # The customer's own words for the problem at hand, for the packet and any ticket.
         update["problem_text"] = redact(f"{state.get('context_text', '')} {state['inbox']['text']}".strip())
         if understanding.get("candidates"):
             update["candidates"] = understanding["candidates"]
     chosen = decision.runbook_id or None
-    new_problem = state.get("stage") in ("triage", "resolved")
     if chosen and (new_problem or chosen != state.get("runbook_id")):
         update |= {
             "runbook_id": chosen,
@@ -203,7 +209,7 @@ def decide(state: ConversationState, runtime: Runtime[Deps]) -> Update:
             },
         }
         if decision.action != "handoff":
-            update["stage"] = "steps"
+            update["stage"] = _moved(state, "runbook_chosen" if new_problem else "topic_changed")
     return update
 
 
@@ -244,7 +250,7 @@ def _send_code(state: ConversationState, deps: Deps, understanding: Understandin
     }
     return {
         "customer": customer,
-        "stage": "code",
+        "stage": _moved(state, "code_sent"),
         "last_tool": result.model_dump(),
         "counters": {**(state.get("counters") or {}), "code_attempts": 0},
         "attempts": [
@@ -289,7 +295,7 @@ def _check_code(state: ConversationState, deps: Deps, understanding: Understandi
         "verified_at": account.verified_at.isoformat(),
         "account_state": _account_state(found),
     }
-    return update | {"customer": customer, "stage": "steps"}
+    return update | {"customer": customer, "stage": _moved(state, "identity_verified")}
 
 
 def _run_tool(state: ConversationState, deps: Deps, understanding: Understanding, now: datetime) -> Update:
@@ -339,7 +345,7 @@ def _advance_step(state: ConversationState) -> Update:
     return {
         "step": state.get("step", 0) + 1,
         "step_tool_done": False,
-        "stage": "steps",
+        "stage": _moved(state, "step_did_not_work"),
         "counters": counters,
         "last_tool": None,
     }
@@ -382,11 +388,11 @@ def reply(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         update["context_text"] = f"{state.get('context_text', '')} {state['inbox']['text']}".strip()
     elif action == "ask_identity":
         repeat = (state.get("counters") or {}).get("identity_asks", 0) > 0
-        update |= {"stage": "identity", "counters": _counters(state, identity_asks=1)}
+        update |= {"stage": _moved(state, "identity_asked"), "counters": _counters(state, identity_asks=1)}
     elif action == "ask_code":
-        update["stage"] = "code"
+        update["stage"] = _moved(state, "code_asked")
     elif action == "present_step":
-        update["stage"] = "confirm"
+        update["stage"] = _moved(state, "step_presented")
         update["attempts"] = [
             Attempt(at=now, kind="step", step=state.get("step", 0), detail="step shown to the customer").model_dump(
                 mode="json"
@@ -396,7 +402,7 @@ def reply(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         update["counters"] = _counters(state, unclear=1)
     elif action == "close_resolved":
         update |= {
-            "stage": "resolved",
+            "stage": _moved(state, "customer_confirmed"),
             "resolution": "confirmed",
             "context_text": "",
             "counters": {},
@@ -499,7 +505,7 @@ def handoff(state: ConversationState, runtime: Runtime[Deps]) -> Update:
     if state.get("stream"):
         emit_delta(Delta(text))
     return {
-        "stage": "handed_off",
+        "stage": _moved(state, "handoff"),
         "runbook_id": runbook_id,
         "handoff": handoff_info,
         "outgoing": [text],
