@@ -2,7 +2,8 @@
 
 A node never writes a stage. It names what happened (an event: "code_sent", "handoff", ...) and
 ``advance`` finds where that leads from the conversation's current stage. An event the table does not
-declare for that stage is a bug in the caller, and raises.
+declare for that stage is a bug in the caller, and raises. docs/stages.md draws the table
+(``python -m agent.drawing > docs/stages.md`` writes it again).
 """
 
 from __future__ import annotations
@@ -66,7 +67,12 @@ TRANSITIONS: tuple[Transition, ...] = (
     ),
     Transition("code", "handoff", "handed_off", "too many wrong codes, or a boundary was crossed"),
     Transition("steps", "step_presented", "confirm", "the step (and its tool's outcome) shown with its check question"),
-    Transition("steps", "identity_asked", "identity", "the runbook acts for a verified customer only: asked who"),
+    Transition(
+        "steps",
+        "identity_asked",
+        "identity",
+        "the runbook needs a verified customer: asked for the address on the account",
+    ),
     Transition("steps", "code_sent", "code", "the address came with the problem: a code went out at once"),
     Transition("steps", "topic_changed", "steps", "the message clearly fits another runbook: that one begins"),
     Transition("steps", "handoff", "handed_off", "the step's tool kept failing, or a boundary was crossed"),
@@ -78,8 +84,12 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition("confirm", "handoff", "handed_off", "no step left, no clear answer, or a boundary was crossed"),
     Transition("resolved", "runbook_chosen", "steps", "a new problem after a resolved one: its runbook begins"),
     Transition("resolved", "handoff", "handed_off", "the new problem fits no runbook, or a boundary was crossed"),
-    Transition("handed_off", "returned_by_l2", "triage", "the technician gave it back: the next message is routed"),
-    Transition("handed_off", "resolved_by_l2", "resolved", "the technician resolved it: a later message is new"),
+    Transition(
+        "handed_off", "returned_by_l2", "triage", "the technician gave it back: the next message is routed afresh"
+    ),
+    Transition(
+        "handed_off", "resolved_by_l2", "resolved", "the technician resolved it: a later message starts a new problem"
+    ),
 )
 
 
@@ -93,3 +103,10 @@ def advance(stage: Stage, event: Event) -> Stage:
         f"no transition from stage {stage!r} on event {event!r} (declared from {stage!r}: {declared}); "
         "declare the move in agent/stages.py TRANSITIONS if it is meant"
     )
+
+
+def mermaid() -> str:
+    """The table as a Mermaid state diagram, each arrow labelled with its event."""
+    lines = ["stateDiagram-v2", f"    [*] --> {INITIAL}"]
+    lines += [f"    {move.source} --> {move.target} : {move.event}" for move in TRANSITIONS]
+    return "\n".join(lines) + "\n"

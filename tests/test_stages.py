@@ -1,4 +1,4 @@
-"""The stage machine, table-driven: every declared move and every undeclared one."""
+"""The stage machine, table-driven: every declared move, every undeclared one, and its drawing."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from typing import Literal, get_args
 import pytest
 from langchain_core.runnables import RunnableConfig
 
-from agent.stages import INITIAL, TRANSITIONS, Event, advance
+from agent.drawing import COMMAND, document
+from agent.stages import INITIAL, TRANSITIONS, Event, advance, mermaid
 from agent.state import Stage
 from app.runtime import Runtime
 from tests.conftest import latest_code
@@ -84,6 +85,26 @@ def test_every_event_is_used_and_every_stage_reached_and_left() -> None:
                 frontier.append(move.target)
     assert reached == set(get_args(Stage))
     assert {t.source for t in TRANSITIONS} == set(get_args(Stage))
+
+
+def test_mermaid_draws_one_arrow_per_move() -> None:
+    assert mermaid().splitlines() == [
+        "stateDiagram-v2",
+        f"    [*] --> {INITIAL}",
+        *(f"    {source} --> {target} : {event}" for source, event, target in EXPECTED),
+    ]
+
+
+def test_committed_drawing_is_current() -> None:
+    committed = (ROOT / "docs" / "stages.md").read_text(encoding="utf-8")
+    assert committed == document(), f"docs/stages.md is stale: run `{COMMAND}` and commit it"
+
+
+def test_drawing_holds_the_graph_of_the_nodes() -> None:
+    text = document()
+    assert "stateDiagram-v2" in text
+    for node in ("intake", "understand", "decide", "act", "reply", "handoff"):
+        assert f"\t{node}({node})" in text
 
 
 def _stage_literals(path: Path) -> list[int]:
