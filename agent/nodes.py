@@ -23,7 +23,8 @@ from agent.handoff import (
     TranscriptLine,
     sentiment_label,
 )
-from agent.state import ConversationState, Decision, Understanding, Usage
+from agent.stages import BETWEEN_PROBLEMS, INITIAL, Event, advance
+from agent.state import ConversationState, Decision, Stage, Understanding, Usage
 from core.pack import Impact, Pack, Urgency
 from core.redact import mask_email, redact
 from core.vault import Vault, reveal
@@ -55,6 +56,11 @@ def _counters(state: ConversationState, **changes: int) -> dict[str, int]:
     return counters
 
 
+def _moved(state: ConversationState, event: Event) -> Stage:
+    """Where ``event`` takes the conversation from its current stage (declared in agent/stages.py)."""
+    return advance(state["stage"], event)
+
+
 def intake(state: ConversationState, runtime: Runtime[Deps]) -> Update:
     """Take the customer's message into the conversation."""
     inbox = state["inbox"]
@@ -66,7 +72,7 @@ def intake(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         "transcript": [_line("customer", inbox["text"], at, state.get("channel", "chat"))],
     }
     if not state.get("stage"):
-        update |= {"stage": "triage", "step": 0, "counters": {}, "customer": {}, "context_text": ""}
+        update |= {"stage": INITIAL, "step": 0, "counters": {}, "customer": {}, "context_text": ""}
     return update
 
 
@@ -102,7 +108,7 @@ def understand(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         return {"understanding": Understanding(text=inbox["text"]).model_dump()}
     vault = _vault(runtime.context)
     text = reveal(vault, inbox["text"], inbox.get("held", []))
-    context = state.get("context_text", "") if state.get("stage") in ("triage", "resolved") else ""
+    context = state.get("context_text", "") if state.get("stage") in BETWEEN_PROBLEMS else ""
     routing_text = f"{context} {text}".strip() if context else text
     understanding = runtime.context.brain.understand(text, routing_text=routing_text, spent_tokens=_spent(state))
     kept = understanding.model_copy(
@@ -150,7 +156,7 @@ def facts_of(state: ConversationState, deps: Deps) -> boundary.Facts:
     started = datetime.fromisoformat(started_at) if started_at else deps.clock()
     last_tool = state.get("last_tool") or {}
     return boundary.Facts(
-        stage=state.get("stage", "triage"),
+        stage=state.get("stage", INITIAL),
         understanding=Understanding.model_validate(state["understanding"]),
         runbooks=runbook_facts(deps.pack),
         runbook_id=state.get("runbook_id"),
@@ -185,13 +191,13 @@ def decide(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         ],
     }
     understanding = state["understanding"]
-    if state.get("stage") in ("triage", "resolved") and not state.get("consumed"):
+    new_problem = state.get("stage") in BETWEEN_PROBLEMS
+    if new_problem and not state.get("consumed"):
         # The customer's own words for the problem at hand, for the packet and any ticket.
         update["problem_text"] = redact(f"{state.get('context_text', '')} {state['inbox']['text']}".strip())
         if understanding.get("candidates"):
             update["candidates"] = understanding["candidates"]
     chosen = decision.runbook_id or None
-    new_problem = state.get("stage") in ("triage", "resolved")
     if chosen and (new_problem or chosen != state.get("runbook_id")):
         update |= {
             "runbook_id": chosen,
@@ -203,7 +209,7 @@ def decide(state: ConversationState, runtime: Runtime[Deps]) -> Update:
             },
         }
         if decision.action != "handoff":
-            update["stage"] = "steps"
+            update["stage"] = _moved(state, "runbook_chosen" if new_problem else "topic_changed")
     return update
 
 
@@ -212,48 +218,63 @@ def act(state: ConversationState, runtime: Runtime[Deps]) -> Update:
     deps = runtime.context
     decision = Decision.model_validate(state["decision"])
     understanding = Understanding.model_validate(state["understanding"])
-    cid = state["conversation_id"]
-    turn = state.get("turn", 0)
     now = deps.clock()
-    customer = dict(state.get("customer") or {})
     update: Update = {"consumed": True}
-
     if decision.action == "send_code":
-        vault = _vault(deps)
-        email = vault.get(understanding.email) or ""
-        key = f"{cid}:t{turn}:send_code"
-        result = deps.toolbox.send_code(email, conversation_id=cid, key=key)
-        if email:
-            vault.link_subject(cid, email)
-        customer |= {
-            "email": mask_email(email),
-            "email_ref": understanding.email,
-            "account_id": None,
-            "verified_at": None,
-        }
-        update |= {
-            "customer": customer,
-            "stage": "code",
-            "last_tool": result.model_dump(),
-            "counters": {**(state.get("counters") or {}), "code_attempts": 0},
-            "attempts": [
-                Attempt(
-                    at=now,
-                    kind="tool",
-                    tool="send_code",
-                    ok=True,
-                    idempotency_key=key,
-                    args={"email": mask_email(email)},
-                    detail="one-time code sent to the contact on file, if the account exists",
-                    result=result.data,
-                ).model_dump(mode="json")
-            ],
-        }
+        update |= _send_code(state, deps, understanding, now)
     elif decision.action == "check_code":
-        code = _vault(deps).get(understanding.code) or ""
-        account = deps.toolbox.check_code(code, conversation_id=cid, key=f"{cid}:t{turn}:check_code")
-        ok = account is not None
-        update["attempts"] = [
+        update |= _check_code(state, deps, understanding, now)
+    elif decision.action == "run_tool":
+        update |= _run_tool(state, deps, understanding, now)
+    elif decision.action == "advance_step":
+        update |= _advance_step(state)
+    else:
+        raise ValueError(f"act cannot carry out {decision.action!r}")
+    return update
+
+
+def _send_code(state: ConversationState, deps: Deps, understanding: Understanding, now: datetime) -> Update:
+    cid = state["conversation_id"]
+    vault = _vault(deps)
+    email = vault.get(understanding.email) or ""
+    key = f"{cid}:t{state.get('turn', 0)}:send_code"
+    result = deps.toolbox.send_code(email, conversation_id=cid, key=key)
+    if email:
+        vault.link_subject(cid, email)
+    customer = dict(state.get("customer") or {})
+    customer |= {
+        "email": mask_email(email),
+        "email_ref": understanding.email,
+        "account_id": None,
+        "verified_at": None,
+    }
+    return {
+        "customer": customer,
+        "stage": _moved(state, "code_sent"),
+        "last_tool": result.model_dump(),
+        "counters": {**(state.get("counters") or {}), "code_attempts": 0},
+        "attempts": [
+            Attempt(
+                at=now,
+                kind="tool",
+                tool="send_code",
+                ok=True,
+                idempotency_key=key,
+                args={"email": mask_email(email)},
+                detail="one-time code sent to the contact on file, if the account exists",
+                result=result.data,
+            ).model_dump(mode="json")
+        ],
+    }
+
+
+def _check_code(state: ConversationState, deps: Deps, understanding: Understanding, now: datetime) -> Update:
+    cid = state["conversation_id"]
+    code = _vault(deps).get(understanding.code) or ""
+    account = deps.toolbox.check_code(code, conversation_id=cid, key=f"{cid}:t{state.get('turn', 0)}:check_code")
+    ok = account is not None
+    update: Update = {
+        "attempts": [
             Attempt(
                 at=now,
                 kind="tool",
@@ -262,34 +283,40 @@ def act(state: ConversationState, runtime: Runtime[Deps]) -> Update:
                 detail="code matched" if ok else "code did not match",
             ).model_dump(mode="json")
         ]
-        if account is None:
-            update["counters"] = _counters(state, code_attempts=1)
-        else:
-            found = deps.toolbox.directory.get(account.account_id)
-            customer |= {
-                "account_id": account.account_id,
-                "email": mask_email(account.email),
-                "verified_at": account.verified_at.isoformat(),
-                "account_state": _account_state(found),
-            }
-            update |= {"customer": customer, "stage": "steps"}
-    elif decision.action == "run_tool":
-        pack_runbook = deps.pack.runbooks[state["runbook_id"] or ""]
-        step = state.get("step", 0)
-        tool = pack_runbook.steps[step].tool or ""
-        failures = (state.get("counters") or {}).get("step_failures", 0)
-        # Deterministic key: a replay after a crash finds the first run instead of acting again.
-        key = f"{cid}:t{turn}:s{step}:{tool}:a{failures}"
-        account = _verified(state, deps)
-        args = {"text": understanding.text, "summary": f"{pack_runbook.meta.title}: {state.get('problem_text', '')}"}
-        result = deps.toolbox.run(tool, key=key, conversation_id=cid, account=account, args=args)
-        recorded: dict[str, Any] = {"account_id": account.account_id if account else None}
-        if tool == "check_service_status":
-            recorded = {"text": redact(understanding.text)}
-        elif tool == "create_ticket":
-            recorded["summary"] = args["summary"]
-        update["last_tool"] = result.model_dump()
-        update["attempts"] = [
+    }
+    if account is None:
+        update["counters"] = _counters(state, code_attempts=1)
+        return update
+    found = deps.toolbox.directory.get(account.account_id)
+    customer = dict(state.get("customer") or {})
+    customer |= {
+        "account_id": account.account_id,
+        "email": mask_email(account.email),
+        "verified_at": account.verified_at.isoformat(),
+        "account_state": _account_state(found),
+    }
+    return update | {"customer": customer, "stage": _moved(state, "identity_verified")}
+
+
+def _run_tool(state: ConversationState, deps: Deps, understanding: Understanding, now: datetime) -> Update:
+    cid = state["conversation_id"]
+    pack_runbook = deps.pack.runbooks[state["runbook_id"] or ""]
+    step = state.get("step", 0)
+    tool = pack_runbook.steps[step].tool or ""
+    failures = (state.get("counters") or {}).get("step_failures", 0)
+    # Deterministic key: a replay after a crash finds the first run instead of acting again.
+    key = f"{cid}:t{state.get('turn', 0)}:s{step}:{tool}:a{failures}"
+    account = _verified(state, deps)
+    args = {"text": understanding.text, "summary": f"{pack_runbook.meta.title}: {state.get('problem_text', '')}"}
+    result = deps.toolbox.run(tool, key=key, conversation_id=cid, account=account, args=args)
+    recorded: dict[str, Any] = {"account_id": account.account_id if account else None}
+    if tool == "check_service_status":
+        recorded = {"text": redact(understanding.text)}
+    elif tool == "create_ticket":
+        recorded["summary"] = args["summary"]
+    update: Update = {
+        "last_tool": result.model_dump(),
+        "attempts": [
             Attempt(
                 at=now,
                 kind="tool",
@@ -301,27 +328,27 @@ def act(state: ConversationState, runtime: Runtime[Deps]) -> Update:
                 detail=result.error or result.message,
                 result=result.data,
             ).model_dump(mode="json")
-        ]
-        if result.ok:
-            update["step_tool_done"] = True
-            if account is not None:
-                found = deps.toolbox.directory.get(account.account_id)
-                customer["account_state"] = _account_state(found)
-                update["customer"] = customer
-        else:
-            update["counters"] = _counters(state, step_failures=1)
-    elif decision.action == "advance_step":
-        counters = {k: v for k, v in (state.get("counters") or {}).items() if k not in ("step_failures", "unclear")}
-        update |= {
-            "step": state.get("step", 0) + 1,
-            "step_tool_done": False,
-            "stage": "steps",
-            "counters": counters,
-            "last_tool": None,
-        }
-    else:
-        raise ValueError(f"act cannot carry out {decision.action!r}")
+        ],
+    }
+    if not result.ok:
+        update["counters"] = _counters(state, step_failures=1)
+        return update
+    update["step_tool_done"] = True
+    if account is not None:
+        found = deps.toolbox.directory.get(account.account_id)
+        update["customer"] = {**(state.get("customer") or {}), "account_state": _account_state(found)}
     return update
+
+
+def _advance_step(state: ConversationState) -> Update:
+    counters = {k: v for k, v in (state.get("counters") or {}).items() if k not in ("step_failures", "unclear")}
+    return {
+        "step": state.get("step", 0) + 1,
+        "step_tool_done": False,
+        "stage": _moved(state, "step_did_not_work"),
+        "counters": counters,
+        "last_tool": None,
+    }
 
 
 def _reply_context(state: ConversationState, deps: Deps, decision: Decision, **extra: Any) -> ReplyContext:
@@ -361,11 +388,11 @@ def reply(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         update["context_text"] = f"{state.get('context_text', '')} {state['inbox']['text']}".strip()
     elif action == "ask_identity":
         repeat = (state.get("counters") or {}).get("identity_asks", 0) > 0
-        update |= {"stage": "identity", "counters": _counters(state, identity_asks=1)}
+        update |= {"stage": _moved(state, "identity_asked"), "counters": _counters(state, identity_asks=1)}
     elif action == "ask_code":
-        update["stage"] = "code"
+        update["stage"] = _moved(state, "code_asked")
     elif action == "present_step":
-        update["stage"] = "confirm"
+        update["stage"] = _moved(state, "step_presented")
         update["attempts"] = [
             Attempt(at=now, kind="step", step=state.get("step", 0), detail="step shown to the customer").model_dump(
                 mode="json"
@@ -375,7 +402,7 @@ def reply(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         update["counters"] = _counters(state, unclear=1)
     elif action == "close_resolved":
         update |= {
-            "stage": "resolved",
+            "stage": _moved(state, "customer_confirmed"),
             "resolution": "confirmed",
             "context_text": "",
             "counters": {},
@@ -478,7 +505,7 @@ def handoff(state: ConversationState, runtime: Runtime[Deps]) -> Update:
     if state.get("stream"):
         emit_delta(Delta(text))
     return {
-        "stage": "handed_off",
+        "stage": _moved(state, "handoff"),
         "runbook_id": runbook_id,
         "handoff": handoff_info,
         "outgoing": [text],

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 
+from agent.stages import BETWEEN_PROBLEMS
 from agent.state import Decision, ReasonCode, Scored, Stage, Understanding
 from core.pack import Policy
 
@@ -73,7 +74,7 @@ def _boundaries(facts: Facts, policy: Policy) -> Decision | None:
         return _handoff("negative_sentiment", facts)
     if _contains_phrase(u.text, policy.escalation_keywords):
         return _handoff("escalation_keyword", facts)
-    if facts.stage not in ("triage", "resolved"):
+    if facts.stage not in BETWEEN_PROBLEMS:
         if facts.elapsed_minutes > policy.limits.max_conversation_minutes:
             return _handoff("time_limit", facts)
     if facts.customer_turns > policy.limits.max_customer_turns:
@@ -117,6 +118,7 @@ def _start(runbook_id: str, score: float, facts: Facts, policy: Policy, reason: 
         return _handoff("escalation_keyword", facts, runbook_id=runbook_id)
     if runbook.tier >= 2:
         return _handoff("tier2_runbook", facts, runbook_id=runbook_id)
+    # Decided as from the runbook's first step, where the decide node moves it unless it hands off.
     fresh = Facts(
         stage="steps",
         understanding=facts.understanding,
@@ -259,10 +261,10 @@ def _decide(facts: Facts, policy: Policy) -> Decision:
         if boundary is not None:
             return boundary
         current = facts.runbooks.get(facts.runbook_id or "")
-        if current and facts.stage not in ("triage", "resolved"):
+        if current and facts.stage not in BETWEEN_PROBLEMS:
             if _contains_phrase(facts.understanding.text, current.escalate_if):
                 return _handoff("escalation_keyword", facts)
-    if facts.stage in ("triage", "resolved") or facts.runbook_id is None:
+    if facts.stage in BETWEEN_PROBLEMS or facts.runbook_id is None:
         return _triage(facts, policy)
     if not facts.consumed and facts.stage in ("identity", "confirm"):
         switched = _topic_change(facts, policy)

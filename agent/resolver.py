@@ -23,6 +23,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from agent.brains.streaming import DELTA_SINK, Delta
 from agent.deps import Deps
 from agent.graph import build_graph
+from agent.stages import Event, advance
 from agent.state import ConversationState
 from core.db import Connection, Database, Dialect, Migration, Migrations, PersonalTables, sqlite_columns
 from core.errors import ConversationNotFound, MessageRejected
@@ -263,14 +264,18 @@ class Resolver:
             hook(conversation_id, values)
 
     def reopen(self, conversation_id: str, stage: Literal["triage", "resolved"]) -> None:
-        """Take a conversation back from L2 so the bot reads the customer's next message afresh."""
+        """Take a conversation back from L2 so the bot reads the customer's next message afresh.
+
+        ``stage`` is "resolved" when the technician resolved it, "triage" when they gave it back unresolved.
+        """
+        event: Event = "resolved_by_l2" if stage == "resolved" else "returned_by_l2"
         with self.lock(conversation_id):
             config = self._config(conversation_id)
             values = self.graph.get_state(config).values
             if values.get("stage") != "handed_off":
                 return
             update: dict[str, Any] = {
-                "stage": stage,
+                "stage": advance(values["stage"], event),
                 "handoff": None,
                 "context_text": "",
                 "counters": {},

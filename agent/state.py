@@ -42,7 +42,6 @@ ReasonCode = Literal[
     "code_sent",
     "code_entered",
     "code_mismatch",
-    "verified",
     "step_tool",
     "step_presented",
     "step_did_not_work",

@@ -1,0 +1,112 @@
+"""The stage machine: every move of a conversation from one stage to another, declared once.
+
+A node never writes a stage. It names what happened (an event: "code_sent", "handoff", ...) and
+``advance`` finds where that leads from the conversation's current stage. An event the table does not
+declare for that stage is a bug in the caller, and raises. docs/stages.md draws the table
+(``python -m agent.drawing > docs/stages.md`` writes it again).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from agent.state import Stage
+
+Event = Literal[
+    "runbook_chosen",  # decide: the policy picked a runbook for a new problem
+    "topic_changed",  # decide: the message fits another runbook than the current one
+    "identity_asked",  # reply: asked for the email address on the account
+    "code_sent",  # act: a one-time code went to the contact on file
+    "code_asked",  # reply: asked for the code
+    "identity_verified",  # act: the code matched
+    "step_presented",  # reply: the current step shown, with its check question
+    "step_did_not_work",  # act: the customer said no, the next step comes
+    "customer_confirmed",  # reply: the customer said it worked
+    "handoff",  # handoff: the packet is queued for L2
+    "returned_by_l2",  # Resolver.reopen: the technician gave the conversation back
+    "resolved_by_l2",  # Resolver.reopen: the technician resolved it
+]
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One declared move: from ``source`` on ``event`` to ``target``, and why it happens."""
+
+    source: Stage
+    event: Event
+    target: Stage
+    doc: str
+
+
+# A new conversation's first message is routed like any new problem.
+INITIAL: Stage = "triage"
+
+# The stages in which the next message is read as a new problem, not as an answer within a runbook.
+BETWEEN_PROBLEMS: frozenset[Stage] = frozenset({"triage", "resolved"})
+
+TRANSITIONS: tuple[Transition, ...] = (
+    Transition("triage", "runbook_chosen", "steps", "a runbook fits the problem: its first step begins"),
+    Transition("triage", "handoff", "handed_off", "no runbook fits, a tier-2 one does, or a boundary was crossed"),
+    Transition("identity", "identity_asked", "identity", "the answer held no address: asked again"),
+    Transition("identity", "code_sent", "code", "the customer gave an address: a code went to the contact on file"),
+    Transition("identity", "topic_changed", "steps", "the message clearly fits another runbook: that one begins"),
+    Transition(
+        "identity",
+        "step_presented",
+        "confirm",
+        "identity no longer needed: the pack or the verification window changed since the question",
+    ),
+    Transition("identity", "handoff", "handed_off", "no address after the asks allowed, or a boundary was crossed"),
+    Transition("code", "code_asked", "code", "asked for the code just sent, or again after a wrong one"),
+    Transition("code", "code_sent", "code", "another address while a code was awaited: a code went there instead"),
+    Transition("code", "identity_verified", "steps", "the code matched: the customer is verified, the steps begin"),
+    Transition("code", "topic_changed", "steps", "the message clearly fits another runbook: that one begins"),
+    Transition(
+        "code", "step_presented", "confirm", "identity no longer needed: the runbook's pack changed since the code"
+    ),
+    Transition("code", "handoff", "handed_off", "too many wrong codes, or a boundary was crossed"),
+    Transition("steps", "step_presented", "confirm", "the step (and its tool's outcome) shown with its check question"),
+    Transition(
+        "steps",
+        "identity_asked",
+        "identity",
+        "the runbook needs a verified customer: asked for the address on the account",
+    ),
+    Transition("steps", "code_sent", "code", "the address came with the problem: a code went out at once"),
+    Transition("steps", "topic_changed", "steps", "the message clearly fits another runbook: that one begins"),
+    Transition("steps", "handoff", "handed_off", "the step's tool kept failing, or a boundary was crossed"),
+    Transition("confirm", "customer_confirmed", "resolved", "the customer said the step worked"),
+    Transition("confirm", "step_did_not_work", "steps", "the customer said it did not work: the next step begins"),
+    Transition("confirm", "topic_changed", "steps", "the message clearly fits another runbook: that one begins"),
+    Transition("confirm", "identity_asked", "identity", "the verification expired before the answer: asked again"),
+    Transition("confirm", "code_sent", "code", "the verification expired and the answer held the address"),
+    Transition("confirm", "handoff", "handed_off", "no step left, no clear answer, or a boundary was crossed"),
+    Transition("resolved", "runbook_chosen", "steps", "a new problem after a resolved one: its runbook begins"),
+    Transition("resolved", "handoff", "handed_off", "the new problem fits no runbook, or a boundary was crossed"),
+    Transition(
+        "handed_off", "returned_by_l2", "triage", "the technician gave it back: the next message is routed afresh"
+    ),
+    Transition(
+        "handed_off", "resolved_by_l2", "resolved", "the technician resolved it: a later message starts a new problem"
+    ),
+)
+
+
+def advance(stage: Stage, event: Event) -> Stage:
+    """The stage that ``event`` leads to from ``stage``; ValueError when the table does not declare it."""
+    for move in TRANSITIONS:
+        if move.source == stage and move.event == event:
+            return move.target
+    declared = ", ".join(move.event for move in TRANSITIONS if move.source == stage) or "none"
+    raise ValueError(
+        f"no transition from stage {stage!r} on event {event!r} (declared from {stage!r}: {declared}); "
+        "declare the move in agent/stages.py TRANSITIONS if it is meant"
+    )
+
+
+def mermaid() -> str:
+    """The table as a Mermaid state diagram, each arrow labelled with its event."""
+    lines = ["stateDiagram-v2", f"    [*] --> {INITIAL}"]
+    lines += [f"    {move.source} --> {move.target} : {move.event}" for move in TRANSITIONS]
+    return "\n".join(lines) + "\n"
