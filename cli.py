@@ -572,7 +572,7 @@ def forget(
     if (email is None) == (conversation is None):
         _fail(TieroneError("give either --email ADDRESS or --conversation ID"))
     try:
-        report = Eraser(open_runtime(_settings())).forget(conversation_id=conversation, email=email)
+        report = Eraser(open_runtime(_settings()).erasure).forget(conversation_id=conversation, email=email)
     except TieroneError as exc:
         _fail(exc)
     print(json.dumps(report.as_dict(), indent=2))

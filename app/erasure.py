@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -93,10 +93,6 @@ class ErasureScope:
     clock: Callable[[], datetime]
 
 
-class _Wired(Protocol):
-    erasure: ErasureScope
-
-
 class Eraser:
     """Finds and deletes one customer's data across the stores of the desk database, the vault and the checkpoints."""
 
@@ -108,9 +104,8 @@ class Eraser:
         Migration(2, {"sqlite": _add_actor, "postgresql": None}),
     )
 
-    def __init__(self, scope: ErasureScope | _Wired, clock: Callable[[], datetime] | None = None) -> None:
-        # A runtime is taken as well: the server and the CLI hold one.
-        self.scope = scope if isinstance(scope, ErasureScope) else scope.erasure
+    def __init__(self, scope: ErasureScope, clock: Callable[[], datetime] | None = None) -> None:
+        self.scope = scope
         self.clock = clock or self.scope.clock
         self._db = Database(self.scope.desk_db, secure_delete=True)
         self._db.migrate(self.MIGRATIONS)

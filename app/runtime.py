@@ -32,6 +32,7 @@ from tools.actions import Limits, Toolbox
 from tools.base import Directory, StatusPage
 from tools.http_backend import HttpDirectory, HttpStatusPage
 from tools.ledger import Ledger
+from tools.mail import Mailer
 from tools.outbox import FileOutbox
 from tools.sqlite_backend import SqliteDirectory
 from vectorstore.embeddings import Embedder, MiniLMEmbedder
@@ -85,6 +86,56 @@ class Runtime:
     email: EmailChannel | None = None
 
 
+def _open_index(settings: Settings, embedder: Embedder | None) -> RunbookIndex:
+    """The pack's routing index, synced with the pack on disk."""
+    index = RunbookIndex(open_client(settings.chroma_dir), load_pack(settings.runbooks), embedder or MiniLMEmbedder())
+    index.sync()
+    return index
+
+
+def _toolbox(
+    settings: Settings, clock: Callable[[], datetime], embedded: SqliteDirectory, mailer: Mailer, vault: Vault
+) -> Toolbox:
+    """The tools, on the identity provider and status page the settings name (else the embedded ones)."""
+    directory: Directory = (
+        HttpDirectory(settings.directory_url, settings.directory_token) if settings.directory_url else embedded
+    )
+    status_page: StatusPage = HttpStatusPage(settings.status_url) if settings.status_url else embedded
+    limits = Limits(
+        verification_ttl=timedelta(minutes=settings.verification_ttl_minutes),
+        code_cooldown=timedelta(seconds=settings.code_cooldown_seconds),
+        codes_per_hour=settings.codes_per_account_per_hour,
+        account_actions_per_day=settings.account_actions_per_day,
+    )
+    return Toolbox(
+        directory=directory,
+        status_page=status_page,
+        outbox=mailer,
+        ledger=Ledger(settings.desk_db, clock),
+        clock=clock,
+        limits=limits,
+        vault=vault,
+    )
+
+
+def _email_channel(settings: Settings, mailer: Mailer, resolver: Resolver, desk: Desk) -> EmailChannel:
+    """Mail in and out of the resolver's conversations, tied to the desk's status and the vault's addresses."""
+    deps = resolver.deps
+    vault, directory, clock = deps.toolbox.vault, deps.toolbox.directory, deps.clock
+    assert vault is not None
+    return EmailChannel(
+        MailStore(settings.desk_db, clock, hash_address=vault.subject, sealer=vault.sealer),
+        mailer,
+        resolver,
+        sender=settings.mail_from,
+        status=lambda cid: desk.status(cid).status,
+        validate=lambda text: validate_message(text, settings.max_message_chars),
+        clock=clock,
+        email_of_account=lambda account_id: found.email if (found := directory.get(account_id)) else None,
+        remember_address=vault.link_subject,
+    )
+
+
 def open_runtime(
     settings: Settings,
     *,
@@ -94,40 +145,17 @@ def open_runtime(
     index: RunbookIndex | None = None,
 ) -> Runtime:
     """Load the pack, sync the Chroma index, open the stores and build the resolver."""
-    if index is None:
-        pack = load_pack(settings.runbooks)
-        index = RunbookIndex(open_client(settings.chroma_dir), pack, embedder or MiniLMEmbedder())
-        index.sync()
-    pack = index.pack
+    index = index or _open_index(settings, embedder)
     embedded = SqliteDirectory(settings.desk_db, clock)
-    directory: Directory = (
-        HttpDirectory(settings.directory_url, settings.directory_token) if settings.directory_url else embedded
-    )
-    status_page: StatusPage = HttpStatusPage(settings.status_url) if settings.status_url else embedded
-    ledger = Ledger(settings.desk_db, clock)
     outbox = FileOutbox(settings.outbox_dir, clock)
     # Codes and mail replies go out by SMTP when a relay is set, else into the file outbox.
     mailer = open_mailer(settings, outbox, clock)
     vault_key = load_key(settings.vault_key.get_secret_value() if settings.vault_key else None, settings.data_dir)
     vault = Vault(settings.vault_db, vault_key, clock, retention=timedelta(hours=settings.vault_retention_hours))
-    limits = Limits(
-        verification_ttl=timedelta(minutes=settings.verification_ttl_minutes),
-        code_cooldown=timedelta(seconds=settings.code_cooldown_seconds),
-        codes_per_hour=settings.codes_per_account_per_hour,
-        account_actions_per_day=settings.account_actions_per_day,
-    )
-    toolbox = Toolbox(
-        directory=directory,
-        status_page=status_page,
-        outbox=mailer,
-        ledger=ledger,
-        clock=clock,
-        limits=limits,
-        vault=vault,
-    )
+    toolbox = _toolbox(settings, clock, embedded, mailer, vault)
     notifier = Notifier.from_settings(settings, clock)
     deps = Deps(
-        pack=pack,
+        pack=index.pack,
         brain=make_brain(settings, index),
         toolbox=toolbox,
         handoffs=HandoffQueue(settings.desk_db, clock, on_store=notifier.enqueue if notifier.enabled else None),
@@ -148,42 +176,33 @@ def open_runtime(
         reopen=resolver.reopen,
         at_risk_minutes=settings.sla_at_risk_minutes,
     )
-    email = EmailChannel(
-        MailStore(settings.desk_db, clock, hash_address=vault.subject, sealer=vault.sealer),
-        mailer,
-        resolver,
-        sender=settings.mail_from,
-        status=lambda cid: desk.status(cid).status,
-        validate=lambda text: validate_message(text, settings.max_message_chars),
-        clock=clock,
-        email_of_account=lambda account_id: found.email if (found := directory.get(account_id)) else None,
-        remember_address=vault.link_subject,
-    )
+    email = _email_channel(settings, mailer, resolver, desk)
     metrics = Metrics(desk)
     # Every after-turn hook, here and nowhere else: the desk's transcript and status, the mail link, the counts.
     resolver.after_turn += [desk.after_turn, email.after_turn, metrics.after_turn]
     desk.on_reply.append(email.on_desk_reply)
+    erasure = ErasureScope(
+        desk_db=settings.desk_db,
+        stores=DESK_STORES,
+        vault=vault,
+        resolver=resolver,
+        directory=toolbox.directory,
+        outbox=outbox,
+        verification_ttl=timedelta(minutes=settings.verification_ttl_minutes),
+        clock=clock,
+    )
     return Runtime(
         settings=settings,
-        pack=pack,
+        pack=index.pack,
         index=index,
         resolver=resolver,
         outbox=outbox,
-        ledger=ledger,
+        ledger=toolbox.ledger,
         directory=embedded,
         messages=messages,
         desk=desk,
         metrics=metrics,
-        erasure=ErasureScope(
-            desk_db=settings.desk_db,
-            stores=DESK_STORES,
-            vault=vault,
-            resolver=resolver,
-            directory=directory,
-            outbox=outbox,
-            verification_ttl=timedelta(minutes=settings.verification_ttl_minutes),
-            clock=clock,
-        ),
+        erasure=erasure,
         notifier=notifier,
         email=email,
     )

@@ -47,7 +47,7 @@ def revoke_key(keys: Keys, name: str, who: Admin) -> dict[str, int]:
 )
 def erase_customer(runtime: AppRuntime, body: ErasureRequest, who: Admin) -> ErasureOut:
     """Erase a customer by address (every conversation that gave it or acted on its account), or a conversation."""
-    eraser = Eraser(runtime)
+    eraser = Eraser(runtime.erasure)
     actor = f"admin:{who.name}"
     if body.email is not None:
         report = eraser.forget(email=body.email.strip(), actor=actor)
@@ -59,4 +59,4 @@ def erase_customer(runtime: AppRuntime, body: ErasureRequest, who: Admin) -> Era
 @router.get("/admin/erasures", responses=DESK_ERRORS)
 def list_erasures(runtime: AppRuntime, who: Admin) -> list[ErasureOut]:
     """Every erasure so far, oldest first (ids, who asked, counts; no personal data)."""
-    return [ErasureOut.model_validate(r) for r in Eraser(runtime).history()]
+    return [ErasureOut.model_validate(r) for r in Eraser(runtime.erasure).history()]

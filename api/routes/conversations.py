@@ -171,5 +171,5 @@ def erase_conversation(conversation_id: Customer, runtime: AppRuntime) -> Erasur
     kept without personal data, and an erasure record says who asked and what went. The token
     stops working: a later request answers 404.
     """
-    report = Eraser(runtime).forget_customer(conversation_id, actor="customer")
+    report = Eraser(runtime.erasure).forget_customer(conversation_id, actor="customer")
     return announce_erasure(runtime, report)

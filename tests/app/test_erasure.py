@@ -52,7 +52,7 @@ def test_forgetting_an_address_deletes_every_conversation_of_it(runtime: Runtime
     first, second, bobs = three
     resolver = runtime.resolver
     assert resolver.deps.handoffs.for_conversation(first)
-    report = Eraser(runtime).forget(email=JANE.upper())
+    report = Eraser(runtime.erasure).forget(email=JANE.upper())
     assert report.conversations == sorted([first, second])
     assert report.requested_by == "email"
     assert report.deleted["checkpoints"] > 0 and report.deleted["handoffs"] == 1
@@ -75,7 +75,7 @@ def test_forgetting_an_address_deletes_every_conversation_of_it(runtime: Runtime
 
 
 def test_the_erasure_record_counts_and_names_no_one(runtime: Runtime, three: tuple[str, str, str]) -> None:
-    eraser = Eraser(runtime)
+    eraser = Eraser(runtime.erasure)
     report = eraser.forget(email=JANE)
     [record] = eraser.history()
     assert record["erasure_id"] == report.erasure_id
@@ -85,15 +85,15 @@ def test_the_erasure_record_counts_and_names_no_one(runtime: Runtime, three: tup
 
 def test_forgetting_one_conversation_leaves_the_others(runtime: Runtime, three: tuple[str, str, str]) -> None:
     first, second, _ = three
-    report = Eraser(runtime).forget(conversation_id=second)
+    report = Eraser(runtime.erasure).forget(conversation_id=second)
     assert report.conversations == [second] and report.requested_by == "conversation"
     assert runtime.resolver.view(first)["stage"] == "handed_off"
     # Jane's other conversation is still found by her address afterwards.
-    assert Eraser(runtime).conversations_of(JANE) == [first]
+    assert Eraser(runtime.erasure).conversations_of(JANE) == [first]
 
 
 def test_bad_requests_say_what_was_wrong(runtime: Runtime) -> None:
-    eraser = Eraser(runtime)
+    eraser = Eraser(runtime.erasure)
     with pytest.raises(ErasureRequestError, match="either"):
         eraser.forget()
     with pytest.raises(ErasureRequestError, match="either"):

@@ -363,7 +363,7 @@ def test_mail_addresses_are_stored_as_keyed_hashes_and_erasure_finds_mail_conver
     # Keyed by the vault's key: the plain SHA-256 a dictionary would try is not what is stored.
     assert stored != address_hash("pat.lee@example.org") and "pat.lee" not in stored
     # An address that never wrote in a chat is still found by `tierone forget --email`.
-    report = Eraser(runtime).forget(email="Pat.Lee@example.org")
+    report = Eraser(runtime.erasure).forget(email="Pat.Lee@example.org")
     assert report.conversations == [cid]
     with sqlite3.connect(runtime.settings.desk_db) as conn:
         for table in ("mail_in", "mail_out", "mail_threads", "mail_contacts"):

@@ -146,7 +146,7 @@ def test_every_store_of_an_empty_database_is_at_its_latest_version(runtime: Runt
     ApiKeys(desk)
     CustomerTokens(desk)  # the server opens these two
     assert recorded(desk) == latest(*(s.MIGRATIONS for s in DESK_STORES))
-    Eraser(runtime)
+    Eraser(runtime.erasure)
     assert recorded(desk) == latest(*(s.MIGRATIONS for s in DESK_STORES), Eraser.MIGRATIONS)
     assert recorded(runtime.settings.vault_db) == latest(Vault.MIGRATIONS)
 
@@ -176,7 +176,7 @@ def test_a_release_0_1_database_upgrades_without_loss(
         runtime = open_runtime(settings, clock=clock, index=bundled_index)
         ApiKeys(desk)
         CustomerTokens(desk)
-        Eraser(runtime)
+        Eraser(runtime.erasure)
         return runtime
 
     runtime = start()
@@ -191,7 +191,7 @@ def test_a_release_0_1_database_upgrades_without_loss(
     assert runtime.erasure.vault.conversations_of("jane.doe@example.com") == [facts["chat"]]
     assert runtime.email is not None
     assert runtime.email.store.thread(facts["by_mail"]).reply_to == "Pat Lee <pat.lee@example.org>"  # type: ignore[union-attr]
-    [erasure] = Eraser(runtime).history()
+    [erasure] = Eraser(runtime.erasure).history()
     assert (erasure["conversations"], erasure["actor"]) == ([facts["erased"]], "cli")
     assert [line.role for line in runtime.messages.lines(facts["chat"])][-1] == "technician"
     # A second start finds nothing to do.
@@ -215,7 +215,7 @@ def test_erasures_from_before_the_actor_column_read_as_made_from_the_cli(
             " conversations TEXT NOT NULL, deleted TEXT NOT NULL)"
         )
         conn.execute("INSERT INTO erasures VALUES ('ER-1', '2026-11-01T00:00:00+00:00', 'email', '[\"c_1\"]', '{}')")
-    eraser = Eraser(make_runtime(data))
+    eraser = Eraser(make_runtime(data).erasure)
     assert [(h["erasure_id"], h["actor"]) for h in eraser.history()] == [("ER-1", "cli")]
     assert recorded(data / "tierone.sqlite")["erasure"] == [1, 2]
 
@@ -226,7 +226,7 @@ def test_erasures_from_before_the_actor_column_read_as_made_from_the_cli(
 def test_every_table_that_names_a_conversation_is_erased_or_kept_on_purpose(runtime: Runtime) -> None:
     with TestClient(create_app(runtime.settings, runtime=runtime)):
         pass  # the server opens its stores as well
-    eraser = Eraser(runtime)
+    eraser = Eraser(runtime.erasure)
     with sqlite3.connect(runtime.settings.desk_db) as conn:
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
         columns = {t: {r[1] for r in conn.execute(f'PRAGMA table_info("{t}")')} for t in tables}
