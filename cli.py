@@ -167,7 +167,7 @@ def chat(runbooks: RunbooksOpt = None) -> None:
 @runbooks_app.command("lint")
 def runbooks_lint(folder: Annotated[Path, typer.Argument(help="Runbook pack folder.")]) -> None:
     """Check a pack; name every problem with its file and field."""
-    from core.pack import lint_pack
+    from core.pack import lint_pack, pack_warnings
 
     pack, problems = lint_pack(folder)
     for problem in problems:
@@ -175,6 +175,11 @@ def runbooks_lint(folder: Annotated[Path, typer.Argument(help="Runbook pack fold
     if pack is None:
         console.print(f"{len(problems)} problem(s) in {folder}")
         raise typer.Exit(1)
+    for warning in pack_warnings(pack):
+        console.print(
+            f"[yellow]warning: {warning.file}[/yellow]: [bold]{warning.field}[/bold]: {warning.message}",
+            highlight=False,
+        )
     console.print(f"ok: {len(pack.runbooks)} runbooks in {folder}, policy.yaml valid")
 
 

@@ -72,7 +72,7 @@ def _boundaries(facts: Facts, policy: Policy) -> Decision | None:
         return _handoff("manipulation_suspected", facts)
     if u.sentiment <= policy.handoff_sentiment:
         return _handoff("negative_sentiment", facts)
-    if _contains_phrase(u.text, policy.escalation_keywords):
+    if policy.escalates(u.text):
         return _handoff("escalation_keyword", facts)
     if facts.stage not in BETWEEN_PROBLEMS:
         if facts.elapsed_minutes > policy.limits.max_conversation_minutes:

