@@ -2,7 +2,9 @@
 
 A conversation's token (``Authorization: Bearer``, or ``?token=`` on the SSE stream) is its
 customer's credential; technicians and admins send their API key the same way (app/auth.py).
-Everything here reads ``app.state``, which create_app fills.
+Everything here reads ``app.state``, which create_app fills. The plain reads of it are ``async``:
+FastAPI runs a plain ``def`` dependency in a worker thread, and a hop per dependency cost every turn
+latency under load.
 """
 
 from __future__ import annotations
@@ -37,27 +39,27 @@ class RateLimits:
         )
 
 
-def _runtime(request: Request) -> Runtime:
+async def _runtime(request: Request) -> Runtime:
     value: Runtime = request.app.state.runtime
     return value
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     value: Settings = request.app.state.settings
     return value
 
 
-def _metrics(request: Request) -> Metrics | None:
+async def _metrics(request: Request) -> Metrics | None:
     value: Metrics | None = request.app.state.metrics
     return value
 
 
-def _keys(request: Request) -> ApiKeys:
+async def _keys(request: Request) -> ApiKeys:
     value: ApiKeys = request.app.state.keys
     return value
 
 
-def _tokens(request: Request) -> CustomerTokens:
+async def _tokens(request: Request) -> CustomerTokens:
     value: CustomerTokens = request.app.state.tokens
     return value
 
@@ -79,7 +81,7 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 def _take(request: Request, limiter: RateLimiter, key: str, what: str) -> None:
     wait = limiter.take(key)
     if wait > 0:
-        metrics = _metrics(request)
+        metrics: Metrics | None = request.app.state.metrics
         if metrics is not None:
             metrics.rate_limited.labels(what).inc()
         raise HTTPException(
@@ -111,7 +113,8 @@ def _let_in(request: Request, conversation_id: str, given: str | None) -> None:
             "send this conversation's token as 'Authorization: Bearer <token>' (POST /conversations gave it)",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    if not _tokens(request).verify(conversation_id, given):
+    tokens: CustomerTokens = request.app.state.tokens
+    if not tokens.verify(conversation_id, given):
         raise ConversationNotFound(conversation_id)
 
 
@@ -163,10 +166,12 @@ def _technician(request: Request, credentials: Credentials) -> Principal:
         raise HTTPException(
             401, "send a technician's API key as 'Authorization: Bearer <key>'", {"WWW-Authenticate": "Bearer"}
         )
-    principal = _keys(request).verify(credentials.credentials)
+    keys: ApiKeys = request.app.state.keys
+    principal = keys.verify(credentials.credentials)
     if principal is not None:
         return principal
-    if _tokens(request).known(credentials.credentials):
+    tokens: CustomerTokens = request.app.state.tokens
+    if tokens.known(credentials.credentials):
         raise HTTPException(403, "a conversation token cannot open the desk; use a technician's API key")
     raise HTTPException(401, "the API key is unknown or revoked; ask an admin for one", {"WWW-Authenticate": "Bearer"})
 
