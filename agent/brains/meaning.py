@@ -25,12 +25,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.redact import EMAIL
 from vectorstore.embeddings import Embedder, Vector
 
 # Cosine floors, chosen by bench/meaning.py's sweep (SECURITY.md).
 SENTENCE_FLOOR = 0.35
-COVER_FLOOR = 0.55
+COVER_FLOOR = 0.4
 WHOLE_FLOOR = 0.4
 
 # Where a reply is cut into sentences: after a sentence's end (and a closing bracket or quote)
@@ -42,6 +41,8 @@ _CLAUSE_END = re.compile(r"(?<=\w)[:;]\s+")
 _TAG = re.compile(r"\s*\[[a-z0-9][a-z0-9-]*\]\s*$")
 _LETTERS = re.compile(r"[^\W\d_]{2,}")
 _DIGITS = re.compile(r"\d+")
+# An address in a tool's result, masked ("j***@example.com") or not.
+_ADDRESS = re.compile(r"[\w.*+'-]+@[\w-]+(?:\.[\w-]+)+")
 _WORD = re.compile(r"[a-z]+")
 # Words that say an action was taken or an outcome holds ("I've deleted", "has been unlocked",
 # "access granted", "identity verified"). A rewording may use one only where the draft does: the
@@ -175,7 +176,7 @@ class DraftMeaning:
         self._keep_plain = [_plain(whole[i]) for i in self._keep]
         self._draft = whole + [clause for s in whole for clause in _clauses(s)]
         self._sentences = len(whole)
-        self._tokens = [t for t in [*EMAIL.findall(tool_result), *_DIGITS.findall(tool_result)] if t]
+        self._tokens = [*_ADDRESS.findall(tool_result), *_DIGITS.findall(tool_result)]
         self._draft_claims = _claims(draft)
         self._draft_vectors: Vector | None = None
         self._seen: list[Vector] = []
