@@ -63,8 +63,8 @@ def sources(brain: LLMBrain, ctx: ReplyContext) -> str:
 
 
 FAITHFUL = (
-    "I've sent a password-reset link to the email address on your account. (It went to j***@example.com.) "
-    "It works once and expires in 30 minutes.\n\nCan you sign in with your new password now?"
+    "I've emailed a password-reset link to the address on your account. (It went to j***@example.com.) "
+    "It works once and expires in 30 minutes.\n\nCan you sign in with the new password now?"
 )
 
 
@@ -163,24 +163,29 @@ def test_a_faithful_stream_is_released_whole(brain: LLMBrain, api: respx.MockRou
     assert reply.text == f"{FAITHFUL} [password-reset]" == "".join(d.text for d in deltas)
 
 
-def test_draft_and_rewording_share_one_batch_and_a_stream_embeds_the_draft_once(
+def test_draft_and_rewording_share_one_batch_and_the_draft_is_embedded_once(
     brain: LLMBrain, api: respx.MockRouter, bundled_index: RunbookIndex
 ) -> None:
     counting = CountingEmbedder(bundled_index)
     brain.meaning = MeaningCheck(counting)
     ctx = ctx_for(brain)
     draft = sentences(brain._fallback.text_for(ctx))
-    api.post(URL).mock(return_value=text_reply(FAITHFUL))
-    assert not brain.reply(ctx).fallback
-    assert len(counting.batches) == 1
-    assert counting.batches[0][: len(draft)] == draft and counting.batches[0][len(draft) :] == sentences(FAITHFUL)
-    counting.batches.clear()
-    api.post(URL).mock(return_value=sse([f"{s} " for s in sentences(FAITHFUL)]))
+    said = sentences(FAITHFUL)
+    assert said[1] == SENT and SENT in draft  # repeated word for word: never embedded again
+    api.post(URL).mock(return_value=sse([f"{s} " for s in said]))
     reply = stream_reply(brain, ctx, lambda delta: None)
     assert not reply.fallback
-    # One batch per released sentence; the draft's sentences only in the first.
-    assert [len(b) for b in counting.batches] == [len(draft) + 1, 1, 1, 1]
-    assert counting.batches[1:] == [[s] for s in sentences(FAITHFUL)[1:]]
+    # The first released sentence shares a batch with the draft; each later one is embedded alone.
+    assert counting.batches == [[*draft, said[0]], [said[2]], [said[3]]]
+    counting.batches.clear()
+    api.post(URL).mock(return_value=text_reply(FAITHFUL))
+    assert not brain.reply(ctx).fallback
+    # The draft's vectors are kept from the streamed reply: one batch of the new sentences only.
+    assert counting.batches == [[said[0], said[2], said[3]]]
+    counting.batches.clear()
+    brain.meaning = MeaningCheck(counting)
+    assert not brain.reply(ctx).fallback
+    assert counting.batches == [[*draft, said[0], said[2], said[3]]]
 
 
 def test_english_off_script_text_is_judged_whatever_language_the_model_reported(

@@ -21,6 +21,9 @@ off-script ones (``eval/offscript.jsonl``).
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -145,11 +148,13 @@ class Measures:
 class DraftMeaning:
     """One draft's meaning, checked against a rewording sentence by sentence.
 
-    The draft's sentences are embedded once, in the same batch as the first sentences checked,
-    and kept for the later ones (a streamed reply checks each sentence as it is released).
+    The draft's sentences are embedded in the same batch as the first sentences checked (unless
+    the check has them from an earlier reply) and kept for the later ones: a streamed reply checks
+    each sentence as it is released. A sentence that repeats one of the draft's word for word is
+    not embedded again.
 
     Args:
-        embedder: The routing index's embedding model.
+        check: The check whose embedding model (and cache of draft sentences) this uses.
         draft: The offline reply the model rewords.
         tool_result: The tool's result the draft carries ("" when none): it must be kept.
         semantic: False where the embedding model cannot judge (a reply in another language):
@@ -159,14 +164,14 @@ class DraftMeaning:
 
     def __init__(
         self,
-        embedder: Embedder,
+        check: MeaningCheck,
         draft: str,
         tool_result: str = "",
         *,
         semantic: bool = True,
         floors: Floors | None = None,
     ) -> None:
-        self._embedder = embedder
+        self._check = check
         self.floors = floors or Floors()
         self._semantic = semantic
         whole = sentences(draft) or [draft.strip()]
@@ -176,6 +181,7 @@ class DraftMeaning:
         self._keep_plain = [_plain(whole[i]) for i in self._keep]
         self._draft = whole + [clause for s in whole for clause in _clauses(s)]
         self._sentences = len(whole)
+        self._verbatim = {_plain(unit): i for i, unit in reversed(list(enumerate(self._draft)))}
         self._tokens = [*_ADDRESS.findall(tool_result), *_DIGITS.findall(tool_result)]
         self._draft_claims = _claims(draft)
         self._draft_vectors: Vector | None = None
@@ -193,13 +199,21 @@ class DraftMeaning:
         judged = [s for s in found if not _COURTESY.match(s)]
         if not judged or not self._semantic:
             return m
+        fresh = [s for s in judged if _plain(s) not in self._verbatim]
         if self._draft_vectors is None:
-            # One batch: the draft's sentences with the first rewording sentences.
-            vectors = self._embedder.embed([*self._draft, *judged])
-            self._draft_vectors, new = vectors[: len(self._draft)], vectors[len(self._draft) :]
+            vectors = self._check.vectors(self._draft, fresh)
+            self._draft_vectors, embedded = vectors[: len(self._draft)], vectors[len(self._draft) :]
         else:
-            new = self._embedder.embed(judged)
-        sims = new @ self._draft_vectors.T
+            embedded = self._check.vectors([], fresh)
+        draft_vectors = self._draft_vectors
+        found_vectors = iter(embedded)
+        new = np.stack(
+            [
+                draft_vectors[self._verbatim[_plain(s)]] if _plain(s) in self._verbatim else next(found_vectors)
+                for s in judged
+            ]
+        )
+        sims = new @ draft_vectors.T
         m.nearest += [float(x) for x in sims.max(axis=1)]
         m.to_whole += [float(x) for x in new @ _unit(self._draft_vectors[: self._sentences])]
         self._seen.append(new)
@@ -209,10 +223,10 @@ class DraftMeaning:
         """Judge what the whole rewording must keep, once it is complete."""
         m = self.measures
         whole = " ".join(self._text)
-        m.lost = [f"result {t!r}" for t in self._tokens if t not in whole]
+        m.lost = [f"result {t!r}" for t in self._tokens if t.lower() not in whole.lower()]
         if not self._semantic:
             return m
-        if self._draft_vectors is None:  # nothing but courtesies: none of the draft was said
+        if self._draft_vectors is None or not self._seen:  # nothing but courtesies: none of the draft was said
             m.whole = 0.0
             m.cover = 0.0 if self._keep else 1.0
             return m
@@ -242,13 +256,40 @@ class MeaningCheck:
         floors: The cosine floors; the measured ones by default.
     """
 
+    # Draft sentences whose vectors are kept: a pack's drafts are its steps and a few fixed
+    # sentences, a few hundred in all, so most drafts cost no embedding after their first use.
+    _CACHE = 4096
+
     def __init__(self, embedder: Embedder, floors: Floors | None = None) -> None:
         self.embedder = embedder
         self.floors = floors or Floors()
+        self._cache: OrderedDict[str, Vector] = OrderedDict()
+        self._lock = threading.Lock()
 
     def draft(self, draft: str, tool_result: str = "", *, semantic: bool = True) -> DraftMeaning:
         """Start checking rewordings of ``draft`` (see ``DraftMeaning``)."""
-        return DraftMeaning(self.embedder, draft, tool_result, semantic=semantic, floors=self.floors)
+        return DraftMeaning(self, draft, tool_result, semantic=semantic, floors=self.floors)
+
+    def vectors(self, draft: Sequence[str], rewording: Sequence[str]) -> Vector:
+        """Vectors of draft sentences (kept between calls) and of rewording sentences, in one batch."""
+        with self._lock:
+            known = {unit: self._cache[unit] for unit in draft if unit in self._cache}
+        missing = [unit for unit in dict.fromkeys(draft) if unit not in known]
+        if missing or rewording:
+            embedded = self.embedder.embed([*missing, *rewording])
+            found = dict(zip(missing, embedded[: len(missing)], strict=True))
+            with self._lock:
+                self._cache.update(found)
+                while len(self._cache) > self._CACHE:
+                    self._cache.popitem(last=False)
+            known.update(found)
+            tail = embedded[len(missing) :]
+        else:
+            tail = np.empty((0, 0), dtype=np.float32)
+        head = [known[unit] for unit in draft]
+        if not head:
+            return tail
+        return np.concatenate([np.stack(head), tail]) if len(tail) else np.stack(head)
 
     def refusal(self, draft: str, rewording: str, tool_result: str = "", *, semantic: bool = True) -> str | None:
         """Why a whole rewording is refused, or None when it keeps the draft's meaning."""
