@@ -217,11 +217,11 @@ def test_the_floors_are_the_ones_the_sweep_picks(bundled_index: RunbookIndex) ->
     keep, offscript = sets["recorded"] + sets["faithful"], sets["offscript"]
     chosen, caught = choose(keep, offscript, "nearest")
     assert chosen == Floors() == Floors(SENTENCE_FLOOR, COVER_FLOOR, WHOLE_FLOOR)
-    # The figures SECURITY.md reports: no faithful rewording refused, 43 of 48 off-script caught.
+    # The figures SECURITY.md reports: no faithful rewording refused, 44 of 48 off-script caught.
     assert rate(sets["recorded"], chosen, "nearest") == 0 and len(sets["recorded"]) == 76
     assert rate(sets["faithful"], chosen, "nearest") == 0 and len(sets["faithful"]) == 36
-    assert sum(refused(m, chosen, "nearest") for _, m in offscript) == 43 and len(offscript) == 48
-    assert caught == pytest.approx(43 / 48)
+    assert sum(refused(m, chosen, "nearest") for _, m in offscript) == 44 and len(offscript) == 48
+    assert caught == pytest.approx(44 / 48)
     # Comparing each sentence with the draft as a whole catches fewer at no false refusal.
     assert choose(keep, offscript, "whole")[1] < caught
 

@@ -32,7 +32,7 @@ from vectorstore.embeddings import Embedder, Vector
 
 # Cosine floors, chosen by bench/meaning.py's sweep (SECURITY.md).
 SENTENCE_FLOOR = 0.35
-COVER_FLOOR = 0.4
+COVER_FLOOR = 0.55
 WHOLE_FLOOR = 0.4
 
 # Where a reply is cut into sentences: after a sentence's end (and a closing bracket or quote)
@@ -96,6 +96,10 @@ def _claims(text: str) -> set[str]:
 def _clauses(sentence: str) -> list[str]:
     parts = [part.strip() for part in _CLAUSE_END.split(sentence)]
     return parts if len(parts) > 1 and all(len(part.split()) >= 3 for part in parts) else []
+
+
+def _must_keep(text: str) -> bool:
+    return bool(_PROMISE.search(text)) or text.rstrip().endswith("?")
 
 
 def _plain(text: str) -> str:
@@ -176,10 +180,18 @@ class DraftMeaning:
         self._semantic = semantic
         whole = sentences(draft) or [draft.strip()]
         kept = set(sentences(tool_result))
-        # What the rewording must keep: the tool's result, promises, questions (sentences only).
-        self._keep = [i for i, s in enumerate(whole) if s in kept or _PROMISE.search(s) or s.rstrip().endswith("?")]
-        self._keep_plain = [_plain(whole[i]) for i in self._keep]
-        self._draft = whole + [clause for s in whole for clause in _clauses(s)]
+        self._draft = list(whole)
+        # What the rewording must keep: the tool's result, promises, questions. A sentence cut in
+        # clauses is kept clause by clause, so "... is yours: what's the email address?" without
+        # its question is not kept by a rewording of its first half.
+        self._keep: list[int] = []
+        for i, sentence in enumerate(whole):
+            clauses = _clauses(sentence)
+            if sentence in kept or _must_keep(sentence):
+                own = [j for j, clause in enumerate(clauses) if sentence in kept or _must_keep(clause)]
+                self._keep += [len(self._draft) + j for j in own] or [i]
+            self._draft += clauses
+        self._keep_plain = [_plain(self._draft[i]) for i in self._keep]
         self._sentences = len(whole)
         self._verbatim = {_plain(unit): i for i, unit in reversed(list(enumerate(self._draft)))}
         self._tokens = [*_ADDRESS.findall(tool_result), *_DIGITS.findall(tool_result)]
