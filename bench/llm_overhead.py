@@ -2,7 +2,9 @@
 
 A tiny OpenAI-compatible server in this process answers every chat-completions request after a
 fixed delay (default 50 ms): the message reading with the first listed candidate, rewordings with
-the draft itself (streamed as SSE chunks when asked). It notes when it took each request and
+the draft, each sentence opening with "So, " (streamed as SSE chunks when asked): the meaning
+check passes them but finds no sentence of the draft repeated word for word, so it embeds every
+sentence, as it would a real rewording. It notes when it took each request and
 when it finished answering, on the same clock as the turns. Per turn:
 
     overhead = turn time - time the server spent on that turn's requests (its delay included)
@@ -12,15 +14,17 @@ SQLite checkpoints, langchain-openai and the openai client, the loopback HTTP, p
 On a shared machine wall time swells with other processes' load; the CPU time per turn is
 printed as well, which load changes far less.
 The streaming run reports the time to the first delta, and that time less the moment the server
-sent its first content chunk.
+sent its first content chunk. ``--meaning both`` plays every conversation with the meaning check
+on and off in turn (the order alternating by round), for a before/after under the same load.
 
-    .venv/bin/python bench/llm_overhead.py [--rounds 10] [--delay-ms 50]
+    .venv/bin/python bench/llm_overhead.py [--rounds 10] [--delay-ms 50] [--meaning on|off|both]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import socket
@@ -33,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from agent.brains.llm import LLMBrain
 from agent.brains.streaming import Delta
 from app.runtime import Runtime, open_runtime
 from core.settings import BUNDLED_RUNBOOKS, Settings
@@ -48,6 +53,10 @@ SCRIPTS = [
     ["is email down?", "yes"],
     ["printer on floor 3 shows offline", "still no", "let me talk to a human", "hello?"],
 ]
+
+
+# The start of every sentence of a draft (where the meaning check cuts it, too).
+_REWORD = re.compile(r"(?:^|(?<=[.!?] )|(?<=[.!?]\) )|(?<=\n))(?=\S)")
 
 
 class MockModel:
@@ -87,7 +96,7 @@ class MockModel:
             choice = {"index": 0, "message": message, "finish_reason": "tool_calls"}
             body = {**base, "object": "chat.completion", "choices": [choice], "usage": usage}
             return "application/json", [json.dumps(body).encode()]
-        text = user["draft"]
+        text = _REWORD.sub("So, ", user["draft"])
         if not payload.get("stream"):
             choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
             body = {**base, "object": "chat.completion", "choices": [choice], "usage": usage}
@@ -182,38 +191,70 @@ def pct(values: list[float]) -> str:
     return f"p50 {np.percentile(a, 50):.1f} ms, p95 {np.percentile(a, 95):.1f} ms (n={len(a)})"
 
 
+class Refusals(logging.Handler):
+    """Counts the LLM brain's meaning-check refusals (the mock's rewordings should have none)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Count one record when it is a meaning-check refusal."""
+        self.count += "meaning" in record.getMessage()
+
+
+def report(label: str, rows: list[dict[str, float]], stream: bool, delay_ms: float) -> None:
+    """Print one mode's figures."""
+    with_model = [r for r in rows if r["calls"]]
+    print(f"{label}: {len(rows)} turns, {sum(r['calls'] for r in rows)} model calls of {delay_ms:.0f} ms")
+    print(f"  turn time:           {pct([r['turn'] for r in rows])}")
+    print(f"  overhead (turn-model): {pct([r['turn'] - r['model'] for r in rows])}")
+    print(f"  overhead, turns that called the model: {pct([r['turn'] - r['model'] for r in with_model])}")
+    print(f"  CPU time of this process per turn (mock server's included): {pct([r['cpu'] for r in rows])}")
+    if stream:
+        timed = [r for r in rows if "first_delta" in r]
+        print(f"  time to first delta: {pct([r['first_delta'] for r in timed])}")
+        reworded = [r["after_first_chunk"] for r in timed if "after_first_chunk" in r]
+        print(f"  first delta after the reply's first bytes: {pct(reworded)}")
+
+
 def main() -> None:
     """Run the benchmark and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10, help="times each script is played, per mode")
     parser.add_argument("--delay-ms", type=float, default=50.0, help="the mock model's delay per request")
+    parser.add_argument("--meaning", choices=["on", "off", "both"], default="on", help="the meaning check")
     args = parser.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     model = MockModel(args.delay_ms / 1000)
     server = model.serve()
     base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    refusals = Refusals()
+    logging.getLogger("agent.brains.llm").addHandler(refusals)
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(
             data_dir=Path(tmp), runbooks=BUNDLED_RUNBOOKS, brain="llm", llm_base_url=base_url, llm_api_key="bench"
         )
         runtime = open_runtime(settings, embedder=MiniLMEmbedder(cache_size=0))
+        brain = runtime.resolver.deps.brain
+        assert isinstance(brain, LLMBrain)
+        check = brain.meaning
+        modes = {"on": [True], "off": [False], "both": [True, False]}[args.meaning]
         for script in SCRIPTS:  # warm-up: first-call costs (ONNX Runtime, SQLite pages, HTTP client)
             play(runtime, model, script, stream=False)
             play(runtime, model, script, stream=True)
         for stream in (False, True):
-            rows = [r for _ in range(args.rounds) for script in SCRIPTS for r in play(runtime, model, script, stream)]
-            with_model = [r for r in rows if r["calls"]]
-            label = "streamed" if stream else "plain"
-            print(f"{label}: {len(rows)} turns, {sum(r['calls'] for r in rows)} model calls of {args.delay_ms:.0f} ms")
-            print(f"  turn time:           {pct([r['turn'] for r in rows])}")
-            print(f"  overhead (turn-model): {pct([r['turn'] - r['model'] for r in rows])}")
-            print(f"  overhead, turns that called the model: {pct([r['turn'] - r['model'] for r in with_model])}")
-            print(f"  CPU time of this process per turn (mock server's included): {pct([r['cpu'] for r in rows])}")
-            if stream:
-                timed = [r for r in rows if "first_delta" in r]
-                print(f"  time to first delta: {pct([r['first_delta'] for r in timed])}")
-                reworded = [r["after_first_chunk"] for r in timed if "after_first_chunk" in r]
-                print(f"  first delta after the reply's first bytes: {pct(reworded)}")
+            rows: dict[bool, list[dict[str, float]]] = {on: [] for on in modes}
+            for round_ in range(args.rounds):
+                for script in SCRIPTS:
+                    # Interleaved, the order alternating by round: both modes see the same load.
+                    for on in modes if round_ % 2 == 0 else modes[::-1]:
+                        brain.meaning = check if on else None
+                        rows[on] += play(runtime, model, script, stream)
+            for on in modes:
+                label = ("streamed" if stream else "plain") + (", meaning check " + ("on" if on else "off"))
+                report(label, rows[on], stream, args.delay_ms)
+    print(f"meaning-check refusals: {refusals.count}")
     server.shutdown()
 
 

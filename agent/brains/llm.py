@@ -3,7 +3,8 @@
 The offline brain always reads the message first (slots, sentiment floor, routing candidates);
 the model adds a runbook proposal, a manipulation flag and the customer's language, and rewords
 replies. Every model output is either a typed proposal the policy checks, or text that passes a
-deterministic grounding check; anything else falls back to the offline brain's result. Nothing
+deterministic grounding check and the meaning check (agent/brains/meaning.py) against the offline
+draft; anything else falls back to the offline brain's result. Nothing
 here raises on a model or network failure, and raw model output is never shown or logged.
 
 Customer text is redacted (core/redact.py) before it goes to the model. A message in another
@@ -25,6 +26,7 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError
 
 from agent.brains.base import ReplyContext
 from agent.brains.language import guess_language
+from agent.brains.meaning import SENTENCE_END, DraftMeaning, MeaningCheck
 from agent.brains.offline import OfflineBrain
 from agent.brains.streaming import Delta, ReplyStream
 from agent.state import Reply, Understanding, Usage
@@ -55,8 +57,8 @@ _URL = re.compile(r"(?:https?://|www\.)\S+|\b(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\
 _PHONE = re.compile(r"\+?\(?\d[\d\s().-]{5,}\d")
 _DIGITS = re.compile(r"\d+")
 _LANGUAGE = re.compile(r"^[a-z]{2}$")
-# Where a streamed reply may be cut into checked spans: after a sentence's end or a line break.
-_SPAN_END = re.compile(r"(?<=[.!?])\s+|\n+")
+# Where a streamed reply may be cut into checked spans: where the meaning check cuts sentences.
+_SPAN_END = SENTENCE_END
 
 UNDERSTAND_SYSTEM = """\
 You are the message reader of a Tier-1 IT support assistant. You never talk to the customer and \
@@ -201,6 +203,10 @@ class LLMBrain:
         index: The routing index (its pack gives candidate titles and examples).
         fallback: The offline brain: it reads every message first and answers when the model fails.
         http_client: The HTTP client the OpenAI client uses (tests pass a mocked one).
+        meaning: The meaning check of rewordings; None makes one over the index's embedding model.
+
+    Attributes:
+        meaning: The meaning check; set to None to turn it off (the overhead benchmark's comparison).
     """
 
     name = "llm"
@@ -212,8 +218,10 @@ class LLMBrain:
         fallback: OfflineBrain,
         *,
         http_client: httpx.Client | None = None,
+        meaning: MeaningCheck | None = None,
     ) -> None:
         self.config = config
+        self.meaning: MeaningCheck | None = meaning or MeaningCheck(index.embedder)
         self._index = index
         self._fallback = fallback
         self._http_client = http_client
@@ -470,13 +478,36 @@ class LLMBrain:
         if not grounded(rewrite, base, sources):
             log.warning("LLM reply refused by the grounding check; using the offline wording")
             return Reply(text=base, usage=usage, fallback=True)
+        meaning = self._meaning(ctx, base, rewrite)
+        if meaning is not None:
+            meaning.add(rewrite)
+            refusal = meaning.refusal(finished=True)
+            if refusal:
+                log.warning("LLM reply refused by the meaning check (%s); using the offline wording", refusal)
+                return Reply(text=base, usage=usage, fallback=True)
         return Reply(text=rewrite, usage=usage)
+
+    def _meaning(self, ctx: ReplyContext, base: str, rewrite: str) -> DraftMeaning | None:
+        """The meaning check of rewordings of ``base``; None when it is turned off.
+
+        The embedding model reads English only: a reply in the customer's other language is
+        checked for the tool result's addresses and numbers alone. A reply that reads as English
+        is judged in full, whatever language the model reported for the customer.
+        """
+        if self.meaning is None:
+            return None
+        semantic = ctx.language == "en" or guess_language(rewrite) != ctx.language
+        tool_result = ctx.tool_message if ctx.tool_message and ctx.tool_message in base else ""
+        return self.meaning.draft(base, tool_result, semantic=semantic)
 
     def reply_stream(self, ctx: ReplyContext) -> ReplyStream:
         """Word the reply as a stream: each sentence is released once it passes the grounding check.
 
-        When a later sentence fails the check, the model fails, or the whole grows past three times
-        the offline text, the stream ends with a ``replace`` delta carrying the offline text.
+        Each sentence must also lie near a sentence of the draft and claim nothing the draft does
+        not; once the stream ends, the whole must keep the draft's results, promises and questions
+        (agent/brains/meaning.py). When a later sentence or the whole fails a check, the model
+        fails, or the whole grows past three times the offline text, the stream ends with a
+        ``replace`` delta carrying the offline text.
 
         Args:
             ctx: The decision and what the reply may be written from.
@@ -499,6 +530,20 @@ class LLMBrain:
         released: list[str] = []
         pending = ""
         usage = Usage()
+        meaning: DraftMeaning | None = None
+
+        def unfit(span: str, *, last: bool = False) -> str | None:
+            nonlocal meaning
+            if not span_grounded(span, sources):
+                return "ungrounded span"
+            if meaning is None:
+                # Made at the first span, whose language says whether the embedding model can judge.
+                meaning = self._meaning(ctx, base, span)
+                if meaning is None:
+                    return None
+            meaning.add(span)
+            refusal = meaning.refusal(finished=last)
+            return f"meaning: {refusal}" if refusal else None
 
         def refuse(why: str) -> Iterator[Delta]:
             log.warning("streamed LLM reply stopped (%s); replacing it with the offline wording", why)
@@ -524,8 +569,9 @@ class LLMBrain:
                 span, pending = pending[:cut], pending[cut:]
                 if not released:
                     span = span.lstrip()
-                if not span_grounded(span, sources):
-                    yield from refuse("ungrounded span")
+                why = unfit(span)
+                if why:
+                    yield from refuse(why)
                     return
                 if span:
                     released.append(span)
@@ -535,12 +581,13 @@ class LLMBrain:
             return
         if not released:
             pending = pending.lstrip()
-        if pending and not span_grounded(pending, sources):
-            yield from refuse("ungrounded span")
-            return
         text = ("".join(released) + pending).rstrip()
         if not text:
             yield from refuse("empty reply")
+            return
+        why = unfit(pending, last=True)
+        if why:
+            yield from refuse(why)
             return
         if pending.rstrip():
             yield Delta(pending.rstrip())
