@@ -62,9 +62,11 @@ class EpisodeStore:
     )
     PERSONAL_TABLES: ClassVar[PersonalTables] = {"episodes": {"conversation_id": "conversation"}}
 
-    def __init__(self, path: Path, clock: Callable[[], datetime]) -> None:
+    def __init__(self, path: Path, clock: Callable[[], datetime], *, across_conversations: bool = True) -> None:
         self._db = Database(path)
         self._clock = clock
+        # False: only a conversation's own episodes are earlier ones (eval cases are strangers to each other).
+        self._across = across_conversations
         self._db.migrate(self.MIGRATIONS)
 
     def open(self, episode: Episode) -> bool:
@@ -132,6 +134,7 @@ class EpisodeStore:
 
     def earlier(self, conversation_id: str, subject: str | None, since: datetime) -> list[Episode]:
         """Episodes opened since ``since`` in this conversation (its mail thread) or by this verified customer."""
+        subject = subject if self._across else None
         with self._db.transaction() as conn:
             rows = conn.execute(
                 "SELECT * FROM episodes WHERE (conversation_id = ? OR (? IS NOT NULL AND subject = ?))"
