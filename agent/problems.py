@@ -14,7 +14,6 @@ from agent import policy as boundary
 from agent.deps import Deps
 from agent.episodes import Episode
 from agent.handoff import EarlierEpisode, QueuedProblem
-from agent.stages import BETWEEN_PROBLEMS
 from agent.state import ConversationState, Decision, Understanding
 from core.redact import redact
 
@@ -30,10 +29,10 @@ def _earlier(state: ConversationState, deps: Deps) -> list[Episode]:
         return []
     since = deps.clock() - timedelta(hours=deps.pack.policy.recontact.window_hours)
     subject = (state.get("customer") or {}).get("subject")
-    # Between problems the episode on record is a finished one, and earlier than the next.
-    current = None if state.get("stage") in BETWEEN_PROBLEMS else state.get("episode_id")
+    current = state.get("episode_id")
     found = deps.episodes.earlier(state["conversation_id"], subject, since)
-    return [e for e in found if e.episode_id != current]
+    # The episode on record is the current problem while it is open; once it ended, it is an earlier one.
+    return [e for e in found if not (e.episode_id == current and e.outcome == "in_progress")]
 
 
 def earlier_facts(state: ConversationState, deps: Deps) -> tuple[boundary.EarlierEpisode, ...]:
@@ -190,6 +189,9 @@ def preface(state: ConversationState, decision: Decision, titles: dict[str, str]
             f"You mentioned two problems: {first} and {second}. Let's take them one at a time, starting with "
             "the first; once it's sorted I'll come back to the second, so you won't need to repeat it."
         )
+    if "repeat_contact" in decision.reasons and decision.from_step is not None:
+        step = decision.from_step + 1
+        return f"Welcome back. You've tried the earlier steps already, so let's pick up at step {step}."
     if "next_problem" in decision.reasons:
         words = state.get("problem_text") or titles.get(decision.runbook_id or "", "")
         return f'Now the other problem you mentioned: "{words}".'
