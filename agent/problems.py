@@ -31,8 +31,10 @@ def _earlier(state: ConversationState, deps: Deps) -> list[Episode]:
     subject = (state.get("customer") or {}).get("subject")
     current = state.get("episode_id")
     found = deps.episodes.earlier(state["conversation_id"], subject, since)
-    # The episode on record is the current problem while it is open; once it ended, it is an earlier one.
-    return [e for e in found if not (e.episode_id == current and e.outcome == "in_progress")]
+    # The episode on record is the current problem while it is open, and when L2 gave the conversation
+    # back unresolved (the only way back to triage with one on record); once it ended otherwise, it is earlier.
+    taken_up = state.get("stage") == "triage"
+    return [e for e in found if not (e.episode_id == current and (taken_up or e.outcome == "in_progress"))]
 
 
 def earlier_facts(state: ConversationState, deps: Deps) -> tuple[boundary.EarlierEpisode, ...]:
