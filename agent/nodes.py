@@ -443,7 +443,7 @@ def reply(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         return {"outgoing": []}
     update, repeat = moves
     ctx = _reply_context(state, deps, decision, repeat=repeat)
-    preface = problems.preface(state, decision, ctx.titles)
+    preface = problems.preface(state, decision)
     if preface and state.get("stream"):
         emit_delta(Delta(preface + "\n\n"))
     # A streaming caller sees each checked piece of the reply as it is written (Resolver.send).

@@ -179,24 +179,28 @@ def take_next(state: ConversationState) -> Update:
     }
 
 
-def preface(state: ConversationState, decision: Decision, titles: dict[str, str]) -> str:
+def preface(state: ConversationState, decision: Decision) -> str:
     """What the reply says before its own text when it puts off, or takes up, another problem.
 
-    The customer's own words name each problem: they know them better than a runbook's title.
+    Read from the whole turn's decisions: a step whose tool ran first was decided twice, and the
+    second decision no longer carries the first one's reasons. The customer's own words name each
+    problem; they know them better than a runbook's title.
     """
-    if "two_problems" in decision.reasons and decision.queued:
+    turn = state.get("turn", 0)
+    reasons = {r for d in state.get("trace", []) if d.get("turn") == turn for r in d.get("reasons", [])}
+    reasons |= set(decision.reasons)
+    if "two_problems" in reasons:
         clauses = (state.get("understanding") or {}).get("clauses") or []
         first, second = (f'"{c["text"]}"' for c in clauses[:2]) if len(clauses) >= 2 else ("the first", "another")
         return (
             f"You mentioned two problems: {first} and {second}. Let's take them one at a time, starting with "
             "the first; once it's sorted I'll come back to the second, so you won't need to repeat it."
         )
-    if "repeat_contact" in decision.reasons and decision.from_step is not None:
-        step = decision.from_step + 1
+    if "repeat_contact" in reasons:
+        step = state.get("step", 0) + 1
         return f"Welcome back. You've tried the earlier steps already, so let's pick up at step {step}."
-    if "next_problem" in decision.reasons:
-        words = state.get("problem_text") or titles.get(decision.runbook_id or "", "")
-        return f'Now the other problem you mentioned: "{words}".'
+    if "next_problem" in reasons:
+        return f'Now the other problem you mentioned: "{state.get("problem_text", "")}".'
     return ""
 
 

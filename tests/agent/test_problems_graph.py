@@ -151,3 +151,19 @@ def test_past_the_window_a_verified_customer_starts_afresh(runtime: Runtime, clo
     result = resolver.send(second, latest_code(runtime, second))
     assert result.stage == "confirm"
     assert episodes(runtime, first) == [("password-reset", "confirmed", [0])]
+
+
+def test_a_queued_problem_whose_step_runs_a_tool_first_is_still_introduced(runtime: Runtime) -> None:
+    resolver = runtime.resolver
+    cid = resolver.start("chat")
+    first = resolver.send(cid, "is the email service down right now? plus my printer won't print")
+    assert first.replies[0].startswith('You mentioned two problems: "is the email service down right now?"')
+    assert resolver.view(cid)["runbook_id"] == "service-status"
+    resolver.send(cid, "yes")
+    cid = resolver.start("chat")
+    resolver.send(cid, "my printer won't print and also is the email service down right now?")
+    solved = resolver.send(cid, "yes")
+    assert solved.replies[1].startswith('Now the other problem you mentioned: "is the email service down right now?"')
+    assert [c["tool"] for c in (resolver.view(cid).get("attempts") or []) if c["kind"] == "tool"] == [
+        "check_service_status"
+    ]
