@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from agent.brains.base import Brain
+from agent.episodes import EpisodeStore
 from agent.handoff import HandoffQueue
 from core.clock import utc_now
 from core.pack import Pack
@@ -21,4 +22,6 @@ class Deps:
     brain: Brain
     toolbox: Toolbox
     handoffs: HandoffQueue
+    # Where episodes are recorded and earlier ones found (repeat contacts); None records nothing.
+    episodes: EpisodeStore | None = None
     clock: Callable[[], datetime] = utc_now

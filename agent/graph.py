@@ -1,7 +1,7 @@
 """The LangGraph state machine: one run per customer message, checkpointed after every node.
 
 intake → understand → decide ─┬─ act ──→ decide (again, until it answers or hands off)
-├─ reply ──→ END
+├─ reply ──→ END (or decide, when a solved problem lets a queued one begin)
 └─ handoff → END
 """
 
@@ -28,6 +28,11 @@ def after_decide(state: ConversationState) -> Literal["act", "reply", "handoff"]
     return "reply"
 
 
+def after_reply(state: ConversationState) -> Literal["decide", "__end__"]:
+    """A reply that closed a solved problem lets the customer's queued problem begin in the same turn."""
+    return "decide" if state.get("take_queued") else "__end__"
+
+
 def build_graph(
     checkpointer: BaseCheckpointSaver[str] | None = None,
 ) -> CompiledStateGraph[ConversationState, Deps, ConversationState, ConversationState]:
@@ -44,6 +49,6 @@ def build_graph(
     graph.add_edge("understand", "decide")
     graph.add_conditional_edges("decide", after_decide)
     graph.add_edge("act", "decide")
-    graph.add_edge("reply", END)
+    graph.add_conditional_edges("reply", after_reply)
     graph.add_edge("handoff", END)
     return graph.compile(checkpointer=checkpointer)

@@ -80,6 +80,26 @@ class PacketUsage(BaseModel):
     estimated_cost: float = Field(0.0, description="At the configured prices per million tokens")
 
 
+class QueuedProblem(BaseModel):
+    """Another problem the customer raised in the same message, not yet worked on."""
+
+    summary: str = Field(description="The customer's words for it, PII-redacted")
+    runbook_id: str | None = Field(description="The runbook it routed to when it was raised")
+    score: float = 0.0
+
+
+class EarlierEpisode(BaseModel):
+    """An earlier problem of this conversation, mail thread or verified customer, and how it ended."""
+
+    episode_id: str
+    conversation_id: str
+    runbook_id: str | None
+    opened_at: datetime
+    closed_at: datetime | None = None
+    outcome: str = Field(description="in_progress, confirmed, handed_off or reopened")
+    steps_tried: list[int] = Field(default_factory=list, description="Runbook steps shown (0-based)")
+
+
 class HandoffPacket(BaseModel):
     """Everything L2 needs so nobody asks the customer again."""
 
@@ -103,6 +123,13 @@ class HandoffPacket(BaseModel):
     summary_en: str | None = Field(None, description="One-line English summary of the problem (LLM brain)")
     language: str = Field("en", description="ISO 639-1 code of the language the customer wrote in")
     usage: PacketUsage | None = None
+    queued_problems: list[QueuedProblem] = Field(
+        default_factory=list, description="Other problems the customer raised, in the order they were to be taken up"
+    )
+    earlier_episodes: list[EarlierEpisode] = Field(
+        default_factory=list,
+        description="Earlier problems of this conversation or verified customer within the recontact window",
+    )
 
 
 def sentiment_label(score: float) -> Literal["angry", "frustrated", "neutral", "positive"]:

@@ -9,6 +9,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from agent import policy as boundary
+from agent import problems
 from agent.brains.base import ReplyContext
 from agent.brains.streaming import Delta, emit_delta, stream_reply
 from agent.deps import Deps
@@ -116,6 +117,7 @@ def understand(state: ConversationState, runtime: Runtime[Deps]) -> Update:
             "text": redact(inbox["text"]),
             "email": _keep(state, vault, "email", understanding.email),
             "code": _keep(state, vault, "code", understanding.code),
+            "clauses": [c.model_copy(update={"text": redact(c.text)}) for c in understanding.clauses],
         }
     )
     return {
@@ -170,6 +172,9 @@ def facts_of(state: ConversationState, deps: Deps) -> boundary.Facts:
         elapsed_minutes=(deps.clock() - started).total_seconds() / 60,
         # Counted, like the time limit, from the last time the bot took the conversation back from L2.
         customer_turns=state.get("turn", 1) - state.get("turns_before", 0),
+        earlier=problems.earlier_facts(state, deps),
+        repeat_said=state.get("repeat_said", False),
+        resumed=bool(state.get("take_queued")),
     )
 
 
@@ -192,11 +197,15 @@ def decide(state: ConversationState, runtime: Runtime[Deps]) -> Update:
     }
     understanding = state["understanding"]
     new_problem = state.get("stage") in BETWEEN_PROBLEMS
-    if new_problem and not state.get("consumed"):
+    fresh = new_problem and not state.get("consumed")
+    if fresh and not state.get("take_queued"):
         # The customer's own words for the problem at hand, for the packet and any ticket.
         update["problem_text"] = redact(f"{state.get('context_text', '')} {state['inbox']['text']}".strip())
-        if understanding.get("candidates"):
-            update["candidates"] = understanding["candidates"]
+        # Said in a message that only got "tell me more" still counts for the problem it described.
+        carried = state.get("stage") == "triage" and state.get("repeat_said", False)
+        update["repeat_said"] = bool(understanding.get("says_repeat")) or carried
+    if fresh and understanding.get("candidates"):
+        update["candidates"] = understanding["candidates"]
     chosen = decision.runbook_id or None
     if chosen and (new_problem or chosen != state.get("runbook_id")):
         update |= {
@@ -205,11 +214,14 @@ def decide(state: ConversationState, runtime: Runtime[Deps]) -> Update:
             "step": 0,
             "step_tool_done": False,
             "counters": {
-                k: v for k, v in (state.get("counters") or {}).items() if k not in ("step_failures", "unclear")
+                k: v
+                for k, v in (state.get("counters") or {}).items()
+                if k not in ("step_failures", "unclear", "recontact")
             },
         }
         if decision.action != "handoff":
             update["stage"] = _moved(state, "runbook_chosen" if new_problem else "topic_changed")
+    update |= problems.after_decision(state, deps, decision, fresh, update)
     return update
 
 
@@ -290,6 +302,8 @@ def _check_code(state: ConversationState, deps: Deps, understanding: Understandi
     found = deps.toolbox.directory.get(account.account_id)
     customer = dict(state.get("customer") or {})
     customer |= {
+        # The keyed hash of the proven address: how a later conversation of the same customer is found.
+        "subject": _vault(deps).subject(account.email),
         "account_id": account.account_id,
         "email": mask_email(account.email),
         "verified_at": account.verified_at.isoformat(),
@@ -368,21 +382,17 @@ def _reply_context(state: ConversationState, deps: Deps, decision: Decision, **e
     )
 
 
-def reply(state: ConversationState, runtime: Runtime[Deps]) -> Update:
-    """Word the bot's answer and move the conversation to the stage it leads to."""
-    deps = runtime.context
-    decision = Decision.model_validate(state["decision"])
+def _reply_moves(state: ConversationState, deps: Deps, decision: Decision) -> tuple[Update, bool] | None:
+    """What a reply changes besides its words, and whether it repeats a question; None: stay silent."""
     now = deps.clock()
-    channel = state.get("channel", "chat")
     update: Update = {}
     action = decision.action
     repeat = False
-
     if action == "relay":
         packets = deps.handoffs.for_conversation(state["conversation_id"])
         # Once a technician has claimed the conversation, the bot stays silent.
         if packets and packets[-1].status != "queued":
-            return {"outgoing": []}
+            return None
     elif action in ("clarify", "choose"):
         update["counters"] = _counters(state, clarifications=1)
         update["context_text"] = f"{state.get('context_text', '')} {state['inbox']['text']}".strip()
@@ -398,6 +408,8 @@ def reply(state: ConversationState, runtime: Runtime[Deps]) -> Update:
                 mode="json"
             )
         ]
+        if deps.episodes is not None and state.get("episode_id"):
+            deps.episodes.tried(str(state["episode_id"]), state.get("step", 0))
     elif action == "reask_confirmation":
         update["counters"] = _counters(state, unclear=1)
     elif action == "close_resolved":
@@ -409,18 +421,37 @@ def reply(state: ConversationState, runtime: Runtime[Deps]) -> Update:
             "step": 0,
             "step_tool_done": False,
             "last_tool": None,
+            "repeat_said": False,
         }
-    elif action in ("greet", "acknowledge"):
-        pass
-    else:
+        if deps.episodes is not None and state.get("episode_id"):
+            deps.episodes.close(str(state["episode_id"]), "confirmed")
+        # A problem the customer raised with this one begins now, without their repeating it.
+        update |= problems.take_next(state)
+    elif action not in ("greet", "acknowledge"):
         raise ValueError(f"reply cannot word {action!r}")
+    return update, repeat
 
+
+def reply(state: ConversationState, runtime: Runtime[Deps]) -> Update:
+    """Word the bot's answer and move the conversation to the stage it leads to."""
+    deps = runtime.context
+    decision = Decision.model_validate(state["decision"])
+    now = deps.clock()
+    channel = state.get("channel", "chat")
+    moves = _reply_moves(state, deps, decision)
+    if moves is None:
+        return {"outgoing": []}
+    update, repeat = moves
     ctx = _reply_context(state, deps, decision, repeat=repeat)
+    preface = problems.preface(state, decision)
+    if preface and state.get("stream"):
+        emit_delta(Delta(preface + "\n\n"))
     # A streaming caller sees each checked piece of the reply as it is written (Resolver.send).
     worded = stream_reply(deps.brain, ctx, emit_delta) if state.get("stream") else deps.brain.reply(ctx)
-    text = worded.text
+    text = f"{preface}\n\n{worded.text}" if preface else worded.text
     update["usage"] = _add_usage(state, worded.usage)
-    update |= {"outgoing": [text], "transcript": [_line("bot", text, now, channel)]}
+    # A turn that solved one problem and began a queued one answers twice.
+    update |= {"outgoing": [*(state.get("outgoing") or []), text], "transcript": [_line("bot", text, now, channel)]}
     return update
 
 
@@ -440,6 +471,26 @@ def _priority(deps: Deps, state: ConversationState) -> tuple[str, datetime, date
     return (priority, now + timedelta(minutes=sla.first_response_minutes), now + timedelta(minutes=sla.resolve_minutes))
 
 
+def _tried(attempts: list[dict[str, Any]]) -> list[str]:
+    """Each attempt in a few words, for the hypothesis."""
+    return [
+        f"{a.get('tool') or 'step ' + str((a.get('step') or 0) + 1)} ({'ok' if a.get('ok') else 'failed'})"
+        if a["kind"] == "tool"
+        else f"step {(a.get('step') or 0) + 1}"
+        for a in attempts
+    ]
+
+
+def _customer_state(customer: dict[str, Any]) -> CustomerState:
+    return CustomerState(
+        account_id=customer.get("account_id") if customer.get("verified_at") else None,
+        email=customer.get("email"),
+        verified=bool(customer.get("verified_at")),
+        verified_at=customer.get("verified_at"),
+        account_state=customer.get("account_state"),
+    )
+
+
 def handoff(state: ConversationState, runtime: Runtime[Deps]) -> Update:
     """Write the handoff packet to the queue, then tell the customer what happens next."""
     deps = runtime.context
@@ -454,12 +505,7 @@ def handoff(state: ConversationState, runtime: Runtime[Deps]) -> Update:
     packet_id = "HO-" + hashlib.sha256(f"{cid}:{state.get('turn', 0)}".encode()).hexdigest()[:10].upper()
     transcript = list(state.get("transcript", []))
     attempts = list(state.get("attempts", []))
-    tried = [
-        f"{a.get('tool') or 'step ' + str((a.get('step') or 0) + 1)} ({'ok' if a.get('ok') else 'failed'})"
-        if a["kind"] == "tool"
-        else f"step {(a.get('step') or 0) + 1}"
-        for a in attempts
-    ]
+    tried = _tried(attempts)
     problem = state.get("problem_text") or redact(state["inbox"]["text"])
     customer = state.get("customer") or {}
     score = float(state.get("sentiment", 0.0))
@@ -472,20 +518,15 @@ def handoff(state: ConversationState, runtime: Runtime[Deps]) -> Update:
     }
     ctx = _reply_context({**state, "runbook_id": runbook_id}, deps, decision, handoff=handoff_info)
     worded = deps.brain.reply(ctx)
-    text = worded.text
+    note = problems.handoff_note(state, ctx.titles)
+    text = f"{worded.text} {note}" if note else worded.text
     hypothesis = deps.brain.hypothesis(runbook, list(decision.reasons), tried, problem)
     packet = HandoffPacket(
         packet_id=packet_id,
         conversation_id=cid,
         channel=channel,
         created_at=now,
-        customer=CustomerState(
-            account_id=customer.get("account_id") if customer.get("verified_at") else None,
-            email=customer.get("email"),
-            verified=bool(customer.get("verified_at")),
-            verified_at=customer.get("verified_at"),
-            account_state=customer.get("account_state"),
-        ),
+        customer=_customer_state(customer),
         category=runbook.meta.category if runbook else None,
         runbook_id=runbook_id,
         runbook_candidates=[CandidateScore(**c) for c in state.get("candidates", [])],
@@ -500,15 +541,19 @@ def handoff(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         summary_en=redact(hypothesis.summary) if hypothesis.summary else hypothesis.summary,
         language=str(state["understanding"].get("language") or "en"),
         usage=PacketUsage.model_validate(_add_usage(state, worded.usage, hypothesis.usage)),
+        queued_problems=problems.queued_for_packet(state),
+        earlier_episodes=problems.for_packet(state, deps),
     )
     deps.handoffs.put(packet)
+    episodes = problems.hand_off_episodes(state, deps)
     if state.get("stream"):
         emit_delta(Delta(text))
-    return {
+    return episodes | {
         "stage": _moved(state, "handoff"),
         "runbook_id": runbook_id,
         "handoff": handoff_info,
-        "outgoing": [text],
+        "queued_problems": [],
+        "outgoing": [*(state.get("outgoing") or []), text],
         "transcript": [_line("bot", text, now, channel)],
         "usage": _add_usage(state, worded.usage, hypothesis.usage),
     }

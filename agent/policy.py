@@ -26,6 +26,16 @@ class RunbookFacts:
 
 
 @dataclass(frozen=True)
+class EarlierEpisode:
+    """An earlier problem of the same conversation, mail thread or verified customer, as the policy sees it."""
+
+    runbook_id: str | None
+    outcome: str
+    steps_tried: tuple[int, ...] = ()
+    age_hours: float = 0.0
+
+
+@dataclass(frozen=True)
 class Facts:
     """The conversation as the policy sees it when deciding."""
 
@@ -42,6 +52,12 @@ class Facts:
     counters: dict[str, int] = field(default_factory=dict)
     elapsed_minutes: float = 0.0
     customer_turns: int = 1
+    # Earlier episodes of this conversation or this verified customer (the current one left out).
+    earlier: tuple[EarlierEpisode, ...] = ()
+    # The current problem's first message said the customer had written about it before.
+    repeat_said: bool = False
+    # The first problem was solved this turn: the understanding is the queued problem's, to begin now.
+    resumed: bool = False
 
     def count(self, name: str) -> int:
         """A counter's value (0 when never counted)."""
@@ -98,6 +114,13 @@ def _triage(facts: Facts, policy: Policy) -> Decision:
         if short and clarified < limits.max_clarifications:
             return Decision(action="clarify", reasons=["low_confidence"], confidence=top.score)
         return _handoff("no_runbook_fits", facts, runbook_id="")
+    split = _two_problems(facts, policy)
+    if split is not None:
+        first, second = split
+        decision = _start(first.runbook_id, first.score, facts, policy, "runbook_matched")
+        return decision.model_copy(
+            update={"reasons": [*decision.reasons, "two_problems"], "queued": [second.runbook_id]}
+        )
     if u.margin < policy.routing.min_margin:
         second = u.candidates[1]
         if clarified < limits.max_clarifications:
@@ -110,6 +133,25 @@ def _triage(facts: Facts, policy: Policy) -> Decision:
         # Asked once already; a wrong guess costs more than a person reading the transcript.
         return _handoff("ambiguous_after_clarifying", facts, runbook_id=top.runbook_id)
     return _start(top.runbook_id, top.score, facts, policy, "runbook_matched")
+
+
+def _two_problems(facts: Facts, policy: Policy) -> tuple[Scored, Scored] | None:
+    """The best runbook of each part of a message that carries two problems, else None.
+
+    Two problems only when both parts route strongly (min_score) to different runbooks: a joining
+    word between two sentences about one problem ("it won't print, plus it jams") splits nothing.
+    """
+    clauses = facts.understanding.clauses
+    if len(clauses) != 2:
+        return None
+    first, second = clauses[0].top, clauses[1].top
+    if first is None or second is None or first.runbook_id == second.runbook_id:
+        return None
+    if min(first.score, second.score) < policy.routing.min_score:
+        return None
+    if first.runbook_id not in facts.runbooks or second.runbook_id not in facts.runbooks:
+        return None
+    return first, second
 
 
 def _start(runbook_id: str, score: float, facts: Facts, policy: Policy, reason: ReasonCode) -> Decision:
@@ -126,9 +168,12 @@ def _start(runbook_id: str, score: float, facts: Facts, policy: Policy, reason: 
         runbook_id=runbook_id,
         consumed=facts.consumed,
         verified=facts.verified,
-        counters=facts.counters,
+        # A new episode: whether it is a repeat contact is judged afresh.
+        counters={k: v for k, v in facts.counters.items() if k != "recontact"},
         elapsed_minutes=facts.elapsed_minutes,
         customer_turns=facts.customer_turns,
+        earlier=facts.earlier,
+        repeat_said=facts.repeat_said or facts.understanding.says_repeat,
     )
     decision = _in_runbook(fresh, policy)
     return decision.model_copy(
@@ -181,6 +226,11 @@ def _in_runbook(facts: Facts, policy: Policy) -> Decision:
             return _handoff("identity_not_provided", facts)
         return Decision(action="ask_identity", reasons=["identity_required"], runbook_id=rid)
 
+    if facts.stage != "confirm":
+        again = _recontact(facts, policy)
+        if again is not None:
+            return again
+
     if facts.stage == "confirm" and not facts.consumed:
         if u.deny:
             if facts.step + 1 < len(runbook.step_tools):
@@ -198,6 +248,38 @@ def _in_runbook(facts: Facts, policy: Policy) -> Decision:
             return _handoff("step_failed", facts)
         return Decision(action="run_tool", reasons=["step_tool"], runbook_id=rid)
     return Decision(action="present_step", reasons=["step_presented"], runbook_id=rid)
+
+
+def _recontact(facts: Facts, policy: Policy) -> Decision | None:
+    """A customer back about the same runbook is not walked through it from step 1 again.
+
+    Judged once per episode, before its first step (after verification, when the runbook needs it,
+    so a verified customer's earlier episodes are known).
+    """
+    if facts.count("recontact") or facts.step or facts.step_tool_done:
+        return None
+    assert facts.runbook_id is not None
+    window = policy.recontact.window_hours
+    before = [e for e in facts.earlier if e.runbook_id == facts.runbook_id and e.age_hours <= window]
+    if not before and not facts.repeat_said:
+        return None
+    if policy.recontact.action == "continue":
+        tried = {step for e in before for step in e.steps_tried}
+        untried = [i for i in range(len(facts.runbooks[facts.runbook_id].step_tools)) if i not in tried]
+        # Nothing known of the earlier contact means step 1 again, which is what a person avoids.
+        if before and untried:
+            counters = {**facts.counters, "recontact": 1}
+            resumed = _in_runbook(replace(facts, step=untried[0], counters=counters), policy)
+            return resumed.model_copy(update={"reasons": ["repeat_contact", *resumed.reasons], "from_step": untried[0]})
+    return _handoff("repeat_contact", facts)
+
+
+def _next_problem(facts: Facts, policy: Policy) -> Decision:
+    """The queued problem begins; it was judged a strong fit when the customer raised it."""
+    top = facts.understanding.top
+    if top is None or top.runbook_id not in facts.runbooks:
+        return _handoff("no_runbook_fits", facts, runbook_id="")
+    return _start(top.runbook_id, top.score, facts, policy, "next_problem")
 
 
 def _judge_proposal(facts: Facts, policy: Policy) -> tuple[Understanding, ReasonCode | None]:
@@ -256,6 +338,8 @@ def _offline_unsafe(facts: Facts, decision: Decision) -> bool:
 def _decide(facts: Facts, policy: Policy) -> Decision:
     if facts.stage == "handed_off":
         return Decision(action="relay", reasons=["relayed_to_l2"], runbook_id=facts.runbook_id)
+    if facts.resumed:
+        return _next_problem(facts, policy)
     if not facts.consumed:
         boundary = _boundaries(facts, policy)
         if boundary is not None:

@@ -49,6 +49,8 @@ ReasonCode = Literal[
     "customer_confirmed",
     "closed_thanks",
     "relayed_to_l2",
+    "two_problems",  # the message carried a second problem: it waits until the first one ends
+    "next_problem",  # the first problem was solved: the waiting one begins
     # handoff reasons
     "no_runbook_fits",
     "tier2_runbook",
@@ -63,6 +65,7 @@ ReasonCode = Literal[
     "turn_limit",
     "unclear_response",
     "ambiguous_after_clarifying",
+    "repeat_contact",
     # an LLM brain's proposals, as the policy judged them
     "llm_proposal_accepted",
     "llm_proposal_refused",
@@ -111,6 +114,20 @@ class Scored(BaseModel):
     score: float
 
 
+class Clause(BaseModel):
+    """One part of a message that may carry a problem of its own, routed on its own words."""
+
+    model_config = ConfigDict(frozen=True)
+
+    text: str
+    candidates: list[Scored] = Field(default_factory=list)
+
+    @property
+    def top(self) -> Scored | None:
+        """The best candidate, if any."""
+        return self.candidates[0] if self.candidates else None
+
+
 class Understanding(BaseModel):
     """What the brain read in one customer message. The policy decides what to do with it."""
 
@@ -129,6 +146,11 @@ class Understanding(BaseModel):
     sentiment: float = 0.0
     urgent: bool = False
     wide_impact: bool = False
+    # The message split at a joining phrase ("... and also ..."), each part routed alone; empty
+    # when there was no joining phrase. The policy decides whether the parts are two problems.
+    clauses: list[Clause] = Field(default_factory=list)
+    # The customer says they have written about this before ("third time", "I already reported").
+    says_repeat: bool = False
     # What an LLM brain proposes; the policy checks every proposal before using it.
     proposed_runbook: str | None = None
     proposal_confidence: float = 0.0
@@ -162,6 +184,10 @@ class Decision(BaseModel):
     confidence: float = 0.0
     # For "choose": the runbooks offered.
     options: list[str] = Field(default_factory=list)
+    # The runbooks of problems the message also carried, in the order they will be taken up.
+    queued: list[str] = Field(default_factory=list)
+    # A repeat contact that continues the runbook: the first step not tried in earlier episodes.
+    from_step: int | None = None
 
 
 class ConversationState(TypedDict, total=False):
@@ -197,6 +223,13 @@ class ConversationState(TypedDict, total=False):
     sentiment: float
     resolution: str | None  # "confirmed" once the customer said it worked
     handoff: dict[str, Any] | None  # packet id, reasons, SLA of the handoff
+    # Problems the customer raised alongside the current one, each {"text", "runbook_id", "candidates"}.
+    queued_problems: list[dict[str, Any]]
+    # Set when the current problem was solved this turn and a queued one is to begin before the turn ends.
+    take_queued: bool
+    episode_id: str | None  # the current problem's episode (agent/episodes.py)
+    episodes: int  # episodes this conversation has opened, for the next one's id
+    repeat_said: bool  # the current problem's first message said the customer had written before
     transcript: Annotated[list[dict[str, Any]], operator.add]
     attempts: Annotated[list[dict[str, Any]], operator.add]
     trace: Annotated[list[dict[str, Any]], operator.add]

@@ -13,6 +13,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 
 from agent.brains.factory import make_brain
 from agent.deps import Deps
+from agent.episodes import EpisodeStore
 from agent.handoff import HandoffQueue
 from agent.resolver import ClientMessages, Conversations, Resolver, validate_message
 from app.auth import ApiKeys, CustomerTokens
@@ -43,6 +44,7 @@ DESK_STORES: tuple[type[Store], ...] = (
     Conversations,
     ClientMessages,
     HandoffQueue,
+    EpisodeStore,
     Desk,
     MessageLog,
     Notifier,
@@ -159,6 +161,7 @@ def open_runtime(
         brain=make_brain(settings, index),
         toolbox=toolbox,
         handoffs=HandoffQueue(settings.desk_db, clock, on_store=notifier.enqueue if notifier.enabled else None),
+        episodes=EpisodeStore(settings.desk_db, clock),
         clock=clock,
     )
     resolver = Resolver(

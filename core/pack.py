@@ -123,6 +123,19 @@ class Limits(BaseModel):
     max_unclear_answers: int = Field(default=2, gt=0)
 
 
+class RecontactPolicy(BaseModel):
+    """What the bot does when a customer comes back about a runbook they were already walked through."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # An earlier episode of the same runbook (same conversation, mail thread or verified address)
+    # opened within this many hours makes a new message about it a repeat contact.
+    window_hours: int = Field(default=72, gt=0)
+    # handoff: a person takes over with what was tried before. continue: the bot goes on from the
+    # first step no earlier episode tried, and hands off when none is left or none is known.
+    action: Literal["handoff", "continue"] = "handoff"
+
+
 class Sla(BaseModel):
     """Expected times for one priority."""
 
@@ -194,6 +207,7 @@ class Policy(BaseModel):
 
     routing: RoutingPolicy = Field(default_factory=RoutingPolicy)
     limits: Limits = Field(default_factory=Limits)
+    recontact: RecontactPolicy = Field(default_factory=RecontactPolicy)
     # Sentiment in [-1, 1] at or below which the conversation goes to a person.
     handoff_sentiment: float = Field(default=-0.6, ge=-1, le=1)
     escalation_keywords: list[Keyword] = Field(default_factory=list)

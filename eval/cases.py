@@ -56,6 +56,15 @@ class Turn(BaseModel):
     expect: TurnExpect | None = None
 
 
+class ProblemExpect(BaseModel):
+    """One problem of a conversation that carries several, in the order the bot takes them up."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    runbook: str | None
+    handoff: bool
+
+
 class Expect(BaseModel):
     """What must hold at the end of a case."""
 
@@ -71,6 +80,8 @@ class Expect(BaseModel):
     reply_not_contains: list[str] = Field(default_factory=list)
     # Dotted paths into the handoff packet and the value each must have ("*": present, not empty).
     packet: dict[str, Any] = Field(default_factory=dict)
+    # Each problem (episode) of the conversation, scored on its own: its runbook, and whether it went to a person.
+    problems: list[ProblemExpect] = Field(default_factory=list)
 
     @property
     def checks_runbook(self) -> bool:

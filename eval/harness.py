@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from agent.brains.offline import routing_query
+from agent.episodes import EpisodeStore
 from app.runtime import Runtime, open_runtime
+from core.clock import utc_now
 from core.errors import MessageRejected
 from core.pack import Pack, load_pack
 from core.settings import Settings
 from eval.cases import OTP, Case
-from eval.scoring import Outcome, TurnOutcome, failures, summarize
+from eval.scoring import Outcome, TurnOutcome, failures, problem_scores, summarize
 from vectorstore.embeddings import Embedder, MiniLMEmbedder
 from vectorstore.index import RunbookIndex, open_client
 
@@ -78,7 +80,14 @@ def play(runtime: Runtime, case: Case) -> Outcome:
         usage=dict(state.get("usage") or {}),
         transcript=state.get("transcript", []),
         decisions=trace,
+        problems=_problems(runtime, conversation_id),
     )
+
+
+def _problems(runtime: Runtime, conversation_id: str) -> list[dict[str, Any]]:
+    store = runtime.resolver.deps.episodes
+    episodes = store.for_conversation(conversation_id) if store else []
+    return [{"runbook": e.runbook_id, "handoff": e.outcome == "handed_off", "outcome": e.outcome} for e in episodes]
 
 
 def _cost(usage: dict[str, int], prices: tuple[float, float]) -> float:
@@ -111,6 +120,7 @@ def _row(case: Case, outcomes: list[Outcome], prices: tuple[float, float]) -> di
         "decisions": outcome.decisions,
         "packet_id": (outcome.packet or {}).get("packet_id"),
         "tags": case.tags,
+        "problems": problem_scores(case, outcome),
     }
 
 
@@ -160,6 +170,9 @@ class Evaluator:
             settings = self.settings.model_copy(update={"data_dir": Path(tmp), "runbooks": self.runbooks, **SANDBOX})
             runtime = open_runtime(settings, index=self.index)
             runtime.resolver.deps.pack = self._pack_with(routing)
+            # Cases share the directory's customers but are strangers: one case's verified address must not
+            # make a later case a repeat contact.
+            runtime.resolver.deps.episodes = EpisodeStore(settings.desk_db, utc_now, across_conversations=False)
 
             def one(case: Case) -> list[Outcome]:
                 outcomes = [play(runtime, case) for _ in range(repeat)]

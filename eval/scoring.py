@@ -35,6 +35,8 @@ class Outcome:
     usage: dict[str, int] = field(default_factory=dict)
     transcript: list[dict[str, Any]] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
+    # The conversation's episodes, oldest first: {"runbook", "handoff", "outcome"} each.
+    problems: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def tools_called(self) -> list[str]:
@@ -117,6 +119,38 @@ def _turn_failures(case: Case, outcome: Outcome) -> list[str]:
     return found
 
 
+def problem_scores(case: Case, outcome: Outcome) -> list[dict[str, Any]]:
+    """Each expected problem beside the episode the bot made of it, and whether the two agree."""
+    scores = []
+    for i, want in enumerate(case.expect.problems):
+        got = outcome.problems[i] if i < len(outcome.problems) else None
+        scores.append(
+            {
+                "runbook": want.runbook,
+                "handoff": want.handoff,
+                "got_runbook": got["runbook"] if got else None,
+                "got_handoff": got["handoff"] if got else None,
+                "outcome": got["outcome"] if got else None,
+                "passed": got is not None and got["runbook"] == want.runbook and got["handoff"] == want.handoff,
+            }
+        )
+    return scores
+
+
+def _problem_failures(case: Case, outcome: Outcome) -> list[str]:
+    found = []
+    for i, score in enumerate(problem_scores(case, outcome)):
+        where = f"problem {i + 1}: "
+        if score["outcome"] is None:
+            found.append(f"{where}never taken up (expected runbook {score['runbook']!r})")
+            continue
+        if score["got_runbook"] != score["runbook"]:
+            found.append(f"{where}expected runbook {score['runbook']!r}, got {score['got_runbook']!r}")
+        if score["got_handoff"] != score["handoff"]:
+            found.append(f"{where}expected {'a' if score['handoff'] else 'no'} handoff, got {score['outcome']!r}")
+    return found
+
+
 def failures(case: Case, outcome: Outcome) -> list[str]:
     """Every expectation of the case that did not hold, in words; empty when it passed."""
     expect = case.expect
@@ -137,6 +171,7 @@ def failures(case: Case, outcome: Outcome) -> list[str]:
         elif want != "*" and value != want:
             found.append(f"packet {path!r} is {value!r}, expected {want!r}")
     found.extend(_turn_failures(case, outcome))
+    found.extend(_problem_failures(case, outcome))
     return found
 
 
@@ -155,6 +190,7 @@ def summarize(cases: list[Case], outcomes: list[Outcome]) -> dict[str, Any]:
         (c, o) for c, o in contained if c.expect.handoff or (c.expect.checks_runbook and o.runbook != c.expect.runbook)
     ]
     latencies = [ms for o in outcomes for ms in o.turn_latencies_ms]
+    problems = [score["passed"] for c, o in pairs for score in problem_scores(c, o)]
     return {
         "cases": len(pairs),
         "passed": sum(1 for c, o in pairs if not failures(c, o)),
@@ -168,6 +204,9 @@ def summarize(cases: list[Case], outcomes: list[Outcome]) -> dict[str, Any]:
         "latency_ms_p50": round(float(np.percentile(latencies, 50)), 2) if latencies else None,
         "latency_ms_p95": round(float(np.percentile(latencies, 95)), 2) if latencies else None,
         "turns": len(latencies),
+        # Of the problems cases expect one by one (conversations that carry several): share the bot got right.
+        "problems": len(problems),
+        "problem_accuracy": _share(sum(problems), len(problems)),
     }
 
 

@@ -10,7 +10,7 @@ import re
 from datetime import datetime
 
 from agent.brains.base import ReplyContext
-from agent.state import Reply, Scored, Understanding
+from agent.state import Clause, Reply, Scored, Understanding
 from core.pack import Runbook
 from core.redact import EMAIL
 from vectorstore.index import RunbookIndex
@@ -86,6 +86,21 @@ _REPEAT = re.compile(
     r"|\bkeep (?:having|needing) to\b",
     re.IGNORECASE,
 )
+# Saying so is what makes a repeat contact of a first message; a bare "again" is not enough
+# ("locked out. again." is one lockout, not a report that an earlier fix failed).
+_RECONTACT = re.compile(
+    r"\b(?:second|third|fourth|fifth|\d+(?:nd|rd|th)) time\b|\bhow many times\b|\bagain and again\b"
+    r"|\bi(?:'ve| have)? already (?:wrote|written|contacted|reported|asked|called|messaged|been in touch|raised)\b"
+    r"|\b(?:wrote|written|contacted you|reported (?:this|it)|raised (?:this|it)) (?:before|earlier|last (?:week|time)"
+    r"|yesterday)\b|\bstill not (?:fixed|sorted|solved|resolved)\b|\b(?:same|this) (?:problem|issue) again\b"
+    r"|\bkeeps? coming back\b|\b(?:happening|dropping|failing|crashing|back) again\b",
+    re.IGNORECASE,
+)
+# A joining phrase that may put a second problem in the same message ("... and also ...").
+_JOIN = re.compile(
+    r"[,;.]?\s*\b(?:and also|plus|(?:and )?another thing(?: is)?|on top of that|and separately|separately)\b[,:]?\s*",
+    re.IGNORECASE,
+)
 _POSITIVE = re.compile(r"\b(?:thanks?|thank you|great|perfect|appreciate|lovely|awesome)\b", re.I)
 
 
@@ -112,6 +127,20 @@ def sentiment(text: str) -> float:
     return max(-1.0, min(1.0, round(score, 3)))
 
 
+def split_clauses(text: str) -> list[str]:
+    """The message's two parts around its first joining phrase; empty when there is none.
+
+    Each part must have words of its own (at least two), so "plus" in "Office plus" splits nothing.
+    """
+    join = _JOIN.search(text)
+    if join is None:
+        return []
+    parts = [text[: join.start()].strip(" ,.;"), text[join.end() :].strip(" ,.;")]
+    if any(len(_WORD.findall(part.lower())) < 2 for part in parts):
+        return []
+    return parts
+
+
 def routing_query(text: str) -> str:
     """The part of a message routing looks at: addresses and codes say nothing about the problem."""
     return _CODE.sub(" ", EMAIL.sub(" ", text)).strip()
@@ -128,16 +157,13 @@ class OfflineBrain:
 
     def understand(self, text: str, *, routing_text: str, spent_tokens: int = 0) -> Understanding:
         """Route, extract slots and read sentiment of one message (it spends no tokens)."""
-        query = routing_query(routing_text)
-        candidates = (
-            [Scored(runbook_id=c.runbook_id, score=c.score) for c in self._index.query(query, self._k)]
-            if _WORD.search(query.lower())
-            else []
-        )
+        candidates = self._route(routing_text)
         email = EMAIL.search(text)
         code = _CODE.search(text)
         deny = bool(_NO.search(text))
         return Understanding(
+            clauses=[Clause(text=part, candidates=self._route(part)) for part in split_clauses(text)],
+            says_repeat=bool(_RECONTACT.search(text)),
             text=text,
             candidates=candidates,
             email=email.group(0) if email else None,
@@ -151,6 +177,12 @@ class OfflineBrain:
             urgent=bool(_URGENT.search(text)),
             wide_impact=bool(_WIDE.search(text)),
         )
+
+    def _route(self, text: str) -> list[Scored]:
+        query = routing_query(text)
+        if not _WORD.search(query.lower()):
+            return []
+        return [Scored(runbook_id=c.runbook_id, score=c.score) for c in self._index.query(query, self._k)]
 
     def reply(self, ctx: ReplyContext) -> Reply:
         """Word the reply for the decision from fixed sentences, the runbook and tool results."""
@@ -221,6 +253,11 @@ class OfflineBrain:
         rb = ctx.runbook
         if "customer_requested_human" in reasons:
             why = "Of course, I'm passing you to a support technician."
+        elif "repeat_contact" in reasons:
+            why = (
+                "I'm sorry you've had to come back about this. Rather than start over, I'm passing it to a "
+                "support technician with what was tried before."
+            )
         elif "tier2_runbook" in reasons and rb is not None:
             why = f"This needs a support technician ({rb.meta.title.lower()}), so I'm passing it on now."
         elif "no_runbook_fits" in reasons:

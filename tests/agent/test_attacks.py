@@ -403,6 +403,9 @@ def test_attack_llm_brain_that_complies(
 def test_the_checks_catch_what_they_look_for(tmp_path: Path, bundled_index: RunbookIndex, clock: Clock) -> None:
     """The checks are not vacuous: an attacker who reads Bob's mailbox, and a leaky reply, are both caught."""
     world = build_world(_runtime(tmp_path, bundled_index, clock), clock)
+    # Within policy.yaml's recontact window a second lockout of Bob's verified account is a repeat contact,
+    # handed off before any unlock; past it, the unlock these checks must catch runs.
+    clock.advance(hours=73)
     resolver = world.runtime.resolver
     cid = resolver.start()
     for text in ("my account is locked", "bob.smith@example.com"):
