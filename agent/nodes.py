@@ -303,7 +303,9 @@ def _check_code(state: ConversationState, deps: Deps, understanding: Understandi
     customer = dict(state.get("customer") or {})
     customer |= {
         # The keyed hash of the proven address: how a later conversation of the same customer is found.
-        "subject": _vault(deps).subject(account.email),
+        # From the directory's record: the verification keeps only the masked address, which two
+        # customers can share (j***@example.com), so its hash would link strangers.
+        "subject": _vault(deps).subject(found.email) if found else None,
         "account_id": account.account_id,
         "email": mask_email(account.email),
         "verified_at": account.verified_at.isoformat(),

@@ -141,6 +141,22 @@ def test_the_same_verified_customer_in_a_new_conversation_is_a_repeat(runtime: R
     assert [(e.conversation_id, e.outcome) for e in packet.earlier_episodes] == [(first, "reopened")]
 
 
+def test_two_customers_whose_masked_addresses_match_are_not_linked(runtime: Runtime, clock: Clock) -> None:
+    # jane.doe@ and jim.doe@ both show as j***@example.com; only the real address may link conversations.
+    jane = runtime.directory.find_by_email("jane.doe@example.com")
+    assert jane is not None
+    runtime.directory.add(jane.model_copy(update={"account_id": "acc-9001", "email": "jim.doe@example.com", "name": "Jim"}))
+    resolver = runtime.resolver
+    first = _reset_password(runtime, "jane.doe@example.com")
+    resolver.send(first, latest_code(runtime, first))
+    resolver.send(first, "yes")
+    clock.advance(hours=2)
+    second = _reset_password(runtime, "jim.doe@example.com")
+    result = resolver.send(second, latest_code(runtime, second))
+    assert result.stage == "confirm"
+    assert runtime.resolver.deps.handoffs.for_conversation(second) == []
+
+
 def test_past_the_window_a_verified_customer_starts_afresh(runtime: Runtime, clock: Clock) -> None:
     resolver = runtime.resolver
     first = _reset_password(runtime, "li.wei@example.com")
