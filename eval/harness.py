@@ -16,7 +16,7 @@ from agent.brains.offline import routing_query
 from agent.errors import MessageRejected
 from agent.pack import Pack, load_pack
 from agent.service import Runtime, open_runtime
-from agent.settings import Settings
+from agent.settings import BUNDLED_RUNBOOKS, Settings
 from eval.cases import OTP, Case
 from eval.scoring import Outcome, TurnOutcome, failures, summarize
 from vectorstore.embeddings import Embedder, MiniLMEmbedder
@@ -119,17 +119,31 @@ def _row(case: Case, outcomes: list[Outcome], prices: tuple[float, float]) -> di
 SANDBOX: dict[str, None] = {"directory_url": None, "status_url": None, "handoff_webhook_url": None, "smtp_host": None}
 
 
+def pack_name(runbooks: Path) -> str:
+    """The pack as its author named it: the path as given, or "runbooks (bundled)" for the bundled one."""
+    if runbooks.is_absolute() and runbooks.resolve() == BUNDLED_RUNBOOKS.resolve():
+        return "runbooks (bundled)"
+    return str(runbooks)
+
+
 class Evaluator:
     """A pack indexed once, against which case sets are played (with other thresholds, too)."""
 
-    def __init__(self, runbooks: Path, *, embedder: Embedder | None = None, settings: Settings | None = None) -> None:
+    def __init__(
+        self,
+        runbooks: Path,
+        *,
+        embedder: Embedder | None = None,
+        settings: Settings | None = None,
+        progress: Callable[[int], Callable[[int, int], None] | None] | None = None,
+    ) -> None:
         # The brain, its endpoint and prices come from settings; stores and the pack are the run's own.
         self.settings = settings or Settings()
         self.prices = (self.settings.llm_price_input_per_mtok, self.settings.llm_price_output_per_mtok)
         self.runbooks = runbooks
         self.pack = load_pack(runbooks)
         # A fresh, in-memory index of the pack: nothing from an earlier run can leak in.
-        self.index = RunbookIndex(open_client(None), self.pack, embedder or MiniLMEmbedder())
+        self.index = RunbookIndex(open_client(None), self.pack, embedder or MiniLMEmbedder(), progress=progress)
         self.index.sync()
 
     def _pack_with(self, routing: dict[str, float] | None) -> Pack:
@@ -188,7 +202,7 @@ class Evaluator:
         return {
             "summary": summary,
             "cases": [_row(c, runs, self.prices) for c, runs in zip(cases, results, strict=True)],
-            "runbooks": str(self.runbooks),
+            "runbooks": pack_name(self.runbooks),
             "brain": runtime.resolver.deps.brain.name,
             "routing": self._pack_with(routing).policy.routing.model_dump(),
             "latency_includes_embedding": not batch_embeddings,

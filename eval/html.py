@@ -301,7 +301,7 @@ def render_html(
     total = int(summary.get("cases", len(cases)))
     current = routing.get("min_score")
     context = {
-        "pack_path": report.get("runbooks") or str(pack.root),
+        "pack_path": report.get("runbooks") or pack.root.name,
         "runbook_count": len(pack.runbooks),
         "brain": report.get("brain", ""),
         "routing": routing,

@@ -224,9 +224,9 @@ def test_recommend_rule_on_hand_made_points() -> None:
 def test_default_scores() -> None:
     scores = default_scores(0.47)
     assert scores == sorted(set(scores))
-    assert scores[0] == 0.3 and scores[-1] == 0.8
+    assert scores[0] == 0.05 and scores[-1] == 0.95
     assert 0.47 in scores and 0.55 in scores
-    assert len(scores) == 12
+    assert len(scores) == 20
     assert default_scores(0.5).count(0.5) == 1
 
 
