@@ -319,6 +319,9 @@ def train_head(
         if progress is not None:
             progress(done, steps)
 
+    if progress is not None:
+        progress(0, steps)
+
     # One thread: a BLAS that splits sums over threads may add them in another order, and the same
     # pack must give the same scores on any machine and load.
     with threadpool_limits(limits=1):
