@@ -79,7 +79,11 @@ def test_same_pack_same_scores(pack: Pack, embedder: MiniLMEmbedder, tmp_path: P
 
 
 def test_examples_are_grouped_the_same_whatever_order_chroma_returns(embedder: MiniLMEmbedder) -> None:
-    rows = [(rid, text, v) for rid, (_, texts) in RUNBOOKS.items() for text, v in zip(texts, embedder.embed(texts))]
+    rows = [
+        (rid, text, v)
+        for rid, (_, texts) in RUNBOOKS.items()
+        for text, v in zip(texts, embedder.embed(texts), strict=True)
+    ]
     forward, backward = ExampleVectors.build(rows), ExampleVectors.build(rows[::-1])
     assert forward.classes == backward.classes == sorted(RUNBOOKS)
     assert list(forward.labels) == sorted(forward.labels)
@@ -87,7 +91,11 @@ def test_examples_are_grouped_the_same_whatever_order_chroma_returns(embedder: M
 
 
 def test_training_reports_progress(embedder: MiniLMEmbedder) -> None:
-    rows = [(rid, text, v) for rid, (_, texts) in RUNBOOKS.items() for text, v in zip(texts, embedder.embed(texts))]
+    rows = [
+        (rid, text, v)
+        for rid, (_, texts) in RUNBOOKS.items()
+        for text, v in zip(texts, embedder.embed(texts), strict=True)
+    ]
     seen: list[tuple[int, int]] = []
     head = train_head(ExampleVectors.build(rows), lambda done, total: seen.append((done, total)))
     assert seen[0][0] == 0 and seen[-1][0] == seen[-1][1] and len(seen) == seen[-1][1] + 1
