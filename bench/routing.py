@@ -18,6 +18,7 @@ policy's triage for a single message with no clarifying question (``max_clarific
 imported packs set): kept when the best score reaches ``min_score`` and its lead ``min_margin``.
 
     .venv/bin/python bench/routing.py [DATASET_DIR]   # default ../shared/datasets/banking77
+    .venv/bin/python bench/routing.py --train-pack DIR   # only: how long DIR's head takes to train
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from eval.calibrate import (
 from eval.importer import import_intents
 from vectorstore.embeddings import MiniLMEmbedder
 from vectorstore.index import RunbookIndex, open_client
-from vectorstore.scorer import bundled_out_of_scope
+from vectorstore.scorer import bundled_out_of_scope, train_head
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,32 @@ def at_recall(
     return best
 
 
+def time_training(pack_dir: Path) -> None:
+    """Embed a pack and train its head from scratch (an empty head cache), and print how long each took."""
+    embedder = MiniLMEmbedder(cache_size=0)
+    pack = load_pack(pack_dir)
+    with tempfile.TemporaryDirectory(prefix="tierone-bench-") as tmp:
+        index = RunbookIndex(open_client(None), pack, embedder, head_cache=Path(tmp))
+        texts = [t for rb in pack.runbooks.values() for t in [rb.meta.title, *rb.meta.examples]]
+        started = time.perf_counter()
+        embedder.embed(texts[:1])
+        index.sync()
+        total = time.perf_counter() - started
+        examples = index.examples
+        started = time.perf_counter()
+        train_head(examples, strays=embedder.embed(bundled_out_of_scope("train")))
+        training = time.perf_counter() - started
+        again = RunbookIndex(open_client(None), pack, embedder, head_cache=Path(tmp))
+        started = time.perf_counter()
+        state = again.sync().head
+        second = time.perf_counter() - started
+    print(
+        f"{pack_dir}: {len(pack.runbooks)} runbooks, {len(examples.labels)} vectors; index built in {total:.1f} s "
+        f"(embedding and head); the head alone trains in {training:.1f} s; "
+        f"a second index: {second:.1f} s ({state} head)"
+    )
+
+
 def main() -> None:
     """Run the benchmark and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -105,7 +132,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed (as `tierone eval import`)")
     parser.add_argument("--target", type=float, default=0.05, help="wrong-resolution target of the calibration")
     parser.add_argument("--latency-queries", type=int, default=300, help="messages timed one at a time")
+    parser.add_argument("--train-pack", type=Path, default=None, help="time building DIR's index and head instead")
     args = parser.parse_args()
+    if args.train_pack is not None:
+        time_training(args.train_pack)
+        return
 
     with tempfile.TemporaryDirectory(prefix="tierone-bench-") as tmp:
         work = Path(tmp)

@@ -29,6 +29,8 @@ from vectorstore.scorer import (
     head_key,
     make_scorer,
     nearest_score,
+    one_thread,
+    products,
     train_head,
 )
 
@@ -219,8 +221,9 @@ class RunbookIndex:
     def query_vectors(self, vectors: np.ndarray, k: int = 5) -> list[list[Candidate]]:
         """The k best runbooks for each of several message vectors (rows), best first."""
         scorer, examples = self.scorer, self.examples
-        scores = np.round(scorer.scores(vectors), 4)
-        sims = vectors.astype(np.float64) @ examples.vectors.T.astype(np.float64)
+        with one_thread():
+            scores = np.round(scorer.scores(vectors), 4)
+            sims = products(examples.vectors, vectors)
         bounds = [*examples.starts.tolist(), len(examples.labels)]
         ids = np.arange(len(scorer.classes))
         out: list[list[Candidate]] = []
