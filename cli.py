@@ -510,7 +510,7 @@ def eval_run(
     failed = [row for row in result["cases"] if not row["passed"]]
     if failed:
         table = Table(title=f"Failing cases ({len(failed)})")
-        for column in ("case", "handoff", "runbook", "confidence", "what went wrong"):
+        for column in ("case", "handoff", "runbook", "routing (score, runner-up, thresholds)", "what went wrong"):
             table.add_column(column)
         for row in failed:
             new = comparison and row["id"] in comparison["newly_failing"]
@@ -518,7 +518,7 @@ def eval_run(
                 ("[red]NEW[/red] " if new else "") + row["id"],
                 str(row["handoff"]),
                 str(row["runbook"]),
-                f"{row['confidence']:.2f}",
+                row.get("routing_note") or f"{row['confidence']:.2f}",
                 "; ".join(row["failures"]),
             )
         console.print(table)
@@ -683,6 +683,20 @@ def eval_init(
         sys.stdout.write("\n".join(lines) + "\n")
 
 
+def _as_routed(message: str) -> str:
+    """The text the service routes: redacted, with the addresses and codes it holds put back."""
+    from agent.redact import redact_spans
+    from agent.vault import HELD_KINDS
+
+    redacted, pairs = redact_spans(message)
+    out, at = [], 0
+    for original, mark in pairs:
+        if original.kind in HELD_KINDS:
+            out += [redacted[at : mark.start], message[original.start : original.end]]
+            at = mark.end
+    return "".join(out) + redacted[at:]
+
+
 @app.command("try")
 def try_message(
     message: Annotated[str, typer.Argument(help="What a customer might write.")],
@@ -693,6 +707,7 @@ def try_message(
     from agent.nodes import runbook_facts
     from agent.pack import load_pack
     from agent.policy import Facts, decide
+    from eval.scoring import routing_note
     from vectorstore.embeddings import MiniLMEmbedder
     from vectorstore.index import RunbookIndex, open_client
 
@@ -701,18 +716,26 @@ def try_message(
         pack = load_pack(settings.runbooks)
     except TieroneError as exc:
         _fail(exc)
-    index = RunbookIndex(open_client(settings.chroma_dir), pack, MiniLMEmbedder())
+    # An index in memory: trying a message writes nothing into the working folder.
+    index = RunbookIndex(open_client(None), pack, MiniLMEmbedder(), progress=_training_bar)
     index.sync()
-    understanding = OfflineBrain(index).understand(message, routing_text=message)
-    matched = {c.runbook_id: c.matched for c in index.query(message, 5)}
+    routed = _as_routed(message)
+    understanding = OfflineBrain(index).understand(routed, routing_text=routed)
+    matched = {c.runbook_id: c.matched for c in index.query(routed, 5)}
     routing = pack.policy.routing
-    table = Table(title=f"Routing (min_score {routing.min_score}, min_margin {routing.min_margin})")
+    table = Table(
+        title=f"Routing ({routing.scorer} scorer, min_score {routing.min_score}, min_margin {routing.min_margin})"
+    )
     for column in ("runbook", "score", "tier", "nearest example"):
         table.add_column(column)
     for c in understanding.candidates:
         rb = pack.runbooks[c.runbook_id]
         table.add_row(c.runbook_id, f"{c.score:.3f}", str(pack.effective_tier(rb)), matched.get(c.runbook_id, ""))
     console.print(table)
+    if routed != message:
+        console.print(f"routed as: {routed}", highlight=False)
+    candidates = [{"runbook_id": c.runbook_id, "score": c.score} for c in understanding.candidates]
+    console.print("routing: " + routing_note(candidates, routing.min_score, routing.min_margin), highlight=False)
     decision = decide(Facts(stage="triage", understanding=understanding, runbooks=runbook_facts(pack)), pack.policy)
     console.print(
         f"decision: [bold]{decision.action}[/bold] ({', '.join(decision.reasons)})"

@@ -18,7 +18,7 @@ from agent.pack import Pack, load_pack
 from agent.service import Runtime, open_runtime
 from agent.settings import BUNDLED_RUNBOOKS, Settings
 from eval.cases import OTP, Case
-from eval.scoring import Outcome, TurnOutcome, failures, summarize
+from eval.scoring import Outcome, TurnOutcome, failures, routing_note, summarize
 from vectorstore.embeddings import Embedder, MiniLMEmbedder
 from vectorstore.index import RunbookIndex, open_client
 
@@ -78,6 +78,7 @@ def play(runtime: Runtime, case: Case) -> Outcome:
         usage=dict(state.get("usage") or {}),
         transcript=state.get("transcript", []),
         decisions=trace,
+        candidates=[dict(c) for c in (state.get("candidates") or [])],
     )
 
 
@@ -85,7 +86,9 @@ def _cost(usage: dict[str, int], prices: tuple[float, float]) -> float:
     return (usage.get("prompt_tokens", 0) * prices[0] + usage.get("completion_tokens", 0) * prices[1]) / 1e6
 
 
-def _row(case: Case, outcomes: list[Outcome], prices: tuple[float, float]) -> dict[str, Any]:
+def _row(
+    case: Case, outcomes: list[Outcome], prices: tuple[float, float], thresholds: tuple[float, float]
+) -> dict[str, Any]:
     outcome = outcomes[0]
     failed = failures(case, outcome)
     runs_passed = sum(1 for o in outcomes if not failures(case, o))
@@ -95,6 +98,8 @@ def _row(case: Case, outcomes: list[Outcome], prices: tuple[float, float]) -> di
         "handoff": outcome.handoff,
         "runbook": outcome.runbook,
         "confidence": round(outcome.confidence, 4),
+        "candidates": outcome.candidates[:2],
+        "routing_note": routing_note(outcome.candidates, *thresholds),
         "latency_ms": round(sum(outcome.turn_latencies_ms), 2),
         "turn_latency_ms": [round(ms, 2) for ms in outcome.turn_latencies_ms],
         "runs": len(outcomes),
@@ -183,6 +188,8 @@ class Evaluator:
 
             with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
                 results = list(pool.map(one, cases))
+        policy = self._pack_with(routing).policy.routing
+        thresholds = (policy.min_score, policy.min_margin)
         summary = summarize(
             [c for c, runs in zip(cases, results, strict=True) for _ in runs], [o for runs in results for o in runs]
         )
@@ -201,7 +208,7 @@ class Evaluator:
             summary["pass_hat_k"] = round(summary["passed"] / len(cases), 4)
         return {
             "summary": summary,
-            "cases": [_row(c, runs, self.prices) for c, runs in zip(cases, results, strict=True)],
+            "cases": [_row(c, runs, self.prices, thresholds) for c, runs in zip(cases, results, strict=True)],
             "runbooks": pack_name(self.runbooks),
             "brain": runtime.resolver.deps.brain.name,
             "routing": self._pack_with(routing).policy.routing.model_dump(),

@@ -198,6 +198,7 @@ def _failing(cases: list[dict[str, Any]], pack: Pack) -> list[dict[str, Any]]:
                 "expected_runbook": _label(expect["runbook"]) if "runbook" in expect else None,
                 "expected_handoff": expect.get("handoff"),
                 "confidence": f"{float(case.get('confidence') or 0.0):.2f}",
+                "routing_note": str(case.get("routing_note") or ""),
                 "runs": case.get("runs", 1),
                 "runs_passed": case.get("runs_passed", 0),
                 "reasons": list(case.get("reasons") or []),
