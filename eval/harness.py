@@ -12,6 +12,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cryptography.fernet import Fernet
+from pydantic import SecretStr
+
 from agent.brains.offline import routing_query
 from agent.errors import MessageRejected
 from agent.pack import Pack, load_pack
@@ -176,7 +179,12 @@ class Evaluator:
         if batch_embeddings and isinstance(embedder, MiniLMEmbedder):
             embedder.warm([routing_query(t) for c in cases for t in c.texts if t != OTP])
         with tempfile.TemporaryDirectory(prefix="tierone-eval-") as tmp:
-            settings = self.settings.model_copy(update={"data_dir": Path(tmp), "runbooks": self.runbooks, **SANDBOX})
+            # The run's customer values live and die in this folder: a throwaway key seals them, so the
+            # eval never warns about a missing TIERONE_VAULT_KEY (that warning is for serving).
+            key = self.settings.vault_key or SecretStr(Fernet.generate_key().decode())
+            settings = self.settings.model_copy(
+                update={"data_dir": Path(tmp), "runbooks": self.runbooks, "vault_key": key, **SANDBOX}
+            )
             runtime = open_runtime(settings, index=self.index)
             runtime.resolver.deps.pack = self._pack_with(routing)
 
