@@ -648,7 +648,7 @@ def eval_import(
         )
         console.print(
             f"calibrated: min_score {best.min_score:.2f}, min_margin {best.min_margin:.2f} "
-            f"(wrong resolutions on the probes {best.wrong_rate}, target {target:g})",
+            f"(wrong resolutions on the probes {best.wrong_rate or 0.0:.3f}, target {target:g})",
             highlight=False,
         )
         for note in warnings_for(best, points):
