@@ -211,6 +211,47 @@ def _failing(cases: list[dict[str, Any]], pack: Pack) -> list[dict[str, Any]]:
     return views
 
 
+def _rate(hits: int, total: int) -> str:
+    return percent(hits / total) if total else "\u2014"
+
+
+def by_tag(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The main metrics for each case tag (as the summary defines them), tags in name order.
+
+    Args:
+        cases: The report's case rows.
+
+    Returns:
+        One row per tag: ``tag``, ``cases``, ``passed``, ``routing``, ``handoff_recall`` and
+        ``wrong_resolution`` (percentages; a dash where no case counts).
+    """
+    rows = []
+    for tag in sorted({t for c in cases for t in c.get("tags") or []}):
+        tagged = [c for c in cases if tag in (c.get("tags") or [])]
+        routed = [c for c in tagged if c["expect"].get("runbook") and not c["expect"].get("handoff")]
+        expecting = [c for c in tagged if c["expect"].get("handoff")]
+        kept = [c for c in tagged if not c.get("handoff")]
+        wrong = [
+            c
+            for c in kept
+            if c["expect"].get("handoff") or ("runbook" in c["expect"] and c.get("runbook") != c["expect"]["runbook"])
+        ]
+        rows.append(
+            {
+                "tag": tag,
+                "cases": len(tagged),
+                "passed": sum(1 for c in tagged if c.get("passed")),
+                "routing": _rate(
+                    sum(1 for c in routed if c.get("runbook") == c["expect"]["runbook"] and not c.get("handoff")),
+                    len(routed),
+                ),
+                "handoff_recall": _rate(sum(1 for c in expecting if c.get("handoff")), len(expecting)),
+                "wrong_resolution": _rate(len(wrong), len(kept)),
+            }
+        )
+    return rows
+
+
 def _all_cases(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [
         {
@@ -312,6 +353,7 @@ def render_html(
         "all_passed": passed == total,
         "pass_rate": percent(passed / total if total else None),
         "metrics": _metric_rows(summary, comparison),
+        "by_tag": by_tag(cases),
         "comparison": comparison,
         "confusion": _confusion(cases, pack),
         "failing": _failing(cases, pack),
