@@ -295,7 +295,7 @@ def runbooks_calibrate(
     if wrong_probes:
         confusion = Table(title=f"Examples another runbook takes ({len(wrong_probes)}), scored without themselves")
         for column in ("runbook", "example", "chosen runbook", "score"):
-            confusion.add_column(column)
+            confusion.add_column(column, overflow="fold")
         for p in wrong_probes[:40]:
             confusion.add_row(p.truth or "", p.text, p.chosen, f"{p.top:.3f}")
         console.print(confusion)
@@ -510,8 +510,13 @@ def eval_run(
     failed = [row for row in result["cases"] if not row["passed"]]
     if failed:
         table = Table(title=f"Failing cases ({len(failed)})")
-        for column in ("case", "handoff", "runbook", "routing (score, runner-up, thresholds)", "what went wrong"):
-            table.add_column(column)
+        # Ids and runbook ids fold onto more lines rather than end in "…": imported cases share long
+        # prefixes ("balance-not-updated-after-…"), and a cut id cannot be told from its neighbours.
+        table.add_column("case", overflow="fold")
+        table.add_column("handoff")
+        table.add_column("runbook", overflow="fold")
+        table.add_column("routing (score, runner-up, thresholds)", overflow="fold")
+        table.add_column("what went wrong")
         for row in failed:
             new = comparison and row["id"] in comparison["newly_failing"]
             table.add_row(
