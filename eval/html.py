@@ -9,6 +9,7 @@ Customer text is untrusted: the template is rendered with autoescaping on.
 from __future__ import annotations
 
 import base64
+import json
 from collections import Counter, defaultdict
 from itertools import zip_longest
 from pathlib import Path
@@ -166,9 +167,17 @@ def _runbook_block(pack: Pack, runbook_id: str | None, role: str) -> dict[str, A
 
 
 def _failing(cases: list[dict[str, Any]], pack: Pack) -> list[dict[str, Any]]:
-    views = []
+    """One view per failing case; cases with the same text, expectation and outcome share one."""
+    views: list[dict[str, Any]] = []
+    seen: dict[str, dict[str, Any]] = {}
     for case in cases:
         if case.get("passed"):
+            continue
+        same = json.dumps(
+            [case.get("turns"), case.get("expect"), case.get("handoff"), case.get("runbook")], sort_keys=True
+        )
+        if same in seen:
+            seen[same]["same_text"].append(str(case["id"]))
             continue
         expect = case.get("expect", {})
         chosen = case.get("runbook")
@@ -199,6 +208,7 @@ def _failing(cases: list[dict[str, Any]], pack: Pack) -> list[dict[str, Any]]:
                 "expected_handoff": expect.get("handoff"),
                 "confidence": f"{float(case.get('confidence') or 0.0):.2f}",
                 "routing_note": str(case.get("routing_note") or ""),
+                "same_text": [],
                 "runs": case.get("runs", 1),
                 "runs_passed": case.get("runs_passed", 0),
                 "reasons": list(case.get("reasons") or []),
@@ -208,6 +218,7 @@ def _failing(cases: list[dict[str, Any]], pack: Pack) -> list[dict[str, Any]]:
                 "runbooks": blocks,
             }
         )
+        seen[same] = views[-1]
     return views
 
 
