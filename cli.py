@@ -738,7 +738,7 @@ def try_message(
         table.add_row(c.runbook_id, f"{c.score:.3f}", str(pack.effective_tier(rb)), matched.get(c.runbook_id, ""))
     console.print(table)
     if routed != message:
-        console.print(f"routed as: {routed}", highlight=False)
+        console.print(f"routed as: {routed}", highlight=False, markup=False)  # "[card]" is not rich markup
     candidates = [{"runbook_id": c.runbook_id, "score": c.score} for c in understanding.candidates]
     console.print("routing: " + routing_note(candidates, routing.min_score, routing.min_margin), highlight=False)
     decision = decide(Facts(stage="triage", understanding=understanding, runbooks=runbook_facts(pack)), pack.policy)
