@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -42,6 +43,25 @@ def _settings(runbooks: Path | None = None) -> Settings:
 def _fail(exc: Exception) -> None:
     err.print(f"[red]error:[/red] {exc}", highlight=False)
     raise typer.Exit(2)
+
+
+def _training_bar(vectors: int) -> Callable[[int, int], None] | None:
+    """A progress bar on stderr while a routing head trains (a terminal and a pack big enough to wait for)."""
+    if not err.is_terminal or vectors < 200:
+        return None
+    from rich.progress import Progress
+
+    bar = Progress(console=err, transient=True)
+    task = bar.add_task(f"training the routing head on {vectors} examples", total=None)
+
+    def update(done: int, total: int) -> None:
+        if done == 0:
+            bar.start()
+        bar.update(task, completed=done, total=total)
+        if done >= total:
+            bar.stop()
+
+    return update
 
 
 @app.command()
@@ -121,10 +141,17 @@ def index(runbooks: RunbooksOpt = None) -> None:
         pack = load_pack(settings.runbooks)
     except TieroneError as exc:
         _fail(exc)
-    report = RunbookIndex(open_client(settings.chroma_dir), pack, MiniLMEmbedder()).sync()
+    index = RunbookIndex(open_client(settings.chroma_dir), pack, MiniLMEmbedder(), progress=_training_bar)
+    report = index.sync()
+    head = {
+        "trained": f"routing head trained and cached ({index.head_file()})",
+        "cached": "routing head unchanged (from the cache)",
+        "none": f"scorer {pack.policy.routing.scorer} (nothing to train)",
+    }[report.head]
     console.print(
         f"indexed {settings.runbooks}: {len(report.added)} added, {len(report.updated)} updated, "
-        f"{len(report.removed)} removed, {report.unchanged} unchanged"
+        f"{len(report.removed)} removed, {report.unchanged} unchanged; {head}",
+        highlight=False,
     )
 
 
@@ -183,34 +210,119 @@ def runbooks_lint(folder: Annotated[Path, typer.Argument(help="Runbook pack fold
     console.print(f"ok: {len(pack.runbooks)} runbooks in {folder}, policy.yaml valid")
 
 
+def _calibration_probes(index: Any, out_of_scope: list[Path] | None, cases: Path | None) -> tuple[list[Any], list[str]]:
+    """Known and out-of-scope probes for `runbooks calibrate` and `eval import`, and notes on them."""
+    from eval.calibrate import known_probes, load_probe_file, text_probes
+    from eval.cases import OTP, load_case_file
+    from vectorstore.scorer import bundled_out_of_scope
+
+    notes: list[str] = []
+    points = known_probes(index) + text_probes(index, bundled_out_of_scope("check"))
+    for path in out_of_scope or []:
+        points += text_probes(index, load_probe_file(path))
+    if cases is not None:
+        texts: list[str] = []
+        truths: list[str | None] = []
+        skipped = 0
+        for case in load_case_file(cases).cases:
+            single = len(case.texts) == 1 and case.texts[0] != OTP
+            if single and not case.expect.handoff and case.expect.runbook in index.pack.runbooks:
+                texts.append(case.texts[0])
+                truths.append(case.expect.runbook)
+            elif single and case.expect.handoff and case.expect.runbook is None:
+                texts.append(case.texts[0])
+                truths.append(None)
+            else:
+                skipped += 1
+        points += text_probes(index, texts, truths)
+        if skipped:
+            notes.append(f"{skipped} case(s) of {cases} left out: only single-turn cases expecting a runbook or none")
+        if not any(t is None for t in truths):
+            notes.append(f"{cases} has no case expecting a handoff with no runbook: only the generic set probes that")
+    return points, notes
+
+
 @runbooks_app.command("calibrate")
 def runbooks_calibrate(
     folder: Annotated[Path, typer.Argument(help="Runbook pack folder.")],
-    target_recall: Annotated[float, typer.Option(help="Share of 'nothing fits' probes to hand off.")] = 0.8,
+    target: Annotated[float, typer.Option("--target", help="Highest wrong-resolution rate to accept.")] = 0.05,
+    out_of_scope: Annotated[
+        list[Path] | None,
+        typer.Option("--out-of-scope", help="Text file of real out-of-scope messages, one a line. Repeatable."),
+    ] = None,
+    cases: Annotated[
+        Path | None, typer.Option("--cases", help="Case file: its single-turn cases become probes too.")
+    ] = None,
+    write: Annotated[bool, typer.Option("--write", help="Write the suggestion into the pack's policy.yaml.")] = False,
 ) -> None:
-    """Suggest routing thresholds for a pack from its own examples (leave-one-out)."""
+    """Suggest routing thresholds: wrong resolutions against the share handed to a person, on the whole curve."""
     from core.pack import load_pack
-    from eval.calibrate import probes, recommend, sweep
+    from eval.calibrate import confusions, recommend, sweep, warnings_for
+    from eval.importer import write_policy
     from vectorstore.embeddings import MiniLMEmbedder
+    from vectorstore.index import RunbookIndex, open_client
 
     try:
         pack = load_pack(folder)
-    except TieroneError as exc:
+        index = RunbookIndex(open_client(None), pack, MiniLMEmbedder(), progress=_training_bar)
+        index.sync()
+        points, notes = _calibration_probes(index, out_of_scope, cases)
+    except (TieroneError, OSError) as exc:
         _fail(exc)
-    settings = sweep(probes(pack, MiniLMEmbedder()))
-    best = recommend(settings, target_recall)
-    table = Table(title=f"Leave-one-out sweep of {folder} (margin {best.min_margin})")
-    for column in ("min_score", "known routed right", "unknown handed off"):
+    settings = sweep(points)
+    best = recommend(settings, target)
+    routing = pack.policy.routing
+    known = sum(1 for p in points if p.known)
+    table = Table(
+        title=f"Calibration of {folder} ({pack.policy.routing.scorer} scorer; {known} known probes, "
+        f"{len(points) - known} out of scope; min_margin {best.min_margin:g})"
+    )
+    for column in ("min_score", "known routed right", "out of scope handed off", "wrong resolutions", "handed off"):
         table.add_column(column, justify="right")
     for s in settings:
-        if s.min_margin == best.min_margin and round(s.min_score * 100) % 5 == 0:
-            table.add_row(f"{s.min_score:.2f}", f"{s.known_accuracy:.3f}", f"{s.unknown_recall:.3f}")
+        suggested = s == best
+        current = abs(s.min_score - routing.min_score) < 1e-9 and s.min_margin == best.min_margin
+        if s.min_margin != best.min_margin or not (round(s.min_score * 100) % 5 == 0 or suggested or current):
+            continue
+        wrong = "-" if s.wrong_rate is None else f"{s.wrong_rate:.3f}"
+        mark = " suggested" if suggested else (" current" if current else "")
+        style = "bold green" if suggested else None
+        table.add_row(
+            f"{s.min_score:.2f}{mark}",
+            f"{s.known_accuracy:.3f}",
+            f"{s.unknown_recall:.3f}",
+            wrong,
+            f"{s.handed_off:.3f}",
+            style=style,
+        )
     console.print(table)
+    wrong_probes = confusions(points)
+    if wrong_probes:
+        confusion = Table(title=f"Examples another runbook takes ({len(wrong_probes)}), scored without themselves")
+        for column in ("runbook", "example", "chosen runbook", "score"):
+            confusion.add_column(column, overflow="fold")
+        for p in wrong_probes[:40]:
+            confusion.add_row(p.truth or "", p.text, p.chosen, f"{p.top:.3f}")
+        console.print(confusion)
+        if len(wrong_probes) > 40:
+            console.print(f"[dim]... and {len(wrong_probes) - 40} more[/dim]")
+    for note in notes + warnings_for(best, points):
+        err.print(f"[yellow]warning:[/yellow] {note}", highlight=False)
+    wrong = "-" if best.wrong_rate is None else f"{best.wrong_rate:.3f}"
     console.print(
         f"suggested: routing.min_score {best.min_score:.2f}, routing.min_margin {best.min_margin:.2f} "
-        f"(known {best.known_accuracy:.3f}, unknown handed off {best.unknown_recall:.3f}; "
-        f"current {pack.policy.routing.min_score:.2f} / {pack.policy.routing.min_margin:.2f})"
+        f"(known routed right {best.known_accuracy:.3f}, out of scope handed off {best.unknown_recall:.3f}, "
+        f"wrong resolutions {wrong} for a target of {target:g}; "
+        f"current {routing.min_score:.2f} / {routing.min_margin:.2f})",
+        highlight=False,
     )
+    if write:
+        floor = min(routing.clarify_floor, best.min_score)
+        write_policy(
+            folder,
+            {"routing": {"min_score": best.min_score, "min_margin": best.min_margin, "clarify_floor": floor}},
+        )
+        console.print(f"written to {folder / 'policy.yaml'}")
 
 
 @handoffs_app.command("list")
@@ -353,7 +465,7 @@ def eval_run(
         bool, typer.Option("--batch-embeddings", help="Embed all messages ahead (fast; latency then excludes it).")
     ] = False,
     sweep: Annotated[bool, typer.Option("--sweep", help="Replay over a range of min_score values.")] = False,
-    target: Annotated[float, typer.Option("--target", help="Wrong-resolution rate the sweep aims at.")] = 0.02,
+    target: Annotated[float, typer.Option("--target", help="Wrong-resolution rate the sweep aims at.")] = 0.05,
     sweep_png: Annotated[Path | None, typer.Option("--sweep-png", help="Where to draw the sweep curve.")] = None,
     brain: Annotated[str | None, typer.Option("--brain", help="offline or llm (default: TIERONE_BRAIN).")] = None,
     llm_recordings: Annotated[
@@ -403,15 +515,20 @@ def eval_run(
     failed = [row for row in result["cases"] if not row["passed"]]
     if failed:
         table = Table(title=f"Failing cases ({len(failed)})")
-        for column in ("case", "handoff", "runbook", "confidence", "what went wrong"):
-            table.add_column(column)
+        # Ids and runbook ids fold onto more lines rather than end in "…": imported cases share long
+        # prefixes ("balance-not-updated-after-…"), and a cut id cannot be told from its neighbours.
+        table.add_column("case", overflow="fold")
+        table.add_column("handoff")
+        table.add_column("runbook", overflow="fold")
+        table.add_column("routing (score, runner-up, thresholds)", overflow="fold")
+        table.add_column("what went wrong")
         for row in failed:
             new = comparison and row["id"] in comparison["newly_failing"]
             table.add_row(
                 ("[red]NEW[/red] " if new else "") + row["id"],
                 str(row["handoff"]),
                 str(row["runbook"]),
-                f"{row['confidence']:.2f}",
+                row.get("routing_note") or f"{row['confidence']:.2f}",
                 "; ".join(row["failures"]),
             )
         console.print(table)
@@ -421,28 +538,61 @@ def eval_run(
     sweep_data = None
     png = None
     if sweep:
-        from eval.sweep import default_scores, plot, recommend, run_sweep, sweep_to_dict
+        from eval.sweep import default_scores, is_setting, plot, recommend, run_sweep, sweep_to_dict
 
+        if not any(c.expect.handoff for c in selected):
+            err.print(
+                f"[yellow]warning:[/yellow] no case in {cases} expects a handoff: the sweep cannot show what a "
+                "threshold lets through that should go to a person; add out-of-scope cases",
+                highlight=False,
+            )
         current = evaluator.pack.policy.routing.min_score
         points = run_sweep(evaluator, selected, default_scores(current), workers=workers)
         best = recommend(points, target)
-        png = plot(
-            points,
-            current=current,
-            recommended=best,
-            target=target,
-            out=sweep_png or (html.with_suffix(".sweep.png") if html else Path("sweep.png")),
-        )
+        curve = Table(title=f"Sweep of min_score (target: wrong resolutions <= {target:g})")
+        for column in ("min_score", "routing", "handoff recall", "wrong resolutions", "containment", "passed"):
+            curve.add_column(column, justify="right")
+        for point in points:
+            mark = (" suggested" if best is not None and is_setting(point, best.min_score) else "") + (
+                " current" if is_setting(point, current) else ""
+            )
+            curve.add_row(
+                f"{point.min_score:.2f}{mark}",
+                *(
+                    "-" if v is None else f"{v:.3f}"
+                    for v in (
+                        point.routing_accuracy,
+                        point.handoff_recall,
+                        point.wrong_resolution_rate,
+                        point.containment_rate,
+                    )
+                ),
+                f"{point.passed}/{point.cases}",
+                style="bold green" if best is not None and is_setting(point, best.min_score) else None,
+            )
+        console.print(curve)
+        # The curve is drawn only where asked (--sweep-png, or beside --html): never into the working folder.
+        if sweep_png or html:
+            png = plot(
+                points,
+                current=current,
+                recommended=best,
+                target=target,
+                out=sweep_png or (html.with_suffix(".sweep.png") if html else Path("sweep.png")),
+            )
         sweep_data = sweep_to_dict(points, current, best, target)
         result["sweep"] = sweep_data
         console.print(
-            f"sweep: {len(points)} settings drawn in {png}; "
+            f"sweep: {len(points)} settings"
+            + (f", drawn in {png}" if png else "")
+            + "; "
             + (
                 f"min_score {best.min_score:.2f} keeps wrong resolutions at {best.wrong_resolution_rate} "
                 f"(target {target}) with containment {best.containment_rate}"
                 if best
                 else f"no setting reaches a wrong-resolution rate of {target}"
-            )
+            ),
+            highlight=False,
         )
     if report:
         report.parent.mkdir(parents=True, exist_ok=True)
@@ -474,28 +624,46 @@ def eval_import(
     k: Annotated[int, typer.Option("--k", help="Examples per intent put into the runbooks.")] = 10,
     holdout: Annotated[int, typer.Option("--holdout", help="Intents held out as 'nothing fits'.")] = 20,
     seed: Annotated[int, typer.Option(help="Seed for choosing examples and held-out intents.")] = 0,
-    calibrate: Annotated[bool, typer.Option(help="Set the pack's thresholds by leave-one-out.")] = True,
-    target_recall: Annotated[float, typer.Option(help="Calibration target (see `runbooks calibrate`).")] = 0.8,
+    calibrate: Annotated[bool, typer.Option(help="Set the pack's thresholds (see `runbooks calibrate`).")] = True,
+    target: Annotated[float, typer.Option("--target", help="Wrong-resolution target of the calibration.")] = 0.05,
 ) -> None:
     """Turn a public intent dataset into a pack plus cases, to measure routing on outside data."""
     from core.pack import load_pack
-    from eval.calibrate import probes, recommend, sweep
+    from eval.calibrate import recommend, sweep, warnings_for
     from eval.importer import import_intents, write_policy
     from vectorstore.embeddings import MiniLMEmbedder
+    from vectorstore.index import RunbookIndex, open_client
 
     try:
         report = import_intents(pairs, out, k=k, holdout=holdout, seed=seed, test=test)
-    except TieroneError as exc:
+    except (TieroneError, OSError) as exc:
         _fail(exc)
     console.print(
         f"wrote {report.runbooks} runbooks to {report.pack_dir} and {report.cases} cases to {report.cases_file}; "
-        f"held out: {', '.join(report.held_out)}"
+        f"held out: {', '.join(report.held_out) or 'none'}",
+        highlight=False,
     )
     if calibrate:
-        best = recommend(sweep(probes(load_pack(report.pack_dir), MiniLMEmbedder())), target_recall)
-        write_policy(report.pack_dir, {"routing": {"min_score": best.min_score, "min_margin": best.min_margin}})
-        console.print(f"calibrated: min_score {best.min_score:.2f}, min_margin {best.min_margin:.2f}")
-    console.print(f"next: tierone eval --runbooks {report.pack_dir} --cases {report.cases_file}")
+        try:
+            pack = load_pack(report.pack_dir)
+            index = RunbookIndex(open_client(None), pack, MiniLMEmbedder(), progress=_training_bar)
+            index.sync()
+            points, _ = _calibration_probes(index, None, None)
+        except TieroneError as exc:
+            _fail(exc)
+        best = recommend(sweep(points), target)
+        write_policy(
+            report.pack_dir,
+            {"routing": {"min_score": best.min_score, "min_margin": best.min_margin, "clarify_floor": best.min_score}},
+        )
+        console.print(
+            f"calibrated: min_score {best.min_score:.2f}, min_margin {best.min_margin:.2f} "
+            f"(wrong resolutions on the probes {best.wrong_rate or 0.0:.3f}, target {target:g})",
+            highlight=False,
+        )
+        for note in warnings_for(best, points):
+            err.print(f"[yellow]warning:[/yellow] {note}", highlight=False)
+    console.print(f"next: tierone eval --runbooks {report.pack_dir} --cases {report.cases_file}", highlight=False)
 
 
 @eval_app.command("init")
@@ -525,6 +693,20 @@ def eval_init(
         sys.stdout.write("\n".join(lines) + "\n")
 
 
+def _as_routed(message: str) -> str:
+    """The text the service routes: redacted, with the addresses and codes it holds put back."""
+    from core.redact import redact_spans
+    from core.vault import HELD_KINDS
+
+    redacted, pairs = redact_spans(message)
+    out, at = [], 0
+    for original, mark in pairs:
+        if original.kind in HELD_KINDS:
+            out += [redacted[at : mark.start], message[original.start : original.end]]
+            at = mark.end
+    return "".join(out) + redacted[at:]
+
+
 @app.command("try")
 def try_message(
     message: Annotated[str, typer.Argument(help="What a customer might write.")],
@@ -535,6 +717,7 @@ def try_message(
     from agent.nodes import runbook_facts
     from agent.policy import Facts, decide
     from core.pack import load_pack
+    from eval.scoring import routing_note
     from vectorstore.embeddings import MiniLMEmbedder
     from vectorstore.index import RunbookIndex, open_client
 
@@ -543,18 +726,26 @@ def try_message(
         pack = load_pack(settings.runbooks)
     except TieroneError as exc:
         _fail(exc)
-    index = RunbookIndex(open_client(settings.chroma_dir), pack, MiniLMEmbedder())
+    # An index in memory: trying a message writes nothing into the working folder.
+    index = RunbookIndex(open_client(None), pack, MiniLMEmbedder(), progress=_training_bar)
     index.sync()
-    understanding = OfflineBrain(index).understand(message, routing_text=message)
-    matched = {c.runbook_id: c.matched for c in index.query(message, 5)}
+    routed = _as_routed(message)
+    understanding = OfflineBrain(index).understand(routed, routing_text=routed)
+    matched = {c.runbook_id: c.matched for c in index.query(routed, 5)}
     routing = pack.policy.routing
-    table = Table(title=f"Routing (min_score {routing.min_score}, min_margin {routing.min_margin})")
+    table = Table(
+        title=f"Routing ({routing.scorer} scorer, min_score {routing.min_score}, min_margin {routing.min_margin})"
+    )
     for column in ("runbook", "score", "tier", "nearest example"):
         table.add_column(column)
     for c in understanding.candidates:
         rb = pack.runbooks[c.runbook_id]
         table.add_row(c.runbook_id, f"{c.score:.3f}", str(pack.effective_tier(rb)), matched.get(c.runbook_id, ""))
     console.print(table)
+    if routed != message:
+        console.print(f"routed as: {routed}", highlight=False, markup=False)  # "[card]" is not rich markup
+    candidates = [{"runbook_id": c.runbook_id, "score": c.score} for c in understanding.candidates]
+    console.print("routing: " + routing_note(candidates, routing.min_score, routing.min_margin), highlight=False)
     decision = decide(Facts(stage="triage", understanding=understanding, runbooks=runbook_facts(pack)), pack.policy)
     console.print(
         f"decision: [bold]{decision.action}[/bold] ({', '.join(decision.reasons)})"

@@ -1,9 +1,10 @@
 """Per-turn latency of the offline brain, in-process, model load excluded.
 
 Plays scripted conversations through the serving graph (SQLite checkpoints, Chroma index, SQLite
-tools) and prints p50/p95 per customer turn and turns per second.
+tools) and prints p50/p95 per customer turn and turns per second. With ``--pack DIR`` it plays
+another pack: one conversation per runbook (up to 40), its last example then "yes".
 
-    .venv/bin/python bench/turns.py [--rounds 40]
+    .venv/bin/python bench/turns.py [--rounds 40] [--pack DIR]
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from app.runtime import Runtime, open_runtime
+from core.pack import load_pack
 from core.settings import BUNDLED_RUNBOOKS, Settings
 from vectorstore.embeddings import MiniLMEmbedder
 
@@ -52,7 +54,13 @@ def main() -> None:
     """Run the benchmark and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=40, help="times each script is played")
+    parser.add_argument("--pack", type=Path, default=None, help="another runbook pack (default: the bundled one)")
     args = parser.parse_args()
+    scripts = SCRIPTS
+    if args.pack is not None:
+        runbooks = load_pack(args.pack).runbooks
+        scripts = [[runbooks[rid].meta.examples[-1], "yes"] for rid in sorted(runbooks)[:40]]
+        args.rounds = max(1, args.rounds * len(SCRIPTS) * 4 // (len(scripts) * 2))  # about as many turns
     with tempfile.TemporaryDirectory() as tmp:
         load = time.perf_counter()
         # No embedding cache: every turn pays for its embedding, as a new message would.
@@ -60,19 +68,24 @@ def main() -> None:
         # abuse limits, which would (rightly) refuse that, so every round plays the whole script.
         settings = Settings(
             data_dir=Path(tmp),
-            runbooks=BUNDLED_RUNBOOKS,
+            runbooks=args.pack or BUNDLED_RUNBOOKS,
             code_cooldown_seconds=0,
             codes_per_account_per_hour=1_000_000,
             account_actions_per_day=1_000_000,
         )
         runtime = open_runtime(settings, embedder=MiniLMEmbedder(cache_size=0))
-        print(f"open (model load, index build): {time.perf_counter() - load:.1f} s (excluded below)")
-        for script in SCRIPTS:  # warm-up: first-call costs (ONNX Runtime, SQLite pages)
+        pack = runtime.index.pack
+        print(
+            f"open (model load, index build): {time.perf_counter() - load:.1f} s (excluded below); "
+            f"{len(pack.runbooks)} runbooks, {runtime.index.count()} vectors, scorer {pack.policy.routing.scorer} "
+            f"(head {runtime.index.head_state})"
+        )
+        for script in scripts:  # warm-up: first-call costs (ONNX Runtime, SQLite pages)
             play(runtime, script)
         latencies: list[float] = []
         wall = time.perf_counter()
         for _ in range(args.rounds):
-            for script in SCRIPTS:
+            for script in scripts:
                 latencies.extend(play(runtime, script))
         elapsed = time.perf_counter() - wall
     lat = np.array(latencies)

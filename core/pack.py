@@ -94,7 +94,11 @@ class RoutingPolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # Cosine similarity of the best runbook below which nothing fits.
+    # How a message is scored against the runbooks (vectorstore/scorer.py): "head" (trained on the
+    # pack's examples, the default), "nearest" (similarity of the nearest examples, the scorer
+    # before heads) or "centroid". The thresholds below are on that scorer's scale.
+    scorer: Literal["head", "nearest", "centroid"] = "head"
+    # Score of the best runbook below which nothing fits.
     min_score: float = Field(default=0.55, ge=0, le=1)
     # Lead of the best runbook over the next one below which the bot asks which one is meant.
     min_margin: float = Field(default=0.02, ge=0, le=1)

@@ -12,15 +12,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cryptography.fernet import Fernet
+from pydantic import SecretStr
+
 from agent.brains.offline import routing_query
 from agent.episodes import EpisodeStore
 from app.runtime import Runtime, open_runtime
 from core.clock import utc_now
 from core.errors import MessageRejected
 from core.pack import Pack, load_pack
-from core.settings import Settings
+from core.settings import BUNDLED_RUNBOOKS, Settings
 from eval.cases import OTP, Case
-from eval.scoring import Outcome, TurnOutcome, failures, problem_scores, summarize
+from eval.scoring import Outcome, TurnOutcome, failures, problem_scores, routing_note, summarize
 from vectorstore.embeddings import Embedder, MiniLMEmbedder
 from vectorstore.index import RunbookIndex, open_client
 
@@ -81,6 +84,7 @@ def play(runtime: Runtime, case: Case) -> Outcome:
         transcript=state.get("transcript", []),
         decisions=trace,
         problems=_problems(runtime, conversation_id),
+        candidates=[dict(c) for c in (state.get("candidates") or [])],
     )
 
 
@@ -94,7 +98,9 @@ def _cost(usage: dict[str, int], prices: tuple[float, float]) -> float:
     return (usage.get("prompt_tokens", 0) * prices[0] + usage.get("completion_tokens", 0) * prices[1]) / 1e6
 
 
-def _row(case: Case, outcomes: list[Outcome], prices: tuple[float, float]) -> dict[str, Any]:
+def _row(
+    case: Case, outcomes: list[Outcome], prices: tuple[float, float], thresholds: tuple[float, float]
+) -> dict[str, Any]:
     outcome = outcomes[0]
     failed = failures(case, outcome)
     runs_passed = sum(1 for o in outcomes if not failures(case, o))
@@ -104,6 +110,8 @@ def _row(case: Case, outcomes: list[Outcome], prices: tuple[float, float]) -> di
         "handoff": outcome.handoff,
         "runbook": outcome.runbook,
         "confidence": round(outcome.confidence, 4),
+        "candidates": outcome.candidates[:2],
+        "routing_note": routing_note(outcome.candidates, *thresholds),
         "latency_ms": round(sum(outcome.turn_latencies_ms), 2),
         "turn_latency_ms": [round(ms, 2) for ms in outcome.turn_latencies_ms],
         "runs": len(outcomes),
@@ -129,17 +137,31 @@ def _row(case: Case, outcomes: list[Outcome], prices: tuple[float, float]) -> di
 SANDBOX: dict[str, None] = {"directory_url": None, "status_url": None, "handoff_webhook_url": None, "smtp_host": None}
 
 
+def pack_name(runbooks: Path) -> str:
+    """The pack as its author named it: the path as given, or "runbooks (bundled)" for the bundled one."""
+    if runbooks.is_absolute() and runbooks.resolve() == BUNDLED_RUNBOOKS.resolve():
+        return "runbooks (bundled)"
+    return str(runbooks)
+
+
 class Evaluator:
     """A pack indexed once, against which case sets are played (with other thresholds, too)."""
 
-    def __init__(self, runbooks: Path, *, embedder: Embedder | None = None, settings: Settings | None = None) -> None:
+    def __init__(
+        self,
+        runbooks: Path,
+        *,
+        embedder: Embedder | None = None,
+        settings: Settings | None = None,
+        progress: Callable[[int], Callable[[int, int], None] | None] | None = None,
+    ) -> None:
         # The brain, its endpoint and prices come from settings; stores and the pack are the run's own.
         self.settings = settings or Settings()
         self.prices = (self.settings.llm_price_input_per_mtok, self.settings.llm_price_output_per_mtok)
         self.runbooks = runbooks
         self.pack = load_pack(runbooks)
         # A fresh, in-memory index of the pack: nothing from an earlier run can leak in.
-        self.index = RunbookIndex(open_client(None), self.pack, embedder or MiniLMEmbedder())
+        self.index = RunbookIndex(open_client(None), self.pack, embedder or MiniLMEmbedder(), progress=progress)
         self.index.sync()
 
     def _pack_with(self, routing: dict[str, float] | None) -> Pack:
@@ -167,7 +189,12 @@ class Evaluator:
         if batch_embeddings and isinstance(embedder, MiniLMEmbedder):
             embedder.warm([routing_query(t) for c in cases for t in c.texts if t != OTP])
         with tempfile.TemporaryDirectory(prefix="tierone-eval-") as tmp:
-            settings = self.settings.model_copy(update={"data_dir": Path(tmp), "runbooks": self.runbooks, **SANDBOX})
+            # The run's customer values live and die in this folder: a throwaway key seals them, so the
+            # eval never warns about a missing TIERONE_VAULT_KEY (that warning is for serving).
+            key = self.settings.vault_key or SecretStr(Fernet.generate_key().decode())
+            settings = self.settings.model_copy(
+                update={"data_dir": Path(tmp), "runbooks": self.runbooks, "vault_key": key, **SANDBOX}
+            )
             runtime = open_runtime(settings, index=self.index)
             runtime.resolver.deps.pack = self._pack_with(routing)
             # Cases share the directory's customers but are strangers: one case's verified address must not
@@ -182,6 +209,8 @@ class Evaluator:
 
             with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
                 results = list(pool.map(one, cases))
+        policy = self._pack_with(routing).policy.routing
+        thresholds = (policy.min_score, policy.min_margin)
         summary = summarize(
             [c for c, runs in zip(cases, results, strict=True) for _ in runs], [o for runs in results for o in runs]
         )
@@ -200,8 +229,8 @@ class Evaluator:
             summary["pass_hat_k"] = round(summary["passed"] / len(cases), 4)
         return {
             "summary": summary,
-            "cases": [_row(c, runs, self.prices) for c, runs in zip(cases, results, strict=True)],
-            "runbooks": str(self.runbooks),
+            "cases": [_row(c, runs, self.prices, thresholds) for c, runs in zip(cases, results, strict=True)],
+            "runbooks": pack_name(self.runbooks),
             "brain": runtime.resolver.deps.brain.name,
             "routing": self._pack_with(routing).policy.routing.model_dump(),
             "latency_includes_embedding": not batch_embeddings,

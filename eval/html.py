@@ -9,6 +9,7 @@ Customer text is untrusted: the template is rendered with autoescaping on.
 from __future__ import annotations
 
 import base64
+import json
 from collections import Counter, defaultdict
 from itertools import zip_longest
 from pathlib import Path
@@ -166,9 +167,17 @@ def _runbook_block(pack: Pack, runbook_id: str | None, role: str) -> dict[str, A
 
 
 def _failing(cases: list[dict[str, Any]], pack: Pack) -> list[dict[str, Any]]:
-    views = []
+    """One view per failing case; cases with the same text, expectation and outcome share one."""
+    views: list[dict[str, Any]] = []
+    seen: dict[str, dict[str, Any]] = {}
     for case in cases:
         if case.get("passed"):
+            continue
+        same = json.dumps(
+            [case.get("turns"), case.get("expect"), case.get("handoff"), case.get("runbook")], sort_keys=True
+        )
+        if same in seen:
+            seen[same]["same_text"].append(str(case["id"]))
             continue
         expect = case.get("expect", {})
         chosen = case.get("runbook")
@@ -198,6 +207,8 @@ def _failing(cases: list[dict[str, Any]], pack: Pack) -> list[dict[str, Any]]:
                 "expected_runbook": _label(expect["runbook"]) if "runbook" in expect else None,
                 "expected_handoff": expect.get("handoff"),
                 "confidence": f"{float(case.get('confidence') or 0.0):.2f}",
+                "routing_note": str(case.get("routing_note") or ""),
+                "same_text": [],
                 "runs": case.get("runs", 1),
                 "runs_passed": case.get("runs_passed", 0),
                 "reasons": list(case.get("reasons") or []),
@@ -207,7 +218,49 @@ def _failing(cases: list[dict[str, Any]], pack: Pack) -> list[dict[str, Any]]:
                 "runbooks": blocks,
             }
         )
+        seen[same] = views[-1]
     return views
+
+
+def _rate(hits: int, total: int) -> str:
+    return percent(hits / total) if total else "\u2014"
+
+
+def by_tag(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The main metrics for each case tag (as the summary defines them), tags in name order.
+
+    Args:
+        cases: The report's case rows.
+
+    Returns:
+        One row per tag: ``tag``, ``cases``, ``passed``, ``routing``, ``handoff_recall`` and
+        ``wrong_resolution`` (percentages; a dash where no case counts).
+    """
+    rows = []
+    for tag in sorted({t for c in cases for t in c.get("tags") or []}):
+        tagged = [c for c in cases if tag in (c.get("tags") or [])]
+        routed = [c for c in tagged if c["expect"].get("runbook") and not c["expect"].get("handoff")]
+        expecting = [c for c in tagged if c["expect"].get("handoff")]
+        kept = [c for c in tagged if not c.get("handoff")]
+        wrong = [
+            c
+            for c in kept
+            if c["expect"].get("handoff") or ("runbook" in c["expect"] and c.get("runbook") != c["expect"]["runbook"])
+        ]
+        rows.append(
+            {
+                "tag": tag,
+                "cases": len(tagged),
+                "passed": sum(1 for c in tagged if c.get("passed")),
+                "routing": _rate(
+                    sum(1 for c in routed if c.get("runbook") == c["expect"]["runbook"] and not c.get("handoff")),
+                    len(routed),
+                ),
+                "handoff_recall": _rate(sum(1 for c in expecting if c.get("handoff")), len(expecting)),
+                "wrong_resolution": _rate(len(wrong), len(kept)),
+            }
+        )
+    return rows
 
 
 def _all_cases(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -301,7 +354,7 @@ def render_html(
     total = int(summary.get("cases", len(cases)))
     current = routing.get("min_score")
     context = {
-        "pack_path": report.get("runbooks") or str(pack.root),
+        "pack_path": report.get("runbooks") or pack.root.name,
         "runbook_count": len(pack.runbooks),
         "brain": report.get("brain", ""),
         "routing": routing,
@@ -311,6 +364,7 @@ def render_html(
         "all_passed": passed == total,
         "pass_rate": percent(passed / total if total else None),
         "metrics": _metric_rows(summary, comparison),
+        "by_tag": by_tag(cases),
         "comparison": comparison,
         "confusion": _confusion(cases, pack),
         "failing": _failing(cases, pack),

@@ -7,6 +7,7 @@ measured on data nobody here wrote.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
@@ -33,13 +34,23 @@ class ImportReport:
 def _read_pairs(path: Path) -> list[tuple[str, str]]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CaseFileError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise CaseFileError(f"{path}: is not UTF-8 text ({exc.reason})") from exc
     except json.JSONDecodeError as exc:
         raise CaseFileError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
-    if not isinstance(data, list) or not all(
-        isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in data
-    ):
-        raise CaseFileError(f"{path}: expected a JSON list of [text, intent] pairs")
-    return [(text, intent) for text, intent in data]
+    if not isinstance(data, list):
+        raise CaseFileError(f"{path}: expected a JSON list of [text, intent] pairs, got a {type(data).__name__}")
+    pairs = []
+    for i, pair in enumerate(data):
+        if not (isinstance(pair, list) and len(pair) == 2):
+            raise CaseFileError(f"{path}: item {i}: expected a [text, intent] pair, got {json.dumps(pair)[:80]}")
+        for field, value in zip(("text", "intent"), pair, strict=True):
+            if not isinstance(value, str):
+                raise CaseFileError(f"{path}: item {i}: {field}: expected a string, got {json.dumps(value)[:80]}")
+        pairs.append((pair[0], pair[1]))
+    return pairs
 
 
 def write_policy(pack_dir: Path, updates: dict[str, object]) -> None:
@@ -56,6 +67,26 @@ def write_policy(pack_dir: Path, updates: dict[str, object]) -> None:
 
 def _kebab(intent: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", intent.lower()).strip("-")
+
+
+def _ids(intents: list[str]) -> dict[str, str]:
+    """A valid, unique runbook id per intent (an intent with no ASCII letters or digits gets a hash)."""
+    ids: dict[str, str] = {}
+    taken: set[str] = set()
+    for intent in intents:
+        base = _kebab(intent) or "intent-" + hashlib.sha256(intent.encode()).hexdigest()[:8]
+        rid, n = base, 2
+        while rid in taken:
+            rid, n = f"{base}-{n}", n + 1
+        ids[intent] = rid
+        taken.add(rid)
+    return ids
+
+
+def _title(intent: str) -> str:
+    """A one-line title of at least 3 characters, as the pack's lint asks."""
+    title = " ".join(intent.replace("_", " ").split()).capitalize()
+    return title if len(title) >= 3 else f"Intent {title or intent!r}".strip()
 
 
 def import_intents(
@@ -75,28 +106,40 @@ def import_intents(
     """
     by_intent: dict[str, list[str]] = defaultdict(list)
     for text, intent in _read_pairs(train):
-        by_intent[intent].append(text)
+        if text.strip():  # the pack's lint refuses an empty example
+            by_intent[intent].append(text)
     intents = sorted(by_intent)
+    if not intents:
+        raise CaseFileError(f"{train}: holds no [text, intent] pair with a text")
     if holdout >= len(intents):
-        raise CaseFileError(f"cannot hold out {holdout} of {len(intents)} intents")
+        raise CaseFileError(f"--holdout {holdout}: {train} has only {len(intents)} intents; hold out fewer")
     rng = random.Random(seed)
     held_out = sorted(rng.sample(intents, holdout))
     pack_dir = out / "runbooks"
     pack_dir.mkdir(parents=True, exist_ok=True)
     leftovers: list[tuple[str, str]] = []
+    ids = _ids(intents)
+    used: set[str] = set()  # an example may belong to one runbook only (the lint's rule)
     for intent in intents:
         texts = list(dict.fromkeys(by_intent[intent]))
         rng.shuffle(texts)
         if intent in held_out:
             leftovers.extend((t, intent) for t in texts)
             continue
-        examples, rest = texts[:k], texts[k:]
+        fresh = [t for t in texts if " ".join(t.lower().split()) not in used]
+        examples = fresh[:k]
+        rest = [t for t in texts if t not in examples]
         leftovers.extend((t, intent) for t in rest)
-        rid = _kebab(intent)
-        title = intent.replace("_", " ").capitalize()
+        if not examples:  # every text is another intent's example: nothing to route by
+            held_out.append(intent)
+            continue
+        used.update(" ".join(t.lower().split()) for t in examples)
+        rid = ids[intent]
+        title = _title(intent)
         front = {"id": rid, "title": title, "category": category, "tier": 1, "examples": examples}
         body = (
-            f"Imported intent `{intent}`.\n\n## Steps\n1. Follow the documented answer for {title.lower()}.\n\n"
+            f"Imported intent {json.dumps(intent)}.\n\n"
+            f"## Steps\n1. Follow the documented answer for {title.lower()}.\n\n"
             "## Check\nDid that answer your question?\n"
         )
         (pack_dir / f"{rid}.md").write_text(
@@ -105,25 +148,24 @@ def import_intents(
     # Imported cases are single messages: nobody is there to answer "could you tell me more?",
     # so the pack hands off instead of asking, and the figures count every message.
     write_policy(pack_dir, {"categories": {category: {"tier": 1}}, "limits": {"max_clarifications": 0}})
-    case_pairs = _read_pairs(test) if test else leftovers
+    case_pairs = [(t, i) for t, i in _read_pairs(test) if t.strip()] if test else leftovers
     cases_file = out / "cases.jsonl"
     with cases_file.open("w", encoding="utf-8") as fh:
         for i, (text, intent) in enumerate(case_pairs):
+            known = intent in ids and intent not in held_out
             expect: dict[str, object] = (
-                {"handoff": True, "runbook": None}
-                if intent in held_out
-                else {"handoff": False, "runbook": _kebab(intent)}
+                {"handoff": False, "runbook": ids[intent]} if known else {"handoff": True, "runbook": None}
             )
             case = {
-                "id": f"{_kebab(intent)}-{i:05d}",
+                "id": f"{ids.get(intent) or _kebab(intent) or 'case'}-{i:05d}",
                 "turns": [text],
                 "expect": expect,
-                "tags": ["held-out" if intent in held_out else "known"],
+                "tags": ["known" if known else "held-out"],
             }
             fh.write(json.dumps(case) + "\n")
     return ImportReport(
-        runbooks=len(intents) - holdout,
-        held_out=held_out,
+        runbooks=len(intents) - len(held_out),
+        held_out=sorted(held_out),
         cases=len(case_pairs),
         pack_dir=pack_dir,
         cases_file=cases_file,

@@ -37,6 +37,8 @@ class Outcome:
     decisions: list[dict[str, Any]] = field(default_factory=list)
     # The conversation's episodes, oldest first: {"runbook", "handoff", "outcome"} each.
     problems: list[dict[str, Any]] = field(default_factory=list)
+    # The routing candidates of the conversation's problem (runbook_id and score), best first.
+    candidates: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def tools_called(self) -> list[str]:
@@ -52,6 +54,33 @@ class Outcome:
     def turn_latencies_ms(self) -> list[float]:
         """Latency of each turn played."""
         return [t.latency_ms for t in self.turns]
+
+
+def routing_note(candidates: list[dict[str, Any]], min_score: float, min_margin: float) -> str:
+    """Where routing stood against the thresholds, e.g. "a 0.565 < min_score 0.59; 2nd b 0.20, gap 0.365".
+
+    Args:
+        candidates: The routing candidates (``runbook_id``, ``score``), best first.
+        min_score: The threshold the best score had to reach.
+        min_margin: The lead over the runner-up it had to have.
+
+    Returns:
+        One line for the author: the best runbook's score against ``min_score``, the runner-up and
+        the gap against ``min_margin``.
+    """
+    if not candidates:
+        return "no candidate (nothing in the message to route by)"
+    top = candidates[0]
+    score = float(top["score"])
+    note = f"{top['runbook_id']} {score:.3f} {'>=' if score >= min_score else '<'} min_score {min_score:g}"
+    if len(candidates) > 1:
+        second = candidates[1]
+        gap = score - float(second["score"])
+        note += (
+            f"; 2nd {second['runbook_id']} {float(second['score']):.3f}, gap {gap:.3f} "
+            f"{'>=' if gap >= min_margin else '<'} min_margin {min_margin:g}"
+        )
+    return note
 
 
 def _called(expected: str | ToolCall, calls: list[dict[str, Any]]) -> bool:

@@ -19,9 +19,9 @@ if TYPE_CHECKING:
     from eval.cases import Case
     from eval.harness import Evaluator
 
-# The default grid: 0.30 to 0.80 in steps of 0.05.
-GRID_START = 0.30
-GRID_STOP = 0.80
+# The default grid: 0.05 to 0.95 in steps of 0.05 (the trained head's scores run from 0 to 1).
+GRID_START = 0.05
+GRID_STOP = 0.95
 GRID_STEP = 0.05
 _SAME = 1e-6
 
@@ -88,7 +88,7 @@ def run_sweep(
 
 
 def default_scores(current: float) -> list[float]:
-    """The grid to sweep: 0.30 to 0.80 in steps of 0.05, plus today's threshold.
+    """The grid to sweep: 0.05 to 0.95 in steps of 0.05, plus today's threshold.
 
     Args:
         current: Today's ``min_score`` (kept to 4 decimals, so that it is always on the grid).

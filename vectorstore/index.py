@@ -1,33 +1,42 @@
-"""Chroma index of a runbook pack: built from titles and examples, re-indexed by content hash."""
+"""Chroma index of a runbook pack: built from titles and examples, re-indexed by content hash.
+
+Chroma keeps the example vectors; queries are scored in memory by the pack's scorer
+(vectorstore/scorer.py), by default a head trained on those vectors and cached by the pack's hash.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import chromadb
+import numpy as np
 from chromadb.api import ClientAPI
 from chromadb.config import Settings as ChromaSettings
 
 from core.pack import Pack
-from vectorstore.embeddings import Embedder
+from vectorstore.embeddings import Embedder, model_cache_dir
+from vectorstore.scorer import (
+    ExampleVectors,
+    HeadScorer,
+    Progress,
+    Scorer,
+    bundled_out_of_scope,
+    head_key,
+    make_scorer,
+    nearest_score,
+    one_thread,
+    products,
+    train_head,
+)
 
-
-def runbook_score(similarities: list[float]) -> float:
-    """A runbook's score for a message from the similarities of its nearest examples.
-
-    The best example counts most; the next three temper it, so one lucky example does not carry
-    a runbook whose other examples are far away. Chosen on BANKING77 with held-out intents over
-    plain max and centroid scoring (README, "Routing quality").
-    """
-    best = sorted(similarities, reverse=True)
-    if len(best) == 1:
-        return best[0]
-    rest = best[1:4]
-    return 0.6 * best[0] + 0.4 * sum(rest) / len(rest)
+# The scorer before trained heads; kept under its old name for callers that score similarities.
+runbook_score = nearest_score
+HeadState = Literal["trained", "cached", "none"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,8 @@ class SyncReport:
     updated: list[str]
     removed: list[str]
     unchanged: int
+    # What happened to the routing head: trained now, loaded from the cache, or not used.
+    head: HeadState = "none"
 
 
 def open_client(chroma_dir: Path | None = None, *, host: str | None = None, port: int = 8000) -> ClientAPI:
@@ -69,30 +80,42 @@ def collection_name(pack: Pack, embedder: Embedder) -> str:
 class RunbookIndex:
     """Routing index of one pack: query a message, get runbook candidates with scores."""
 
-    _NEIGHBOURS = 64
-    # HNSW's search breadth. Chroma's default (100) is approximate at 64 neighbours: on the bundled
-    # pack (303 vectors) 2 of 277 eval messages got a different top 64 from an exact search, and
-    # which ones changed with how the index happened to be built, so a routing result could too.
-    # At 512 all 277 match the exact search; on 5,000 random vectors a query costs 1.6 ms against 1.3.
-    _SEARCH_EF = 512
+    def __init__(
+        self,
+        client: ClientAPI,
+        pack: Pack,
+        embedder: Embedder,
+        *,
+        head_cache: Path | None = None,
+        progress: Callable[[int], Progress | None] | None = None,
+    ) -> None:
+        """Open (or create) the pack's collection.
 
-    def __init__(self, client: ClientAPI, pack: Pack, embedder: Embedder) -> None:
+        Args:
+            client: The Chroma client.
+            pack: The runbook pack.
+            embedder: The embedding model.
+            head_cache: Folder of trained heads (default: ``heads/`` in the model cache).
+            progress: Given the number of example vectors, returns a progress callback for
+                training (or None for none); a command line shows a bar with it.
+        """
         self.embedder = embedder
         with warnings.catch_warnings():
             # Chroma notes that a collection without an embedding function (vectors come from here)
             # has a "legacy" configuration whenever it reads one back to compare or change it.
             warnings.filterwarnings("ignore", "legacy embedding function config", DeprecationWarning)
+            # Chroma stores the vectors; queries are scored exactly, in memory, never by its approximate search.
             self._collection = client.get_or_create_collection(
                 collection_name(pack, embedder),
-                configuration={"hnsw": {"space": "cosine", "ef_search": self._SEARCH_EF}},
+                configuration={"hnsw": {"space": "cosine"}},
                 embedding_function=None,
             )
-            hnsw = (self._collection.configuration_json or {}).get("hnsw") or {}
-            if hnsw.get("ef_search", 0) < self._SEARCH_EF:  # a collection made before, with the default
-                self._collection.modify(configuration={"hnsw": {"ef_search": self._SEARCH_EF}})
         self.pack = pack
-        # Vectors in the collection, read again after each sync rather than on every query.
-        self._count: int | None = None
+        self._head_cache = head_cache if head_cache is not None else model_cache_dir() / "heads"
+        self._progress = progress
+        self._scorer: Scorer | None = None
+        self._examples: ExampleVectors | None = None
+        self.head_state: HeadState = "none"
 
     def sync(self) -> SyncReport:
         """Bring the index in line with the pack, re-embedding only runbooks whose content changed."""
@@ -129,34 +152,87 @@ class RunbookIndex:
                     metadatas=metadatas[start:end],
                 )
         unchanged = len(self.pack.runbooks) - len(added) - len(updated)
-        self._count = self._collection.count()
-        return SyncReport(added=added, updated=updated, removed=removed, unchanged=unchanged)
+        self._scorer = None
+        self._load_scorer()
+        return SyncReport(added=added, updated=updated, removed=removed, unchanged=unchanged, head=self.head_state)
+
+    @property
+    def examples(self) -> ExampleVectors:
+        """The pack's routing texts and vectors as stored in the index, grouped by runbook."""
+        if self._examples is None:
+            self._load_scorer()
+        assert self._examples is not None
+        return self._examples
+
+    @property
+    def scorer(self) -> Scorer:
+        """The pack's routing scorer (``routing.scorer`` in policy.yaml; a trained head by default)."""
+        if self._scorer is None:
+            self._load_scorer()
+        assert self._scorer is not None
+        return self._scorer
+
+    def head_file(self) -> Path:
+        """Where this pack's trained head is cached: named by the pack's content hash."""
+        key = head_key(self.pack.fingerprint, self.embedder.name, bundled_out_of_scope("train"))
+        return self._head_cache / f"head-{key}.npz"
+
+    def _load_scorer(self) -> None:
+        stored = self._collection.get(include=["embeddings", "metadatas", "documents"])
+        embeddings = stored["embeddings"]
+        vectors = [] if embeddings is None else list(embeddings)
+        rows = []
+        for item, meta, doc, vector in zip(
+            stored["ids"], stored["metadatas"] or [], stored["documents"] or [], vectors, strict=True
+        ):
+            rid = str(meta["runbook"])
+            if rid in self.pack.runbooks:
+                rows.append((rid, int(item.rsplit("::", 1)[1]), doc or "", np.asarray(vector, dtype=np.float32)))
+        rows.sort(key=lambda r: (r[0], r[1]))  # Chroma returns rows in no fixed order
+        self._examples = ExampleVectors.build([(rid, doc, vector) for rid, _, doc, vector in rows])
+        kind = self.pack.policy.routing.scorer
+        if kind != "head":
+            self._scorer = make_scorer(kind, self._examples)
+            self.head_state = "none"
+            return
+        path = self.head_file()
+        head = HeadScorer.load(path, self._examples) if path.exists() else None
+        if head is not None:
+            self.head_state = "cached"
+        else:
+            progress = self._progress(len(rows)) if self._progress else None
+            strays = self.embedder.embed(bundled_out_of_scope("train"))
+            head = train_head(self._examples, progress, strays=strays)
+            try:
+                head.save(path)
+            except OSError:  # a read-only cache: the head still serves this process
+                pass
+            self.head_state = "trained"
+        self._scorer = head
 
     def count(self) -> int:
         """Number of vectors in the index."""
         return self._collection.count()
 
     def query(self, text: str, k: int = 5) -> list[Candidate]:
-        """The k best runbooks for a message, best first, scored by their nearest example."""
-        vector = self.embedder.embed([text])
-        # Enough neighbours that the leading runbooks show their four nearest examples.
-        if self._count is None:
-            self._count = self._collection.count()
-        n = min(self._NEIGHBOURS, max(self._count, 1))
-        result = self._collection.query(
-            query_embeddings=vector, n_results=n, include=["distances", "metadatas", "documents"]
-        )
-        sims: dict[str, list[float]] = {}
-        matched: dict[str, str] = {}
-        distances = (result["distances"] or [[]])[0]
-        metadatas = (result["metadatas"] or [[]])[0]
-        documents = (result["documents"] or [[]])[0]
-        for distance, meta, doc in zip(distances, metadatas, documents, strict=True):
-            rid = str(meta["runbook"])
-            sims.setdefault(rid, []).append(max(0.0, 1.0 - float(distance)))
-            matched.setdefault(rid, doc or "")
-        candidates = [
-            Candidate(runbook_id=rid, score=round(runbook_score(values), 4), matched=matched[rid])
-            for rid, values in sims.items()
-        ]
-        return sorted(candidates, key=lambda c: c.score, reverse=True)[:k]
+        """The k best runbooks for a message, best first, with each one's nearest example."""
+        return self.query_vectors(self.embedder.embed([text]), k)[0]
+
+    def query_vectors(self, vectors: np.ndarray, k: int = 5) -> list[list[Candidate]]:
+        """The k best runbooks for each of several message vectors (rows), best first."""
+        scorer, examples = self.scorer, self.examples
+        with one_thread():
+            scores = np.round(scorer.scores(vectors), 4)
+            sims = products(examples.vectors, vectors)
+        bounds = [*examples.starts.tolist(), len(examples.labels)]
+        ids = np.arange(len(scorer.classes))
+        out: list[list[Candidate]] = []
+        for row in range(len(vectors)):
+            # Ties break by runbook id, so that the order never depends on how the index was built.
+            order = np.lexsort((ids, -scores[row]))[:k]
+            found = []
+            for j in order.tolist():
+                nearest = bounds[j] + int(np.argmax(sims[row, bounds[j] : bounds[j + 1]]))
+                found.append(Candidate(scorer.classes[j], float(scores[row, j]), examples.texts[nearest]))
+            out.append(found)
+        return out

@@ -145,7 +145,8 @@ def test_two_customers_whose_masked_addresses_match_are_not_linked(runtime: Runt
     # jane.doe@ and jim.doe@ both show as j***@example.com; only the real address may link conversations.
     jane = runtime.directory.find_by_email("jane.doe@example.com")
     assert jane is not None
-    runtime.directory.add(jane.model_copy(update={"account_id": "acc-9001", "email": "jim.doe@example.com", "name": "Jim"}))
+    jim = jane.model_copy(update={"account_id": "acc-9001", "email": "jim.doe@example.com", "name": "Jim"})
+    runtime.directory.add(jim)
     resolver = runtime.resolver
     first = _reset_password(runtime, "jane.doe@example.com")
     resolver.send(first, latest_code(runtime, first))

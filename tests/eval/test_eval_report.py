@@ -182,9 +182,9 @@ def test_sweep_is_monotonic_and_recommends(evaluator: Evaluator, cases: list[Cas
     # raising min_score can only turn a routed conversation into a handoff.
     chosen = [c for c in cases if c.id in {"ok-printer", "ok-wifi", "oos-weather"}]
     seen: list[SweepPoint] = []
-    points = run_sweep(evaluator, chosen, [0.3, 0.7, 0.9], on_point=seen.append)
+    points = run_sweep(evaluator, chosen, [0.3, 0.7, 0.99], on_point=seen.append)
     assert seen == points
-    assert [p.min_score for p in points] == [0.3, 0.7, 0.9]
+    assert [p.min_score for p in points] == [0.3, 0.7, 0.99]
     assert all(p.cases == 3 for p in points)
     containment = [p.containment_rate for p in points]
     assert all(c is not None for c in containment)
@@ -192,7 +192,7 @@ def test_sweep_is_monotonic_and_recommends(evaluator: Evaluator, cases: list[Cas
     assert containment[0] > containment[-1]  # type: ignore[operator]
     recall = [p.handoff_recall for p in points]
     assert all(a <= b for a, b in zip(recall, recall[1:], strict=False))  # type: ignore[operator]
-    # At 0.9 nothing is contained, so there is no wrong-resolution rate, and it cannot be chosen.
+    # At 0.99 nothing is contained, so there is no wrong-resolution rate, and it cannot be chosen.
     assert points[-1].containment_rate == 0.0
     assert points[-1].wrong_resolution_rate is None
     best = recommend(points, 0.02)
@@ -224,9 +224,9 @@ def test_recommend_rule_on_hand_made_points() -> None:
 def test_default_scores() -> None:
     scores = default_scores(0.47)
     assert scores == sorted(set(scores))
-    assert scores[0] == 0.3 and scores[-1] == 0.8
+    assert scores[0] == 0.05 and scores[-1] == 0.95
     assert 0.47 in scores and 0.55 in scores
-    assert len(scores) == 12
+    assert len(scores) == 20
     assert default_scores(0.5).count(0.5) == 1
 
 
