@@ -105,6 +105,15 @@ def _triage(facts: Facts, policy: Policy) -> Decision:
         return Decision(action="greet", reasons=["greeting"])
     if facts.stage == "resolved" and (u.thanks_only or u.affirm) and not u.deny:
         return Decision(action="acknowledge", reasons=["closed_thanks"])
+    # Each part of a two-problem message is judged on its own: the message as a whole can fit
+    # neither runbook well (a trained head splits its chances between the two).
+    split = _two_problems(facts, policy)
+    if split is not None:
+        first, second = split
+        decision = _start(first.runbook_id, first.score, facts, policy, "runbook_matched")
+        return decision.model_copy(
+            update={"reasons": [*decision.reasons, "two_problems"], "queued": [second.runbook_id]}
+        )
     top = u.top
     clarified = facts.count("clarifications")
     if top is None or top.score < policy.routing.clarify_floor:
@@ -114,13 +123,6 @@ def _triage(facts: Facts, policy: Policy) -> Decision:
         if short and clarified < limits.max_clarifications:
             return Decision(action="clarify", reasons=["low_confidence"], confidence=top.score)
         return _handoff("no_runbook_fits", facts, runbook_id="")
-    split = _two_problems(facts, policy)
-    if split is not None:
-        first, second = split
-        decision = _start(first.runbook_id, first.score, facts, policy, "runbook_matched")
-        return decision.model_copy(
-            update={"reasons": [*decision.reasons, "two_problems"], "queued": [second.runbook_id]}
-        )
     if u.margin < policy.routing.min_margin:
         second = u.candidates[1]
         if clarified < limits.max_clarifications:

@@ -57,6 +57,13 @@ TWO_PROBLEMS: list[tuple[str, Facts, str, list[str], list[str]]] = [
         ["meeting-audio-video"],
     ),
     (
+        "two strong parts, the whole message fitting neither well",
+        facts(u("m", ("printer-problem", 0.38), ("meeting-audio-video", 0.3), clauses=BOTH)),
+        "present_step",
+        ["runbook_matched", "step_presented", "two_problems"],
+        ["meeting-audio-video"],
+    ),
+    (
         "second part weak: one problem",
         facts(u("m", PRINTER, clauses=[BOTH[0], clause("x", ("vpn-connection", 0.5))])),
         "present_step",
