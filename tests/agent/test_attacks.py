@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -369,12 +368,6 @@ def honest_model(request: httpx.Request) -> httpx.Response:
             "HandoffNote", {"hypothesis": "The account stays locked after an unlock.", "summary": "Locked."}
         )
     return httpx.Response(500, json={"error": {"message": "reword not needed"}})
-
-
-@pytest.fixture
-def api() -> Iterator[respx.MockRouter]:
-    with respx.mock(assert_all_called=False) as router:
-        yield router
 
 
 @pytest.mark.parametrize("attack", ALL, ids=[a["id"] for a in ALL])

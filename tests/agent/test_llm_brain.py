@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -18,18 +17,6 @@ from tests.llm_wire import URL, completion, reading, text_reply, tool_call
 from vectorstore.index import RunbookIndex
 
 FORGOT = "I forgot my password and can't log in to the portal"
-
-
-@pytest.fixture
-def brain(bundled_index: RunbookIndex) -> LLMBrain:
-    config = LLMConfig(model="gpt-4.1-mini", api_key="sk-test", max_retries=1, timeout_s=2)
-    return LLMBrain(config, bundled_index, OfflineBrain(bundled_index))
-
-
-@pytest.fixture
-def api() -> Iterator[respx.MockRouter]:
-    with respx.mock(assert_all_called=False) as router:
-        yield router
 
 
 def sent(route: respx.Route, i: int = -1) -> dict[str, Any]:

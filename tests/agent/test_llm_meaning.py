@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 import respx
 
 from agent.brains.base import ReplyContext
-from agent.brains.llm import LLMBrain, LLMConfig, grounded
+from agent.brains.llm import LLMBrain, grounded
 from agent.brains.meaning import COVER_FLOOR, SENTENCE_FLOOR, WHOLE_FLOOR, Floors, MeaningCheck, sentences
 from agent.brains.offline import OfflineBrain
 from agent.brains.streaming import Delta, stream_reply
@@ -33,18 +33,6 @@ class CountingEmbedder:
     def embed(self, texts: Sequence[str]) -> Vector:
         self.batches.append(list(texts))
         return self._inner.embed(texts)
-
-
-@pytest.fixture
-def brain(bundled_index: RunbookIndex) -> LLMBrain:
-    config = LLMConfig(model="gpt-4.1-mini", api_key="sk-test", max_retries=1, timeout_s=2)
-    return LLMBrain(config, bundled_index, OfflineBrain(bundled_index))
-
-
-@pytest.fixture
-def api() -> Iterator[respx.MockRouter]:
-    with respx.mock(assert_all_called=False) as router:
-        yield router
 
 
 def ctx_for(

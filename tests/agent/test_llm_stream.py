@@ -9,7 +9,7 @@ import pytest
 import respx
 
 from agent.brains.base import ReplyContext
-from agent.brains.llm import LLMBrain, LLMConfig
+from agent.brains.llm import LLMBrain
 from agent.brains.offline import OfflineBrain
 from agent.brains.streaming import Delta, stream_reply
 from agent.nodes import runbook_facts
@@ -19,18 +19,6 @@ from core.pack import load_pack
 from core.settings import BUNDLED_RUNBOOKS
 from tests.llm_wire import URL, body, sse, sse_body
 from vectorstore.index import RunbookIndex
-
-
-@pytest.fixture
-def brain(bundled_index: RunbookIndex) -> LLMBrain:
-    config = LLMConfig(model="gpt-4.1-mini", api_key="sk-test", max_retries=1, timeout_s=2)
-    return LLMBrain(config, bundled_index, OfflineBrain(bundled_index))
-
-
-@pytest.fixture
-def api() -> Iterator[respx.MockRouter]:
-    with respx.mock(assert_all_called=False) as router:
-        yield router
 
 
 def step_ctx(brain: LLMBrain, action: str = "present_step") -> ReplyContext:
