@@ -6,7 +6,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -14,6 +14,10 @@ from rich.table import Table
 
 from core.errors import TieroneError
 from core.settings import Settings
+
+if TYPE_CHECKING:
+    from eval.cases import Case, Gate
+    from eval.harness import Evaluator
 
 app = typer.Typer(
     help="Tierone: a Tier-1 support resolver with structured L2 handoffs.",
@@ -445,6 +449,181 @@ def _with_brain(settings: Settings, brain: str | None, recordings: Path | None, 
     return settings.model_copy(update=update)
 
 
+def _eval_setup(
+    runbooks: Path | None,
+    cases: Path,
+    *,
+    brain: str | None,
+    recordings: Path | None,
+    record: bool,
+    gate: list[str] | None,
+    only: str | None,
+    baseline: Path | None,
+) -> tuple[Evaluator, list[Case], list[Gate], dict[str, Any] | None]:
+    """Load the cases, gates and baseline and build the evaluator, warning of cases that test nothing.
+
+    Returns:
+        The evaluator, the selected cases, the gates (the case file's, then --gate's) and the baseline.
+
+    Raises:
+        TieroneError: A bad option, or no case expecting ``only``.
+        OSError: A file could not be read.
+        json.JSONDecodeError: The baseline is not JSON.
+    """
+    from eval.cases import load_case_file, parse_gate
+    from eval.harness import Evaluator
+
+    settings = _with_brain(_settings(runbooks), brain, recordings, record)
+    case_file = load_case_file(cases)
+    gates = case_file.gates + [parse_gate(g) for g in gate or []]
+    selected = [c for c in case_file.cases if only is None or c.expect.runbook == only]
+    if not selected:
+        raise TieroneError(f"no case in {cases} expects runbook {only!r}")
+    old = json.loads(baseline.read_text(encoding="utf-8")) if baseline else None
+    for warning in _example_repeats(settings.runbooks, selected):
+        err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+    return Evaluator(settings.runbooks, settings=settings), selected, gates, old
+
+
+def _print_failures(result: dict[str, Any], comparison: dict[str, Any] | None) -> None:
+    """Print the failing cases (those newly failing against the baseline marked) and the newly passing."""
+    failed = [row for row in result["cases"] if not row["passed"]]
+    if failed:
+        table = Table(title=f"Failing cases ({len(failed)})")
+        # Ids and runbook ids fold onto more lines rather than end in "…": imported cases share long
+        # prefixes ("balance-not-updated-after-…"), and a cut id cannot be told from its neighbours.
+        table.add_column("case", overflow="fold")
+        table.add_column("handoff")
+        table.add_column("runbook", overflow="fold")
+        table.add_column("routing (score, runner-up, thresholds)", overflow="fold")
+        table.add_column("what went wrong")
+        for row in failed:
+            new = comparison and row["id"] in comparison["newly_failing"]
+            table.add_row(
+                ("[red]NEW[/red] " if new else "") + row["id"],
+                str(row["handoff"]),
+                str(row["runbook"]),
+                row.get("routing_note") or f"{row['confidence']:.2f}",
+                "; ".join(row["failures"]),
+            )
+        console.print(table)
+    if comparison and comparison["newly_passing"]:
+        console.print("newly passing: " + ", ".join(comparison["newly_passing"]))
+
+
+def _eval_sweep(
+    evaluator: Evaluator,
+    selected: list[Case],
+    cases: Path,
+    *,
+    workers: int,
+    target: float,
+    sweep_png: Path | None,
+    html: Path | None,
+) -> tuple[dict[str, Any], Path | None]:
+    """Replay the cases over a range of min_score values, print the curve and draw it where asked.
+
+    Returns:
+        The sweep as plain data, and the PNG drawn (None when none was asked for).
+    """
+    from eval.sweep import default_scores, is_setting, plot, recommend, run_sweep, sweep_to_dict
+
+    png = None
+    if not any(c.expect.handoff for c in selected):
+        err.print(
+            f"[yellow]warning:[/yellow] no case in {cases} expects a handoff: the sweep cannot show what a "
+            "threshold lets through that should go to a person; add out-of-scope cases",
+            highlight=False,
+        )
+    current = evaluator.pack.policy.routing.min_score
+    points = run_sweep(evaluator, selected, default_scores(current), workers=workers)
+    best = recommend(points, target)
+    curve = Table(title=f"Sweep of min_score (target: wrong resolutions <= {target:g})")
+    for column in ("min_score", "routing", "handoff recall", "wrong resolutions", "containment", "passed"):
+        curve.add_column(column, justify="right")
+    for point in points:
+        mark = (" suggested" if best is not None and is_setting(point, best.min_score) else "") + (
+            " current" if is_setting(point, current) else ""
+        )
+        curve.add_row(
+            f"{point.min_score:.2f}{mark}",
+            *(
+                "-" if v is None else f"{v:.3f}"
+                for v in (
+                    point.routing_accuracy,
+                    point.handoff_recall,
+                    point.wrong_resolution_rate,
+                    point.containment_rate,
+                )
+            ),
+            f"{point.passed}/{point.cases}",
+            style="bold green" if best is not None and is_setting(point, best.min_score) else None,
+        )
+    console.print(curve)
+    # The curve is drawn only where asked (--sweep-png, or beside --html): never into the working folder.
+    if sweep_png or html:
+        png = plot(
+            points,
+            current=current,
+            recommended=best,
+            target=target,
+            out=sweep_png or (html.with_suffix(".sweep.png") if html else Path("sweep.png")),
+        )
+    sweep_data = sweep_to_dict(points, current, best, target)
+    console.print(
+        f"sweep: {len(points)} settings"
+        + (f", drawn in {png}" if png else "")
+        + "; "
+        + (
+            f"min_score {best.min_score:.2f} keeps wrong resolutions at {best.wrong_resolution_rate} "
+            f"(target {target}) with containment {best.containment_rate}"
+            if best
+            else f"no setting reaches a wrong-resolution rate of {target}"
+        ),
+        highlight=False,
+    )
+    return sweep_data, png
+
+
+def _write_reports(
+    result: dict[str, Any],
+    evaluator: Evaluator,
+    *,
+    report: Path | None,
+    html: Path | None,
+    comparison: dict[str, Any] | None,
+    sweep_data: dict[str, Any] | None,
+    png: Path | None,
+) -> None:
+    """Write the JSON report and the HTML one, where asked."""
+    if report:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps(result, indent=2), encoding="utf-8")
+        console.print(f"report written to {report}")
+    if html:
+        from eval.html import render_html
+
+        html.parent.mkdir(parents=True, exist_ok=True)
+        html.write_text(
+            render_html(result, evaluator.pack, comparison=comparison, sweep=sweep_data, sweep_png=png),
+            encoding="utf-8",
+        )
+        console.print(f"HTML report written to {html}")
+
+
+def _check_gates(result: dict[str, Any], gates: list[Gate]) -> None:
+    """Print the gates' verdict; exit 1 when one fails."""
+    from eval.scoring import check_gates
+
+    failed_gates = check_gates(result["summary"], gates)
+    for line in failed_gates:
+        err.print(f"[red]gate failed:[/red] {line}", highlight=False)
+    if gates and not failed_gates:
+        console.print("gates: " + ", ".join(str(g) for g in gates) + " all hold")
+    if failed_gates:
+        raise typer.Exit(1)
+
+
 @eval_app.callback(invoke_without_command=True)
 def eval_run(
     ctx: typer.Context,
@@ -480,24 +659,22 @@ def eval_run(
         return
     from rich.progress import Progress
 
-    from eval.cases import load_case_file, parse_gate
-    from eval.harness import Evaluator
-    from eval.scoring import check_gates, compare
+    from eval.scoring import compare
 
-    settings = _settings(runbooks)
     try:
-        settings = _with_brain(settings, brain, llm_recordings, record)
-        case_file = load_case_file(cases)
-        gates = case_file.gates + [parse_gate(g) for g in gate or []]
-        selected = [c for c in case_file.cases if only is None or c.expect.runbook == only]
-        if not selected:
-            raise TieroneError(f"no case in {cases} expects runbook {only!r}")
-        old = json.loads(baseline.read_text(encoding="utf-8")) if baseline else None
-        for warning in _example_repeats(settings.runbooks, selected):
-            err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
-        evaluator = Evaluator(settings.runbooks, settings=settings)
+        setup = _eval_setup(
+            runbooks,
+            cases,
+            brain=brain,
+            recordings=llm_recordings,
+            record=record,
+            gate=gate,
+            only=only,
+            baseline=baseline,
+        )
     except (TieroneError, OSError, json.JSONDecodeError) as exc:
         _fail(exc)
+    evaluator, selected, gates, old = setup
     with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
         task = progress.add_task("playing cases", total=len(selected))
         result = evaluator.run(
@@ -512,108 +689,17 @@ def eval_run(
     comparison = compare(result, old) if old else None
     if comparison:
         result["comparison"] = comparison
-    failed = [row for row in result["cases"] if not row["passed"]]
-    if failed:
-        table = Table(title=f"Failing cases ({len(failed)})")
-        # Ids and runbook ids fold onto more lines rather than end in "…": imported cases share long
-        # prefixes ("balance-not-updated-after-…"), and a cut id cannot be told from its neighbours.
-        table.add_column("case", overflow="fold")
-        table.add_column("handoff")
-        table.add_column("runbook", overflow="fold")
-        table.add_column("routing (score, runner-up, thresholds)", overflow="fold")
-        table.add_column("what went wrong")
-        for row in failed:
-            new = comparison and row["id"] in comparison["newly_failing"]
-            table.add_row(
-                ("[red]NEW[/red] " if new else "") + row["id"],
-                str(row["handoff"]),
-                str(row["runbook"]),
-                row.get("routing_note") or f"{row['confidence']:.2f}",
-                "; ".join(row["failures"]),
-            )
-        console.print(table)
-    if comparison and comparison["newly_passing"]:
-        console.print("newly passing: " + ", ".join(comparison["newly_passing"]))
+    _print_failures(result, comparison)
     _print_summary(result["summary"], comparison)
     sweep_data = None
     png = None
     if sweep:
-        from eval.sweep import default_scores, is_setting, plot, recommend, run_sweep, sweep_to_dict
-
-        if not any(c.expect.handoff for c in selected):
-            err.print(
-                f"[yellow]warning:[/yellow] no case in {cases} expects a handoff: the sweep cannot show what a "
-                "threshold lets through that should go to a person; add out-of-scope cases",
-                highlight=False,
-            )
-        current = evaluator.pack.policy.routing.min_score
-        points = run_sweep(evaluator, selected, default_scores(current), workers=workers)
-        best = recommend(points, target)
-        curve = Table(title=f"Sweep of min_score (target: wrong resolutions <= {target:g})")
-        for column in ("min_score", "routing", "handoff recall", "wrong resolutions", "containment", "passed"):
-            curve.add_column(column, justify="right")
-        for point in points:
-            mark = (" suggested" if best is not None and is_setting(point, best.min_score) else "") + (
-                " current" if is_setting(point, current) else ""
-            )
-            curve.add_row(
-                f"{point.min_score:.2f}{mark}",
-                *(
-                    "-" if v is None else f"{v:.3f}"
-                    for v in (
-                        point.routing_accuracy,
-                        point.handoff_recall,
-                        point.wrong_resolution_rate,
-                        point.containment_rate,
-                    )
-                ),
-                f"{point.passed}/{point.cases}",
-                style="bold green" if best is not None and is_setting(point, best.min_score) else None,
-            )
-        console.print(curve)
-        # The curve is drawn only where asked (--sweep-png, or beside --html): never into the working folder.
-        if sweep_png or html:
-            png = plot(
-                points,
-                current=current,
-                recommended=best,
-                target=target,
-                out=sweep_png or (html.with_suffix(".sweep.png") if html else Path("sweep.png")),
-            )
-        sweep_data = sweep_to_dict(points, current, best, target)
+        sweep_data, png = _eval_sweep(
+            evaluator, selected, cases, workers=workers, target=target, sweep_png=sweep_png, html=html
+        )
         result["sweep"] = sweep_data
-        console.print(
-            f"sweep: {len(points)} settings"
-            + (f", drawn in {png}" if png else "")
-            + "; "
-            + (
-                f"min_score {best.min_score:.2f} keeps wrong resolutions at {best.wrong_resolution_rate} "
-                f"(target {target}) with containment {best.containment_rate}"
-                if best
-                else f"no setting reaches a wrong-resolution rate of {target}"
-            ),
-            highlight=False,
-        )
-    if report:
-        report.parent.mkdir(parents=True, exist_ok=True)
-        report.write_text(json.dumps(result, indent=2), encoding="utf-8")
-        console.print(f"report written to {report}")
-    if html:
-        from eval.html import render_html
-
-        html.parent.mkdir(parents=True, exist_ok=True)
-        html.write_text(
-            render_html(result, evaluator.pack, comparison=comparison, sweep=sweep_data, sweep_png=png),
-            encoding="utf-8",
-        )
-        console.print(f"HTML report written to {html}")
-    failed_gates = check_gates(result["summary"], gates)
-    for line in failed_gates:
-        err.print(f"[red]gate failed:[/red] {line}", highlight=False)
-    if gates and not failed_gates:
-        console.print("gates: " + ", ".join(str(g) for g in gates) + " all hold")
-    if failed_gates:
-        raise typer.Exit(1)
+    _write_reports(result, evaluator, report=report, html=html, comparison=comparison, sweep_data=sweep_data, png=png)
+    _check_gates(result, gates)
 
 
 @eval_app.command("import")

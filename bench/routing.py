@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from core.pack import load_pack
+from core.pack import Pack, load_pack
 from eval.calibrate import (
     known_probes,
     leave_one_out,
@@ -123,8 +123,8 @@ def time_training(pack_dir: Path) -> None:
     )
 
 
-def main() -> None:
-    """Run the benchmark and print the figures."""
+def _parse_args() -> argparse.Namespace:
+    """The command line: dataset, import settings, calibration target, latency sample, or --train-pack."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", nargs="?", type=Path, default=Path("../shared/datasets/banking77"))
     parser.add_argument("--k", type=int, default=10, help="examples per intent (as `tierone eval import`)")
@@ -133,7 +133,102 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=0.05, help="wrong-resolution target of the calibration")
     parser.add_argument("--latency-queries", type=int, default=300, help="messages timed one at a time")
     parser.add_argument("--train-pack", type=Path, default=None, help="time building DIR's index and head instead")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+Row = tuple[Point, Point, Point, str]
+
+
+def _bench_scorer(
+    kind: str,
+    pack: Pack,
+    embedder: MiniLMEmbedder,
+    work: Path,
+    texts: list[str],
+    truth: list[str | None],
+    vectors: NDArray[np.float32] | None,
+    *,
+    target: float,
+    latency_queries: int,
+) -> tuple[Row, tuple[float, float], NDArray[np.float32]]:
+    """Build the index with one scorer, calibrate it, measure it on the test messages and time queries.
+
+    Args:
+        kind: The scorer: nearest, centroid or head.
+        pack: The imported pack.
+        embedder: The embedder, shared by every scorer.
+        work: The scratch folder (the head's cache goes under it).
+        texts: The test messages.
+        truth: Each message's runbook, None for a held-out intent.
+        vectors: The messages' vectors; None to embed them once this index is built.
+        target: The wrong-resolution target of the calibration.
+        latency_queries: How many messages to time one at a time.
+
+    Returns:
+        The scorer's row (calibrated, at recall 0.8, at recall 0.9, how it was calibrated), its
+        query p50 and p95 in ms, and the messages' vectors.
+    """
+    policy = pack.policy.model_copy(update={"routing": pack.policy.routing.model_copy(update={"scorer": kind})})
+    scored_pack = type(pack)(root=pack.root, runbooks=pack.runbooks, policy=policy)
+    index = RunbookIndex(open_client(None), scored_pack, embedder, head_cache=work / "heads")
+    started = time.perf_counter()
+    index.sync()
+    built = time.perf_counter() - started
+    if vectors is None:
+        vectors = np.asarray(embedder.embed(texts))
+    ranked = index.query_vectors(vectors, 2)
+    top = np.array([r[0].score for r in ranked])
+    margin = np.array([r[0].score - r[1].score for r in ranked])
+    right = np.array([r[0].runbook_id == t for r, t in zip(ranked, truth, strict=True)])
+    known = np.array([t is not None for t in truth])
+    if kind == "nearest":
+        score, min_margin = leave_one_out_setting(leave_one_out(pack, embedder), 0.8)
+        how = "old leave-one-out, 80%"
+    else:
+        probes = known_probes(index) + text_probes(index, bundled_out_of_scope("check"))
+        best = recommend(sweep(probes), target)
+        score, min_margin = best.min_score, best.min_margin
+        how = f"new, wrong <= {target:g}"
+    calibrated = measure(top, margin, right, known, score, min_margin)
+    row = (
+        calibrated,
+        at_recall(top, margin, right, known, 0.8),
+        at_recall(top, margin, right, known, 0.9),
+        how,
+    )
+    timings = []
+    for text in texts[:latency_queries]:
+        started = time.perf_counter()
+        index.query(text, 5)
+        timings.append((time.perf_counter() - started) * 1000)
+    latency = (statistics.median(timings), float(np.percentile(timings, 95)))
+    print(
+        f"{kind}: index built in {built:.1f} s ({index.head_state} head)"
+        if kind == "head"
+        else f"{kind}: index built in {built:.1f} s"
+    )
+    return row, latency, vectors
+
+
+def _print_table(rows: dict[str, Row], latency: dict[str, tuple[float, float]]) -> None:
+    """Print one line of figures per scorer."""
+    print(
+        f"{'scorer':9} {'setting':>22} {'calibrated: routing':>20} {'recall':>7} {'wrong':>6} | "
+        f"{'@recall 0.80: routing':>22} {'wrong':>6} | {'@recall 0.90: routing':>22} {'wrong':>6} | "
+        f"query p50/p95 ms"
+    )
+    for kind, (cal, r80, r90, how) in rows.items():
+        p50, p95 = latency[kind]
+        print(
+            f"{kind:9} {cal.min_score:>10.2f}/{cal.min_margin:<4.2f}     {cal.routing:>20.3f} {cal.recall:>7.3f} "
+            f"{cal.wrong:>6.3f} | {r80.routing:>22.3f} {r80.wrong:>6.3f} | {r90.routing:>22.3f} {r90.wrong:>6.3f} | "
+            f"{p50:.1f}/{p95:.1f}   ({how})"
+        )
+
+
+def main() -> None:
+    """Run the benchmark and print the figures."""
+    args = _parse_args()
     if args.train_pack is not None:
         time_training(args.train_pack)
         return
@@ -156,63 +251,24 @@ def main() -> None:
         embedder = MiniLMEmbedder(cache_size=0)
         print(f"model load: {time.perf_counter() - load:.1f} s")
         pack = load_pack(report.pack_dir)
-        rows: dict[str, tuple[Point, Point, Point, str]] = {}
+        rows: dict[str, Row] = {}
         latency: dict[str, tuple[float, float]] = {}
         vectors = None
         for kind in ("nearest", "centroid", "head"):
-            policy = pack.policy.model_copy(update={"routing": pack.policy.routing.model_copy(update={"scorer": kind})})
-            scored_pack = type(pack)(root=pack.root, runbooks=pack.runbooks, policy=policy)
-            index = RunbookIndex(open_client(None), scored_pack, embedder, head_cache=work / "heads")
-            started = time.perf_counter()
-            index.sync()
-            built = time.perf_counter() - started
-            if vectors is None:
-                vectors = np.asarray(embedder.embed(texts))
-            ranked = index.query_vectors(vectors, 2)
-            top = np.array([r[0].score for r in ranked])
-            margin = np.array([r[0].score - r[1].score for r in ranked])
-            right = np.array([r[0].runbook_id == t for r, t in zip(ranked, truth, strict=True)])
-            known = np.array([t is not None for t in truth])
-            if kind == "nearest":
-                score, min_margin = leave_one_out_setting(leave_one_out(pack, embedder), 0.8)
-                how = "old leave-one-out, 80%"
-            else:
-                probes = known_probes(index) + text_probes(index, bundled_out_of_scope("check"))
-                best = recommend(sweep(probes), args.target)
-                score, min_margin = best.min_score, best.min_margin
-                how = f"new, wrong <= {args.target:g}"
-            calibrated = measure(top, margin, right, known, score, min_margin)
-            rows[kind] = (
-                calibrated,
-                at_recall(top, margin, right, known, 0.8),
-                at_recall(top, margin, right, known, 0.9),
-                how,
-            )
-            timings = []
-            for text in texts[: args.latency_queries]:
-                started = time.perf_counter()
-                index.query(text, 5)
-                timings.append((time.perf_counter() - started) * 1000)
-            latency[kind] = (statistics.median(timings), float(np.percentile(timings, 95)))
-            print(
-                f"{kind}: index built in {built:.1f} s ({index.head_state} head)"
-                if kind == "head"
-                else f"{kind}: index built in {built:.1f} s"
+            rows[kind], latency[kind], vectors = _bench_scorer(
+                kind,
+                pack,
+                embedder,
+                work,
+                texts,
+                truth,
+                vectors,
+                target=args.target,
+                latency_queries=args.latency_queries,
             )
 
     print()
-    print(
-        f"{'scorer':9} {'setting':>22} {'calibrated: routing':>20} {'recall':>7} {'wrong':>6} | "
-        f"{'@recall 0.80: routing':>22} {'wrong':>6} | {'@recall 0.90: routing':>22} {'wrong':>6} | "
-        f"query p50/p95 ms"
-    )
-    for kind, (cal, r80, r90, how) in rows.items():
-        p50, p95 = latency[kind]
-        print(
-            f"{kind:9} {cal.min_score:>10.2f}/{cal.min_margin:<4.2f}     {cal.routing:>20.3f} {cal.recall:>7.3f} "
-            f"{cal.wrong:>6.3f} | {r80.routing:>22.3f} {r80.wrong:>6.3f} | {r90.routing:>22.3f} {r90.wrong:>6.3f} | "
-            f"{p50:.1f}/{p95:.1f}   ({how})"
-        )
+    _print_table(rows, latency)
 
 
 if __name__ == "__main__":

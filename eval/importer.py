@@ -89,6 +89,71 @@ def _title(intent: str) -> str:
     return title if len(title) >= 3 else f"Intent {title or intent!r}".strip()
 
 
+def _write_runbooks(
+    pack_dir: Path,
+    by_intent: dict[str, list[str]],
+    ids: dict[str, str],
+    held_out: list[str],
+    rng: random.Random,
+    *,
+    k: int,
+    category: str,
+) -> list[tuple[str, str]]:
+    """Write one runbook per intent not held out, with up to ``k`` of its texts as examples.
+
+    An intent left with no example of its own is appended to ``held_out``.
+
+    Returns:
+        The [text, intent] pairs not used as examples, in the order met.
+    """
+    intents = sorted(by_intent)
+    leftovers: list[tuple[str, str]] = []
+    used: set[str] = set()  # an example may belong to one runbook only (the lint's rule)
+    for intent in intents:
+        texts = list(dict.fromkeys(by_intent[intent]))
+        rng.shuffle(texts)
+        if intent in held_out:
+            leftovers.extend((t, intent) for t in texts)
+            continue
+        fresh = [t for t in texts if " ".join(t.lower().split()) not in used]
+        examples = fresh[:k]
+        rest = [t for t in texts if t not in examples]
+        leftovers.extend((t, intent) for t in rest)
+        if not examples:  # every text is another intent's example: nothing to route by
+            held_out.append(intent)
+            continue
+        used.update(" ".join(t.lower().split()) for t in examples)
+        rid = ids[intent]
+        title = _title(intent)
+        front = {"id": rid, "title": title, "category": category, "tier": 1, "examples": examples}
+        body = (
+            f"Imported intent {json.dumps(intent)}.\n\n"
+            f"## Steps\n1. Follow the documented answer for {title.lower()}.\n\n"
+            "## Check\nDid that answer your question?\n"
+        )
+        (pack_dir / f"{rid}.md").write_text(
+            "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---\n" + body, encoding="utf-8"
+        )
+    return leftovers
+
+
+def _write_cases(cases_file: Path, case_pairs: list[tuple[str, str]], ids: dict[str, str], held_out: list[str]) -> None:
+    """Write one single-message case per pair: routed to its runbook when known, else a handoff."""
+    with cases_file.open("w", encoding="utf-8") as fh:
+        for i, (text, intent) in enumerate(case_pairs):
+            known = intent in ids and intent not in held_out
+            expect: dict[str, object] = (
+                {"handoff": False, "runbook": ids[intent]} if known else {"handoff": True, "runbook": None}
+            )
+            case = {
+                "id": f"{ids.get(intent) or _kebab(intent) or 'case'}-{i:05d}",
+                "turns": [text],
+                "expect": expect,
+                "tags": ["known" if known else "held-out"],
+            }
+            fh.write(json.dumps(case) + "\n")
+
+
 def import_intents(
     train: Path,
     out: Path,
@@ -117,52 +182,14 @@ def import_intents(
     held_out = sorted(rng.sample(intents, holdout))
     pack_dir = out / "runbooks"
     pack_dir.mkdir(parents=True, exist_ok=True)
-    leftovers: list[tuple[str, str]] = []
     ids = _ids(intents)
-    used: set[str] = set()  # an example may belong to one runbook only (the lint's rule)
-    for intent in intents:
-        texts = list(dict.fromkeys(by_intent[intent]))
-        rng.shuffle(texts)
-        if intent in held_out:
-            leftovers.extend((t, intent) for t in texts)
-            continue
-        fresh = [t for t in texts if " ".join(t.lower().split()) not in used]
-        examples = fresh[:k]
-        rest = [t for t in texts if t not in examples]
-        leftovers.extend((t, intent) for t in rest)
-        if not examples:  # every text is another intent's example: nothing to route by
-            held_out.append(intent)
-            continue
-        used.update(" ".join(t.lower().split()) for t in examples)
-        rid = ids[intent]
-        title = _title(intent)
-        front = {"id": rid, "title": title, "category": category, "tier": 1, "examples": examples}
-        body = (
-            f"Imported intent {json.dumps(intent)}.\n\n"
-            f"## Steps\n1. Follow the documented answer for {title.lower()}.\n\n"
-            "## Check\nDid that answer your question?\n"
-        )
-        (pack_dir / f"{rid}.md").write_text(
-            "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---\n" + body, encoding="utf-8"
-        )
+    leftovers = _write_runbooks(pack_dir, by_intent, ids, held_out, rng, k=k, category=category)
     # Imported cases are single messages: nobody is there to answer "could you tell me more?",
     # so the pack hands off instead of asking, and the figures count every message.
     write_policy(pack_dir, {"categories": {category: {"tier": 1}}, "limits": {"max_clarifications": 0}})
     case_pairs = [(t, i) for t, i in _read_pairs(test) if t.strip()] if test else leftovers
     cases_file = out / "cases.jsonl"
-    with cases_file.open("w", encoding="utf-8") as fh:
-        for i, (text, intent) in enumerate(case_pairs):
-            known = intent in ids and intent not in held_out
-            expect: dict[str, object] = (
-                {"handoff": False, "runbook": ids[intent]} if known else {"handoff": True, "runbook": None}
-            )
-            case = {
-                "id": f"{ids.get(intent) or _kebab(intent) or 'case'}-{i:05d}",
-                "turns": [text],
-                "expect": expect,
-                "tags": ["known" if known else "held-out"],
-            }
-            fh.write(json.dumps(case) + "\n")
+    _write_cases(cases_file, case_pairs, ids, held_out)
     return ImportReport(
         runbooks=len(intents) - len(held_out),
         held_out=sorted(held_out),

@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
     from eval.cases import Case
     from eval.harness import Evaluator
 
@@ -237,37 +240,16 @@ def _place_labels(anchors: list[tuple[float, float]], texts: list[str], marks: l
     return chosen
 
 
-def plot(points: list[SweepPoint], *, current: float, recommended: SweepPoint | None, target: float, out: Path) -> Path:
-    """Draw containment against wrong resolutions, one labelled dot per threshold, as a PNG.
-
-    When some rates run far above the target, the y axis is linear up to twice the target and
-    logarithmic above it, so that the points near the target stay apart.
-
-    Args:
-        points: The sweep's points (those without both rates are left out of the chart).
-        current: Today's ``min_score``, marked apart.
-        recommended: The recommended point, ringed; None when there is none.
-        target: The wrong-resolution target, drawn as a horizontal line.
-        out: Where to write the PNG (900x600 px); its folder is created if needed.
+def _draw_points(
+    ax: Axes, shown: list[SweepPoint], *, current: float, recommended: SweepPoint | None, target: float
+) -> tuple[list[float], list[float]]:
+    """Draw the sweep's line and dots, the target line, today's star and the recommended ring.
 
     Returns:
-        The path written.
+        The dots' x (containment) and y (wrong resolutions).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import FixedLocator, NullLocator, PercentFormatter
-
-    shown = sorted(
-        (p for p in points if p.containment_rate is not None and p.wrong_resolution_rate is not None),
-        key=lambda p: p.min_score,
-    )
     xs = [float(p.containment_rate or 0.0) for p in shown]
     ys = [float(p.wrong_resolution_rate or 0.0) for p in shown]
-
-    fig = Figure(figsize=(9, 6), dpi=100, layout="constrained")
-    ax = fig.add_subplot()
     ax.plot(xs, ys, color="#94a3b8", linewidth=1.5, zorder=1)
     ax.scatter(xs, ys, s=42, color="#2563eb", zorder=2, label="min_score setting (labelled)")
     ax.axhline(target, color="#dc2626", linestyle="--", linewidth=1.3, label=f"target ({percent(target)})", zorder=0)
@@ -295,6 +277,12 @@ def plot(points: list[SweepPoint], *, current: float, recommended: SweepPoint | 
             zorder=4,
             label=f"recommended (min_score {recommended.min_score:g})",
         )
+    return xs, ys
+
+
+def _set_axes(ax: Axes, xs: list[float], ys: list[float], target: float) -> None:
+    """Scale, label and style the axes, then draw the legend."""
+    from matplotlib.ticker import FixedLocator, NullLocator, PercentFormatter
 
     top = max([target, *ys]) if ys else max(target, 0.01)
     if target > 0 and top > 5 * target:
@@ -322,6 +310,18 @@ def plot(points: list[SweepPoint], *, current: float, recommended: SweepPoint | 
         ax.spines[side].set_visible(False)
     ax.legend(loc="best", fontsize=10, framealpha=0.95, edgecolor="#e2e8f0")
 
+
+def _label_points(
+    fig: Figure,
+    ax: Axes,
+    shown: list[SweepPoint],
+    xs: list[float],
+    ys: list[float],
+    *,
+    current: float,
+    recommended: SweepPoint | None,
+) -> None:
+    """Label each dot with its min_score, placed clear of the other labels, marks and legend."""
     # Lay the labels out in pixels, once the layout is known, so that they overlap as little as
     # possible with each other, the dots and the legend.
     fig.draw_without_rendering()
@@ -368,6 +368,38 @@ def plot(points: list[SweepPoint], *, current: float, recommended: SweepPoint | 
             color="#1e293b",
             zorder=5,
         )
+
+
+def plot(points: list[SweepPoint], *, current: float, recommended: SweepPoint | None, target: float, out: Path) -> Path:
+    """Draw containment against wrong resolutions, one labelled dot per threshold, as a PNG.
+
+    When some rates run far above the target, the y axis is linear up to twice the target and
+    logarithmic above it, so that the points near the target stay apart.
+
+    Args:
+        points: The sweep's points (those without both rates are left out of the chart).
+        current: Today's ``min_score``, marked apart.
+        recommended: The recommended point, ringed; None when there is none.
+        target: The wrong-resolution target, drawn as a horizontal line.
+        out: Where to write the PNG (900x600 px); its folder is created if needed.
+
+    Returns:
+        The path written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    shown = sorted(
+        (p for p in points if p.containment_rate is not None and p.wrong_resolution_rate is not None),
+        key=lambda p: p.min_score,
+    )
+    fig = Figure(figsize=(9, 6), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    xs, ys = _draw_points(ax, shown, current=current, recommended=recommended, target=target)
+    _set_axes(ax, xs, ys, target)
+    _label_points(fig, ax, shown, xs, ys, current=current, recommended=recommended)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, format="png")
     return out

@@ -316,6 +316,81 @@ def _top_two(scores: Matrix) -> tuple[NDArray[np.int64], Matrix, Matrix]:
     return order[:, 0].astype(np.int64), scores[rows, order[:, 0]], second
 
 
+def _out_of_fold(
+    examples: ExampleVectors, strays: NDArray[np.float32] | None, tick: Callable[[], None]
+) -> tuple[Matrix, Matrix, NDArray[np.bool_], list[Matrix]]:
+    """Score each example by a classifier fitted on the other folds.
+
+    Args:
+        examples: The pack's titles and examples with their vectors.
+        strays: Vectors of messages no runbook should take, scored by each fold's classifier.
+        tick: Called once per fold.
+
+    Returns:
+        The out-of-fold probabilities, nearest-example similarities per runbook, which examples
+        had their runbook seen in training, and the stray probes' features per fold.
+    """
+    vectors, labels = examples.vectors, examples.labels
+    n_classes = len(examples.classes)
+    fold = _folds(labels, FOLDS)
+    probs = np.zeros((len(labels), n_classes))
+    nearest = np.full((len(labels), n_classes), -1.0)
+    seen = np.zeros(len(labels), dtype=bool)  # its runbook had other examples in training
+    stray_x: list[Matrix] = []
+    for f in range(FOLDS):
+        test, train = fold == f, fold != f
+        if test.any() and train.any():
+            coef, intercept, present = _fit_classifier(vectors[train], labels[train])
+            logits = vectors[test].astype(np.float64) @ coef.T + intercept
+            probs[test] = _expand(_softmax(logits), present, n_classes)
+            sims = vectors[test].astype(np.float64) @ vectors[train].T.astype(np.float64)
+            for j in range(n_classes):
+                own = labels[train] == j
+                if own.any():
+                    nearest[test, j] = sims[:, own].max(axis=1)
+            seen[test] = np.isin(labels[test], present)
+            if strays is not None and len(strays):
+                stray_probs = _expand(_softmax(strays.astype(np.float64) @ coef.T + intercept), present, n_classes)
+                stray_sims = strays.astype(np.float64) @ vectors[train].T.astype(np.float64)
+                stray_near = np.full((len(strays), n_classes), -1.0)
+                for j in present:
+                    stray_near[:, j] = stray_sims[:, labels[train] == j].max(axis=1)
+                pick, _, _ = _top_two(stray_probs)
+                picked = np.arange(len(strays)), pick
+                stray_x.append(np.stack(_features(stray_probs[picked], stray_near[picked]), 1))
+        tick()
+    return probs, nearest, seen, stray_x
+
+
+def _fit_combiner(
+    probs: Matrix, nearest: Matrix, labels: NDArray[np.int64], seen: NDArray[np.bool_], stray_x: list[Matrix]
+) -> NDArray[np.float64]:
+    """Fit the out-of-scope model on known, struck-out and stray probes.
+
+    Returns:
+        Its weights for log-probability and similarity, then its intercept.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    rows = np.arange(len(labels))
+    # Known probes: the out-of-fold pick; unknown probes: the same with the example's runbook struck out.
+    known_pick, _, _ = _top_two(probs)
+    struck = probs.copy()
+    struck[rows, labels] = 0.0
+    struck /= np.clip(struck.sum(axis=1, keepdims=True), 1e-12, None)
+    struck_near = nearest.copy()
+    struck_near[rows, labels] = -1.0
+    unknown_pick, _, _ = _top_two(struck)
+    logp_k, sim_k = _features(probs[rows, known_pick], nearest[rows, known_pick])
+    logp_u, sim_u = _features(struck[rows, unknown_pick], struck_near[rows, unknown_pick])
+    x = np.concatenate([np.stack([logp_k[seen], sim_k[seen]], 1), np.stack([logp_u, sim_u], 1), *stray_x])
+    y = np.concatenate([(known_pick == labels)[seen], np.zeros(len(x) - int(seen.sum()), dtype=bool)])
+    if y.all() or not y.any():
+        return np.array([1.0, 1.0, 0.0])
+    model = LogisticRegression(C=1.0, max_iter=1000).fit(x, y)
+    return np.array([model.coef_[0][0], model.coef_[0][1], model.intercept_[0]], dtype=np.float64)
+
+
 def train_head(
     examples: ExampleVectors,
     progress: Progress | None = None,
@@ -333,11 +408,9 @@ def train_head(
     Returns:
         The trained head, with its out-of-fold probes for calibration.
     """
-    from sklearn.linear_model import LogisticRegression
     from threadpoolctl import threadpool_limits
 
     vectors, labels = examples.vectors, examples.labels
-    n_classes = len(examples.classes)
     steps = FOLDS + 2
     done = 0
 
@@ -353,52 +426,8 @@ def train_head(
     # One thread: a BLAS that splits sums over threads may add them in another order, and the same
     # pack must give the same scores on any machine and load.
     with threadpool_limits(limits=1):
-        fold = _folds(labels, FOLDS)
-        probs = np.zeros((len(labels), n_classes))
-        nearest = np.full((len(labels), n_classes), -1.0)
-        seen = np.zeros(len(labels), dtype=bool)  # its runbook had other examples in training
-        stray_x: list[Matrix] = []
-        for f in range(FOLDS):
-            test, train = fold == f, fold != f
-            if test.any() and train.any():
-                coef, intercept, present = _fit_classifier(vectors[train], labels[train])
-                logits = vectors[test].astype(np.float64) @ coef.T + intercept
-                probs[test] = _expand(_softmax(logits), present, n_classes)
-                sims = vectors[test].astype(np.float64) @ vectors[train].T.astype(np.float64)
-                for j in range(n_classes):
-                    own = labels[train] == j
-                    if own.any():
-                        nearest[test, j] = sims[:, own].max(axis=1)
-                seen[test] = np.isin(labels[test], present)
-                if strays is not None and len(strays):
-                    stray_probs = _expand(_softmax(strays.astype(np.float64) @ coef.T + intercept), present, n_classes)
-                    stray_sims = strays.astype(np.float64) @ vectors[train].T.astype(np.float64)
-                    stray_near = np.full((len(strays), n_classes), -1.0)
-                    for j in present:
-                        stray_near[:, j] = stray_sims[:, labels[train] == j].max(axis=1)
-                    pick, _, _ = _top_two(stray_probs)
-                    picked = np.arange(len(strays)), pick
-                    stray_x.append(np.stack(_features(stray_probs[picked], stray_near[picked]), 1))
-            tick()
-
-        rows = np.arange(len(labels))
-        # Known probes: the out-of-fold pick; unknown probes: the same with the example's runbook struck out.
-        known_pick, _, _ = _top_two(probs)
-        struck = probs.copy()
-        struck[rows, labels] = 0.0
-        struck /= np.clip(struck.sum(axis=1, keepdims=True), 1e-12, None)
-        struck_near = nearest.copy()
-        struck_near[rows, labels] = -1.0
-        unknown_pick, _, _ = _top_two(struck)
-        logp_k, sim_k = _features(probs[rows, known_pick], nearest[rows, known_pick])
-        logp_u, sim_u = _features(struck[rows, unknown_pick], struck_near[rows, unknown_pick])
-        x = np.concatenate([np.stack([logp_k[seen], sim_k[seen]], 1), np.stack([logp_u, sim_u], 1), *stray_x])
-        y = np.concatenate([(known_pick == labels)[seen], np.zeros(len(x) - int(seen.sum()), dtype=bool)])
-        if y.all() or not y.any():
-            meta = np.array([1.0, 1.0, 0.0])
-        else:
-            model = LogisticRegression(C=1.0, max_iter=1000).fit(x, y)
-            meta = np.array([model.coef_[0][0], model.coef_[0][1], model.intercept_[0]], dtype=np.float64)
+        probs, nearest, seen, stray_x = _out_of_fold(examples, strays, tick)
+        meta = _fit_combiner(probs, nearest, labels, seen, stray_x)
         tick()
 
         coef, intercept, present = _fit_classifier(vectors, labels)
