@@ -261,4 +261,3 @@ class EmailChannel:
         address = self._email_of_account(str(account_id))
         if address and "@" in address:
             self.store.link(address, conversation_id)
-
