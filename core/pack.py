@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from core.errors import PackError, PackProblem
-from core.pack_tools import DeclaredTools, lint_tools
+from core.pack_tools import DeclaredTools, Verification, check_verification, lint_tools
 
 Impact = Literal["single_user", "team", "organisation"]
 Urgency = Literal["low", "normal", "high"]
@@ -219,6 +219,8 @@ class Policy(BaseModel):
     categories: dict[str, CategoryPolicy] = Field(default_factory=dict)
     priority_matrix: dict[Impact, dict[Urgency, Priority]] = Field(default_factory=_default_matrix)
     sla: dict[Priority, Sla] = Field(default_factory=_default_sla)
+    # Ways besides an email code to prove identity, through the pack's declared tools (core/pack_tools.py).
+    verification: Verification = Field(default_factory=Verification)
 
     @field_validator("escalation_keywords", mode="before")
     @classmethod
@@ -478,6 +480,7 @@ def lint_pack(root: Path) -> tuple[Pack | None, list[PackProblem]]:
     policy, policy_problems = _load_policy(root)
     problems.extend(policy_problems)
     problems.extend(_check_policy(policy, runbooks))
+    problems.extend(check_verification(policy.verification, declared))
     if problems:
         return None, problems
     return Pack(root=root, runbooks=runbooks, policy=policy, tools=declared), []

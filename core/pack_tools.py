@@ -176,3 +176,65 @@ def lint_tools(root: Path, builtin: set[str]) -> tuple[DeclaredTools | None, lis
         seen.add(tool.name)
         problems += _check_tool(i, tool, builtin)
     return (None if problems else declared), problems
+
+
+class SmsCode(BaseModel):
+    """policy.yaml ``verification.otp_sms``: a one-time code texted to the number on file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # A declared tool that finds the customer's record by phone number (its first argument)...
+    lookup: str
+    # ...and one that texts a message; it takes `phone` and `code` arguments.
+    send: str
+
+
+class Knowledge(BaseModel):
+    """policy.yaml ``verification.knowledge``: the customer names N facts the record must match."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # A declared tool that finds the record by the first field (404: no such record).
+    lookup: str
+    # The facts asked for, the first being the lookup key: phone number and date of birth, say.
+    fields: list[str] = Field(min_length=2)
+    # Wrong answers allowed in one conversation; past them every answer is refused the same way.
+    max_attempts: int = Field(default=3, gt=0, le=10)
+
+
+class Verification(BaseModel):
+    """How a pack's customers can prove who they are, besides an email code (``otp_email``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    otp_sms: SmsCode | None = None
+    knowledge: Knowledge | None = None
+    # The field of a lookup's answer that names the account (tools then act on it).
+    account_field: str = "account_id"
+
+
+def check_verification(verification: Verification, declared: DeclaredTools | None) -> list[PackProblem]:
+    """Problems of policy.yaml's verification section against the pack's declared tools."""
+    tools = declared.by_name() if declared else {}
+    problems: list[PackProblem] = []
+
+    def needs(tool: str, where: str, arguments: list[str]) -> None:
+        spec = tools.get(tool)
+        if spec is None:
+            known = ", ".join(sorted(tools)) or "none: add a tools.yaml"
+            problems.append(
+                PackProblem("policy.yaml", where, f"{tool!r} is not a tool of tools.yaml (declared: {known})")
+            )
+            return
+        properties = spec.arguments.get("properties") or {}
+        for argument in arguments:
+            if argument not in properties:
+                problems.append(PackProblem("policy.yaml", where, f"{tool!r} takes no {argument!r} argument"))
+
+    if verification.otp_sms is not None:
+        needs(verification.otp_sms.lookup, "verification.otp_sms.lookup", ["phone"])
+        needs(verification.otp_sms.send, "verification.otp_sms.send", ["phone", "code"])
+    if verification.knowledge is not None:
+        knowledge = verification.knowledge
+        needs(knowledge.lookup, "verification.knowledge.lookup", knowledge.fields[:1])
+    return problems

@@ -65,6 +65,12 @@ class DeclaredRunner:
     def call(self, name: str, args: dict[str, Any], *, key: str) -> ToolResult:
         """Call tool ``name`` with ``args``; ToolError (with the HTTP status when there was one) on failure."""
         spec = self.tools[name]
+        data = redact_value(self.call_raw(name, args, key=key))
+        return ToolResult(tool=name, ok=True, data=data, idempotency_key=key, message=_quoted(spec, data))
+
+    def call_raw(self, name: str, args: dict[str, Any], *, key: str) -> dict[str, Any]:
+        """The API's JSON answer as it came, unredacted: for a check that compares it and stores none of it."""
+        spec = self.tools[name]
         errors = [
             f"{'.'.join(str(p) for p in err.instance_path) or 'arguments'}: {err.message}"
             for err in jsonschema_rs.validator_for(spec.arguments).iter_errors(args)
@@ -94,5 +100,4 @@ class DeclaredRunner:
             data = None
         if not isinstance(data, dict):
             raise ToolError(f"{name}: the API's answer is not a JSON object", status=response.status_code)
-        data = redact_value(data)
-        return ToolResult(tool=name, ok=True, data=data, idempotency_key=key, message=_quoted(spec, data))
+        return data
