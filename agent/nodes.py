@@ -216,7 +216,7 @@ def decide(state: ConversationState, runtime: Runtime[Deps]) -> Update:
             "counters": {
                 k: v
                 for k, v in (state.get("counters") or {}).items()
-                if k not in ("step_failures", "unclear", "recontact")
+                if k not in ("step_failures", "unclear", "recontact", "tool_failed")
             },
         }
         if decision.action != "handoff":
@@ -347,7 +347,9 @@ def _run_tool(state: ConversationState, deps: Deps, understanding: Understanding
         ],
     }
     if not result.ok:
-        update["counters"] = _counters(state, step_failures=1)
+        # A declared tool that answered an error or garbage hands off at once (reason tool_failed).
+        declared = "status" in result.data
+        update["counters"] = _counters(state, step_failures=1, **({"tool_failed": 1} if declared else {}))
         return update
     update["step_tool_done"] = True
     if account is not None:

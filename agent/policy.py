@@ -246,6 +246,8 @@ def _in_runbook(facts: Facts, policy: Policy) -> Decision:
 
     tool = runbook.step_tools[facts.step] if facts.step < len(runbook.step_tools) else None
     if tool and not facts.step_tool_done:
+        if facts.count("tool_failed"):
+            return _handoff("tool_failed", facts)
         if facts.count("step_failures") >= limits.max_step_failures:
             return _handoff("step_failed", facts)
         return Decision(action="run_tool", reasons=["step_tool"], runbook_id=rid)

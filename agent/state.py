@@ -61,6 +61,7 @@ ReasonCode = Literal[
     "verification_failed",
     "identity_not_provided",
     "step_failed",
+    "tool_failed",  # a tool the pack declares answered an error or garbage: a person takes over at once
     "time_limit",
     "turn_limit",
     "unclear_response",

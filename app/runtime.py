@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import httpx
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 
@@ -31,6 +32,7 @@ from core.settings import Settings
 from core.vault import Vault, load_key
 from tools.actions import Limits, Toolbox
 from tools.base import Directory, StatusPage
+from tools.declared import DeclaredRunner
 from tools.http_backend import HttpDirectory, HttpStatusPage
 from tools.ledger import Ledger
 from tools.mail import Mailer
@@ -98,8 +100,21 @@ def _open_index(settings: Settings, embedder: Embedder | None) -> RunbookIndex:
     return index
 
 
+def _declared(settings: Settings, pack: Pack, client: httpx.Client | None) -> DeclaredRunner | None:
+    """The pack's own HTTP tools (tools.yaml), with the settings its references name; None without any."""
+    if pack.tools is None:
+        return None
+    values = {name: secret.get_secret_value() for name, secret in settings.tool_values.items()}
+    return DeclaredRunner(pack.tools, values, client)
+
+
 def _toolbox(
-    settings: Settings, clock: Callable[[], datetime], embedded: SqliteDirectory, mailer: Mailer, vault: Vault
+    settings: Settings,
+    clock: Callable[[], datetime],
+    embedded: SqliteDirectory,
+    mailer: Mailer,
+    vault: Vault,
+    declared: DeclaredRunner | None = None,
 ) -> Toolbox:
     """The tools, on the identity provider and status page the settings name (else the embedded ones)."""
     directory: Directory = (
@@ -120,6 +135,7 @@ def _toolbox(
         clock=clock,
         limits=limits,
         vault=vault,
+        declared=declared,
     )
 
 
@@ -148,8 +164,12 @@ def open_runtime(
     clock: Callable[[], datetime] = utc_now,
     checkpointer: BaseCheckpointSaver[str] | None = None,
     index: RunbookIndex | None = None,
+    tool_client: httpx.Client | None = None,
 ) -> Runtime:
-    """Load the pack, sync the Chroma index, open the stores and build the resolver."""
+    """Load the pack, sync the Chroma index, open the stores and build the resolver.
+
+    ``tool_client`` carries the calls of the pack's declared tools (an eval's stand-in API, a test's respx).
+    """
     index = index or _open_index(settings, embedder)
     embedded = SqliteDirectory(settings.desk_db, clock)
     outbox = FileOutbox(settings.outbox_dir, clock)
@@ -157,7 +177,7 @@ def open_runtime(
     mailer = open_mailer(settings, outbox, clock)
     vault_key = load_key(settings.vault_key.get_secret_value() if settings.vault_key else None, settings.data_dir)
     vault = Vault(settings.vault_db, vault_key, clock, retention=timedelta(hours=settings.vault_retention_hours))
-    toolbox = _toolbox(settings, clock, embedded, mailer, vault)
+    toolbox = _toolbox(settings, clock, embedded, mailer, vault, _declared(settings, index.pack, tool_client))
     notifier = Notifier.from_settings(settings, clock)
     deps = Deps(
         pack=index.pack,

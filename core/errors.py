@@ -69,7 +69,14 @@ class CaseFileError(TieroneError):
 
 
 class ToolError(TieroneError):
-    """A tool's backend failed; the conversation records it as a failed step."""
+    """A tool's backend failed; the conversation records it as a failed step.
+
+    ``status`` is the HTTP status a declared tool's API answered (None: no answer, or not HTTP).
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
 
 
 class NotAuthorized(ToolError):

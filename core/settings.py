@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -10,6 +11,10 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 BUNDLED_RUNBOOKS = Path(__file__).resolve().parent.parent / "runbooks"
+
+
+def _tierone_environment() -> dict[str, SecretStr]:
+    return {name: SecretStr(value) for name, value in os.environ.items() if name.startswith("TIERONE_")}
 
 
 class Settings(BaseSettings):
@@ -97,6 +102,9 @@ class Settings(BaseSettings):
     code_cooldown_seconds: float = 60.0
     codes_per_account_per_hour: int = 5
     account_actions_per_day: int = 3
+    # What a pack's tools.yaml refers to as ${TIERONE_...} (its API's address, its token): every
+    # TIERONE_ variable of the environment, by its full name. The pack itself never holds them.
+    tool_values: dict[str, SecretStr] = Field(default_factory=_tierone_environment, exclude=True, repr=False)
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
 
@@ -24,6 +25,7 @@ from core.pack import Pack, load_pack
 from core.settings import BUNDLED_RUNBOOKS, Settings
 from eval.cases import OTP, Case
 from eval.scoring import Outcome, TurnOutcome, failures, problem_scores, routing_note, summarize
+from eval.tool_standin import load_backend, standin_client, standin_values
 from vectorstore.embeddings import Embedder, MiniLMEmbedder
 from vectorstore.index import RunbookIndex, open_client
 
@@ -154,7 +156,10 @@ class Evaluator:
         embedder: Embedder | None = None,
         settings: Settings | None = None,
         progress: Callable[[int], Callable[[int, int], None] | None] | None = None,
+        tool_client: httpx.Client | None = None,
     ) -> None:
+        # tool_client carries the pack's declared tools (a test's respx); by default the stand-in API
+        # (eval/tool_standin.py) answers them as the pack's eval/backend.yaml scripts.
         # The brain, its endpoint and prices come from settings; stores and the pack are the run's own.
         self.settings = settings or Settings()
         self.prices = (self.settings.llm_price_input_per_mtok, self.settings.llm_price_output_per_mtok)
@@ -163,6 +168,11 @@ class Evaluator:
         # A fresh, in-memory index of the pack: nothing from an earlier run can leak in.
         self.index = RunbookIndex(open_client(None), self.pack, embedder or MiniLMEmbedder(), progress=progress)
         self.index.sync()
+        # Declared tools are played against a stand-in unless a client is given: never a real API.
+        self.tool_client, self.tool_values = tool_client, dict(self.settings.tool_values)
+        if self.pack.tools is not None and tool_client is None:
+            self.tool_client = standin_client(self.pack.tools, load_backend(runbooks, self.pack.tools))
+            self.tool_values = {k: SecretStr(v) for k, v in standin_values(self.pack.tools).items()}
 
     def _pack_with(self, routing: dict[str, float] | None) -> Pack:
         if not routing:
@@ -193,9 +203,15 @@ class Evaluator:
             # eval never warns about a missing TIERONE_VAULT_KEY (that warning is for serving).
             key = self.settings.vault_key or SecretStr(Fernet.generate_key().decode())
             settings = self.settings.model_copy(
-                update={"data_dir": Path(tmp), "runbooks": self.runbooks, "vault_key": key, **SANDBOX}
+                update={
+                    "data_dir": Path(tmp),
+                    "runbooks": self.runbooks,
+                    "vault_key": key,
+                    "tool_values": self.tool_values,
+                    **SANDBOX,
+                }
             )
-            runtime = open_runtime(settings, index=self.index)
+            runtime = open_runtime(settings, index=self.index, tool_client=self.tool_client)
             runtime.resolver.deps.pack = self._pack_with(routing)
             # Cases share the directory's customers but are strangers: one case's verified address must not
             # make a later case a repeat contact.

@@ -14,6 +14,7 @@ from core.errors import NotAuthorized, ToolError
 from core.redact import mask_email
 from core.vault import Vault
 from tools.base import Directory, Outbox, ServiceStatus, StatusPage, ToolResult, VerifiedAccount, make_verified
+from tools.declared import DeclaredRunner, arguments_for
 from tools.identity import CODE_SENT, check_code, send_code
 from tools.ledger import Ledger
 
@@ -163,6 +164,8 @@ class Toolbox:
     limits: Limits = field(default_factory=Limits)
     # Values tools need (the address given, the code typed), by reference; see core/vault.py.
     vault: Vault | None = None
+    # The pack's own HTTP tools (tools.yaml), when it declares any.
+    declared: DeclaredRunner | None = None
 
     def __post_init__(self) -> None:
         if self.vault is None:
@@ -246,18 +249,24 @@ class Toolbox:
         """Why this call may not run (audited), or None when it may."""
         account_id = account.account_id if account else None
         reason = None
-        if tool in ACCOUNT_TOOLS:
+        spec = self.declared.tools.get(tool) if self.declared else None
+        changes = ACCOUNT_CHANGES + self._declared_changes()
+        if tool in ACCOUNT_TOOLS or (spec is not None and spec.needs_verified):
             if account is None or account.conversation_id != conversation_id:
                 reason = f"not authorized: {tool} needs the verified account of this conversation"
             elif self.clock() - account.verified_at > self.limits.verification_ttl:
                 reason = f"not authorized: the verification for {tool} has expired"
-            elif tool in ACCOUNT_CHANGES:
-                done = self.ledger.recent(account.account_id, ACCOUNT_CHANGES, self.clock() - timedelta(days=1))
+            elif tool in changes:
+                done = self.ledger.recent(account.account_id, changes, self.clock() - timedelta(days=1))
                 if len(done) >= self.limits.account_actions_per_day:
                     reason = f"rate limited: {len(done)} changes to this account in the last day"
         if reason:
             self.ledger.refuse(key, conversation_id, tool, account_id, reason)
         return reason
+
+    def _declared_changes(self) -> tuple[str, ...]:
+        """The declared tools that change something: they count against the same daily limit."""
+        return tuple(t.name for t in self.declared.tools.values() if t.changes) if self.declared else ()
 
     def run(
         self,
@@ -274,7 +283,8 @@ class Toolbox:
         if done is not None:
             return ToolResult.model_validate({**done, "replayed": True})
         account_id = account.account_id if account else None
-        if tool not in ACCOUNT_TOOLS and tool != "check_service_status":
+        spec = self.declared.tools.get(tool) if self.declared else None
+        if tool not in ACCOUNT_TOOLS and tool != "check_service_status" and spec is None:
             raise ToolError(f"unknown tool {tool!r}")
         refusal = self._refuse(tool, key, conversation_id, account)
         if refusal and refusal.startswith("not authorized"):
@@ -283,7 +293,11 @@ class Toolbox:
             return ToolResult(tool=tool, ok=False, message="", idempotency_key=key, error=refusal)
         self.ledger.start(key, conversation_id, tool, account_id)
         try:
-            if tool == "check_service_status":
+            if spec is not None:
+                assert self.declared is not None
+                known = {**args, "account_id": account_id}
+                result = self.declared.call(tool, arguments_for(spec, known), key=key)
+            elif tool == "check_service_status":
                 result = check_service_status(str(args.get("text", "")), key=key, status_page=self.status_page)
             elif tool == "create_ticket":
                 assert account is not None
@@ -291,7 +305,9 @@ class Toolbox:
             else:
                 result = ACCOUNT_TOOLS[tool](account, key=key, directory=self.directory)
         except (ToolError, httpx.HTTPError) as exc:
-            failed = ToolResult(tool=tool, ok=False, message="", idempotency_key=key, error=str(exc))
+            # A declared tool's failure carries the API's status (None: no answer) for the packet.
+            data = {"status": exc.status} if spec is not None and isinstance(exc, ToolError) else {}
+            failed = ToolResult(tool=tool, ok=False, message="", idempotency_key=key, error=str(exc), data=data)
             self.ledger.finish(key, conversation_id, tool, account_id, failed.model_dump(), ok=False, detail=str(exc))
             return failed
         self.ledger.finish(key, conversation_id, tool, account_id, result.model_dump(), ok=True)

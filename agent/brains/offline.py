@@ -264,6 +264,8 @@ class OfflineBrain:
             why = "That's not something I can solve here, so I'm passing it to a support technician."
         elif "negative_sentiment" in reasons:
             why = "I'm sorry this has been so frustrating. I'm passing you to a support technician now."
+        elif "tool_failed" in reasons:
+            why = "I couldn't complete that from here, so I'm passing it to a support technician."
         elif reasons & {"steps_exhausted", "step_failed"}:
             why = "I'm sorry the steps didn't fix it. I'm passing this to a support technician."
         elif "verification_failed" in reasons or "identity_not_provided" in reasons:

@@ -213,6 +213,19 @@ ROWS: list[tuple[str, Facts, str, str]] = [
         "step_failed",
     ),
     (
+        "a declared tool answered an error: a person at once",
+        facts(
+            u("x"),
+            stage="steps",
+            runbook_id="password-reset",
+            verified=True,
+            consumed=True,
+            counters={"step_failures": 1, "tool_failed": 1},
+        ),
+        "handoff",
+        "tool_failed",
+    ),
+    (
         "unverified never runs the tool",
         facts(u("x"), stage="steps", runbook_id="password-reset", consumed=True),
         "ask_identity",

@@ -15,6 +15,7 @@
     escalation_keyword: "The message mentions something that always goes to a person.",
     steps_exhausted: "Every step of the runbook was tried without success.",
     step_failed: "The same step failed twice.",
+    tool_failed: "A tool the pack declares answered an error; its HTTP status is in the attempts.",
     verification_failed: "The customer could not verify their identity.",
     identity_not_provided: "The customer did not give the email address on the account.",
     time_limit: "The conversation ran past its time limit.",
