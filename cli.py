@@ -868,6 +868,58 @@ def vault_key() -> None:
     print(Fernet.generate_key().decode())
 
 
+# -- knowledge gaps and teaching: what L2 resolutions teach the bot (issue 13, parts 4 and 5) -------------
+
+suggestions_app = typer.Typer(help="What L2 resolutions taught: suggested examples and runbooks.")
+runbooks_app.add_typer(suggestions_app, name="suggestions")
+
+
+def _suggestions() -> Any:
+    from app.teaching import Suggestions
+    from core.clock import utc_now
+
+    return Suggestions(Settings().desk_db, utc_now)
+
+
+@suggestions_app.callback(invoke_without_command=True)
+def suggestions_list(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+    state: Annotated[str, typer.Option(help="open, accepted, rejected or all.")] = "open",
+) -> None:
+    """List the suggestions L2 technicians left when resolving handoffs."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if state not in ("open", "accepted", "rejected", "all"):
+        _fail(TieroneError(f"--state must be open, accepted, rejected or all, not {state!r}"))
+    found = [s.as_dict() for s in _suggestions().list(state)]
+    if as_json:
+        sys.stdout.write(json.dumps(found, indent=2) + "\n")
+        return
+    if not found:
+        console.print(f"no {state} suggestions" if state != "all" else "no suggestions")
+        return
+    table = Table(title=f"Suggestions ({state})")
+    for column in ("id", "kind", "runbook", "text", "from", "state"):
+        table.add_column(column, overflow="fold")
+    for s in found:
+        table.add_row(s["id"], s["kind"], s["runbook_id"], s["text"], f"{s['technician']} {s['packet_id']}", s["state"])
+    console.print(table)
+
+
+@suggestions_app.command("reject")
+def suggestions_reject(
+    suggestion_id: Annotated[str, typer.Argument(help="The suggestion, e.g. SUG-3.")],
+    why: Annotated[str, typer.Option("--why", help="Why it is rejected; kept with the suggestion.")],
+) -> None:
+    """Reject a suggestion, recording why."""
+    try:
+        done = _suggestions().decide(suggestion_id, "rejected", why)
+    except TieroneError as exc:
+        _fail(exc)
+    console.print(f"{done.id} rejected: {done.why}")
+
+
 def main() -> None:
     """Entry point of the `tierone` command."""
     app()

@@ -24,6 +24,7 @@ from app.mail.store import MailStore
 from app.messages import MessageLog
 from app.metrics import Metrics
 from app.notify import Notifier
+from app.teaching import Suggestions
 from core.clock import utc_now
 from core.db import Store
 from core.pack import Pack, load_pack
@@ -53,6 +54,7 @@ DESK_STORES: tuple[type[Store], ...] = (
     SqliteDirectory,
     CustomerTokens,
     ApiKeys,
+    Suggestions,
 )
 
 
@@ -85,6 +87,8 @@ class Runtime:
     metrics: Metrics
     # What erasure reaches (app/erasure.py).
     erasure: ErasureScope
+    # What L2 resolutions taught: suggested examples and runbooks (app/teaching.py).
+    suggestions: Suggestions
     # Delivers new handoff packets to the helpdesk webhook; the server starts and stops its worker.
     notifier: Notifier | None = None
     # Inbound mail in, replies out by mail (POST /inbound/email).
@@ -209,6 +213,7 @@ def open_runtime(
         desk=desk,
         metrics=metrics,
         erasure=erasure,
+        suggestions=Suggestions(settings.desk_db, clock),
         notifier=notifier,
         email=email,
     )
