@@ -920,6 +920,30 @@ def suggestions_reject(
     console.print(f"{done.id} rejected: {done.why}")
 
 
+@suggestions_app.command("accept")
+def suggestions_accept(
+    suggestion_id: Annotated[str, typer.Argument(help="The suggestion, e.g. SUG-3.")],
+    runbooks: Annotated[Path, typer.Option("--runbooks", help="The runbook pack folder to write it into.")],
+    cases: Annotated[Path, typer.Option("--cases", help="The .jsonl case file its regression case joins.")],
+    force: Annotated[bool, typer.Option("--force", help="Keep it even when it breaks a gate that held.")] = False,
+    category: Annotated[
+        str | None, typer.Option("--category", help="A new runbook's category (else the technician's).")
+    ] = None,
+) -> None:
+    """Write a suggestion into the pack and its case into the case file once the pack lints; print what changed."""
+    from eval.teach import accept
+
+    try:
+        done = accept(_suggestions(), suggestion_id, runbooks, cases, force=force, category=category)
+    except (TieroneError, OSError) as exc:
+        _fail(exc)
+    for line in done.changes():
+        console.print(f"  {line}", highlight=False)
+    for line in done.broken_gates:
+        err.print(f"[yellow]gate broken, kept because of --force:[/yellow] {line}", highlight=False)
+    console.print(f"{done.suggestion.id} accepted: wrote " + ", ".join(str(p) for p in done.files), highlight=False)
+
+
 def main() -> None:
     """Entry point of the `tierone` command."""
     app()

@@ -24,6 +24,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import yaml
+
 from agent.handoff import HandoffPacket
 from app.desk import Desk, Ticket
 from core.db import Database, Migration, Migrations, PersonalTables
@@ -208,6 +210,7 @@ class Suggestions:
     }
 
     def __init__(self, path: Path, clock: Callable[[], datetime]) -> None:
+        self.path = path
         self._db = Database(path)
         self._clock = clock
         self._db.migrate(self.MIGRATIONS)
@@ -322,3 +325,109 @@ def resolve_with_lesson(
         also=lambda conn: made.append(suggestions.add(conn, packet, technician, built)),
     )
     return ticket, made[0]
+
+
+# -- applying a suggestion to a pack's files (eval/teach.py checks and measures it first) -------------
+
+_FRONT = re.compile(r"\A(---[ \t]*\r?\n)(.*?)(\r?\n---[ \t]*(?:\r?\n|\Z))", re.DOTALL)
+_EXAMPLES_KEY = re.compile(r"^examples:[ \t]*(?:#.*)?$")
+
+
+def _examples_added(front: str, text: str) -> str:
+    """The front matter with one more example, its other lines untouched (block lists); else re-dumped."""
+    old = yaml.safe_load(front)
+    lines = front.split("\n")
+    start = next((i for i, line in enumerate(lines) if _EXAMPLES_KEY.match(line.rstrip("\r"))), None)
+    if start is not None:
+        end = start + 1
+        # The list's lines: its items ("- " at any indent) and their continuations (indented or blank).
+        while end < len(lines) and (lines[end][:1] in (" ", "\t", "-") or not lines[end].strip()):
+            end += 1
+        while end > start + 1 and not lines[end - 1].strip():
+            end -= 1
+        first = next((line for line in lines[start + 1 : end] if line.lstrip().startswith("-")), "  - ")
+        indent = first[: len(first) - len(first.lstrip())]
+        new = [*lines[:end], f"{indent}- {json.dumps(text, ensure_ascii=False)}", *lines[end:]]
+        edited = "\n".join(new)
+        if yaml.safe_load(edited) == {**old, "examples": [*old["examples"], text]}:
+            return edited
+    # A flow list or an unusual layout: write the front matter again (its comments are lost).
+    dumped: str = yaml.safe_dump(
+        {**old, "examples": [*old["examples"], text]}, sort_keys=False, allow_unicode=True, width=1000
+    )
+    return dumped.rstrip("\n")
+
+
+def add_example(path: Path, text: str) -> None:
+    """Append an example to a runbook file's front matter."""
+    content = path.read_text(encoding="utf-8")
+    match = _FRONT.match(content)
+    if match is None:
+        raise TeachingError(f"{path}: no front matter to add the example to")
+    head, front, tail = match.groups()
+    path.write_text(head + _examples_added(front, text) + tail + content[match.end() :], encoding="utf-8")
+
+
+def new_runbook_text(suggestion: Suggestion, category: str) -> str:
+    """A runbook file for a new-runbook suggestion: its title, the customer's words, the technician's steps."""
+    front = {
+        "id": suggestion.runbook_id,
+        "title": suggestion.draft["title"],
+        "category": category,
+        "tier": 1,
+        "examples": [suggestion.text],
+    }
+    steps = "\n".join(f"{i}. {step}" for i, step in enumerate(suggestion.draft["steps"], start=1))
+    return (
+        "---\n"
+        + yaml.safe_dump(front, sort_keys=False, allow_unicode=True, width=1000)
+        + "---\n"
+        + f"Drafted from {suggestion.technician}'s resolution of {suggestion.packet_id} ({suggestion.id}).\n\n"
+        + f"## Steps\n{steps}\n\n## Check\nDid that solve it?\n"
+    )
+
+
+def append_case(cases: Path, case: dict[str, Any]) -> None:
+    """Append a case to a JSON Lines case file."""
+    if cases.suffix != ".jsonl":
+        raise TeachingError(f"{cases}: cases are appended to a .jsonl file; add this one by hand: {json.dumps(case)}")
+    text = cases.read_text(encoding="utf-8") if cases.exists() else ""
+    if text and not text.endswith("\n"):
+        text += "\n"
+    cases.write_text(text + json.dumps(case, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def apply_to_files(suggestion: Suggestion, runbooks: Path, cases: Path, category: str | None = None) -> list[Path]:
+    """Write the suggestion into a pack's files and its case into the case file; return the pack files written.
+
+    Callers work on a copy (eval/teach.py) and keep it only once the copy lints and its eval holds.
+    """
+    written: list[Path] = []
+    if suggestion.kind == "example":
+        path = _runbook_file(runbooks, suggestion.runbook_id)
+        add_example(path, suggestion.text)
+        written.append(path)
+    else:
+        path = runbooks / f"{suggestion.runbook_id}.md"
+        if path.exists():
+            raise TeachingError(f"{path} exists already; rename the suggested runbook or reject the suggestion")
+        chosen = category or suggestion.draft.get("category") or "uncategorised"
+        path.write_text(new_runbook_text(suggestion, chosen), encoding="utf-8")
+        written.append(path)
+    append_case(cases, suggestion.case)
+    return written
+
+
+def _runbook_file(runbooks: Path, runbook_id: str) -> Path:
+    """The file of a runbook in a pack folder, by its front matter's id."""
+    for path in sorted(runbooks.rglob("*.md")):
+        match = _FRONT.match(path.read_text(encoding="utf-8"))
+        if match is None:
+            continue
+        try:
+            front = yaml.safe_load(match.group(2))
+        except yaml.YAMLError:
+            continue
+        if isinstance(front, dict) and front.get("id") == runbook_id:
+            return path
+    raise TeachingError(f"{runbooks} has no runbook {runbook_id!r}; was it renamed since the suggestion was made?")

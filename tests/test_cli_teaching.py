@@ -60,3 +60,19 @@ def test_list_and_reject(tmp_path: Path, data_dir: Path) -> None:
     assert again.exit_code == 2 and "already rejected" in again.output
     missing = runner.invoke(app, ["runbooks", "suggestions", "reject", "SUG-99", "--why", "x"])
     assert missing.exit_code == 2 and "no suggestion has the id 'SUG-99'" in missing.output
+
+
+def test_accept_refuses_a_suggestion_that_would_break_lint(tmp_path: Path, data_dir: Path) -> None:
+    pack_dir = write_pack(tmp_path / "pack")
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text('{"id": "v", "turns": ["no vpn"], "expect": {"handoff": false, "runbook": "vpn-connection"}}\n')
+    sid = suggest(data_dir, pack_dir, "the printer is offline", "vpn-connection")
+    before = {p: p.read_bytes() for p in [cases, *pack_dir.iterdir()]}
+    args = ["runbooks", "suggestions", "accept", sid, "--runbooks", str(pack_dir), "--cases", str(cases)]
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 2
+    said = " ".join(refused.output.split())
+    assert "would leave the pack failing lint, so nothing was changed" in said
+    assert "is also an example of printer-problem" in said
+    assert {p: p.read_bytes() for p in before} == before
+    assert json.loads(runner.invoke(app, ["runbooks", "suggestions", "--json"]).output)[0]["state"] == "open"

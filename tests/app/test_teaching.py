@@ -15,6 +15,7 @@ from app.teaching import (
     Suggestions,
     TeachingError,
     UnknownRunbook,
+    add_example,
     customer_turns,
     lesson_from,
     slug,
@@ -124,3 +125,52 @@ def test_suggestions_move_from_open_to_one_decision_and_keep_the_reason(tmp_path
     for missing in ("SUG-9", "nine"):
         with pytest.raises(SuggestionNotFound, match=repr(missing)):
             again.get(missing)
+
+
+RUNBOOK = """---
+id: vpn-connection
+# routing reads these
+examples:
+  - the vpn keeps disconnecting
+  - 'GlobalProtect says: "gateway unreachable"'
+title: Fix a VPN that will not connect
+category: it
+tier: 1
+---
+Body stays.
+
+## Steps
+1. Reconnect.
+
+## Check
+Did it work?
+"""
+
+
+def test_an_example_is_added_leaving_every_other_line_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "vpn.md"
+    path.write_text(RUNBOOK)
+    add_example(path, 'it says "no route" when I\'m on hotel wifi')
+    lines = RUNBOOK.splitlines()
+    assert path.read_text().splitlines() == [
+        *lines[:6],
+        '  - "it says \\"no route\\" when I\'m on hotel wifi"',
+        *lines[6:],
+    ]
+    assert (
+        load_pack(tmp_path).runbooks["vpn-connection"].meta.examples[-1] == 'it says "no route" when I\'m on hotel wifi'
+    )
+
+
+def test_an_example_joins_a_flow_list_too(tmp_path: Path) -> None:
+    path = tmp_path / "vpn.md"
+    path.write_text(
+        RUNBOOK.replace(
+            "examples:\n  - the vpn keeps disconnecting\n  - 'GlobalProtect says: \"gateway unreachable\"'\n",
+            "examples: [vpn down, no tunnel]\n",
+        )
+    )
+    add_example(path, "vpn drops on hotel wifi")
+    meta = load_pack(tmp_path).runbooks["vpn-connection"].meta
+    assert meta.examples == ["vpn down", "no tunnel", "vpn drops on hotel wifi"]
+    assert path.read_text().endswith("---\nBody stays.\n\n## Steps\n1. Reconnect.\n\n## Check\nDid it work?\n")
