@@ -19,6 +19,7 @@ from agent.resolver import ClientMessages, Conversations, Resolver, validate_mes
 from app.auth import ApiKeys, CustomerTokens
 from app.desk import Desk
 from app.erasure import ErasureScope
+from app.gaps import GapVectors
 from app.mail.channel import EmailChannel, open_mailer
 from app.mail.store import MailStore
 from app.messages import MessageLog
@@ -26,7 +27,7 @@ from app.metrics import Metrics
 from app.notify import Notifier
 from app.teaching import Suggestions
 from core.clock import utc_now
-from core.db import Store
+from core.db import Database, Store
 from core.pack import Pack, load_pack
 from core.settings import Settings
 from core.vault import Vault, load_key
@@ -55,6 +56,7 @@ DESK_STORES: tuple[type[Store], ...] = (
     CustomerTokens,
     ApiKeys,
     Suggestions,
+    GapVectors,
 )
 
 
@@ -201,6 +203,10 @@ def open_runtime(
         verification_ttl=timedelta(minutes=settings.verification_ttl_minutes),
         clock=clock,
     )
+    # Knowledge gaps keep message vectors (app/gaps.py): their table exists from the start, for erasure.
+    gap_db = Database(settings.desk_db)
+    gap_db.migrate(GapVectors.MIGRATIONS)
+    gap_db.close()
     return Runtime(
         settings=settings,
         pack=index.pack,
