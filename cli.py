@@ -881,6 +881,106 @@ def _suggestions() -> Any:
     return Suggestions(Settings().desk_db, utc_now)
 
 
+def _when(option: str, value: str | None) -> Any:
+    """An ISO date or time from an option (UTC when it names no zone)."""
+    from datetime import UTC, datetime
+
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise TieroneError(f"{option} {value!r} is not an ISO date or time (2026-11-01 or 2026-11-01T09:00)") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _gaps(runbooks: Path | None, since: str | None, until: str | None, distance: float) -> list[Any]:
+    """The knowledge gaps of the deployment's handoffs in a period (the last 30 days unless told)."""
+    from datetime import timedelta
+
+    from agent.handoff import HandoffQueue
+    from app.gaps import find_gaps
+    from core.clock import utc_now
+    from core.pack import load_pack
+    from vectorstore.embeddings import MiniLMEmbedder
+    from vectorstore.index import RunbookIndex, open_client
+
+    settings = _settings(runbooks)
+    start, end = _when("--since", since), _when("--until", until)
+    if start is None:
+        start = (end or utc_now()) - timedelta(days=30)
+    if end is not None and end <= start:
+        raise TieroneError(f"--until {until} is not after --since {since or start.isoformat()}; swap them")
+    if not 0 < distance < 2:
+        raise TieroneError(f"--distance must be between 0 and 2 (cosine distance), not {distance}")
+    index = RunbookIndex(open_client(settings.chroma_dir), load_pack(settings.runbooks), MiniLMEmbedder())
+    index.sync()
+    return find_gaps(HandoffQueue(settings.desk_db, utc_now), index, since=start, until=end, distance=distance)
+
+
+SinceOpt = Annotated[str | None, typer.Option("--since", help="Start of the period, ISO (default: 30 days ago).")]
+UntilOpt = Annotated[str | None, typer.Option("--until", help="End of the period, ISO (default: now).")]
+DistanceOpt = Annotated[float, typer.Option("--distance", help="Largest cosine distance within a gap.")]
+
+
+@runbooks_app.command("gaps")
+def runbooks_gaps(
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+    distance: DistanceOpt = 0.6,
+    runbooks: RunbooksOpt = None,
+) -> None:
+    """The questions no runbook answered: handed-off messages clustered, the largest gap first."""
+    try:
+        gaps = _gaps(runbooks, since, until, distance)
+    except TieroneError as exc:
+        _fail(exc)
+    if as_json:
+        sys.stdout.write(json.dumps([g.as_dict() for g in gaps], indent=2) + "\n")
+        return
+    if not gaps:
+        console.print("no knowledge gaps: no handoff of the period was for want of a runbook")
+        return
+    table = Table(title=f"Knowledge gaps ({len(gaps)})")
+    for column in ("gap", "size", "examples", "nearest runbook"):
+        table.add_column(column, overflow="fold")
+    for g in gaps:
+        nearest = f"{g.nearest_runbook} ({g.nearest_score:.2f})" if g.nearest_runbook else "-"
+        table.add_row(str(g.rank), str(g.size), "\n".join(g.examples[:3]), nearest)
+    console.print(table)
+    console.print("`tierone runbooks draft --gap N --out FILE` writes a runbook skeleton from gap N")
+
+
+@runbooks_app.command("draft")
+def runbooks_draft(
+    gap: Annotated[int, typer.Option("--gap", min=1, help="The gap's number in `tierone runbooks gaps`.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Write the skeleton here (else print it).")] = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    distance: DistanceOpt = 0.6,
+    runbooks: RunbooksOpt = None,
+) -> None:
+    """Write a runbook skeleton from a gap: its messages as examples, TODO where an author must write."""
+    from app.gaps import draft_runbook
+
+    try:
+        gaps = _gaps(runbooks, since, until, distance)
+        if gap > len(gaps):
+            raise TieroneError(f"--gap {gap}: the period has {len(gaps)} gap(s); `tierone runbooks gaps` lists them")
+        if out is not None and out.exists():
+            raise TieroneError(f"--out {out} exists already; choose another file")
+    except TieroneError as exc:
+        _fail(exc)
+    text = draft_runbook(gaps[gap - 1])
+    if out is None:
+        sys.stdout.write(text)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    console.print(f"draft written to {out}: replace every TODO, then `tierone runbooks lint` the pack")
+
+
 @suggestions_app.callback(invoke_without_command=True)
 def suggestions_list(
     ctx: typer.Context,

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 import numpy as np
+import yaml
 from numpy.typing import NDArray
 from sklearn.cluster import AgglomerativeClustering, Birch
 
@@ -225,3 +226,28 @@ def find_gaps(
         )
     gaps.sort(key=lambda g: (-g.size, -g.last_seen.timestamp(), g.examples[0]))
     return [Gap(**{**g.__dict__, "rank": n}) for n, g in enumerate(gaps, start=1)]
+
+
+def draft_runbook(gap: Gap) -> str:
+    """A runbook skeleton for a gap: the cluster's messages as examples, TODO wherever an author must write.
+
+    ``tierone runbooks lint`` flags every TODO, so a draft cannot ship unfinished.
+    """
+    front = {
+        "id": f"draft-gap-{gap.rank}",
+        "title": f"TODO: name the problem these {gap.size} customers describe",
+        "category": "TODO",
+        "tier": 1,
+        "examples": gap.examples,
+    }
+    nearest = f"{gap.nearest_runbook} (similarity {gap.nearest_score:.2f})" if gap.nearest_runbook else "none"
+    return (
+        "---\n"
+        + yaml.safe_dump(front, sort_keys=False, allow_unicode=True, width=1000)
+        + "---\n"
+        + "TODO: say in a sentence or two what these customers need.\n\n"
+        + f"Drafted by `tierone runbooks draft` from gap {gap.rank}: {gap.size} handoff(s) between"
+        + f" {gap.first_seen:%Y-%m-%d} and {gap.last_seen:%Y-%m-%d}; the nearest runbook was {nearest}.\n\n"
+        + "## Steps\n1. TODO: the first thing the customer should try.\n2. TODO: what to try next.\n\n"
+        + "## Check\nTODO: the question that tells the bot whether it worked.\n"
+    )

@@ -76,3 +76,10 @@ def test_accept_refuses_a_suggestion_that_would_break_lint(tmp_path: Path, data_
     assert "is also an example of printer-problem" in said
     assert {p: p.read_bytes() for p in before} == before
     assert json.loads(runner.invoke(app, ["runbooks", "suggestions", "--json"]).output)[0]["state"] == "open"
+
+
+def test_gaps_refuse_a_period_that_ends_before_it_starts() -> None:
+    refused = runner.invoke(app, ["runbooks", "gaps", "--since", "2026-11-02", "--until", "2026-11-01"])
+    assert refused.exit_code == 2 and "--until 2026-11-01 is not after --since 2026-11-02" in refused.output
+    bad = runner.invoke(app, ["runbooks", "draft", "--gap", "1", "--since", "last tuesday"])
+    assert bad.exit_code == 2 and "--since 'last tuesday' is not an ISO date" in " ".join(bad.output.split())

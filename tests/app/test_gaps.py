@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from agent.handoff import HandoffQueue
-from app.gaps import GapsError, cluster, find_gaps
-from core.pack import load_pack
+from app.gaps import GapsError, cluster, draft_runbook, find_gaps
+from core.pack import lint_pack, load_pack
 from tests.app.test_teaching import T0, packet
 from tests.conftest import Clock
 from tests.fakes import HashingEmbedder
@@ -104,3 +104,26 @@ def test_many_messages_cluster_through_birch_the_same_way() -> None:
     labels = cluster(rows, 0.3)
     assert len(rows) > 2000 and len(set(labels.tolist())) == 3
     assert all(len(set(labels[i * 900 : (i + 1) * 900].tolist())) == 1 for i in range(3))
+
+
+def test_a_draft_holds_the_gap_and_does_not_lint_until_finished(
+    queue: HandoffQueue, index: RunbookIndex, tmp_path: Path
+) -> None:
+    gap = find_gaps(queue, index, since=T0 - timedelta(hours=1))[0]
+    pack_dir = write_pack(tmp_path / "drafted")
+    draft = pack_dir / "draft.md"
+    draft.write_text(draft_runbook(gap))
+    _, problems = lint_pack(pack_dir)
+    assert {(p.file, p.field) for p in problems} == {
+        ("draft.md", "title"),
+        ("draft.md", "category"),
+        ("draft.md", "body"),
+    }
+    assert all("TODO" in p.message for p in problems)
+    finished = draft.read_text()
+    finished = finished.replace("TODO: name the problem these 4 customers describe", "Fix a flickering docked monitor")
+    finished = finished.replace("category: TODO", "category: it").replace("TODO: ", "")
+    draft.write_text(finished)
+    pack, problems = lint_pack(pack_dir)
+    assert problems == [] and pack is not None
+    assert sorted(pack.runbooks["draft-gap-1"].meta.examples) == sorted(gap.examples)
