@@ -153,6 +153,51 @@ class Closed(BaseModel):
     status: Literal["resolved", "returned"]
 
 
+# -- teaching: what an L2 resolution tells the bot (app/teaching.py) --------------------------------
+
+
+class Resolved(Closed):
+    """A resolved ticket, and the suggestion its lesson became (None without a lesson)."""
+
+    suggestion_id: str | None = None
+
+
+class BotCouldHaveIn(BaseModel):
+    """The bot could have handled it with this runbook of the pack."""
+
+    runbook_id: str = Field(min_length=1, max_length=200)
+
+
+class NewRunbookIn(BaseModel):
+    """A runbook the pack lacks: its title and the steps that solved it."""
+
+    title: str = Field(min_length=3, max_length=200)
+    steps: list[str] = Field(min_length=1, max_length=30)
+    category: str | None = Field(default=None, max_length=100, description="A category of policy.yaml (optional)")
+
+
+class Resolution(Note):
+    """Resolve with a note and, optionally, one lesson for the bot."""
+
+    bot_could_have: BotCouldHaveIn | None = None
+    new_runbook: NewRunbookIn | None = None
+
+    @model_validator(mode="after")
+    def _one_lesson(self) -> Resolution:
+        if self.bot_could_have is not None and self.new_runbook is not None:
+            raise ValueError("give bot_could_have or new_runbook, not both")
+        return self
+
+
+class RunbookOut(BaseModel):
+    """A runbook of the pack, as the desk's resolve form lists it."""
+
+    id: str
+    title: str
+    category: str
+    tier: int
+
+
 class NewKey(BaseModel):
     """An API key to create."""
 

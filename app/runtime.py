@@ -20,13 +20,15 @@ from agent.resolver import ClientMessages, Conversations, Resolver, validate_mes
 from app.auth import ApiKeys, CustomerTokens
 from app.desk import Desk
 from app.erasure import ErasureScope
+from app.gaps import GapVectors
 from app.mail.channel import EmailChannel, open_mailer
 from app.mail.store import MailStore
 from app.messages import MessageLog
 from app.metrics import Metrics
 from app.notify import Notifier
+from app.teaching import Suggestions
 from core.clock import utc_now
-from core.db import Store
+from core.db import Database, Store
 from core.pack import Pack, load_pack
 from core.settings import Settings
 from core.vault import Vault, load_key
@@ -55,6 +57,8 @@ DESK_STORES: tuple[type[Store], ...] = (
     SqliteDirectory,
     CustomerTokens,
     ApiKeys,
+    Suggestions,
+    GapVectors,
 )
 
 
@@ -87,6 +91,8 @@ class Runtime:
     metrics: Metrics
     # What erasure reaches (app/erasure.py).
     erasure: ErasureScope
+    # What L2 resolutions taught: suggested examples and runbooks (app/teaching.py).
+    suggestions: Suggestions
     # Delivers new handoff packets to the helpdesk webhook; the server starts and stops its worker.
     notifier: Notifier | None = None
     # Inbound mail in, replies out by mail (POST /inbound/email).
@@ -217,6 +223,10 @@ def open_runtime(
         verification_ttl=timedelta(minutes=settings.verification_ttl_minutes),
         clock=clock,
     )
+    # Knowledge gaps keep message vectors (app/gaps.py): their table exists from the start, for erasure.
+    gap_db = Database(settings.desk_db)
+    gap_db.migrate(GapVectors.MIGRATIONS)
+    gap_db.close()
     return Runtime(
         settings=settings,
         pack=index.pack,
@@ -229,6 +239,7 @@ def open_runtime(
         desk=desk,
         metrics=metrics,
         erasure=erasure,
+        suggestions=Suggestions(settings.desk_db, clock),
         notifier=notifier,
         email=email,
     )

@@ -37,6 +37,8 @@ _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n---[ \t]*\r?\n?(.*)\Z", r
 _SECTION = re.compile(r"^##[ \t]+(.+?)[ \t]*$", re.MULTILINE)
 _STEP = re.compile(r"^\s*\d+[.)][ \t]+(.*)$")
 _TOOL_TAG = re.compile(r"^\[tool:\s*([a-z][a-z0-9_]*)\s*\]\s*(.*)$", re.DOTALL)
+# A draft's placeholders (`tierone runbooks draft`): a runbook still holding one is unfinished.
+_TODO = re.compile(r"\bTODO\b")
 
 
 class Step(BaseModel):
@@ -336,6 +338,11 @@ def parse_runbook(
         elif tools[tool] and meta.verify != "otp":
             problems.append(PackProblem(rel, "verify", f"tool {tool!r} acts on an account: set `verify: otp`"))
 
+    fields = [("title", meta.title), ("category", meta.category), ("body", match.group(2))]
+    fields[2:2] = [(f"examples.{i}", e) for i, e in enumerate(meta.examples)]
+    for name, value in fields:
+        if _TODO.search(value):
+            problems.append(PackProblem(rel, name, "still says TODO: finish the draft before the pack ships"))
     summary, sections = _sections(match.group(2))
     steps: list[Step] = []
     for i, raw_step in enumerate(_parse_steps(sections.get("steps", ""))):
