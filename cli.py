@@ -868,6 +868,35 @@ def vault_key() -> None:
     print(Fernet.generate_key().decode())
 
 
+# -- the support lead: insights, the monthly audit, the simulator (issue 13) -------------------------
+
+
+@app.command()
+def insights(
+    since: Annotated[str | None, typer.Option("--since", help="First moment (ISO) of the period.")] = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Judge the 72-hour and time-limit rules at (ISO).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    runbooks: RunbooksOpt = None,
+) -> None:
+    """Honest resolution counts per episode, by category, with handoff reasons and desk times."""
+    from app.insights import Period, open_insights, parse_moment, summary_lines
+    from core.pack import load_pack
+
+    settings = _settings(runbooks)
+    try:
+        period = Period.of(parse_moment(since, "--since"), parse_moment(as_of, "--as-of"))
+        report = open_insights(settings, load_pack(settings.runbooks)).report(period)
+    except TieroneError as exc:
+        _fail(exc)
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        for line in summary_lines(report):
+            typer.echo(line)
+
+
 def main() -> None:
     """Entry point of the `tierone` command."""
     app()
