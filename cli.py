@@ -98,7 +98,7 @@ def serve(
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Argument(help="The technician's name, shown to customers with their replies.")],
-    role: Annotated[str, typer.Option("--role", help="l2 or admin.")] = "l2",
+    role: Annotated[str, typer.Option("--role", help="l2, admin or lead.")] = "l2",
 ) -> None:
     """Make an API key and print it; only its hash is stored, so it cannot be shown again."""
     from app.auth import ApiKeys

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from app.auth import ApiKeyRejected
 from app.desk import DeskConflict
 from app.erasure import ErasureRequestError
+from app.insights import PeriodRejected
 from core.errors import ConversationNotFound, MessageRejected, PacketNotFound, TieroneError
 
 STATUS: dict[type[Exception], int] = {
@@ -24,6 +25,7 @@ STATUS: dict[type[Exception], int] = {
     MessageRejected: 422,
     ErasureRequestError: 422,
     ApiKeyRejected: 422,
+    PeriodRejected: 422,
     DeskConflict: 409,
     TieroneError: 400,
 }

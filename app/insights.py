@@ -126,8 +126,8 @@ class Period:
         until = as_of or clock()
         if since is not None and since > until:
             raise PeriodRejected(
-                f"--as-of {until.isoformat()} is before --since {since.isoformat()}; the moment the figures are"
-                " judged at must come after the start of the period"
+                f"as-of {until.isoformat()} is before since {since.isoformat()}: the moment the figures are"
+                " judged at must come after the start of the period (--as-of / --since, or ?as_of= / ?since=)"
             )
         return cls(since, until)
 
@@ -154,13 +154,21 @@ def _percentiles(conn: sqlite3.Connection, values_sql: str, params: dict[str, An
 class Insights:
     """Figures of one deployment's desk database, for the lead (CLI, GET /insights, the page, the audit)."""
 
-    def __init__(self, db: Database, pack: Pack, gaps: GapsProvider | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        pack: Pack,
+        gaps: GapsProvider | None = None,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
         # The tables it reads, in case no resolver or desk has opened this database yet.
         for store in (EpisodeStore, HandoffQueue, Desk):
             db.migrate(store.MIGRATIONS)
         self._db = db
         self._pack = pack
         self._gaps = gaps
+        self.clock = clock
         self._categories = json.dumps({rid: rb.meta.category for rid, rb in pack.runbooks.items()})
 
     def _params(self, period: Period) -> dict[str, Any]:
@@ -181,6 +189,15 @@ class Insights:
         with self._db.transaction() as conn:
             rows = conn.execute(_CLASSIFIED + " ORDER BY j.opened_at, j.episode_id", self._params(period)).fetchall()
         return [dict(r) for r in rows]
+
+    def totals(self, period: Period) -> dict[str, Any]:
+        """Episodes, each outcome's count and the containment rate (what /metrics reads at scrape time)."""
+        with self._db.transaction() as conn:
+            grouped = conn.execute(
+                "SELECT category, outcome, reason, COUNT(*) AS n FROM (" + _CLASSIFIED + ") GROUP BY outcome",
+                self._params(period),
+            ).fetchall()
+        return _totals(grouped)
 
     def report(self, period: Period) -> dict[str, Any]:
         """The insights object: totals, categories, gaps, and what the page charts."""
@@ -309,9 +326,11 @@ def _timeline(rows: list[sqlite3.Row]) -> list[dict[str, Any]]:
     return list(days.values())
 
 
-def open_insights(settings: Settings, pack: Pack, gaps: GapsProvider | None = None) -> Insights:
+def open_insights(
+    settings: Settings, pack: Pack, gaps: GapsProvider | None = None, *, clock: Callable[[], datetime] = utc_now
+) -> Insights:
     """The lead's figures over the deployment's desk database (its schema brought up to date first)."""
-    return Insights(Database(settings.desk_db), pack, gaps)
+    return Insights(Database(settings.desk_db), pack, gaps, clock=clock)
 
 
 def summary_lines(report: dict[str, Any]) -> list[str]:

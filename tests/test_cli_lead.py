@@ -54,6 +54,6 @@ def test_insights_json_judged_as_of_a_moment(store: EpisodeStore) -> None:
 def test_insights_as_of_before_since_exits_2_saying_so(store: EpisodeStore) -> None:
     result = runner.invoke(app, ["insights", "--since", "2026-11-05", "--as-of", "2026-11-01"])
     assert result.exit_code == 2
-    assert "is before --since" in " ".join(result.output.split())
+    assert "is before since" in " ".join(result.output.split())
     bad = runner.invoke(app, ["insights", "--since", "last week"])
     assert bad.exit_code == 2 and "not an ISO date" in " ".join(bad.output.split())
