@@ -98,7 +98,7 @@ def serve(
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Argument(help="The technician's name, shown to customers with their replies.")],
-    role: Annotated[str, typer.Option("--role", help="l2 or admin.")] = "l2",
+    role: Annotated[str, typer.Option("--role", help="l2, admin or lead.")] = "l2",
 ) -> None:
     """Make an API key and print it; only its hash is stored, so it cannot be shown again."""
     from app.auth import ApiKeys
@@ -1042,6 +1042,33 @@ def suggestions_accept(
     for line in done.broken_gates:
         err.print(f"[yellow]gate broken, kept because of --force:[/yellow] {line}", highlight=False)
     console.print(f"{done.suggestion.id} accepted: wrote " + ", ".join(str(p) for p in done.files), highlight=False)
+# -- the support lead: insights, the monthly audit, the simulator (issue 13) -------------------------
+
+
+@app.command()
+def insights(
+    since: Annotated[str | None, typer.Option("--since", help="First moment (ISO) of the period.")] = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Judge the 72-hour and time-limit rules at (ISO).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    runbooks: RunbooksOpt = None,
+) -> None:
+    """Honest resolution counts per episode, by category, with handoff reasons and desk times."""
+    from app.insights import Period, open_insights, parse_moment, summary_lines
+    from core.pack import load_pack
+
+    settings = _settings(runbooks)
+    try:
+        period = Period.of(parse_moment(since, "--since"), parse_moment(as_of, "--as-of"))
+        report = open_insights(settings, load_pack(settings.runbooks)).report(period)
+    except TieroneError as exc:
+        _fail(exc)
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        for line in summary_lines(report):
+            typer.echo(line)
 
 
 def main() -> None:

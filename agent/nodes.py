@@ -549,7 +549,7 @@ def handoff(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         earlier_episodes=problems.for_packet(state, deps),
     )
     deps.handoffs.put(packet)
-    episodes = problems.hand_off_episodes(state, deps)
+    episodes = problems.hand_off_episodes(state, deps, list(decision.reasons), packet_id)
     if state.get("stream"):
         emit_delta(Delta(text))
     return episodes | {

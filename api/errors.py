@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from app.auth import ApiKeyRejected
 from app.desk import DeskConflict
 from app.erasure import ErasureRequestError
+from app.insights import PeriodRejected
 from app.teaching import SuggestionNotFound, TeachingError
 from core.errors import ConversationNotFound, MessageRejected, PacketNotFound, TieroneError
 
@@ -27,6 +28,7 @@ STATUS: dict[type[Exception], int] = {
     ApiKeyRejected: 422,
     SuggestionNotFound: 404,
     TeachingError: 422,
+    PeriodRejected: 422,
     DeskConflict: 409,
     TieroneError: 400,
 }

@@ -78,7 +78,7 @@ class MeOut(BaseModel):
     """Who an API key belongs to."""
 
     name: str
-    role: Literal["l2", "admin"]
+    role: Literal["l2", "admin", "lead"]
 
 
 class TicketOut(BaseModel):
@@ -202,7 +202,7 @@ class NewKey(BaseModel):
     """An API key to create."""
 
     name: str
-    role: Literal["l2", "admin"]
+    role: Literal["l2", "admin", "lead"]
 
 
 class KeyOut(BaseModel):

@@ -21,6 +21,7 @@ from app.auth import ApiKeys, CustomerTokens
 from app.desk import Desk
 from app.erasure import ErasureScope
 from app.gaps import GapVectors
+from app.insights import Insights, open_insights
 from app.mail.channel import EmailChannel, open_mailer
 from app.mail.store import MailStore
 from app.messages import MessageLog
@@ -97,6 +98,8 @@ class Runtime:
     notifier: Notifier | None = None
     # Inbound mail in, replies out by mail (POST /inbound/email).
     email: EmailChannel | None = None
+    # The support lead's figures (GET /insights, /metrics' containment); gaps are wired in open_insights.
+    insights: Insights | None = None
 
 
 def _open_index(settings: Settings, embedder: Embedder | None) -> RunbookIndex:
@@ -209,7 +212,8 @@ def open_runtime(
         at_risk_minutes=settings.sla_at_risk_minutes,
     )
     email = _email_channel(settings, mailer, resolver, desk)
-    metrics = Metrics(desk)
+    insights = open_insights(settings, index.pack, clock=clock)
+    metrics = Metrics(desk, insights)
     # Every after-turn hook, here and nowhere else: the desk's transcript and status, the mail link, the counts.
     resolver.after_turn += [desk.after_turn, email.after_turn, metrics.after_turn]
     desk.on_reply.append(email.on_desk_reply)
@@ -242,4 +246,5 @@ def open_runtime(
         suggestions=Suggestions(settings.desk_db, clock),
         notifier=notifier,
         email=email,
+        insights=insights,
     )
