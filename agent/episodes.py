@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from core.db import Database, Migration, Migrations, PersonalTables
 
-EpisodeOutcome = Literal["in_progress", "confirmed", "handed_off", "reopened"]
+EpisodeOutcome = Literal["in_progress", "confirmed", "handed_off", "reopened", "resolved_by_incident"]
 
 _EPISODES = """CREATE TABLE IF NOT EXISTS episodes (
     episode_id TEXT PRIMARY KEY,

@@ -17,6 +17,7 @@ from pydantic import SecretStr
 
 from agent.brains.offline import routing_query
 from agent.episodes import EpisodeStore
+from agent.incidents import IncidentStore
 from app.runtime import Runtime, open_runtime
 from core.clock import utc_now
 from core.errors import MessageRejected
@@ -200,6 +201,7 @@ class Evaluator:
             # Cases share the directory's customers but are strangers: one case's verified address must not
             # make a later case a repeat contact.
             runtime.resolver.deps.episodes = EpisodeStore(settings.desk_db, utc_now, across_conversations=False)
+            runtime.resolver.deps.incidents = IncidentStore(settings.desk_db, utc_now, across_conversations=False)
 
             def one(case: Case) -> list[Outcome]:
                 outcomes = [play(runtime, case) for _ in range(repeat)]

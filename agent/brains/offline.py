@@ -57,7 +57,11 @@ _THANKS = re.compile(
 )
 _URGENT = re.compile(r"\b(?:urgent(?:ly)?|asap|emergency|immediately|right now|deadline|critical)\b", re.I)
 _WIDE = re.compile(
-    r"\b(?:everyone|everybody|whole (?:team|office|company|department)|all (?:of us|users|staff)|nobody can)\b",
+    r"\b(?:everyone|everybody|whole (?:team|office|company|department|floor|building|site)"
+    r"|all (?:of us|users|staff)|nobody can|no one can|noone can"
+    r"|(?:site|building|circuit|office|branch|floor|campus)s?(?: \w+)? (?:is |are |went |has gone )?"
+    r"(?:hard |completely )?down"
+    r"|is hard down)\b",
     re.IGNORECASE,
 )
 
