@@ -16,7 +16,14 @@ from fastapi.responses import JSONResponse, Response
 from app.auth import ApiKeyRejected
 from app.desk import DeskConflict
 from app.erasure import ErasureRequestError
-from core.errors import ConversationNotFound, MessageRejected, PacketNotFound, TieroneError
+from core.errors import (
+    ConversationNotFound,
+    IncidentConflict,
+    IncidentNotFound,
+    MessageRejected,
+    PacketNotFound,
+    TieroneError,
+)
 
 STATUS: dict[type[Exception], int] = {
     ConversationNotFound: 404,
@@ -25,6 +32,8 @@ STATUS: dict[type[Exception], int] = {
     ErasureRequestError: 422,
     ApiKeyRejected: 422,
     DeskConflict: 409,
+    IncidentNotFound: 404,
+    IncidentConflict: 409,
     TieroneError: 400,
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,8 +19,9 @@ from agent.handoff import HandoffQueue
 from agent.incidents import IncidentStore
 from agent.resolver import ClientMessages, Conversations, Resolver, validate_message
 from app.auth import ApiKeys, CustomerTokens
-from app.desk import Desk
+from app.desk import Desk, DeskConflict
 from app.erasure import ErasureScope
+from app.incidents import IncidentDesk, IncidentStatusPage
 from app.mail.channel import EmailChannel, open_mailer
 from app.mail.store import MailStore
 from app.messages import MessageLog
@@ -91,6 +93,8 @@ class Runtime:
     notifier: Notifier | None = None
     # Inbound mail in, replies out by mail (POST /inbound/email).
     email: EmailChannel | None = None
+    # Incidents on the desk: updates and resolutions delivered once to each attached customer.
+    incidents: IncidentDesk | None = None
 
 
 def _open_index(settings: Settings, embedder: Embedder | None) -> RunbookIndex:
@@ -143,6 +147,29 @@ def _email_channel(settings: Settings, mailer: Mailer, resolver: Resolver, desk:
     )
 
 
+def _incident_desk(
+    settings: Settings, resolver: Resolver, messages: MessageLog, email: EmailChannel, desk: Desk
+) -> IncidentDesk:
+    """Incidents on the desk; the embedded status page shows the open ones."""
+    deps = resolver.deps
+    assert deps.incidents is not None
+    if not settings.status_url:
+        deps.toolbox.status_page = IncidentStatusPage(deps.toolbox.status_page, deps.incidents)
+
+    def close_ticket(packet_id: str, technician: str, note: str) -> None:
+        with contextlib.suppress(DeskConflict):  # closed by hand already
+            desk.resolve(packet_id, technician, note, admin=True)
+
+    return IncidentDesk(
+        deps.incidents,
+        resolver,
+        messages,
+        email,
+        validate=lambda text: validate_message(text, settings.max_message_chars),
+        close_ticket=close_ticket,
+    )
+
+
 def open_runtime(
     settings: Settings,
     *,
@@ -186,6 +213,7 @@ def open_runtime(
         at_risk_minutes=settings.sla_at_risk_minutes,
     )
     email = _email_channel(settings, mailer, resolver, desk)
+    incidents = _incident_desk(settings, resolver, messages, email, desk)
     metrics = Metrics(desk)
     # Every after-turn hook, here and nowhere else: the desk's transcript and status, the mail link, the counts.
     resolver.after_turn += [desk.after_turn, email.after_turn, metrics.after_turn]
@@ -214,4 +242,5 @@ def open_runtime(
         erasure=erasure,
         notifier=notifier,
         email=email,
+        incidents=incidents,
     )
