@@ -86,6 +86,7 @@ def play(runtime: Runtime, case: Case) -> Outcome:
         decisions=trace,
         problems=_problems(runtime, conversation_id),
         candidates=[dict(c) for c in (state.get("candidates") or [])],
+        incident_id=state.get("incident_id"),
     )
 
 
@@ -128,6 +129,7 @@ def _row(
         "transcript": outcome.transcript,
         "decisions": outcome.decisions,
         "packet_id": (outcome.packet or {}).get("packet_id"),
+        "incident": outcome.incident_id,
         "tags": case.tags,
         "problems": problem_scores(case, outcome),
     }
