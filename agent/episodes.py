@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 
 from core.db import Database, Migration, Migrations, PersonalTables
 
-EpisodeOutcome = Literal["in_progress", "confirmed", "handed_off", "reopened"]
+EpisodeOutcome = Literal["in_progress", "confirmed", "handed_off", "reopened", "resolved_by_incident"]
 
 # The reason codes that end an episode with a person (agent/state.py ReasonCode, its handoff part).
 HANDOFF_REASONS: frozenset[str] = frozenset(

@@ -24,6 +24,7 @@ from agent.handoff import (
     TranscriptLine,
     sentiment_label,
 )
+from agent.incidents import Incident
 from agent.stages import BETWEEN_PROBLEMS, INITIAL, Event, advance
 from agent.state import ConversationState, Decision, Stage, Understanding, Usage
 from core.pack import Impact, Pack, Urgency
@@ -175,7 +176,34 @@ def facts_of(state: ConversationState, deps: Deps) -> boundary.Facts:
         earlier=problems.earlier_facts(state, deps),
         repeat_said=state.get("repeat_said", False),
         resumed=bool(state.get("take_queued")),
+        **_incident_facts(state, deps),
     )
+
+
+def _incident_facts(state: ConversationState, deps: Deps) -> dict[str, Any]:
+    """The open incident the message belongs to, and how many others reported its runbook lately."""
+    store = deps.incidents
+    if store is None:
+        return {"incidents": False}
+    if state.get("consumed") or state.get("stage") == "handed_off":
+        return {}
+    if state.get("stage") == "incident":
+        return {"incident_id": state.get("incident_id")}
+    understanding = state["understanding"]
+    candidates = understanding.get("candidates") or []
+    top = candidates[0] if candidates else None
+    runbook = deps.pack.runbooks.get(top["runbook_id"]) if top else None
+    strong = top is not None and runbook is not None and top["score"] >= deps.pack.policy.routing.min_score
+    wide = bool(understanding.get("wide_impact"))
+    if not strong and not wide:
+        return {}
+    cid = state["conversation_id"]
+    category = runbook.meta.category if strong and runbook else None
+    found = store.matching(category, cid, wide=wide)
+    peers = 0
+    if strong and top is not None and state.get("stage") in BETWEEN_PROBLEMS:
+        peers = len(store.peers(top["runbook_id"], deps.pack.policy.incidents.spike_minutes, cid))
+    return {"incident_id": found, "spike_peers": peers}
 
 
 def decide(state: ConversationState, runtime: Runtime[Deps]) -> Update:
@@ -219,10 +247,20 @@ def decide(state: ConversationState, runtime: Runtime[Deps]) -> Update:
                 if k not in ("step_failures", "unclear", "recontact", "tool_failed")
             },
         }
-        if decision.action != "handoff":
+        if decision.action not in ("handoff", "incident"):
             update["stage"] = _moved(state, "runbook_chosen" if new_problem else "topic_changed")
     update |= problems.after_decision(state, deps, decision, fresh, update)
+    _report(state, deps, decision, fresh, update)
     return update
+
+
+def _report(state: ConversationState, deps: Deps, decision: Decision, fresh: bool, update: Update) -> None:
+    """Count a new problem routed to a runbook towards that runbook's spike (agent/incidents.py)."""
+    runbook = deps.pack.runbooks.get(decision.runbook_id or "")
+    if deps.incidents is None or not fresh or runbook is None or decision.action == "handoff":
+        return
+    episode = str(update.get("episode_id") or state.get("episode_id") or f"t{state.get('turn', 0)}")
+    deps.incidents.report(state["conversation_id"], episode, runbook.meta.id, runbook.meta.category)
 
 
 def act(state: ConversationState, runtime: Runtime[Deps]) -> Update:
@@ -560,4 +598,116 @@ def handoff(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         "outgoing": [*(state.get("outgoing") or []), text],
         "transcript": [_line("bot", text, now, channel)],
         "usage": _add_usage(state, worded.usage, hypothesis.usage),
+    }
+
+
+def _down_component(deps: Deps, text: str) -> str | None:
+    """A status-page service the message names that is not operational: it names the incident."""
+    try:
+        services = deps.toolbox.status_page.services()
+    except Exception:  # noqa: BLE001 - an unreachable status page must not stop the incident
+        return None
+    down = [s for s in services if s.state in ("outage", "degraded")]
+    named = [s for s in down if any(w.lower() in text.lower() for w in [s.name, *s.aliases])]
+    return f"{named[0].name} {named[0].state}" if named else None
+
+
+def _incident_ticket(deps: Deps, state: ConversationState, incident: Incident, runbook_id: str | None) -> str:
+    """The incident's one ticket in the handoff queue: P1 or P2 from the matrix at organisation impact."""
+    pack = deps.pack
+    runbook = pack.runbooks.get(runbook_id or "")
+    urgency: Urgency = runbook.meta.urgency if runbook else "normal"
+    priority = pack.policy.priority("organisation", urgency)
+    sla = pack.policy.sla[priority]
+    now = deps.clock()
+    packet_id = "HO-" + incident.id
+    packet = HandoffPacket(
+        packet_id=packet_id,
+        conversation_id=state["conversation_id"],
+        channel=state.get("channel", "chat"),
+        created_at=now,
+        customer=CustomerState(account_id=None, email=None, account_state=None),
+        category=incident.category,
+        runbook_id=runbook_id,
+        runbook_candidates=[CandidateScore(**c) for c in state.get("candidates", [])],
+        sla=Sla(
+            priority=priority,
+            first_response_due=now + timedelta(minutes=sla.first_response_minutes),
+            resolve_due=now + timedelta(minutes=sla.resolve_minutes),
+        ),
+        reason_codes=list(Decision.model_validate(state["decision"]).reasons),
+        attempts=[],
+        hypothesis=f"Many customers, one cause: {incident.title}. Updates reach every attached customer.",
+        summary=incident_summary(incident),
+        # One ticket for many customers: no one customer's transcript in it (GET /incidents/{id} lists them).
+        transcript=[],
+        sentiment=Sentiment(score=0.0, label="neutral"),
+        summary_en=None,
+        language="en",
+    )
+    deps.handoffs.put(packet)
+    return packet_id
+
+
+def incident_summary(incident: Incident) -> str:
+    """The incident ticket's summary line, with the affected count."""
+    return f"{incident.id}: {incident.title} ({incident.affected} affected)"
+
+
+def _incident_reply(incident: Incident, joined: bool) -> str:
+    known = incident.updates[-1].text if incident.updates else "We are looking into it."
+    lead = "This is a known problem" if joined else "Thank you: we have opened an incident for this"
+    return (
+        f"{lead}: incident {incident.id}, {incident.title}. {incident.affected} affected so far. "
+        f"What we know: {known} You don't need to try anything on your own device; we will tell you here "
+        "as soon as it is fixed. If you need a person anyway, just say so."
+    )
+
+
+def incident(state: ConversationState, runtime: Runtime[Deps]) -> Update:
+    """Attach the conversation to the open incident of its cause (opening one if none is) and say so."""
+    deps = runtime.context
+    assert deps.incidents is not None  # the policy decides "incident" only where a store is kept
+    decision = Decision.model_validate(state["decision"])
+    cid = state["conversation_id"]
+    channel = state.get("channel", "chat")
+    now = deps.clock()
+    runbook = deps.pack.runbooks.get(decision.runbook_id or "")
+    category = runbook.meta.category if runbook else None
+    problem = state.get("problem_text") or redact(state["inbox"]["text"])
+    members: list[tuple[str, str | None]] = [(cid, state.get("episode_id"))]
+    if "incident_spike" in decision.reasons and runbook is not None:
+        # The conversations that made the spike are part of it too: they hear the updates.
+        minutes = deps.pack.policy.incidents.spike_minutes
+        members += [(peer, episode) for peer, episode in deps.incidents.peers(runbook.meta.id, minutes, cid)]
+    component = _down_component(deps, problem)
+    if "incident_spike" in decision.reasons:
+        cause, title = f"spike:{decision.runbook_id}", f"{runbook.meta.title if runbook else 'Many reports'}"
+    else:
+        cause, title = "wide_impact", f"{runbook.meta.title + ': ' if runbook else ''}{problem[:80]}"
+    if component:
+        cause, title = f"status:{component}", component[:1].upper() + component[1:]
+    joined = deps.incidents.open_or_join(
+        seed=f"{cid}:{state.get('turn', 0)}",
+        title=title,
+        category=category,
+        runbook_id=runbook.meta.id if runbook else None,
+        cause=cause,
+        opened_by=cid,
+        members=members,
+        wide=bool(state["understanding"].get("wide_impact")) or state.get("stage") == "incident",
+    )
+    found = joined.incident
+    if joined.opened:
+        deps.incidents.set_packet(found.id, _incident_ticket(deps, state, found, found.runbook_id))
+    elif found.packet_id:
+        deps.handoffs.set_summary(found.packet_id, incident_summary(found))
+    text = _incident_reply(found, joined=not joined.opened)
+    if state.get("stream"):
+        emit_delta(Delta(text))
+    return {
+        "stage": _moved(state, "incident_joined"),
+        "incident_id": found.id,
+        "outgoing": [*(state.get("outgoing") or []), text],
+        "transcript": [_line("bot", text, now, channel)],
     }

@@ -58,6 +58,13 @@ class Facts:
     repeat_said: bool = False
     # The first problem was solved this turn: the understanding is the queued problem's, to begin now.
     resumed: bool = False
+    # The open incident this message belongs to (same category as its best runbook; the one the
+    # conversation is attached to), if any.
+    incident_id: str | None = None
+    # Other conversations routed to the message's best runbook within the policy's spike window.
+    spike_peers: int = 0
+    # Whether this deployment keeps incidents (else wide impact hands off).
+    incidents: bool = True
 
     def count(self, name: str) -> int:
         """A counter's value (0 when never counted)."""
@@ -72,6 +79,32 @@ def _handoff(reason: ReasonCode, facts: Facts, runbook_id: str | None = None) ->
         runbook_id=runbook_id if runbook_id is not None else facts.runbook_id,
         confidence=top.score if top else 0.0,
     )
+
+
+def _incident(reason: ReasonCode, facts: Facts, policy: Policy) -> Decision:
+    """Open or join an incident: the customer is told it is known, not walked through single-user steps."""
+    if not facts.incidents:
+        # No incident store in this deployment: a person takes the outage, never a single-user runbook.
+        return _handoff(reason, facts)
+    top = facts.understanding.top
+    if top is not None and top.score < policy.routing.clarify_floor:
+        top = None
+    reasons: list[ReasonCode] = [reason]
+    if facts.incident_id and reason != "incident_known":
+        reasons.append("incident_known")
+    return Decision(
+        action="incident",
+        reasons=reasons,
+        runbook_id=top.runbook_id if top and top.runbook_id in facts.runbooks else None,
+        confidence=top.score if top else 0.0,
+        incident_id=facts.incident_id,
+    )
+
+
+def _wide(facts: Facts) -> bool:
+    """The message reports many people affected (a "yes, it works for everyone" answer is not a report)."""
+    u = facts.understanding
+    return u.wide_impact and not (facts.stage not in BETWEEN_PROBLEMS and facts.stage != "incident" and u.affirm)
 
 
 def _contains_phrase(text: str, phrases: list[str] | tuple[str, ...]) -> bool:
@@ -90,6 +123,11 @@ def _boundaries(facts: Facts, policy: Policy) -> Decision | None:
         return _handoff("negative_sentiment", facts)
     if policy.escalates(u.text):
         return _handoff("escalation_keyword", facts)
+    # Wide impact is a boundary: never single-user troubleshooting for an outage.
+    if _wide(facts):
+        return _incident("wide_impact", facts, policy)
+    if facts.stage == "incident":
+        return _incident("incident_known", facts, policy)
     if facts.stage not in BETWEEN_PROBLEMS:
         if facts.elapsed_minutes > policy.limits.max_conversation_minutes:
             return _handoff("time_limit", facts)
@@ -134,6 +172,10 @@ def _triage(facts: Facts, policy: Policy) -> Decision:
             )
         # Asked once already; a wrong guess costs more than a person reading the transcript.
         return _handoff("ambiguous_after_clarifying", facts, runbook_id=top.runbook_id)
+    if facts.incident_id:
+        return _incident("incident_known", facts, policy)
+    if facts.spike_peers + 1 >= policy.incidents.spike_count:
+        return _incident("incident_spike", facts, policy)
     return _start(top.runbook_id, top.score, facts, policy, "runbook_matched")
 
 

@@ -118,7 +118,7 @@ def _episodes(state: ConversationState, deps: Deps, decision: Decision, fresh: b
         for e in _earlier(state, deps):
             if e.runbook_id == decision.runbook_id and e.outcome in _REOPENED_BY_RECONTACT:
                 store.close(e.episode_id, "reopened")
-    if fresh and (decision.runbook_id or decision.action == "handoff"):
+    if fresh and (decision.runbook_id or decision.action in ("handoff", "incident")):
         number = state.get("episodes", 0)
         # Named by the conversation and its count: a replayed turn finds the episode it opened.
         current = f"{cid}:e{number}"

@@ -289,6 +289,29 @@ class Resolver:
             # As the handoff node's output: the graph's next step is END, so nothing runs on.
             self.graph.update_state(config, cast(ConversationState, update), as_node="handoff")
 
+    def leave_incident(self, conversation_id: str, event: Literal["incident_resolved", "incident_detached"]) -> bool:
+        """Move a conversation out of its incident (resolved: a new message is a new problem; detached: routed anew).
+
+        False when the conversation is no longer in the incident stage (it asked for a person, say).
+        """
+        with self.lock(conversation_id):
+            config = self._config(conversation_id)
+            values = self.graph.get_state(config).values
+            if values.get("stage") != "incident":
+                return False
+            update: dict[str, Any] = {
+                "stage": advance(values["stage"], event),
+                "incident_id": None,
+                "context_text": "",
+                "counters": {},
+                "step": 0,
+                "step_tool_done": False,
+                "last_tool": None,
+            }
+            # As the incident node's output: the graph's next step is END, so nothing runs on.
+            self.graph.update_state(config, cast(ConversationState, update), as_node="incident")
+        return True
+
     def send(
         self,
         conversation_id: str,

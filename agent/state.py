@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Stage = Literal["triage", "identity", "code", "steps", "confirm", "resolved", "handed_off"]
+Stage = Literal["triage", "identity", "code", "steps", "confirm", "resolved", "handed_off", "incident"]
 
 Action = Literal[
     "greet",  # a bare greeting: ask what is wrong
@@ -25,6 +25,7 @@ Action = Literal[
     "acknowledge",  # thanks after the conversation closed
     "handoff",  # a person takes over
     "relay",  # already with a person: pass the message on
+    "incident",  # many people, one cause: open or join an incident and say so
 ]
 
 # Actions that change state or call a tool; the graph decides again after each one.
@@ -51,6 +52,10 @@ ReasonCode = Literal[
     "relayed_to_l2",
     "two_problems",  # the message carried a second problem: it waits until the first one ends
     "next_problem",  # the first problem was solved: the waiting one begins
+    # incidents: one cause, many customers (agent/incidents.py)
+    "wide_impact",  # the message reports many people affected: no single-user troubleshooting
+    "incident_known",  # an open incident matches: the customer joins it
+    "incident_spike",  # enough conversations about one runbook in a short time: an incident opens
     # handoff reasons
     "no_runbook_fits",
     "tier2_runbook",
@@ -189,6 +194,8 @@ class Decision(BaseModel):
     queued: list[str] = Field(default_factory=list)
     # A repeat contact that continues the runbook: the first step not tried in earlier episodes.
     from_step: int | None = None
+    # For "incident": the open incident the customer joins (None: one opens).
+    incident_id: str | None = None
 
 
 class ConversationState(TypedDict, total=False):
@@ -231,6 +238,7 @@ class ConversationState(TypedDict, total=False):
     episode_id: str | None  # the current problem's episode (agent/episodes.py)
     episodes: int  # episodes this conversation has opened, for the next one's id
     repeat_said: bool  # the current problem's first message said the customer had written before
+    incident_id: str | None  # the incident the conversation is attached to (agent/incidents.py)
     transcript: Annotated[list[dict[str, Any]], operator.add]
     attempts: Annotated[list[dict[str, Any]], operator.add]
     trace: Annotated[list[dict[str, Any]], operator.add]

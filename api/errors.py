@@ -18,7 +18,14 @@ from app.desk import DeskConflict
 from app.erasure import ErasureRequestError
 from app.insights import PeriodRejected
 from app.teaching import SuggestionNotFound, TeachingError
-from core.errors import ConversationNotFound, MessageRejected, PacketNotFound, TieroneError
+from core.errors import (
+    ConversationNotFound,
+    IncidentConflict,
+    IncidentNotFound,
+    MessageRejected,
+    PacketNotFound,
+    TieroneError,
+)
 
 STATUS: dict[type[Exception], int] = {
     ConversationNotFound: 404,
@@ -30,6 +37,8 @@ STATUS: dict[type[Exception], int] = {
     TeachingError: 422,
     PeriodRejected: 422,
     DeskConflict: 409,
+    IncidentNotFound: 404,
+    IncidentConflict: 409,
     TieroneError: 400,
 }
 

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from agent.handoff import HandoffPacket
+from agent.incidents import Incident, IncidentUpdate
 from agent.resolver import CHANNELS
 from app.desk import Ticket
 from app.erasure import ErasureReport
@@ -287,3 +288,46 @@ def ticket_out(t: Ticket) -> TicketOut:
         claimed_by=t.claimed_by,
         channel=p.channel,
     )
+
+
+# -- incidents (api/routes/incidents.py) ------------------------------------------------------------
+
+
+class IncidentText(BaseModel):
+    """An update or resolution: what every attached customer will read."""
+
+    text: str = Field(description="What the customers will read; empty is refused (422)")
+
+
+class IncidentDeclared(BaseModel):
+    """An incident declared by hand."""
+
+    title: str = Field(description="What is broken, in a few words")
+    category: str | None = Field(None, description="Customers whose problem is of this category join it")
+    text: str = Field("", description="What is known so far (default: 'We are looking into it.')")
+
+
+class IncidentDetach(BaseModel):
+    """The conversation to take off an incident."""
+
+    conversation_id: str
+
+
+class AttachedOut(BaseModel):
+    """One conversation attached to an incident."""
+
+    conversation_id: str
+    attached_at: str
+
+
+class IncidentDetail(Incident):
+    """An incident with its attached conversations."""
+
+    conversations: list[AttachedOut]
+
+
+class IncidentPosted(BaseModel):
+    """An update as posted, and the incident after it."""
+
+    update: IncidentUpdate
+    incident: Incident

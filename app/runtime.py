@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,11 +17,13 @@ from agent.brains.factory import make_brain
 from agent.deps import Deps
 from agent.episodes import EpisodeStore
 from agent.handoff import HandoffQueue
+from agent.incidents import IncidentStore
 from agent.resolver import ClientMessages, Conversations, Resolver, validate_message
 from app.auth import ApiKeys, CustomerTokens
-from app.desk import Desk
+from app.desk import Desk, DeskConflict
 from app.erasure import ErasureScope
 from app.gaps import GapVectors
+from app.incidents import IncidentDesk, IncidentStatusPage
 from app.insights import Insights, open_insights
 from app.mail.channel import EmailChannel, open_mailer
 from app.mail.store import MailStore
@@ -60,6 +63,7 @@ DESK_STORES: tuple[type[Store], ...] = (
     ApiKeys,
     Suggestions,
     GapVectors,
+    IncidentStore,
 )
 
 
@@ -100,6 +104,8 @@ class Runtime:
     email: EmailChannel | None = None
     # The support lead's figures (GET /insights, /metrics' containment); gaps are wired in open_insights.
     insights: Insights | None = None
+    # Incidents on the desk: updates and resolutions delivered once to each attached customer.
+    incidents: IncidentDesk | None = None
 
 
 def _open_index(settings: Settings, embedder: Embedder | None) -> RunbookIndex:
@@ -166,6 +172,29 @@ def _email_channel(settings: Settings, mailer: Mailer, resolver: Resolver, desk:
     )
 
 
+def _incident_desk(
+    settings: Settings, resolver: Resolver, messages: MessageLog, email: EmailChannel, desk: Desk
+) -> IncidentDesk:
+    """Incidents on the desk; the embedded status page shows the open ones."""
+    deps = resolver.deps
+    assert deps.incidents is not None
+    if not settings.status_url:
+        deps.toolbox.status_page = IncidentStatusPage(deps.toolbox.status_page, deps.incidents)
+
+    def close_ticket(packet_id: str, technician: str, note: str) -> None:
+        with contextlib.suppress(DeskConflict):  # closed by hand already
+            desk.resolve(packet_id, technician, note, admin=True)
+
+    return IncidentDesk(
+        deps.incidents,
+        resolver,
+        messages,
+        email,
+        validate=lambda text: validate_message(text, settings.max_message_chars),
+        close_ticket=close_ticket,
+    )
+
+
 def open_runtime(
     settings: Settings,
     *,
@@ -195,6 +224,7 @@ def open_runtime(
         handoffs=HandoffQueue(settings.desk_db, clock, on_store=notifier.enqueue if notifier.enabled else None),
         episodes=EpisodeStore(settings.desk_db, clock),
         clock=clock,
+        incidents=IncidentStore(settings.desk_db, clock),
     )
     resolver = Resolver(
         deps,
@@ -212,6 +242,7 @@ def open_runtime(
         at_risk_minutes=settings.sla_at_risk_minutes,
     )
     email = _email_channel(settings, mailer, resolver, desk)
+    incidents = _incident_desk(settings, resolver, messages, email, desk)
     insights = open_insights(settings, index.pack, clock=clock)
     metrics = Metrics(desk, insights)
     # Every after-turn hook, here and nowhere else: the desk's transcript and status, the mail link, the counts.
@@ -247,4 +278,5 @@ def open_runtime(
         notifier=notifier,
         email=email,
         insights=insights,
+        incidents=incidents,
     )

@@ -143,6 +143,17 @@ class RecontactPolicy(BaseModel):
     action: Literal["handoff", "continue"] = "handoff"
 
 
+class IncidentPolicy(BaseModel):
+    """When many conversations about one cause become one incident."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # At least spike_count conversations routed to the same runbook within spike_minutes open an
+    # incident, even when nobody says "everyone".
+    spike_count: int = Field(default=5, ge=2)
+    spike_minutes: float = Field(default=10, gt=0)
+
+
 class Sla(BaseModel):
     """Expected times for one priority."""
 
@@ -215,6 +226,7 @@ class Policy(BaseModel):
     routing: RoutingPolicy = Field(default_factory=RoutingPolicy)
     limits: Limits = Field(default_factory=Limits)
     recontact: RecontactPolicy = Field(default_factory=RecontactPolicy)
+    incidents: IncidentPolicy = Field(default_factory=IncidentPolicy)
     # Sentiment in [-1, 1] at or below which the conversation goes to a person.
     handoff_sentiment: float = Field(default=-0.6, ge=-1, le=1)
     escalation_keywords: list[Keyword] = Field(default_factory=list)

@@ -18,6 +18,7 @@ from pydantic import SecretStr
 
 from agent.brains.offline import routing_query
 from agent.episodes import EpisodeStore
+from agent.incidents import IncidentStore
 from app.runtime import Runtime, open_runtime
 from core.clock import utc_now
 from core.errors import MessageRejected
@@ -87,6 +88,7 @@ def play(runtime: Runtime, case: Case) -> Outcome:
         decisions=trace,
         problems=_problems(runtime, conversation_id),
         candidates=[dict(c) for c in (state.get("candidates") or [])],
+        incident_id=state.get("incident_id"),
     )
 
 
@@ -129,6 +131,7 @@ def _row(
         "transcript": outcome.transcript,
         "decisions": outcome.decisions,
         "packet_id": (outcome.packet or {}).get("packet_id"),
+        "incident": outcome.incident_id,
         "tags": case.tags,
         "problems": problem_scores(case, outcome),
     }
@@ -216,6 +219,7 @@ class Evaluator:
             # Cases share the directory's customers but are strangers: one case's verified address must not
             # make a later case a repeat contact.
             runtime.resolver.deps.episodes = EpisodeStore(settings.desk_db, utc_now, across_conversations=False)
+            runtime.resolver.deps.incidents = IncidentStore(settings.desk_db, utc_now, across_conversations=False)
 
             def one(case: Case) -> list[Outcome]:
                 outcomes = [play(runtime, case) for _ in range(repeat)]

@@ -57,8 +57,17 @@ _THANKS = re.compile(
 )
 _URGENT = re.compile(r"\b(?:urgent(?:ly)?|asap|emergency|immediately|right now|deadline|critical)\b", re.I)
 _WIDE = re.compile(
-    r"\b(?:everyone|everybody|whole (?:team|office|company|department)|all (?:of us|users|staff)|nobody can)\b",
+    r"\b(?:everyone|everybody|whole (?:team|office|company|department|floor|building|site)"
+    r"|all (?:of us|users|staff)|(?:nobody|no one|noone) can(?! (?:hear|see|reach|understand|call) me)"
+    r"|(?:site|building|circuit|office|branch|floor|campus)s?(?: \w+)? (?:is |are |went |has gone )?"
+    r"(?:hard |completely )?down"
+    r"|is hard down)\b",
     re.IGNORECASE,
+)
+
+# A question whether it is wide ("down for everyone or just me?") is not a report that it is.
+_ASKS_IF_WIDE = re.compile(
+    r"\b(?:every(?:one|body)|all of us) or (?:is it )?(?:just|only) me\b|\b(?:just|only) me or\b", re.IGNORECASE
 )
 
 # Sentiment: weights chosen so one strong sign of anger at the service, or two lesser signs,
@@ -175,7 +184,7 @@ class OfflineBrain:
             thanks_only=bool(_THANKS.match(text)),
             sentiment=sentiment(text),
             urgent=bool(_URGENT.search(text)),
-            wide_impact=bool(_WIDE.search(text)),
+            wide_impact=bool(_WIDE.search(text)) and not _ASKS_IF_WIDE.search(text),
         )
 
     def _route(self, text: str) -> list[Scored]:
