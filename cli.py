@@ -211,7 +211,8 @@ def runbooks_lint(folder: Annotated[Path, typer.Argument(help="Runbook pack fold
             f"[yellow]warning: {warning.file}[/yellow]: [bold]{warning.field}[/bold]: {warning.message}",
             highlight=False,
         )
-    console.print(f"ok: {len(pack.runbooks)} runbooks in {folder}, policy.yaml valid")
+    tools = f", tools.yaml valid ({len(pack.tools.tools)} tools)" if pack.tools else ""
+    console.print(f"ok: {len(pack.runbooks)} runbooks in {folder}, policy.yaml valid{tools}")
 
 
 def _calibration_probes(index: Any, out_of_scope: list[Path] | None, cases: Path | None) -> tuple[list[Any], list[str]]:
