@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.errors import PackProblem
+from core.settings import own_setting
 
 TOOLS_FILE = "tools.yaml"
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -98,11 +99,22 @@ def _field_of(loc: tuple[int | str, ...], raw: dict[str, Any]) -> str:
 
 
 def _check_reference(text: str, where: str) -> list[PackProblem]:
-    return [
-        PackProblem(TOOLS_FILE, where, f"${{{ref}}} is not a setting: references name TIERONE_ variables")
-        for ref in _REF.findall(text)
-        if not _SETTING.match(ref)
-    ]
+    problems = []
+    for ref in _REF.findall(text):
+        if not _SETTING.match(ref):
+            problems.append(
+                PackProblem(TOOLS_FILE, where, f"${{{ref}}} is not a setting: references name TIERONE_ variables")
+            )
+        elif own_setting(ref):
+            problems.append(
+                PackProblem(
+                    TOOLS_FILE,
+                    where,
+                    f"${{{ref}}} is one of Tierone's own settings, which a pack's tools never get; name a variable"
+                    " of the pack's own (e.g. ${TIERONE_MOBILE_API_TOKEN})",
+                )
+            )
+    return problems
 
 
 def _check_tool(i: int, tool: ToolSpec, builtin: set[str]) -> list[PackProblem]:

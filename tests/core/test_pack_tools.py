@@ -107,6 +107,11 @@ def test_a_pack_without_tools_file_has_none(tmp_path: Path) -> None:
         ("${TIERONE_MOBILE_API_TOKEN}", "${HOME}", "headers.Authorization: ${HOME} is not a setting"),
         ("Bearer ${TIERONE_MOBILE_API_TOKEN}", "Bearer s3cr3t", "headers.Authorization: holds a credential"),
         (
+            "${TIERONE_MOBILE_API_TOKEN}",
+            "${TIERONE_VAULT_KEY}",
+            "${TIERONE_VAULT_KEY} is one of Tierone's own settings",
+        ),
+        (
             "    needs_verified: true",
             "    needs_verified: true\n    secret: x",
             "tools.enable_roaming.secret: Extra inputs",
@@ -155,3 +160,14 @@ def test_references_are_filled_from_settings_and_a_missing_one_is_named() -> Non
     assert fill_references("Bearer ${TIERONE_T}", {"TIERONE_T": "abc"}) == "Bearer abc"
     with pytest.raises(KeyError, match="TIERONE_U"):
         fill_references("${TIERONE_U}/x", {"TIERONE_T": "abc"})
+
+
+def test_tierone_own_settings_never_reach_a_pack(monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.settings import Settings
+
+    monkeypatch.setenv("TIERONE_VAULT_KEY", "vault-secret")
+    monkeypatch.setenv("TIERONE_LLM_API_KEY", "llm-secret")
+    monkeypatch.setenv("TIERONE_MOBILE_API_TOKEN", "tok")
+    values = Settings().tool_values
+    assert set(values) >= {"TIERONE_MOBILE_API_TOKEN"}
+    assert "TIERONE_VAULT_KEY" not in values and "TIERONE_LLM_API_KEY" not in values
