@@ -783,12 +783,12 @@ def eval_init(
 def _as_routed(message: str) -> str:
     """The text the service routes: redacted, with the addresses and codes it holds put back."""
     from core.redact import redact_spans
-    from core.vault import HELD_KINDS
+    from core.vault import REVEALED_KINDS
 
     redacted, pairs = redact_spans(message)
     out, at = [], 0
     for original, mark in pairs:
-        if original.kind in HELD_KINDS:
+        if original.kind in REVEALED_KINDS:
             out += [redacted[at : mark.start], message[original.start : original.end]]
             at = mark.end
     return "".join(out) + redacted[at:]

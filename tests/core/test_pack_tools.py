@@ -171,3 +171,8 @@ def test_tierone_own_settings_never_reach_a_pack(monkeypatch: pytest.MonkeyPatch
     values = Settings().tool_values
     assert set(values) >= {"TIERONE_MOBILE_API_TOKEN"}
     assert "TIERONE_VAULT_KEY" not in values and "TIERONE_LLM_API_KEY" not in values
+
+
+def test_a_runbook_verified_by_sms_needs_the_verification_section(tmp_path: Path) -> None:
+    found = problems(make_pack(tmp_path, verify="otp_sms"))
+    assert found == ["roaming.md: verify: otp_sms needs `verification.otp_sms` in policy.yaml (docs/runbook-format.md)"]
