@@ -255,6 +255,15 @@ def check_verification(verification: Verification, declared: DeclaredTools | Non
     if verification.otp_sms is not None:
         needs(verification.otp_sms.lookup, "verification.otp_sms.lookup", ["phone"])
         needs(verification.otp_sms.send, "verification.otp_sms.send", ["phone", "code"])
+        send = tools.get(verification.otp_sms.send)
+        if send is not None and not send.changes:
+            problems.append(
+                PackProblem(
+                    "policy.yaml",
+                    "verification.otp_sms.send",
+                    f"{send.name!r} sends a text: declare it `changes: true`, so one is sent once per key",
+                )
+            )
     if verification.knowledge is not None:
         knowledge = verification.knowledge
         needs(knowledge.lookup, "verification.knowledge.lookup", knowledge.fields[:1])

@@ -189,6 +189,8 @@ def test_lint_checks_the_verification_section_against_the_declared_tools(tmp_pat
     assert pack is None
     assert [str(p) for p in found] == [
         "policy.yaml: verification.otp_sms.send: 'lookup_line' takes no 'code' argument",
+        "policy.yaml: verification.otp_sms.send: 'lookup_line' sends a text: declare it `changes: true`, so one is"
+        " sent once per key",
         "policy.yaml: verification.knowledge.lookup: 'find_line' is not a tool of tools.yaml"
         " (declared: lookup_line, send_sms)",
     ]
