@@ -211,7 +211,8 @@ def runbooks_lint(folder: Annotated[Path, typer.Argument(help="Runbook pack fold
             f"[yellow]warning: {warning.file}[/yellow]: [bold]{warning.field}[/bold]: {warning.message}",
             highlight=False,
         )
-    console.print(f"ok: {len(pack.runbooks)} runbooks in {folder}, policy.yaml valid")
+    tools = f", tools.yaml valid ({len(pack.tools.tools)} tools)" if pack.tools else ""
+    console.print(f"ok: {len(pack.runbooks)} runbooks in {folder}, policy.yaml valid{tools}")
 
 
 def _calibration_probes(index: Any, out_of_scope: list[Path] | None, cases: Path | None) -> tuple[list[Any], list[str]]:
@@ -782,12 +783,12 @@ def eval_init(
 def _as_routed(message: str) -> str:
     """The text the service routes: redacted, with the addresses and codes it holds put back."""
     from core.redact import redact_spans
-    from core.vault import HELD_KINDS
+    from core.vault import REVEALED_KINDS
 
     redacted, pairs = redact_spans(message)
     out, at = [], 0
     for original, mark in pairs:
-        if original.kind in HELD_KINDS:
+        if original.kind in REVEALED_KINDS:
             out += [redacted[at : mark.start], message[original.start : original.end]]
             at = mark.end
     return "".join(out) + redacted[at:]

@@ -29,7 +29,7 @@ from agent.stages import BETWEEN_PROBLEMS, INITIAL, Event, advance
 from agent.state import ConversationState, Decision, Stage, Understanding, Usage
 from core.pack import Impact, Pack, Urgency
 from core.redact import mask_email, redact
-from core.vault import Vault, reveal
+from core.vault import REVEALED_KINDS, Vault, reveal
 from tools.base import Account, VerifiedAccount
 
 Update = dict[str, Any]
@@ -109,7 +109,8 @@ def understand(state: ConversationState, runtime: Runtime[Deps]) -> Update:
     if state.get("stage") == "handed_off":
         return {"understanding": Understanding(text=inbox["text"]).model_dump()}
     vault = _vault(runtime.context)
-    text = reveal(vault, inbox["text"], inbox.get("held", []))
+    held = inbox.get("held", [])
+    text = reveal(vault, inbox["text"], [h for h in held if h["kind"] in REVEALED_KINDS])
     context = state.get("context_text", "") if state.get("stage") in BETWEEN_PROBLEMS else ""
     routing_text = f"{context} {text}".strip() if context else text
     understanding = runtime.context.brain.understand(text, routing_text=routing_text, spent_tokens=_spent(state))
@@ -118,6 +119,8 @@ def understand(state: ConversationState, runtime: Runtime[Deps]) -> Update:
             "text": redact(inbox["text"]),
             "email": _keep(state, vault, "email", understanding.email),
             "code": _keep(state, vault, "code", understanding.code),
+            # The first phone number the message held: its vault reference, for a code texted to the line.
+            "phone": next((str(h["ref"]) for h in held if h["kind"] == "phone"), None),
             "clauses": [c.model_copy(update={"text": redact(c.text)}) for c in understanding.clauses],
         }
     )
@@ -134,7 +137,8 @@ def runbook_facts(pack: Pack) -> dict[str, boundary.RunbookFacts]:
         rid: boundary.RunbookFacts(
             id=rid,
             tier=pack.effective_tier(rb),
-            verify=rb.meta.verify == "otp",
+            verify=rb.meta.verify != "none",
+            verify_by="sms" if rb.meta.verify == "otp_sms" else "email",
             step_tools=tuple(step.tool for step in rb.steps),
             escalate_if=tuple(rb.meta.escalate_if),
         )
@@ -149,7 +153,10 @@ def _verified(state: ConversationState, deps: Deps) -> VerifiedAccount | None:
     if not verified_at:
         return None
     return deps.toolbox.verified(
-        customer["account_id"], customer["email"], datetime.fromisoformat(verified_at), state["conversation_id"]
+        customer["account_id"],
+        customer.get("email") or "",
+        datetime.fromisoformat(verified_at),
+        state["conversation_id"],
     )
 
 
@@ -283,7 +290,43 @@ def act(state: ConversationState, runtime: Runtime[Deps]) -> Update:
     return update
 
 
+def _by_sms(state: ConversationState, deps: Deps) -> bool:
+    runbook = deps.pack.runbooks.get(state.get("runbook_id") or "")
+    return runbook is not None and runbook.meta.verify == "otp_sms"
+
+
+def _send_sms_code(state: ConversationState, deps: Deps, understanding: Understanding, now: datetime) -> Update:
+    cid = state["conversation_id"]
+    phone = _vault(deps).get(understanding.phone) or ""
+    key = f"{cid}:t{state.get('turn', 0)}:send_code"
+    result = deps.toolbox.send_sms_code(phone, deps.pack.policy.verification, conversation_id=cid, key=key)
+    customer = dict(state.get("customer") or {})
+    # The number stays in the vault; the state keeps its last digits, as the reply may show them.
+    customer |= {"email": None, "phone": f"***{phone[-3:]}", "account_id": None, "verified_at": None}
+    attempt = Attempt(
+        at=now,
+        kind="tool",
+        tool="send_code",
+        ok=result.ok,
+        idempotency_key=key,
+        args={"phone": f"***{phone[-3:]}"},
+        detail="one-time code texted to the number on file, if a line has it",
+        result=result.data,
+    )
+    update: Update = {"last_tool": result.model_dump(), "attempts": [attempt.model_dump(mode="json")]}
+    if not result.ok:
+        # The lookup or the SMS tool failed: a person takes over (reason tool_failed).
+        return update | {"counters": _counters(state, tool_failed=1)}
+    return update | {
+        "customer": customer,
+        "stage": _moved(state, "code_sent"),
+        "counters": {**(state.get("counters") or {}), "code_attempts": 0},
+    }
+
+
 def _send_code(state: ConversationState, deps: Deps, understanding: Understanding, now: datetime) -> Update:
+    if _by_sms(state, deps):
+        return _send_sms_code(state, deps, understanding, now)
     cid = state["conversation_id"]
     vault = _vault(deps)
     email = vault.get(understanding.email) or ""
@@ -321,7 +364,8 @@ def _send_code(state: ConversationState, deps: Deps, understanding: Understandin
 def _check_code(state: ConversationState, deps: Deps, understanding: Understanding, now: datetime) -> Update:
     cid = state["conversation_id"]
     code = _vault(deps).get(understanding.code) or ""
-    account = deps.toolbox.check_code(code, conversation_id=cid, key=f"{cid}:t{state.get('turn', 0)}:check_code")
+    key = f"{cid}:t{state.get('turn', 0)}:check_code"
+    account = deps.toolbox.check_code(code, conversation_id=cid, key=key, by_sms=_by_sms(state, deps))
     ok = account is not None
     update: Update = {
         "attempts": [
@@ -345,7 +389,8 @@ def _check_code(state: ConversationState, deps: Deps, understanding: Understandi
         # customers can share (j***@example.com), so its hash would link strangers.
         "subject": _vault(deps).subject(found.email) if found else None,
         "account_id": account.account_id,
-        "email": mask_email(account.email),
+        # A code texted to the line proves the line, not an address: none is recorded.
+        "email": mask_email(account.email) if account.email else None,
         "verified_at": account.verified_at.isoformat(),
         "account_state": _account_state(found),
     }

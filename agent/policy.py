@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from agent.stages import BETWEEN_PROBLEMS
 from agent.state import Decision, ReasonCode, Scored, Stage, Understanding
@@ -23,6 +24,8 @@ class RunbookFacts:
     verify: bool
     step_tools: tuple[str | None, ...]
     escalate_if: tuple[str, ...] = ()
+    # How the customer proves who they are: a code by mail to the address on file, or by text to the line.
+    verify_by: Literal["email", "sms"] = "email"
 
 
 @dataclass(frozen=True)
@@ -235,6 +238,7 @@ def _topic_change(facts: Facts, policy: Policy) -> Decision | None:
         or u.deny
         or u.email
         or u.code
+        or u.phone
         or top.runbook_id == facts.runbook_id
         or top.score < policy.routing.min_score
         or u.margin < policy.routing.min_margin
@@ -250,7 +254,12 @@ def _in_runbook(facts: Facts, policy: Policy) -> Decision:
     u = facts.understanding
     limits = policy.limits
     rid = facts.runbook_id
+    # What identifies the account: the address (a code by mail) or the line's number (a code by text).
+    given = u.phone if runbook.verify_by == "sms" else u.email
     if runbook.verify and not facts.verified:
+        if facts.count("tool_failed"):
+            # The pack's lookup or SMS tool failed while sending the code: a person takes over.
+            return _handoff("tool_failed", facts)
         if facts.stage == "code" or facts.code_pending:
             if facts.consumed:
                 if facts.count("code_attempts") >= limits.max_code_attempts:
@@ -259,12 +268,12 @@ def _in_runbook(facts: Facts, policy: Policy) -> Decision:
                 return Decision(action="ask_code", reasons=[reason], runbook_id=rid)
             if u.code:
                 return Decision(action="check_code", reasons=["code_entered"], runbook_id=rid)
-            if u.email:
+            if given:
                 return Decision(action="send_code", reasons=["identity_provided"], runbook_id=rid)
             if facts.count("code_attempts") >= limits.max_code_attempts:
                 return _handoff("verification_failed", facts)
             return Decision(action="ask_code", reasons=["code_sent"], runbook_id=rid)
-        if u.email and not facts.consumed:
+        if given and not facts.consumed:
             return Decision(action="send_code", reasons=["identity_provided"], runbook_id=rid)
         if facts.count("identity_asks") >= limits.max_identity_asks:
             return _handoff("identity_not_provided", facts)

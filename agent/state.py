@@ -143,6 +143,8 @@ class Understanding(BaseModel):
     candidates: list[Scored] = Field(default_factory=list)
     email: str | None = None
     code: str | None = None
+    # A phone number the message held (a vault reference in state), for a code texted to the line.
+    phone: str | None = None
     affirm: bool = False
     deny: bool = False
     wants_human: bool = False

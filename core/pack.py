@@ -60,7 +60,10 @@ class FrontMatter(BaseModel):
     category: str = Field(min_length=1)
     tier: Literal[1, 2]
     examples: list[str] = Field(min_length=1)
-    verify: Literal["none", "otp"] = "none"
+    # How the customer proves the account is theirs before a tool acts on it: "otp" (the same as
+    # "otp_email": a code mailed to the address on file), "otp_sms" (a code texted to the number on
+    # file, through the pack's declared tools; policy.yaml `verification.otp_sms`), or "none".
+    verify: Literal["none", "otp", "otp_email", "otp_sms"] = "none"
     tools: list[str] = Field(default_factory=list)
     impact: Impact = "single_user"
     urgency: Urgency = "normal"
@@ -347,7 +350,7 @@ def parse_runbook(
         if tool not in tools:
             known = ", ".join(sorted(tools))
             problems.append(PackProblem(rel, "tools", f"unknown tool {tool!r}; known: {known}"))
-        elif tools[tool] and meta.verify != "otp":
+        elif tools[tool] and meta.verify == "none":
             problems.append(PackProblem(rel, "verify", f"tool {tool!r} acts on an account: set `verify: otp`"))
 
     fields = [("title", meta.title), ("category", meta.category), ("body", match.group(2))]
@@ -500,6 +503,15 @@ def lint_pack(root: Path) -> tuple[Pack | None, list[PackProblem]]:
     problems.extend(policy_problems)
     problems.extend(_check_policy(policy, runbooks))
     problems.extend(check_verification(policy.verification, declared))
+    for runbook in runbooks.values():
+        if runbook.meta.verify == "otp_sms" and policy.verification.otp_sms is None:
+            problems.append(
+                PackProblem(
+                    runbook.path,
+                    "verify",
+                    "otp_sms needs `verification.otp_sms` in policy.yaml (docs/runbook-format.md)",
+                )
+            )
     if problems:
         return None, problems
     return Pack(root=root, runbooks=runbooks, policy=policy, tools=declared), []

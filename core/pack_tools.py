@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.errors import PackProblem
+from core.settings import own_setting
 
 TOOLS_FILE = "tools.yaml"
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -86,20 +87,38 @@ def fill_references(text: str, values: dict[str, str]) -> str:
     return _REF.sub(one, text)
 
 
-def _field_of(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc)
+def _field_of(loc: tuple[int | str, ...], raw: dict[str, Any]) -> str:
+    """The field's path, naming a tool by its name rather than its position where it has one."""
+    parts = [str(part) for part in loc]
+    tools = raw.get("tools")
+    if len(loc) > 1 and loc[0] == "tools" and isinstance(loc[1], int) and isinstance(tools, list):
+        entry = tools[loc[1]] if loc[1] < len(tools) else None
+        if isinstance(entry, dict) and isinstance(entry.get("name"), str) and entry["name"]:
+            parts[1] = entry["name"]
+    return ".".join(parts)
 
 
 def _check_reference(text: str, where: str) -> list[PackProblem]:
-    return [
-        PackProblem(TOOLS_FILE, where, f"${{{ref}}} is not a setting: references name TIERONE_ variables")
-        for ref in _REF.findall(text)
-        if not _SETTING.match(ref)
-    ]
+    problems = []
+    for ref in _REF.findall(text):
+        if not _SETTING.match(ref):
+            problems.append(
+                PackProblem(TOOLS_FILE, where, f"${{{ref}}} is not a setting: references name TIERONE_ variables")
+            )
+        elif own_setting(ref):
+            problems.append(
+                PackProblem(
+                    TOOLS_FILE,
+                    where,
+                    f"${{{ref}}} is one of Tierone's own settings, which a pack's tools never get; name a variable"
+                    " of the pack's own (e.g. ${TIERONE_MOBILE_API_TOKEN})",
+                )
+            )
+    return problems
 
 
 def _check_tool(i: int, tool: ToolSpec, builtin: set[str]) -> list[PackProblem]:
-    at = f"tools.{i}"
+    at = f"tools.{tool.name}"
     problems: list[PackProblem] = []
     if not _NAME.match(tool.name):
         problems.append(PackProblem(TOOLS_FILE, f"{at}.name", f"{tool.name!r} is not snake_case (a-z, 0-9, _)"))
@@ -148,7 +167,7 @@ def lint_tools(root: Path, builtin: set[str]) -> tuple[DeclaredTools | None, lis
     try:
         declared = DeclaredTools.model_validate(raw)
     except ValidationError as exc:
-        return None, [PackProblem(TOOLS_FILE, _field_of(err["loc"]), err["msg"]) for err in exc.errors()]
+        return None, [PackProblem(TOOLS_FILE, _field_of(err["loc"], raw), err["msg"]) for err in exc.errors()]
     problems: list[PackProblem] = []
     if not re.fullmatch(r"\$\{[^}]*\}(/[^\s]*)?", declared.base_url):
         problems.append(
@@ -172,7 +191,9 @@ def lint_tools(root: Path, builtin: set[str]) -> tuple[DeclaredTools | None, lis
     seen: set[str] = set()
     for i, tool in enumerate(declared.tools):
         if tool.name in seen:
-            problems.append(PackProblem(TOOLS_FILE, f"tools.{i}.name", f"{tool.name!r} is declared twice"))
+            problems.append(
+                PackProblem(TOOLS_FILE, f"tools.{i}.name", f"{tool.name!r} is declared twice (tool {i + 1})")
+            )
         seen.add(tool.name)
         problems += _check_tool(i, tool, builtin)
     return (None if problems else declared), problems
@@ -234,6 +255,15 @@ def check_verification(verification: Verification, declared: DeclaredTools | Non
     if verification.otp_sms is not None:
         needs(verification.otp_sms.lookup, "verification.otp_sms.lookup", ["phone"])
         needs(verification.otp_sms.send, "verification.otp_sms.send", ["phone", "code"])
+        send = tools.get(verification.otp_sms.send)
+        if send is not None and not send.changes:
+            problems.append(
+                PackProblem(
+                    "policy.yaml",
+                    "verification.otp_sms.send",
+                    f"{send.name!r} sends a text: declare it `changes: true`, so one is sent once per key",
+                )
+            )
     if verification.knowledge is not None:
         knowledge = verification.knowledge
         needs(knowledge.lookup, "verification.knowledge.lookup", knowledge.fields[:1])

@@ -45,15 +45,19 @@ def _calls(attempts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"tool": a["tool"], "args": a.get("args", {}), "ok": a.get("ok")} for a in attempts if a["kind"] == "tool"]
 
 
-def play(runtime: Runtime, case: Case) -> Outcome:
-    """Play one case in a new conversation; stop at a handoff (later turns would go to L2)."""
+def play(runtime: Runtime, case: Case, texted: dict[str, str] | None = None) -> Outcome:
+    """Play one case in a new conversation; stop at a handoff (later turns would go to L2).
+
+    ``texted`` holds the codes the stand-in API was asked to text, by conversation (verify: otp_sms).
+    """
     resolver = runtime.resolver
     conversation_id = resolver.start("api")
     turns: list[TurnOutcome] = []
     seen_attempts = seen_trace = 0
     for text in case.texts:
         # "{otp}" stands for the code the bot sent; with no code sent, a code that cannot match.
-        message = (_latest_code(runtime, conversation_id) or "000000") if text == OTP else text
+        code = (texted or {}).get(conversation_id) or _latest_code(runtime, conversation_id)
+        message = (code or "000000") if text == OTP else text
         started = time.perf_counter()
         try:
             result = resolver.send(conversation_id, message)
@@ -173,8 +177,13 @@ class Evaluator:
         self.index.sync()
         # Declared tools are played against a stand-in unless a client is given: never a real API.
         self.tool_client, self.tool_values = tool_client, dict(self.settings.tool_values)
+        self.texted: dict[str, str] = {}
         if self.pack.tools is not None and tool_client is None:
-            self.tool_client = standin_client(self.pack.tools, load_backend(runbooks, self.pack.tools))
+            sms = self.pack.policy.verification.otp_sms
+            backend = load_backend(runbooks, self.pack.tools)
+            self.tool_client = standin_client(
+                self.pack.tools, backend, sms_tool=sms.send if sms else None, texts=self.texted
+            )
             self.tool_values = {k: SecretStr(v) for k, v in standin_values(self.pack.tools).items()}
 
     def _pack_with(self, routing: dict[str, float] | None) -> Pack:
@@ -222,7 +231,7 @@ class Evaluator:
             runtime.resolver.deps.incidents = IncidentStore(settings.desk_db, utc_now, across_conversations=False)
 
             def one(case: Case) -> list[Outcome]:
-                outcomes = [play(runtime, case) for _ in range(repeat)]
+                outcomes = [play(runtime, case, self.texted) for _ in range(repeat)]
                 if on_case:
                     on_case(case)
                 return outcomes

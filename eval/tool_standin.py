@@ -68,8 +68,14 @@ def load_backend(pack_root: Path, declared: DeclaredTools) -> Backend:
     return backend
 
 
-def standin_client(declared: DeclaredTools, backend: Backend) -> httpx.Client:
-    """An httpx client whose every request the stand-in answers."""
+def standin_client(
+    declared: DeclaredTools, backend: Backend, *, sms_tool: str | None = None, texts: dict[str, str] | None = None
+) -> httpx.Client:
+    """An httpx client whose every request the stand-in answers.
+
+    Codes sent through ``sms_tool`` are noted in ``texts`` by conversation id (the first part of the
+    Idempotency-Key the Toolbox sends), so an eval's ``{otp}`` can type a texted code too.
+    """
     routes = [
         (tool, re.compile("^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(tool.url)) + "$"))
         for tool in declared.tools
@@ -83,6 +89,9 @@ def standin_client(declared: DeclaredTools, backend: Backend) -> httpx.Client:
             args: dict[str, Any] = {**match.groupdict(), **dict(request.url.params)}
             if request.content:
                 args |= json.loads(request.content)
+            key = request.headers.get("Idempotency-Key", "")
+            if texts is not None and tool.name == sms_tool and key and "code" in args:
+                texts[key.split(":", 1)[0]] = str(args["code"])
             for answer in backend.answers.get(tool.name, []):
                 if all(str(args.get(k)) == str(v) for k, v in answer.when.items()):
                     if answer.text is not None:

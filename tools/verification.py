@@ -138,15 +138,24 @@ def send_sms_code(
     ledger: Ledger,
     clock: Callable[[], datetime],
     make_code: Callable[[str], str] | None = None,
+    refuse: Callable[[str], str | None] | None = None,
 ) -> ToolResult:
-    """Text a one-time code to the number on file of the line with this number, if there is one."""
+    """Text a one-time code to the number on file of the line with this number, if there is one.
+
+    ``refuse`` says why no code may go to that account now (a rate limit), or None: then nothing is
+    sent and the answer is the usual one.
+    """
     done = ledger.finished(key)
     if done is not None:
         return ToolResult.model_validate({**done, "replayed": True})
     ledger.start(key, conversation_id, "send_sms_code", None)
     record = _lookup(runner, config.lookup, "phone", phone.strip(), key)
     account_id = str(record.get(account_field) or "") if record else ""
-    if record is not None and account_id:
+    refusal = refuse(account_id) if (refuse is not None and account_id) else None
+    if refusal:
+        ledger.drop_code(conversation_id)
+        ledger.refuse(key, conversation_id, "send_sms_code", account_id, refusal)
+    elif record is not None and account_id:
         code = make_code(key) if make_code is not None else f"{secrets.randbelow(1_000_000):06d}"
         ledger.put_code(conversation_id, account_id, code_hash(conversation_id, code), clock() + CODE_TTL)
         # To the number on file, never to one typed in the chat.
@@ -163,7 +172,11 @@ def send_sms_code(
 def check_sms_code(
     code: str, *, conversation_id: str, ledger: Ledger, clock: Callable[[], datetime]
 ) -> VerifiedAccount | None:
-    """The verified account when the code matches the conversation's pending texted code."""
+    """The verified account when the code matches the conversation's pending texted code.
+
+    As with the email code, a matching code is not consumed here: the caller consumes it in the
+    transaction that records the check (``Ledger.finish(consume_code=True)``).
+    """
     pending = ledger.take_code_attempt(conversation_id)
     if pending is None or pending["account_id"] is None:
         return None
@@ -172,5 +185,4 @@ def check_sms_code(
         return None
     if not hmac.compare_digest(pending["code_hash"], code_hash(conversation_id, code.strip())):
         return None
-    ledger.drop_code(conversation_id)
     return make_verified(str(pending["account_id"]), "", clock(), conversation_id)

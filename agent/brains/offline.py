@@ -216,6 +216,13 @@ class OfflineBrain:
             return f'Just to be sure I pick the right fix: is this about "{first}" or "{second}"?'
         if d.action == "ask_identity":
             assert rb is not None
+            if rb.meta.verify == "otp_sms":
+                if ctx.repeat:
+                    return "I still need the mobile number of your line before I can change anything on it."
+                return (
+                    f"I can help with that ({rb.meta.title.lower()}). First I need to make sure the line is "
+                    "yours: what's the mobile number of the line? I'll text a code to it."
+                )
             if ctx.repeat:
                 return (
                     "I still need the email address of your account before I can change anything on it "

@@ -85,18 +85,43 @@ def test_a_pack_without_tools_file_has_none(tmp_path: Path) -> None:
         (
             "type: string, enum",
             "type: strin, enum",
-            "tools.0.arguments.properties.zone.type: is not a valid",
+            "tools.enable_roaming.arguments.properties.zone.type: is not a valid",
         ),
-        ("method: POST", "method: FETCH", "tools.yaml: tools.0.method: Input should be 'GET'"),
-        ("url: /lines/{account_id}/roaming", "url: /lines/{line}/roaming", "tools.0.url: {line} is not one of"),
-        ("url: /lines/{account_id}/roaming", "url: https://api.example/x", "tools.0.url: must be a path starting"),
-        ("name: enable_roaming", "name: Enable-Roaming", "tools.0.name: 'Enable-Roaming' is not snake_case"),
+        ("method: POST", "method: FETCH", "tools.yaml: tools.enable_roaming.method: Input should be 'GET'"),
+        (
+            "url: /lines/{account_id}/roaming",
+            "url: /lines/{line}/roaming",
+            "tools.enable_roaming.url: {line} is not one of",
+        ),
+        (
+            "url: /lines/{account_id}/roaming",
+            "url: https://api.example/x",
+            "tools.enable_roaming.url: must be a path starting",
+        ),
+        (
+            "name: enable_roaming",
+            "name: Enable-Roaming",
+            "tools.Enable-Roaming.name: 'Enable-Roaming' is not snake_case",
+        ),
         ("base_url: ${TIERONE_MOBILE_API_URL}", "base_url: https://api.example", "base_url: must be a reference"),
         ("${TIERONE_MOBILE_API_TOKEN}", "${HOME}", "headers.Authorization: ${HOME} is not a setting"),
         ("Bearer ${TIERONE_MOBILE_API_TOKEN}", "Bearer s3cr3t", "headers.Authorization: holds a credential"),
-        ("    needs_verified: true", "    needs_verified: true\n    secret: x", "tools.0.secret: Extra inputs"),
-        ("type: object\n", "type: array\n", "tools.0.arguments.type: must be `object`"),
-        ("description: Turn", "description: X\n    note: Turn", "tools.0.description: String should have at least"),
+        (
+            "${TIERONE_MOBILE_API_TOKEN}",
+            "${TIERONE_VAULT_KEY}",
+            "${TIERONE_VAULT_KEY} is one of Tierone's own settings",
+        ),
+        (
+            "    needs_verified: true",
+            "    needs_verified: true\n    secret: x",
+            "tools.enable_roaming.secret: Extra inputs",
+        ),
+        ("type: object\n", "type: array\n", "tools.enable_roaming.arguments.type: must be `object`"),
+        (
+            "description: Turn",
+            "description: X\n    note: Turn",
+            "tools.enable_roaming.description: String should have at least",
+        ),
     ],
 )
 def test_each_broken_tools_file_names_its_field(tmp_path: Path, old: str, new: str, expected: str) -> None:
@@ -109,8 +134,8 @@ def test_a_tool_declared_twice_or_shadowing_a_builtin_is_refused(tmp_path: Path)
     tool = TOOLS.split("tools:\n", 1)[1]
     twice = TOOLS + tool.replace("enable_roaming", "reset_password")
     found = problems(make_pack(tmp_path, twice + tool))
-    assert "tools.yaml: tools.1.name: 'reset_password' is a built-in tool; choose another" in found
-    assert "tools.yaml: tools.2.name: 'enable_roaming' is declared twice" in found
+    assert "tools.yaml: tools.reset_password.name: 'reset_password' is a built-in tool; choose another" in found
+    assert "tools.yaml: tools.2.name: 'enable_roaming' is declared twice (tool 3)" in found
 
 
 def test_runbooks_may_name_declared_tools_only_with_verification_when_needed(tmp_path: Path) -> None:
@@ -135,3 +160,19 @@ def test_references_are_filled_from_settings_and_a_missing_one_is_named() -> Non
     assert fill_references("Bearer ${TIERONE_T}", {"TIERONE_T": "abc"}) == "Bearer abc"
     with pytest.raises(KeyError, match="TIERONE_U"):
         fill_references("${TIERONE_U}/x", {"TIERONE_T": "abc"})
+
+
+def test_tierone_own_settings_never_reach_a_pack(monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.settings import Settings
+
+    monkeypatch.setenv("TIERONE_VAULT_KEY", "vault-secret")
+    monkeypatch.setenv("TIERONE_LLM_API_KEY", "llm-secret")
+    monkeypatch.setenv("TIERONE_MOBILE_API_TOKEN", "tok")
+    values = Settings().tool_values
+    assert set(values) >= {"TIERONE_MOBILE_API_TOKEN"}
+    assert "TIERONE_VAULT_KEY" not in values and "TIERONE_LLM_API_KEY" not in values
+
+
+def test_a_runbook_verified_by_sms_needs_the_verification_section(tmp_path: Path) -> None:
+    found = problems(make_pack(tmp_path, verify="otp_sms"))
+    assert found == ["roaming.md: verify: otp_sms needs `verification.otp_sms` in policy.yaml (docs/runbook-format.md)"]

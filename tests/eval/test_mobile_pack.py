@@ -46,6 +46,19 @@ def test_the_standin_answers_as_the_backend_file_scripts() -> None:
     assert values == {"TIERONE_MOBILE_API_URL": STANDIN_URL, "TIERONE_MOBILE_API_TOKEN": "standin"}
 
 
+def test_the_standin_notes_texted_codes_by_conversation() -> None:
+    pack = load_pack(MOBILE)
+    assert pack.tools is not None
+    texts: dict[str, str] = {}
+    client = standin_client(pack.tools, load_backend(MOBILE, pack.tools), sms_tool="send_sms", texts=texts)
+    headers = {"Idempotency-Key": "c_abc:t2:send_code:sms"}
+    client.post(f"{STANDIN_URL}/sms", json={"phone": "+44 7700 900101", "code": "123456"}, headers=headers)
+    assert texts == {"c_abc": "123456"}
+    found = client.get(f"{STANDIN_URL}/lines/by-phone/07700%20900101")
+    assert found.json()["account_id"] == "acc-1001"
+    assert client.get(f"{STANDIN_URL}/lines/by-phone/07700%20999999").status_code == 404
+
+
 def test_a_backend_file_naming_an_unknown_tool_is_refused(tmp_path: Path) -> None:
     pack = load_pack(MOBILE)
     assert pack.tools is not None
@@ -61,9 +74,12 @@ def test_the_mobile_pack_passes_its_own_gates(embedder: MiniLMEmbedder) -> None:
     assert case_file.gates and check_gates(report["summary"], case_file.gates) == []
     rows = {row["id"]: row for row in report["cases"]}
     # The declared tools ran against the stand-in, and its failures handed off with tool_failed.
-    for case in ("roam-flow-001", "topup-flow-001", "susp-flow-001", "topup-tool-failed-001", "roam-garbage-001"):
+    flows = ("roam-flow-001", "topup-flow-001", "susp-flow-001", "topup-tool-failed-001", "roam-garbage-001")
+    for case in (*flows, "unknown-number-001", "wrong-code-001", "pay-flow-001"):
         assert rows[case]["passed"], (case, rows[case]["failures"])
     assert rows["topup-tool-failed-001"]["reasons"] == ["tool_failed"]
+    # The texted code was typed back: the roaming flow verified by SMS and acted on that line.
+    assert "send_code" in rows["roam-flow-001"]["tools_called"] and rows["roam-flow-001"]["handoff"] is False
 
 
 def test_an_eval_given_a_client_uses_it_instead_of_the_standin(tmp_path: Path, embedder: MiniLMEmbedder) -> None:

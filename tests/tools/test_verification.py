@@ -168,7 +168,9 @@ def test_sms_code_goes_to_the_number_on_file_and_checks_once(
     )
     verified = check_sms_code(code, conversation_id="c_1", ledger=ledger, clock=clock)
     assert verified is not None and verified.account_id == "line-7001"
-    assert check_sms_code(code, conversation_id="c_1", ledger=ledger, clock=clock) is None  # used up
+    # Not consumed by the check itself: the Toolbox consumes it as it records the result.
+    ledger.finish("chk", "c_1", "verify_identity", "line-7001", {}, ok=True, consume_code=True)
+    assert check_sms_code(code, conversation_id="c_1", ledger=ledger, clock=clock) is None
 
 
 POLICY_BAD = """verification:
@@ -187,6 +189,8 @@ def test_lint_checks_the_verification_section_against_the_declared_tools(tmp_pat
     assert pack is None
     assert [str(p) for p in found] == [
         "policy.yaml: verification.otp_sms.send: 'lookup_line' takes no 'code' argument",
+        "policy.yaml: verification.otp_sms.send: 'lookup_line' sends a text: declare it `changes: true`, so one is"
+        " sent once per key",
         "policy.yaml: verification.knowledge.lookup: 'find_line' is not a tool of tools.yaml"
         " (declared: lookup_line, send_sms)",
     ]
