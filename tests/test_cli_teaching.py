@@ -48,12 +48,16 @@ def test_list_and_reject(tmp_path: Path, data_dir: Path) -> None:
     }
     assert row["case"]["expect"] == {"handoff": False, "runbook": "vpn-connection"}
     assert "vpn drops whenever" in runner.invoke(app, ["runbooks", "suggestions"]).output
+    # Redacted values print as placeholders, not swallowed as markup.
+    suggest(data_dir, pack_dir, "vpn drops again, write to jo@example.com", "vpn-connection")
+    table = " ".join(runner.invoke(app, ["runbooks", "suggestions"]).output.split())
+    assert "write to [email]" in table and "jo@example.com" not in table
 
     no_reason = runner.invoke(app, ["runbooks", "suggestions", "reject", sid, "--why", " "])
     assert no_reason.exit_code == 2 and "say why" in no_reason.output
     rejected = runner.invoke(app, ["runbooks", "suggestions", "reject", sid, "--why", "a sleep setting, not the VPN"])
     assert rejected.exit_code == 0 and f"{sid} rejected" in rejected.output
-    assert json.loads(runner.invoke(app, ["runbooks", "suggestions", "--json"]).output) == []
+    assert [r["id"] for r in json.loads(runner.invoke(app, ["runbooks", "suggestions", "--json"]).output)] == ["SUG-2"]
     [kept] = json.loads(runner.invoke(app, ["runbooks", "suggestions", "--json", "--state", "rejected"]).output)
     assert kept["why"] == "a sleep setting, not the VPN"
     again = runner.invoke(app, ["runbooks", "suggestions", "reject", sid, "--why", "twice"])
