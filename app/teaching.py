@@ -388,9 +388,19 @@ def new_runbook_text(suggestion: Suggestion, category: str) -> str:
 
 
 def append_case(cases: Path, case: dict[str, Any]) -> None:
-    """Append a case to a JSON Lines case file."""
+    """Append a case to a case file: a line of a .jsonl file, or an item of a YAML one (rewritten, comments lost)."""
+    if cases.suffix in (".yaml", ".yml"):
+        data = yaml.safe_load(cases.read_text(encoding="utf-8")) if cases.exists() else []
+        listed = data.get("cases") if isinstance(data, dict) else data
+        if not isinstance(listed, list):
+            raise TeachingError(f"{cases}: expected a list of cases (or a mapping with `cases:`) to append to")
+        listed.append(case)
+        cases.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=1000), encoding="utf-8")
+        return
     if cases.suffix != ".jsonl":
-        raise TeachingError(f"{cases}: cases are appended to a .jsonl file; add this one by hand: {json.dumps(case)}")
+        raise TeachingError(
+            f"{cases}: cases are appended to a .jsonl or .yaml file; add this one by hand: {json.dumps(case)}"
+        )
     text = cases.read_text(encoding="utf-8") if cases.exists() else ""
     if text and not text.endswith("\n"):
         text += "\n"
