@@ -80,6 +80,13 @@ def test_bot_could_have_takes_the_problem_turn_and_expects_the_runbook(pack: Pac
         "expect": {"handoff": False, "runbook": "vpn-connection"},
         "tags": ["from-l2"],
     }
+    # What came after the problem (asking for a person) would make the case a handoff: left out.
+    later = lesson_from(
+        packet("hello", "the vpn keeps dropping every ten minutes", "human please"),
+        BotCouldHave("vpn-connection"),
+        pack,
+    )
+    assert later["case"]["turns"] == ["hello", "the vpn keeps dropping every ten minutes"]
     # A tier-2 runbook: the regression case expects the bot to recognise it and hand off.
     tier2 = lesson_from(p, BotCouldHave("printer-problem"), pack)
     assert tier2["case"]["expect"] == {"handoff": True, "runbook": "printer-problem"}
