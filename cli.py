@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from core.errors import TieroneError
@@ -948,7 +949,8 @@ def runbooks_gaps(
         table.add_column(column, overflow="fold")
     for g in gaps:
         nearest = f"{g.nearest_runbook} ({g.nearest_score:.2f})" if g.nearest_runbook else "-"
-        table.add_row(str(g.rank), str(g.size), "\n".join(g.examples[:3]), nearest)
+        # Redacted text holds "[email]" and the like: escaped, or rich would read them as markup.
+        table.add_row(str(g.rank), str(g.size), escape("\n".join(g.examples[:3])), nearest)
     console.print(table)
     console.print("`tierone runbooks draft --gap N --out FILE` writes a runbook skeleton from gap N")
 
@@ -1004,7 +1006,14 @@ def suggestions_list(
     for column in ("id", "kind", "runbook", "text", "from", "state"):
         table.add_column(column, overflow="fold")
     for s in found:
-        table.add_row(s["id"], s["kind"], s["runbook_id"], s["text"], f"{s['technician']} {s['packet_id']}", s["state"])
+        table.add_row(
+            s["id"],
+            s["kind"],
+            s["runbook_id"],
+            escape(s["text"]),
+            escape(f"{s['technician']} {s['packet_id']}"),
+            s["state"],
+        )
     console.print(table)
 
 
@@ -1018,7 +1027,7 @@ def suggestions_reject(
         done = _suggestions().decide(suggestion_id, "rejected", why)
     except TieroneError as exc:
         _fail(exc)
-    console.print(f"{done.id} rejected: {done.why}")
+    console.print(f"{done.id} rejected: {escape(done.why or '')}")
 
 
 @suggestions_app.command("accept")
@@ -1039,9 +1048,9 @@ def suggestions_accept(
     except (TieroneError, OSError) as exc:
         _fail(exc)
     for line in done.changes():
-        console.print(f"  {line}", highlight=False)
+        console.print(f"  {escape(line)}", highlight=False)
     for line in done.broken_gates:
-        err.print(f"[yellow]gate broken, kept because of --force:[/yellow] {line}", highlight=False)
+        err.print(f"[yellow]gate broken, kept because of --force:[/yellow] {escape(line)}", highlight=False)
     console.print(f"{done.suggestion.id} accepted: wrote " + ", ".join(str(p) for p in done.files), highlight=False)
 # -- the support lead: insights, the monthly audit, the simulator (issue 13) -------------------------
 

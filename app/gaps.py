@@ -14,6 +14,7 @@ handoffs.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
@@ -251,3 +252,18 @@ def draft_runbook(gap: Gap) -> str:
         + "## Steps\n1. TODO: the first thing the customer should try.\n2. TODO: what to try next.\n\n"
         + "## Check\nTODO: the question that tells the bot whether it worked.\n"
     )
+
+
+def gaps_provider(
+    queue: HandoffQueue, index: RunbookIndex, *, distance: float = 0.6
+) -> Callable[[datetime | None, datetime], list[dict[str, Any]]]:
+    """``find_gaps`` as insights call it: ``(since, until) -> [gap.as_dict(), ...]``.
+
+    Pass it to ``open_insights(settings, pack, gaps_provider(queue, index))`` so that ``gaps`` in
+    ``tierone insights --json`` and ``GET /insights`` holds the period's knowledge gaps.
+    """
+
+    def gaps(since: datetime | None, until: datetime) -> list[dict[str, Any]]:
+        return [g.as_dict() for g in find_gaps(queue, index, since=since, until=until, distance=distance)]
+
+    return gaps

@@ -191,7 +191,8 @@ def lesson_from(packet: HandoffPacket, lesson: Lesson, pack: Pack) -> dict[str, 
         draft = {"title": redact(title), "steps": [redact(s) for s in steps], "category": lesson.category}
     case = {
         "id": f"l2-{packet.packet_id}",
-        "turns": turns,
+        # Up to the problem: what came after it (asking for a person, answering L2) is not the bot's test.
+        "turns": turns[: turns.index(text) + 1],
         "expect": {"handoff": handoff, "runbook": runbook_id},
         "tags": ["from-l2"],
     }
@@ -388,9 +389,19 @@ def new_runbook_text(suggestion: Suggestion, category: str) -> str:
 
 
 def append_case(cases: Path, case: dict[str, Any]) -> None:
-    """Append a case to a JSON Lines case file."""
+    """Append a case to a case file: a line of a .jsonl file, or an item of a YAML one (rewritten, comments lost)."""
+    if cases.suffix in (".yaml", ".yml"):
+        data = yaml.safe_load(cases.read_text(encoding="utf-8")) if cases.exists() else []
+        listed = data.get("cases") if isinstance(data, dict) else data
+        if not isinstance(listed, list):
+            raise TeachingError(f"{cases}: expected a list of cases (or a mapping with `cases:`) to append to")
+        listed.append(case)
+        cases.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=1000), encoding="utf-8")
+        return
     if cases.suffix != ".jsonl":
-        raise TeachingError(f"{cases}: cases are appended to a .jsonl file; add this one by hand: {json.dumps(case)}")
+        raise TeachingError(
+            f"{cases}: cases are appended to a .jsonl or .yaml file; add this one by hand: {json.dumps(case)}"
+        )
     text = cases.read_text(encoding="utf-8") if cases.exists() else ""
     if text and not text.endswith("\n"):
         text += "\n"

@@ -77,6 +77,10 @@ def accept(
         raise TeachingError(f"{suggestion.id} is already {suggestion.state}; only an open suggestion can be accepted")
     if not runbooks.is_dir():
         raise TeachingError(f"--runbooks {runbooks}: no such folder")
+    _, already = lint_pack(runbooks)
+    if already:
+        listed = "\n  ".join(str(p) for p in already)
+        raise TeachingError(f"--runbooks {runbooks} does not lint now; fix it before accepting anything:\n  {listed}")
     before_file = load_case_file(cases)
     with tempfile.TemporaryDirectory(prefix="tierone-accept-") as tmp:
         pack_copy, cases_copy = Path(tmp) / "pack", Path(tmp) / cases.name

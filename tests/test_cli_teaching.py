@@ -48,12 +48,16 @@ def test_list_and_reject(tmp_path: Path, data_dir: Path) -> None:
     }
     assert row["case"]["expect"] == {"handoff": False, "runbook": "vpn-connection"}
     assert "vpn drops whenever" in runner.invoke(app, ["runbooks", "suggestions"]).output
+    # Redacted values print as placeholders, not swallowed as markup.
+    suggest(data_dir, pack_dir, "vpn drops again, write to jo@example.com", "vpn-connection")
+    table = " ".join(runner.invoke(app, ["runbooks", "suggestions"]).output.split())
+    assert "write to [email]" in table and "jo@example.com" not in table
 
     no_reason = runner.invoke(app, ["runbooks", "suggestions", "reject", sid, "--why", " "])
     assert no_reason.exit_code == 2 and "say why" in no_reason.output
     rejected = runner.invoke(app, ["runbooks", "suggestions", "reject", sid, "--why", "a sleep setting, not the VPN"])
     assert rejected.exit_code == 0 and f"{sid} rejected" in rejected.output
-    assert json.loads(runner.invoke(app, ["runbooks", "suggestions", "--json"]).output) == []
+    assert [r["id"] for r in json.loads(runner.invoke(app, ["runbooks", "suggestions", "--json"]).output)] == ["SUG-2"]
     [kept] = json.loads(runner.invoke(app, ["runbooks", "suggestions", "--json", "--state", "rejected"]).output)
     assert kept["why"] == "a sleep setting, not the VPN"
     again = runner.invoke(app, ["runbooks", "suggestions", "reject", sid, "--why", "twice"])
@@ -83,3 +87,21 @@ def test_gaps_refuse_a_period_that_ends_before_it_starts() -> None:
     assert refused.exit_code == 2 and "--until 2026-11-01 is not after --since 2026-11-02" in refused.output
     bad = runner.invoke(app, ["runbooks", "draft", "--gap", "1", "--since", "last tuesday"])
     assert bad.exit_code == 2 and "--since 'last tuesday' is not an ISO date" in " ".join(bad.output.split())
+
+
+@pytest.mark.model
+def test_accept_prints_what_changed_and_writes_the_files(tmp_path: Path, data_dir: Path) -> None:
+    pack_dir = write_pack(tmp_path / "pack")
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text('{"id": "v", "turns": ["no vpn"], "expect": {"handoff": false, "runbook": "vpn-connection"}}\n')
+    sid = suggest(data_dir, pack_dir, "my tunnel to the office network keeps dropping", "vpn-connection")
+    args = ["runbooks", "suggestions", "accept", sid, "--runbooks", str(pack_dir), "--cases", str(cases)]
+    accepted = runner.invoke(app, args)
+    assert accepted.exit_code == 0, accepted.output
+    said = " ".join(accepted.output.split())
+    assert "cases: 1 -> 2 (+1)" in said and "new case l2-HO-1" in said
+    wrote = f"{sid} accepted: wrote {pack_dir / 'vpn-connection.md'}, {cases}"
+    assert "".join(wrote.split()) in "".join(said.split())  # rich may fold a long path anywhere
+    assert "my tunnel to the office network keeps dropping" in (pack_dir / "vpn-connection.md").read_text()
+    [row] = json.loads(runner.invoke(app, ["runbooks", "suggestions", "--json", "--state", "accepted"]).output)
+    assert row["id"] == sid and "new case l2-HO-1" in row["why"]

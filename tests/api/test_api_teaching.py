@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 
 from fastapi.testclient import TestClient
 
+from app.erasure import Eraser
 from app.runtime import Runtime
 from tests.api.test_api_desk import handed_off
 
@@ -92,3 +94,22 @@ def test_the_resolve_form_lists_the_pack(client: TestClient, keys: dict[str, dic
     wifi = next(r for r in listed if r["id"] == "wifi-connection")
     assert wifi["title"].startswith("Fix office or guest Wi-Fi") and wifi["tier"] == 1
     assert client.get("/runbooks").status_code == 401
+
+
+def test_forgetting_the_conversation_erases_its_suggestions_and_gap_vectors(
+    client: TestClient, keys: dict[str, dict[str, str]], runtime: Runtime
+) -> None:
+    kept_packet = claimed(client, keys, "let me talk to a human: my monitor flickers when docked")
+    gone_packet = claimed(client, keys)
+    for packet_id in (kept_packet, gone_packet):
+        body = {"bot_could_have": {"runbook_id": "wifi-connection"}}
+        assert client.post(f"/handoffs/{packet_id}/resolve", json=body, headers=keys["Alex"]).status_code == 200
+    with sqlite3.connect(runtime.settings.desk_db) as conn:
+        conn.executemany(
+            "INSERT INTO gap_vectors VALUES (?, 'hashing', 'text', x'00')", [(kept_packet,), (gone_packet,)]
+        )
+    gone = runtime.desk.ticket(gone_packet).packet.conversation_id
+    Eraser(runtime.erasure).forget(conversation_id=gone)
+    assert [s.packet_id for s in runtime.suggestions.list("all")] == [kept_packet]
+    with sqlite3.connect(runtime.settings.desk_db) as conn:
+        assert conn.execute("SELECT packet_id FROM gap_vectors").fetchall() == [(kept_packet,)]

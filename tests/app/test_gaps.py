@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from agent.handoff import HandoffQueue
-from app.gaps import GapsError, cluster, draft_runbook, find_gaps
+from app.gaps import GapsError, cluster, draft_runbook, find_gaps, gaps_provider
 from core.pack import lint_pack, load_pack
 from tests.app.test_teaching import T0, packet
 from tests.conftest import Clock
@@ -127,3 +127,10 @@ def test_a_draft_holds_the_gap_and_does_not_lint_until_finished(
     pack, problems = lint_pack(pack_dir)
     assert problems == [] and pack is not None
     assert sorted(pack.runbooks["draft-gap-1"].meta.examples) == sorted(gap.examples)
+
+
+def test_the_provider_insights_call_gives_the_gaps_as_dicts(queue: HandoffQueue, index: RunbookIndex) -> None:
+    provide = gaps_provider(queue, index)
+    since, until = T0 - timedelta(hours=1), T0 + timedelta(days=1)
+    assert provide(since, until) == [g.as_dict() for g in find_gaps(queue, index, since=since, until=until)]
+    assert [g["size"] for g in provide(None, until)] == [5, 2, 1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,12 +17,14 @@ from app.teaching import (
     TeachingError,
     UnknownRunbook,
     add_example,
+    append_case,
     customer_turns,
     lesson_from,
     slug,
 )
 from core.db import Database
 from core.pack import Pack, load_pack
+from eval.cases import load_case_file
 from tests.conftest import Clock
 from tests.routing_pack import write_pack
 
@@ -77,6 +80,13 @@ def test_bot_could_have_takes_the_problem_turn_and_expects_the_runbook(pack: Pac
         "expect": {"handoff": False, "runbook": "vpn-connection"},
         "tags": ["from-l2"],
     }
+    # What came after the problem (asking for a person) would make the case a handoff: left out.
+    later = lesson_from(
+        packet("hello", "the vpn keeps dropping every ten minutes", "human please"),
+        BotCouldHave("vpn-connection"),
+        pack,
+    )
+    assert later["case"]["turns"] == ["hello", "the vpn keeps dropping every ten minutes"]
     # A tier-2 runbook: the regression case expects the bot to recognise it and hand off.
     tier2 = lesson_from(p, BotCouldHave("printer-problem"), pack)
     assert tier2["case"]["expect"] == {"handoff": True, "runbook": "printer-problem"}
@@ -174,3 +184,18 @@ def test_an_example_joins_a_flow_list_too(tmp_path: Path) -> None:
     meta = load_pack(tmp_path).runbooks["vpn-connection"].meta
     assert meta.examples == ["vpn down", "no tunnel", "vpn drops on hotel wifi"]
     assert path.read_text().endswith("---\nBody stays.\n\n## Steps\n1. Reconnect.\n\n## Check\nDid it work?\n")
+
+
+def test_a_case_joins_a_jsonl_or_a_yaml_case_file(tmp_path: Path) -> None:
+    case = {"id": "l2-HO-1", "turns": ["vpn drops"], "expect": {"handoff": False, "runbook": "vpn-connection"}}
+    lines = tmp_path / "cases.jsonl"
+    lines.write_text('{"gates": {"cases": ">= 1"}}')  # no newline at the end
+    append_case(lines, case)
+    assert [json.loads(line) for line in lines.read_text().splitlines()][1] == case
+    mapping = tmp_path / "cases.yaml"
+    mapping.write_text("gates:\n  passed: '>= 1'\ncases:\n  - id: a\n    turns: [hi]\n    expect: {handoff: true}\n")
+    append_case(mapping, case)
+    data = load_case_file(mapping)
+    assert [c.id for c in data.cases] == ["a", "l2-HO-1"] and [str(g) for g in data.gates] == ["passed >= 1"]
+    with pytest.raises(TeachingError, match="add this one by hand"):
+        append_case(tmp_path / "cases.csv", case)

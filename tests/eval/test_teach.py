@@ -101,3 +101,11 @@ def test_a_new_runbook_is_written_as_a_file_that_lints(store: Suggestions, pack_
     assert runbook.meta.examples == ["my second screen flickers when the laptop is docked"]
     assert [s.text for s in runbook.steps] == ["Reseat the cable", "Update the dock's firmware"]
     assert runbook.meta.category == "it" and lint_pack(pack_dir)[1] == []
+
+
+def test_a_pack_that_does_not_lint_now_is_named_as_the_problem(store: Suggestions, pack_dir: Path, cases: Path) -> None:
+    sid = suggest(store, pack_dir, BotCouldHave("vpn-connection"), "my tunnel to the office drops at night")
+    (pack_dir / "broken.md").write_text("no front matter")
+    with pytest.raises(TeachingError, match="does not lint now") as refused:
+        accept(store, sid, pack_dir, cases, embedder=HashingEmbedder())
+    assert "broken.md: front matter: missing" in str(refused.value) and store.get(sid).state == "open"
