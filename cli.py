@@ -897,6 +897,28 @@ def insights(
             typer.echo(line)
 
 
+@app.command()
+def audit(
+    month: Annotated[str, typer.Option("--month", help="The month to audit, YYYY-MM.")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write it: FILE.md or FILE.html.")],
+    runbooks: RunbooksOpt = None,
+) -> None:
+    """The monthly tier-boundary audit per category; it names policy.yaml lines and never changes them."""
+    from app.audit import build_audit, write_audit
+    from app.insights import open_insights
+    from core.pack import load_pack
+
+    settings = _settings(runbooks)
+    try:
+        pack = load_pack(settings.runbooks)
+        report = build_audit(open_insights(settings, pack), pack, month)
+        write_audit(report, out)
+    except TieroneError as exc:
+        _fail(exc)
+    changes = [c for c in report["categories"] if c["recommendation"]["action"] not in ("keep", "too_few")]
+    typer.echo(f"wrote {out}: {len(report['categories'])} categories, {len(changes)} recommend a change")
+
+
 def main() -> None:
     """Entry point of the `tierone` command."""
     app()

@@ -79,7 +79,7 @@ base AS (
         CASE WHEN e.fix_at <= :as_of THEN e.fix_at END AS fix_at,
         julianday(COALESCE(e.last_at, e.opened_at)) AS last_j
     FROM episodes e
-    WHERE e.opened_at <= :as_of AND (:since IS NULL OR e.opened_at >= :since)
+    WHERE e.opened_at <= :until AND (:since IS NULL OR e.opened_at >= :since)
 ),
 anchored AS (
     SELECT b.*, COALESCE(b.confirmed_at, b.fix_at) AS anchor FROM base b
@@ -119,6 +119,8 @@ class Period:
 
     since: datetime | None
     as_of: datetime
+    # The last moment an episode may open (a month's end, judged later); None: as_of.
+    until: datetime | None = None
 
     @classmethod
     def of(cls, since: datetime | None, as_of: datetime | None, clock: Callable[[], datetime] = utc_now) -> Period:
@@ -178,6 +180,7 @@ class Insights:
             "categories": self._categories,
             "uncategorised": UNCATEGORISED,
             "as_of": as_of.isoformat(),
+            "until": min(period.until or as_of, as_of).astimezone(UTC).isoformat(),
             "as_of_j": as_of.timestamp() / 86400.0 + 2440587.5,
             "since": period.since.astimezone(UTC).isoformat() if period.since else None,
             "window_days": policy.recontact.window_hours / 24.0,
@@ -232,12 +235,24 @@ class Insights:
         }
         return result
 
+    def resolution_notes(self, period: Period) -> list[dict[str, Any]]:
+        """What L2 wrote when they resolved the period's handed-off episodes, with category and reason."""
+        with self._db.transaction() as conn:
+            rows = conn.execute(
+                "WITH j AS (" + _CLASSIFIED + ") SELECT j.category, j.runbook_id, j.reason, ev.note, ev.at"
+                " FROM j JOIN handoff_events ev ON ev.packet_id = j.packet_id"
+                " WHERE j.outcome = 'handed_off' AND ev.action = 'resolved' AND ev.at <= :as_of"
+                " ORDER BY j.category, ev.at",
+                self._params(period),
+            ).fetchall()
+        return [dict(r) for r in rows]
+
     @staticmethod
     def _desk_figures(conn: sqlite3.Connection, params: dict[str, Any]) -> dict[str, Any]:
         """Times to first human response and to resolve, and SLA breaches, of the period's handoffs."""
         window = (
             "FROM handoffs h LEFT JOIN handoff_desk d ON d.packet_id = h.packet_id"
-            " WHERE h.created_at <= :as_of AND (:since IS NULL OR h.created_at >= :since)"
+            " WHERE h.created_at <= :until AND (:since IS NULL OR h.created_at >= :since)"
         )
         first = _percentiles(
             conn,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
 from api.deps import AppRuntime, Lead
 from api.errors import DESK_ERRORS, error_doc
@@ -34,3 +35,26 @@ def get_insights(
         raise HTTPException(503, "starting")
     period = Period.of(parse_moment(since, "since"), parse_moment(as_of, "as_of"), insights.clock)
     return insights.report(period)
+
+
+@router.get("/audit", responses=READ_ERRORS)
+def get_audit(
+    runtime: AppRuntime,
+    who: Lead,
+    month: Annotated[str, Query(description="The month to audit, YYYY-MM")],
+    format: Annotated[str, Query(pattern="^(json|md|html)$", description="json, md or html")] = "json",
+) -> Any:
+    """The month's tier-boundary audit: per category volume, outcomes, handoff reasons, L2 notes, recommendation."""
+    from app.audit import build_audit, to_html, to_markdown
+
+    if runtime.insights is None:
+        raise HTTPException(503, "starting")
+    audit = build_audit(runtime.insights, runtime.pack, month)
+    answer: Response
+    if format == "html":
+        answer = HTMLResponse(to_html(audit))
+    elif format == "md":
+        answer = PlainTextResponse(to_markdown(audit), media_type="text/markdown; charset=utf-8")
+    else:
+        return audit
+    return answer
