@@ -24,7 +24,7 @@ from typing import Any
 
 from markdown_it import MarkdownIt
 
-from app.insights import OUTCOMES, Insights, Period, PeriodRejected
+from app.insights import OUTCOMES, UNCATEGORISED, Insights, Period, PeriodRejected
 from core.pack import Pack
 from core.redact import redact
 
@@ -97,6 +97,13 @@ def _uses_a_step(note: str, runbook_ids: set[str], steps: list[str]) -> bool:
 
 def _recommend(pack: Pack, entry: dict[str, Any], notes: list[dict[str, Any]]) -> dict[str, Any]:
     category = entry["category"]
+    if category == UNCATEGORISED:
+        # No runbook fitted these: no tier to move, runbooks to write (the gaps in insights name them).
+        text = (
+            f"write runbooks: {entry['episodes']} episodes fitted no runbook and {entry['handed_off']} were handed"
+            " off; the knowledge gaps of `tierone insights` group them"
+        )
+        return {"action": "knowledge", "text": text, "tier": None}
     policy = pack.policy.categories.get(category)
     tier = policy.tier if policy else 1
     where = policy_line(pack, category)

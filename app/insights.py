@@ -82,7 +82,10 @@ base AS (
     WHERE e.opened_at <= :until AND (:since IS NULL OR e.opened_at >= :since)
 ),
 anchored AS (
-    SELECT b.*, COALESCE(b.confirmed_at, b.fix_at) AS anchor FROM base b
+    SELECT b.*, COALESCE(b.confirmed_at, b.fix_at) AS anchor,
+        -- The window's end as an ISO string, so the look-ups below stay index range scans.
+        strftime('%Y-%m-%dT%H:%M:%f+00:00', julianday(COALESCE(b.confirmed_at, b.fix_at)) + :window_days) AS anchor_end
+    FROM base b
 ),
 judged AS (
     SELECT a.*,
@@ -90,11 +93,11 @@ judged AS (
             EXISTS (SELECT 1 FROM episodes r
                 WHERE r.conversation_id = a.conversation_id AND r.runbook_id = a.runbook_id
                 AND r.episode_id <> a.episode_id AND r.opened_at > a.anchor AND r.opened_at <= :as_of
-                AND julianday(r.opened_at) - julianday(a.anchor) < :window_days)
+                AND r.opened_at < a.anchor_end)
             OR (a.subject IS NOT NULL AND EXISTS (SELECT 1 FROM episodes r
                 WHERE r.subject = a.subject AND r.runbook_id = a.runbook_id
                 AND r.episode_id <> a.episode_id AND r.opened_at > a.anchor AND r.opened_at <= :as_of
-                AND julianday(r.opened_at) - julianday(a.anchor) < :window_days))
+                AND r.opened_at < a.anchor_end))
         ) AS came_back
     FROM anchored a
 )
