@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
-from api.deps import AppRuntime, Lead
+from api.deps import AppRuntime, Credentials, Lead, lead, signed_in
 from api.errors import DESK_ERRORS, error_doc
+from pages import page, wants_page
 
 router = APIRouter(tags=["lead"])
 
@@ -20,15 +21,23 @@ READ_ERRORS: dict[int | str, dict[str, Any]] = {
 
 @router.get("/insights", responses=READ_ERRORS)
 def get_insights(
+    request: Request,
     runtime: AppRuntime,
-    who: Lead,
+    credentials: Credentials,
     since: Annotated[str | None, Query(description="First moment (ISO) of the period")] = None,
     as_of: Annotated[
         str | None, Query(description="Judge the 72-hour and time-limit rules at this moment (ISO)")
     ] = None,
-) -> dict[str, Any]:
-    """Episodes by honest outcome, containment, categories with handoff reasons, gaps, desk times, SLA breaches."""
+) -> Any:
+    """Episodes by honest outcome, containment, categories with handoff reasons, gaps, desk times, SLA breaches.
+
+    A browser navigating here (Accept: text/html) gets the insights page, which signs in and asks again for JSON.
+    """
     from app.insights import Period, parse_moment
+
+    if wants_page(request.headers.get("accept")):
+        return page("insights.html")
+    lead(signed_in(request, credentials))
 
     insights = runtime.insights
     if insights is None:

@@ -60,3 +60,11 @@ def test_the_audit_in_json_markdown_and_html_for_a_lead_only(client: TestClient,
     assert client.get("/audit", params={"month": month}, headers=tech).status_code == 403
     bad = client.get("/audit", params={"month": "2026-13"}, headers=lead)
     assert bad.status_code == 422 and "YYYY-MM" in bad.json()["detail"]
+
+
+def test_a_browser_navigating_to_insights_gets_the_page_and_programs_the_json(client: TestClient) -> None:
+    page = client.get("/insights", headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "Sign in to insights" in page.text and "default-src 'self'" in page.headers["content-security-policy"]
+    assert client.get("/insights", headers={"Accept": "application/json"}).status_code == 401
+    assert client.get("/insights").status_code == 401
