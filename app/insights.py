@@ -22,7 +22,7 @@ import json
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from agent.episodes import EpisodeStore
@@ -67,8 +67,8 @@ def parse_moment(value: str | None, what: str) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-# One row per episode opened in the period, with its outcome at :as_of. Julian days for arithmetic;
-# ISO strings (all UTC, as every store writes them) for the indexed range filters.
+# One row per episode opened in the period, with its outcome at :as_of. Times are compared as ISO strings
+# (all UTC, as every store writes them), which keeps the look-ups index range scans; thresholds come computed.
 _CLASSIFIED = """
 WITH cat AS (SELECT key AS runbook_id, value AS category FROM json_each(:categories)),
 base AS (
@@ -77,7 +77,7 @@ base AS (
         CASE WHEN e.closed_at IS NOT NULL AND e.closed_at <= :as_of THEN e.outcome ELSE 'in_progress' END AS stored,
         CASE WHEN e.confirmed = 1 AND e.closed_at <= :as_of THEN e.closed_at END AS confirmed_at,
         CASE WHEN e.fix_at <= :as_of THEN e.fix_at END AS fix_at,
-        julianday(COALESCE(e.last_at, e.opened_at)) AS last_j
+        COALESCE(e.last_at, e.opened_at) AS last_at
     FROM episodes e
     WHERE e.opened_at <= :until AND (:since IS NULL OR e.opened_at >= :since)
 ),
@@ -107,9 +107,9 @@ SELECT j.episode_id, j.conversation_id, j.runbook_id, j.opened_at, j.reason, j.p
         WHEN j.stored IN ('handed_off', 'resolved_by_incident') THEN j.stored
         WHEN j.came_back OR (j.stored = 'reopened' AND j.anchor IS NOT NULL) THEN 'reopened'
         WHEN j.confirmed_at IS NOT NULL THEN 'confirmed'
-        WHEN j.fix_at IS NOT NULL AND :as_of_j - julianday(j.fix_at) >= :window_days THEN 'no_recontact'
+        WHEN j.fix_at IS NOT NULL AND j.fix_at <= :settled_before THEN 'no_recontact'
         WHEN j.fix_at IS NOT NULL THEN 'pending'
-        WHEN :as_of_j - j.last_j > :limit_days THEN 'abandoned'
+        WHEN j.last_at < :quiet_before THEN 'abandoned'
         ELSE 'in_progress'
     END AS outcome
 FROM judged j LEFT JOIN cat ON cat.runbook_id = j.runbook_id
@@ -184,10 +184,11 @@ class Insights:
             "uncategorised": UNCATEGORISED,
             "as_of": as_of.isoformat(),
             "until": min(period.until or as_of, as_of).astimezone(UTC).isoformat(),
-            "as_of_j": as_of.timestamp() / 86400.0 + 2440587.5,
+            # A fix shown by then has had its whole recontact window; a move before then is past the time limit.
+            "settled_before": (as_of - timedelta(hours=policy.recontact.window_hours)).isoformat(),
+            "quiet_before": (as_of - timedelta(minutes=policy.limits.max_conversation_minutes)).isoformat(),
             "since": period.since.astimezone(UTC).isoformat() if period.since else None,
             "window_days": policy.recontact.window_hours / 24.0,
-            "limit_days": policy.limits.max_conversation_minutes / 1440.0,
         }
 
     def outcomes(self, period: Period) -> list[dict[str, Any]]:
