@@ -194,3 +194,19 @@ def test_containment_counts_incidents_apart_and_nothing_decided_is_zero() -> Non
     counts = {"confirmed": 3, "no_recontact": 1, "resolved_by_incident": 4, "pending": 5, "in_progress": 7}
     assert containment(counts) == 0.5
     assert containment({"pending": 2}) == 0.0
+
+
+def test_resolved_by_incident_is_counted_apart_from_the_bot(timeline: Timeline) -> None:
+    # Another part of the product (incidents) closes episodes with this outcome; it is decided, not contained.
+    timeline.open("c1:e0", "vpn-connection")
+    timeline.open("c2:e0", "vpn-connection")
+    timeline.store.tried("c2:e0", 0)
+    timeline.store.close("c2:e0", "confirmed")
+    with timeline.store.db.transaction() as conn:
+        conn.execute(
+            "UPDATE episodes SET outcome = 'resolved_by_incident', closed_at = ? WHERE episode_id = 'c1:e0'",
+            ((T0 + h(1)).isoformat(),),
+        )
+    report = timeline.insights.report(Period.of(None, T0 + h(2)))
+    assert (report["resolved_by_incident"], report["confirmed"], report["containment_rate"]) == (1, 1, 0.5)
+    assert timeline.outcomes(as_of=h(0, 1))["c1:e0"] == "in_progress"  # not yet closed at that moment
