@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -170,11 +172,26 @@ class Insights:
         # The tables it reads, in case no resolver or desk has opened this database yet.
         for store in (EpisodeStore, HandoffQueue, Desk):
             db.migrate(store.MIGRATIONS)
-        self._db = db
+        # Figures are read on a read-only connection of their own, in one snapshot: a long report (a
+        # scrape of /metrics, the page) never holds the write lock the resolver and the desk need.
+        self._read = sqlite3.connect(
+            db.path.resolve().as_uri() + "?mode=ro", uri=True, isolation_level=None, check_same_thread=False, timeout=10
+        )
+        self._read.row_factory = sqlite3.Row
+        self._read_lock = threading.Lock()
         self._pack = pack
         self._gaps = gaps
         self.clock = clock
         self._categories = json.dumps({rid: rb.meta.category for rid, rb in pack.runbooks.items()})
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        with self._read_lock:
+            self._read.execute("BEGIN")
+            try:
+                yield self._read
+            finally:
+                self._read.execute("COMMIT")
 
     def _params(self, period: Period) -> dict[str, Any]:
         policy = self._pack.policy
@@ -193,13 +210,13 @@ class Insights:
 
     def outcomes(self, period: Period) -> list[dict[str, Any]]:
         """Every episode of the period with its category and outcome (for tests and small exports)."""
-        with self._db.transaction() as conn:
+        with self._snapshot() as conn:
             rows = conn.execute(_CLASSIFIED + " ORDER BY j.opened_at, j.episode_id", self._params(period)).fetchall()
         return [dict(r) for r in rows]
 
     def totals(self, period: Period) -> dict[str, Any]:
         """Episodes, each outcome's count and the containment rate (what /metrics reads at scrape time)."""
-        with self._db.transaction() as conn:
+        with self._snapshot() as conn:
             grouped = conn.execute(
                 "SELECT category, outcome, reason, COUNT(*) AS n FROM (" + _CLASSIFIED + ") GROUP BY outcome",
                 self._params(period),
@@ -209,7 +226,7 @@ class Insights:
     def report(self, period: Period) -> dict[str, Any]:
         """The insights object: totals, categories, gaps, and what the page charts."""
         params = self._params(period)
-        with self._db.transaction() as conn:
+        with self._snapshot() as conn:
             conn.execute("DROP TABLE IF EXISTS temp.judged_episodes")
             conn.execute("CREATE TEMP TABLE judged_episodes AS " + _CLASSIFIED, params)
             grouped = conn.execute(
@@ -241,7 +258,7 @@ class Insights:
 
     def resolution_notes(self, period: Period) -> list[dict[str, Any]]:
         """What L2 wrote when they resolved the period's handed-off episodes, with category and reason."""
-        with self._db.transaction() as conn:
+        with self._snapshot() as conn:
             rows = conn.execute(
                 "WITH j AS (" + _CLASSIFIED + ") SELECT j.category, j.runbook_id, j.reason, ev.note, ev.at"
                 " FROM j JOIN handoff_events ev ON ev.packet_id = j.packet_id"

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from app.insights import Period, open_insights
+from core.db import Database
 from core.pack import load_pack
 from core.settings import BUNDLED_RUNBOOKS, Settings
 
@@ -30,7 +31,7 @@ def seed(settings: Settings, episodes: int, rng: random.Random) -> None:
     """Fill the desk database with ``episodes`` episodes, in bulk."""
     pack = load_pack(BUNDLED_RUNBOOKS)
     runbooks = sorted(pack.runbooks)
-    insights = open_insights(settings, pack)  # migrates the tables
+    open_insights(settings, pack)  # migrates the tables
     rows, packets, desk = [], [], []
     for n in range(episodes):
         opened = START + timedelta(minutes=rng.uniform(0, 30 * 1440))
@@ -80,7 +81,7 @@ def seed(settings: Settings, episodes: int, rng: random.Random) -> None:
                 packet_id,
             )
         )
-    with insights._db.transaction() as conn:  # noqa: SLF001 - a benchmark fills the store in bulk
+    with Database(settings.desk_db).transaction() as conn:
         conn.executemany(
             "INSERT INTO episodes (episode_id, conversation_id, runbook_id, subject, opened_at, closed_at, outcome,"
             " steps_tried, fix_at, last_at, confirmed, failed_steps, reason, packet_id)"

@@ -210,3 +210,14 @@ def test_resolved_by_incident_is_counted_apart_from_the_bot(timeline: Timeline) 
     report = timeline.insights.report(Period.of(None, T0 + h(2)))
     assert (report["resolved_by_incident"], report["confirmed"], report["containment_rate"]) == (1, 1, 0.5)
     assert timeline.outcomes(as_of=h(0, 1))["c1:e0"] == "in_progress"  # not yet closed at that moment
+
+
+def test_reading_figures_never_holds_the_write_lock(timeline: Timeline) -> None:
+    timeline.open("c1:e0", "vpn-connection")
+    with timeline.insights._snapshot() as conn:
+        assert conn.execute("SELECT COUNT(*) FROM episodes").fetchone()[0] == 1
+        # The resolver writes while a report reads (a locked database would fail this write); the
+        # report goes on seeing its own snapshot.
+        timeline.open("c2:e0", "vpn-connection")
+        assert conn.execute("SELECT COUNT(*) FROM episodes").fetchone()[0] == 1
+    assert len(timeline.outcomes(as_of=h(1))) == 2
