@@ -389,11 +389,15 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         )
     times, sla = report["handoff_times"], report["sla"]
     first, resolve = times["first_response"], times["resolve"]
+
+    def took(value: float | None) -> str:
+        return "-" if value is None else f"{value:g} min"
+
     lines += [
         "",
-        f"Handoffs {sla['handoffs']}: first human response median {first['median_minutes']} min,"
-        f" p90 {first['p90_minutes']} min; resolved median {resolve['median_minutes']} min,"
-        f" p90 {resolve['p90_minutes']} min",
+        f"Handoffs {sla['handoffs']}: first human response median {took(first['median_minutes'])},"
+        f" p90 {took(first['p90_minutes'])}; resolved median {took(resolve['median_minutes'])},"
+        f" p90 {took(resolve['p90_minutes'])}",
         f"SLA breaches: first response {sla['first_response_breached']}, resolve {sla['resolve_breached']}",
     ]
     if report["didnt_work"]:
