@@ -221,3 +221,40 @@ def test_reading_figures_never_holds_the_write_lock(timeline: Timeline) -> None:
         timeline.open("c2:e0", "vpn-connection")
         assert conn.execute("SELECT COUNT(*) FROM episodes").fetchone()[0] == 1
     assert len(timeline.outcomes(as_of=h(1))) == 2
+
+
+def test_desk_times_are_nearest_rank_median_and_p90_and_late_tickets_are_breaches(timeline: Timeline) -> None:
+    import json
+
+    rows, desk = [], []
+    for n in range(1, 11):
+        created = T0 + h(n)
+        due_first, due_resolve = created + h(0, 45), created + h(4)
+        first = created + h(0, 10 * n)  # 10, 20, ... 100 minutes: 6 of 10 past the 45-minute due time
+        closed = created + h(n) if n <= 8 else None  # 1 h ... 8 h to resolve; two still open
+        rows.append(
+            (
+                f"p{n}",
+                f"c{n}",
+                created.isoformat(),
+                "P2",
+                due_first.isoformat(),
+                "resolved" if closed else "claimed",
+                json.dumps({"sla": {"resolve_due": due_resolve.isoformat()}}),
+            )
+        )
+        desk.append((f"p{n}", first.isoformat(), closed.isoformat() if closed else None))
+    with timeline.store.db.transaction() as conn:
+        conn.executemany("INSERT INTO handoffs VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        conn.executemany("INSERT INTO handoff_desk (packet_id, first_response_at, closed_at) VALUES (?, ?, ?)", desk)
+    report = timeline.insights.report(Period.of(None, T0 + h(40)))
+    first, resolve = report["handoff_times"]["first_response"], report["handoff_times"]["resolve"]
+    assert (first["count"], first["median_minutes"], first["p90_minutes"]) == (10, 50.0, 90.0)
+    assert (resolve["count"], resolve["median_minutes"], resolve["p90_minutes"]) == (8, 240.0, 480.0)
+    # Resolved after 5, 6, 7, 8 hours (due in 4), and the two still open at as_of are late too.
+    assert report["sla"] == {
+        "handoffs": 10,
+        "first_response_breached": 6,
+        "resolve_breached": 6,
+        "breached_by_priority": {"P2": 6},  # the same six tickets, late both ways
+    }
