@@ -937,7 +937,8 @@ def simulate(
     settings = _settings(runbooks)
     try:
         first = parse_moment(start, "--start")
-        assert first is not None
+        if first is None:
+            raise TieroneError("--start needs a date, e.g. 2026-11-01")
         played = load_cases(cases or Path(__file__).parent / "eval" / "cases" / "bundled.jsonl")
         clock = SimClock(first)
         runtime = open_runtime(settings, clock=clock)

@@ -69,3 +69,10 @@ def test_audit_writes_markdown_and_html_and_refuses_a_bad_month(store: EpisodeSt
     bad = runner.invoke(app, ["audit", "--month", "Nov 2026", "--out", str(tmp_path / "x.md")])
     assert bad.exit_code == 2 and "write it as YYYY-MM" in " ".join(bad.output.split())
     assert not (tmp_path / "x.md").exists()
+
+
+def test_simulate_refuses_a_start_that_is_not_a_date() -> None:
+    for start in ("", "next monday"):
+        result = runner.invoke(app, ["simulate", "--start", start, "--conversations", "1"])
+        assert result.exit_code == 2
+        assert "--start" in " ".join(result.output.split())
