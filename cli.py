@@ -1081,6 +1081,57 @@ def insights(
             typer.echo(line)
 
 
+@app.command()
+def audit(
+    month: Annotated[str, typer.Option("--month", help="The month to audit, YYYY-MM.")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write it: FILE.md or FILE.html.")],
+    runbooks: RunbooksOpt = None,
+) -> None:
+    """The monthly tier-boundary audit per category; it names policy.yaml lines and never changes them."""
+    from app.audit import build_audit, write_audit
+    from app.insights import open_insights
+    from core.pack import load_pack
+
+    settings = _settings(runbooks)
+    try:
+        pack = load_pack(settings.runbooks)
+        report = build_audit(open_insights(settings, pack), pack, month)
+        write_audit(report, out)
+    except TieroneError as exc:
+        _fail(exc)
+    changes = [c for c in report["categories"] if c["recommendation"]["action"] not in ("keep", "too_few")]
+    typer.echo(f"wrote {out}: {len(report['categories'])} categories, {len(changes)} recommend a change")
+
+
+@app.command()
+def simulate(
+    start: Annotated[str, typer.Option("--start", help="First day of the simulated traffic (ISO date).")],
+    days: Annotated[int, typer.Option("--days", min=1, max=366, help="How many days it spreads over.")] = 30,
+    conversations: Annotated[int, typer.Option("--conversations", min=1, help="How many conversations.")] = 400,
+    seed: Annotated[int, typer.Option("--seed", help="The same seed plays the same month.")] = 13,
+    cases: Annotated[Path | None, typer.Option("--cases", help="Eval cases to play (default: bundled).")] = None,
+    runbooks: RunbooksOpt = None,
+) -> None:
+    """Seed the deployment's data with a month of customers and technicians (the demo, /insights, the audit)."""
+    from app.insights import parse_moment
+    from app.runtime import open_runtime
+    from eval.cases import load_cases
+    from eval.simulate import SimClock, Simulator, summary
+
+    settings = _settings(runbooks)
+    try:
+        first = parse_moment(start, "--start")
+        if first is None:
+            raise TieroneError("--start needs a date, e.g. 2026-11-01")
+        played = load_cases(cases or Path(__file__).parent / "eval" / "cases" / "bundled.jsonl")
+        clock = SimClock(first)
+        runtime = open_runtime(settings, clock=clock)
+        tally = Simulator(runtime, clock, played, seed).run(first, days, conversations)
+    except TieroneError as exc:
+        _fail(exc)
+    typer.echo(json.dumps(summary(tally)))
+
+
 def main() -> None:
     """Entry point of the `tierone` command."""
     app()

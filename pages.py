@@ -1,4 +1,7 @@
-"""The web pages: the customer chat at ``/chat``, the L2 desk at ``/desk``, their assets at ``/static``."""
+"""The web pages: the customer chat at ``/chat``, the L2 desk at ``/desk``, the lead's insights, assets at ``/static``.
+
+``/insights`` is both the lead's JSON (api/routes/lead.py) and, for a browser asking for HTML, the page.
+"""
 
 from __future__ import annotations
 
@@ -25,13 +28,24 @@ _PAGE_HEADERS = {
 }
 
 
+def wants_page(accept: str | None) -> bool:
+    """A browser navigating (HTML before JSON in Accept), not a program reading data."""
+    accept = (accept or "").lower()
+    return "text/html" in accept and "application/json" not in accept
+
+
+def page(name: str, web_dir: Path = WEB_DIR) -> FileResponse:
+    """One of the pages, with the same-origin policy headers."""
+    return FileResponse(web_dir / name, media_type="text/html", headers=_PAGE_HEADERS)
+
+
 def mount_pages(app: FastAPI, web_dir: Path = WEB_DIR) -> None:
     """Serve the chat and desk pages and their assets from ``web_dir``.
 
     Raises:
         FileNotFoundError: ``web_dir`` lacks a page (an install without the ``web/`` folder).
     """
-    for page in ("chat.html", "desk.html"):
+    for page in ("chat.html", "desk.html", "insights.html"):
         if not (web_dir / page).is_file():
             raise FileNotFoundError(f"{web_dir / page} is missing; the web pages ship in the source tree's web/ folder")
 

@@ -198,3 +198,7 @@ Technician = Annotated[Principal, Depends(_technician)]
 Admin = Annotated[Principal, Depends(_admin)]
 # A support lead or an admin: reads insights and audits.
 Lead = Annotated[Principal, Depends(_lead)]
+
+# For a route that decides itself whether it needs a key (GET /insights also serves the page to a browser).
+signed_in = _signed_in
+lead = _lead

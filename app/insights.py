@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from agent.episodes import EpisodeStore
@@ -67,8 +69,8 @@ def parse_moment(value: str | None, what: str) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-# One row per episode opened in the period, with its outcome at :as_of. Julian days for arithmetic;
-# ISO strings (all UTC, as every store writes them) for the indexed range filters.
+# One row per episode opened in the period, with its outcome at :as_of. Times are compared as ISO strings
+# (all UTC, as every store writes them), which keeps the look-ups index range scans; thresholds come computed.
 _CLASSIFIED = """
 WITH cat AS (SELECT key AS runbook_id, value AS category FROM json_each(:categories)),
 base AS (
@@ -77,12 +79,15 @@ base AS (
         CASE WHEN e.closed_at IS NOT NULL AND e.closed_at <= :as_of THEN e.outcome ELSE 'in_progress' END AS stored,
         CASE WHEN e.confirmed = 1 AND e.closed_at <= :as_of THEN e.closed_at END AS confirmed_at,
         CASE WHEN e.fix_at <= :as_of THEN e.fix_at END AS fix_at,
-        julianday(COALESCE(e.last_at, e.opened_at)) AS last_j
+        COALESCE(e.last_at, e.opened_at) AS last_at
     FROM episodes e
-    WHERE e.opened_at <= :as_of AND (:since IS NULL OR e.opened_at >= :since)
+    WHERE e.opened_at <= :until AND (:since IS NULL OR e.opened_at >= :since)
 ),
 anchored AS (
-    SELECT b.*, COALESCE(b.confirmed_at, b.fix_at) AS anchor FROM base b
+    SELECT b.*, COALESCE(b.confirmed_at, b.fix_at) AS anchor,
+        -- The window's end as an ISO string, so the look-ups below stay index range scans.
+        strftime('%Y-%m-%dT%H:%M:%f+00:00', julianday(COALESCE(b.confirmed_at, b.fix_at)) + :window_days) AS anchor_end
+    FROM base b
 ),
 judged AS (
     SELECT a.*,
@@ -90,11 +95,11 @@ judged AS (
             EXISTS (SELECT 1 FROM episodes r
                 WHERE r.conversation_id = a.conversation_id AND r.runbook_id = a.runbook_id
                 AND r.episode_id <> a.episode_id AND r.opened_at > a.anchor AND r.opened_at <= :as_of
-                AND julianday(r.opened_at) - julianday(a.anchor) < :window_days)
+                AND r.opened_at < a.anchor_end)
             OR (a.subject IS NOT NULL AND EXISTS (SELECT 1 FROM episodes r
                 WHERE r.subject = a.subject AND r.runbook_id = a.runbook_id
                 AND r.episode_id <> a.episode_id AND r.opened_at > a.anchor AND r.opened_at <= :as_of
-                AND julianday(r.opened_at) - julianday(a.anchor) < :window_days))
+                AND r.opened_at < a.anchor_end))
         ) AS came_back
     FROM anchored a
 )
@@ -104,9 +109,9 @@ SELECT j.episode_id, j.conversation_id, j.runbook_id, j.opened_at, j.reason, j.p
         WHEN j.stored IN ('handed_off', 'resolved_by_incident') THEN j.stored
         WHEN j.came_back OR (j.stored = 'reopened' AND j.anchor IS NOT NULL) THEN 'reopened'
         WHEN j.confirmed_at IS NOT NULL THEN 'confirmed'
-        WHEN j.fix_at IS NOT NULL AND :as_of_j - julianday(j.fix_at) >= :window_days THEN 'no_recontact'
+        WHEN j.fix_at IS NOT NULL AND j.fix_at <= :settled_before THEN 'no_recontact'
         WHEN j.fix_at IS NOT NULL THEN 'pending'
-        WHEN :as_of_j - j.last_j > :limit_days THEN 'abandoned'
+        WHEN j.last_at < :quiet_before THEN 'abandoned'
         ELSE 'in_progress'
     END AS outcome
 FROM judged j LEFT JOIN cat ON cat.runbook_id = j.runbook_id
@@ -119,6 +124,8 @@ class Period:
 
     since: datetime | None
     as_of: datetime
+    # The last moment an episode may open (a month's end, judged later); None: as_of.
+    until: datetime | None = None
 
     @classmethod
     def of(cls, since: datetime | None, as_of: datetime | None, clock: Callable[[], datetime] = utc_now) -> Period:
@@ -165,11 +172,26 @@ class Insights:
         # The tables it reads, in case no resolver or desk has opened this database yet.
         for store in (EpisodeStore, HandoffQueue, Desk):
             db.migrate(store.MIGRATIONS)
-        self._db = db
+        # Figures are read on a read-only connection of their own, in one snapshot: a long report (a
+        # scrape of /metrics, the page) never holds the write lock the resolver and the desk need.
+        self._read = sqlite3.connect(
+            db.path.resolve().as_uri() + "?mode=ro", uri=True, isolation_level=None, check_same_thread=False, timeout=10
+        )
+        self._read.row_factory = sqlite3.Row
+        self._read_lock = threading.Lock()
         self._pack = pack
         self._gaps = gaps
         self.clock = clock
         self._categories = json.dumps({rid: rb.meta.category for rid, rb in pack.runbooks.items()})
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        with self._read_lock:
+            self._read.execute("BEGIN")
+            try:
+                yield self._read
+            finally:
+                self._read.execute("COMMIT")
 
     def _params(self, period: Period) -> dict[str, Any]:
         policy = self._pack.policy
@@ -178,21 +200,23 @@ class Insights:
             "categories": self._categories,
             "uncategorised": UNCATEGORISED,
             "as_of": as_of.isoformat(),
-            "as_of_j": as_of.timestamp() / 86400.0 + 2440587.5,
+            "until": min(period.until or as_of, as_of).astimezone(UTC).isoformat(),
+            # A fix shown by then has had its whole recontact window; a move before then is past the time limit.
+            "settled_before": (as_of - timedelta(hours=policy.recontact.window_hours)).isoformat(),
+            "quiet_before": (as_of - timedelta(minutes=policy.limits.max_conversation_minutes)).isoformat(),
             "since": period.since.astimezone(UTC).isoformat() if period.since else None,
             "window_days": policy.recontact.window_hours / 24.0,
-            "limit_days": policy.limits.max_conversation_minutes / 1440.0,
         }
 
     def outcomes(self, period: Period) -> list[dict[str, Any]]:
         """Every episode of the period with its category and outcome (for tests and small exports)."""
-        with self._db.transaction() as conn:
+        with self._snapshot() as conn:
             rows = conn.execute(_CLASSIFIED + " ORDER BY j.opened_at, j.episode_id", self._params(period)).fetchall()
         return [dict(r) for r in rows]
 
     def totals(self, period: Period) -> dict[str, Any]:
         """Episodes, each outcome's count and the containment rate (what /metrics reads at scrape time)."""
-        with self._db.transaction() as conn:
+        with self._snapshot() as conn:
             grouped = conn.execute(
                 "SELECT category, outcome, reason, COUNT(*) AS n FROM (" + _CLASSIFIED + ") GROUP BY outcome",
                 self._params(period),
@@ -202,7 +226,7 @@ class Insights:
     def report(self, period: Period) -> dict[str, Any]:
         """The insights object: totals, categories, gaps, and what the page charts."""
         params = self._params(period)
-        with self._db.transaction() as conn:
+        with self._snapshot() as conn:
             conn.execute("DROP TABLE IF EXISTS temp.judged_episodes")
             conn.execute("CREATE TEMP TABLE judged_episodes AS " + _CLASSIFIED, params)
             grouped = conn.execute(
@@ -232,12 +256,24 @@ class Insights:
         }
         return result
 
+    def resolution_notes(self, period: Period) -> list[dict[str, Any]]:
+        """What L2 wrote when they resolved the period's handed-off episodes, with category and reason."""
+        with self._snapshot() as conn:
+            rows = conn.execute(
+                "WITH j AS (" + _CLASSIFIED + ") SELECT j.category, j.runbook_id, j.reason, ev.note, ev.at"
+                " FROM j JOIN handoff_events ev ON ev.packet_id = j.packet_id"
+                " WHERE j.outcome = 'handed_off' AND ev.action = 'resolved' AND ev.at <= :as_of"
+                " ORDER BY j.category, ev.at",
+                self._params(period),
+            ).fetchall()
+        return [dict(r) for r in rows]
+
     @staticmethod
     def _desk_figures(conn: sqlite3.Connection, params: dict[str, Any]) -> dict[str, Any]:
         """Times to first human response and to resolve, and SLA breaches, of the period's handoffs."""
         window = (
             "FROM handoffs h LEFT JOIN handoff_desk d ON d.packet_id = h.packet_id"
-            " WHERE h.created_at <= :as_of AND (:since IS NULL OR h.created_at >= :since)"
+            " WHERE h.created_at <= :until AND (:since IS NULL OR h.created_at >= :since)"
         )
         first = _percentiles(
             conn,
@@ -353,11 +389,15 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         )
     times, sla = report["handoff_times"], report["sla"]
     first, resolve = times["first_response"], times["resolve"]
+
+    def took(value: float | None) -> str:
+        return "-" if value is None else f"{value:g} min"
+
     lines += [
         "",
-        f"Handoffs {sla['handoffs']}: first human response median {first['median_minutes']} min,"
-        f" p90 {first['p90_minutes']} min; resolved median {resolve['median_minutes']} min,"
-        f" p90 {resolve['p90_minutes']} min",
+        f"Handoffs {sla['handoffs']}: first human response median {took(first['median_minutes'])},"
+        f" p90 {took(first['p90_minutes'])}; resolved median {took(resolve['median_minutes'])},"
+        f" p90 {took(resolve['p90_minutes'])}",
         f"SLA breaches: first response {sla['first_response_breached']}, resolve {sla['resolve_breached']}",
     ]
     if report["didnt_work"]:

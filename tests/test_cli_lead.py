@@ -57,3 +57,22 @@ def test_insights_as_of_before_since_exits_2_saying_so(store: EpisodeStore) -> N
     assert "is before since" in " ".join(result.output.split())
     bad = runner.invoke(app, ["insights", "--since", "last week"])
     assert bad.exit_code == 2 and "not an ISO date" in " ".join(bad.output.split())
+
+
+def test_audit_writes_markdown_and_html_and_refuses_a_bad_month(store: EpisodeStore, tmp_path: Path) -> None:
+    for name in ("nov.md", "nov.html"):
+        result = runner.invoke(app, ["audit", "--month", "2026-11", "--out", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        assert f"wrote {tmp_path / name}: 3 categories" in " ".join(result.output.split())
+    assert "## account-access" in (tmp_path / "nov.md").read_text()
+    assert "<h2>account-access</h2>" in (tmp_path / "nov.html").read_text()
+    bad = runner.invoke(app, ["audit", "--month", "Nov 2026", "--out", str(tmp_path / "x.md")])
+    assert bad.exit_code == 2 and "write it as YYYY-MM" in " ".join(bad.output.split())
+    assert not (tmp_path / "x.md").exists()
+
+
+def test_simulate_refuses_a_start_that_is_not_a_date() -> None:
+    for start in ("", "next monday"):
+        result = runner.invoke(app, ["simulate", "--start", start, "--conversations", "1"])
+        assert result.exit_code == 2
+        assert "--start" in " ".join(result.output.split())

@@ -42,3 +42,29 @@ def test_insights_period_errors_are_422_naming_the_problem(client: TestClient, r
     assert backwards.status_code == 422 and "is before since" in backwards.json()["detail"]
     garbled = client.get("/insights", params={"since": "last tuesday"}, headers=lead)
     assert garbled.status_code == 422 and "'last tuesday' is not an ISO date" in garbled.json()["detail"]
+
+
+def test_the_audit_in_json_markdown_and_html_for_a_lead_only(client: TestClient, runtime: Runtime) -> None:
+    lead, tech = bearer(runtime, "Lee", "lead"), bearer(runtime, "Alex", "l2")
+    month = runtime.resolver.deps.clock().strftime("%Y-%m")
+    start = client.post("/conversations", json={"channel": "chat"}).json()
+    auth = {"Authorization": f"Bearer {start['token']}"}
+    client.post(f"/conversations/{start['conversation_id']}/messages", json={"text": "I want a human"}, headers=auth)
+    got = client.get("/audit", params={"month": month}, headers=lead)
+    assert got.status_code == 200, got.text
+    assert got.json()["month"] == month and got.json()["totals"]["handed_off"] == 1
+    page = client.get("/audit", params={"month": month, "format": "html"}, headers=lead)
+    assert page.headers["content-type"].startswith("text/html") and "<table>" in page.text
+    text = client.get("/audit", params={"month": month, "format": "md"}, headers=lead)
+    assert text.text.startswith(f"# Tier-boundary audit, {month}")
+    assert client.get("/audit", params={"month": month}, headers=tech).status_code == 403
+    bad = client.get("/audit", params={"month": "2026-13"}, headers=lead)
+    assert bad.status_code == 422 and "YYYY-MM" in bad.json()["detail"]
+
+
+def test_a_browser_navigating_to_insights_gets_the_page_and_programs_the_json(client: TestClient) -> None:
+    page = client.get("/insights", headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "Sign in to insights" in page.text and "default-src 'self'" in page.headers["content-security-policy"]
+    assert client.get("/insights", headers={"Accept": "application/json"}).status_code == 401
+    assert client.get("/insights").status_code == 401

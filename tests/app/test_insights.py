@@ -194,3 +194,67 @@ def test_containment_counts_incidents_apart_and_nothing_decided_is_zero() -> Non
     counts = {"confirmed": 3, "no_recontact": 1, "resolved_by_incident": 4, "pending": 5, "in_progress": 7}
     assert containment(counts) == 0.5
     assert containment({"pending": 2}) == 0.0
+
+
+def test_resolved_by_incident_is_counted_apart_from_the_bot(timeline: Timeline) -> None:
+    # Another part of the product (incidents) closes episodes with this outcome; it is decided, not contained.
+    timeline.open("c1:e0", "vpn-connection")
+    timeline.open("c2:e0", "vpn-connection")
+    timeline.store.tried("c2:e0", 0)
+    timeline.store.close("c2:e0", "confirmed")
+    with timeline.store.db.transaction() as conn:
+        conn.execute(
+            "UPDATE episodes SET outcome = 'resolved_by_incident', closed_at = ? WHERE episode_id = 'c1:e0'",
+            ((T0 + h(1)).isoformat(),),
+        )
+    report = timeline.insights.report(Period.of(None, T0 + h(2)))
+    assert (report["resolved_by_incident"], report["confirmed"], report["containment_rate"]) == (1, 1, 0.5)
+    assert timeline.outcomes(as_of=h(0, 1))["c1:e0"] == "in_progress"  # not yet closed at that moment
+
+
+def test_reading_figures_never_holds_the_write_lock(timeline: Timeline) -> None:
+    timeline.open("c1:e0", "vpn-connection")
+    with timeline.insights._snapshot() as conn:
+        assert conn.execute("SELECT COUNT(*) FROM episodes").fetchone()[0] == 1
+        # The resolver writes while a report reads (a locked database would fail this write); the
+        # report goes on seeing its own snapshot.
+        timeline.open("c2:e0", "vpn-connection")
+        assert conn.execute("SELECT COUNT(*) FROM episodes").fetchone()[0] == 1
+    assert len(timeline.outcomes(as_of=h(1))) == 2
+
+
+def test_desk_times_are_nearest_rank_median_and_p90_and_late_tickets_are_breaches(timeline: Timeline) -> None:
+    import json
+
+    rows, desk = [], []
+    for n in range(1, 11):
+        created = T0 + h(n)
+        due_first, due_resolve = created + h(0, 45), created + h(4)
+        first = created + h(0, 10 * n)  # 10, 20, ... 100 minutes: 6 of 10 past the 45-minute due time
+        closed = created + h(n) if n <= 8 else None  # 1 h ... 8 h to resolve; two still open
+        rows.append(
+            (
+                f"p{n}",
+                f"c{n}",
+                created.isoformat(),
+                "P2",
+                due_first.isoformat(),
+                "resolved" if closed else "claimed",
+                json.dumps({"sla": {"resolve_due": due_resolve.isoformat()}}),
+            )
+        )
+        desk.append((f"p{n}", first.isoformat(), closed.isoformat() if closed else None))
+    with timeline.store.db.transaction() as conn:
+        conn.executemany("INSERT INTO handoffs VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        conn.executemany("INSERT INTO handoff_desk (packet_id, first_response_at, closed_at) VALUES (?, ?, ?)", desk)
+    report = timeline.insights.report(Period.of(None, T0 + h(40)))
+    first, resolve = report["handoff_times"]["first_response"], report["handoff_times"]["resolve"]
+    assert (first["count"], first["median_minutes"], first["p90_minutes"]) == (10, 50.0, 90.0)
+    assert (resolve["count"], resolve["median_minutes"], resolve["p90_minutes"]) == (8, 240.0, 480.0)
+    # Resolved after 5, 6, 7, 8 hours (due in 4), and the two still open at as_of are late too.
+    assert report["sla"] == {
+        "handoffs": 10,
+        "first_response_breached": 6,
+        "resolve_breached": 6,
+        "breached_by_priority": {"P2": 6},  # the same six tickets, late both ways
+    }

@@ -38,3 +38,28 @@ def test_a_conversation_leaves_the_facts_and_its_outcome_follows(runtime: Runtim
     report = insights.report(Period.of(None, clock() + timedelta(hours=1)))
     assert report["handed_off"] == 1
     assert report["didnt_work"] == [{"runbook_id": "printer-problem", "answers": 1, "episodes": 1}]
+
+
+def test_a_reopen_across_channels_chat_then_email_with_the_same_verified_address(
+    runtime: Runtime, clock: Clock
+) -> None:
+    from tests.app.test_mail_channel import Mailbox, channel_of, latest_code, replies_to, verify_in_chat
+
+    chat = verify_in_chat(runtime, "jane.doe@example.com")
+    runtime.resolver.send(chat, "yes, that worked")
+    clock.advance(hours=30)
+    box, email = Mailbox(), channel_of(runtime)
+    got = email.receive(box.mail("my account is locked again", subject="locked"))
+    mail = got.conversation_id
+    assert mail is not None and mail != chat
+
+    def answer(text: str) -> None:
+        parent = replies_to(runtime, mail)[-1]
+        email.receive(box.mail(text, subject="Re: locked", in_reply_to=parent["id"]))
+
+    answer("jane.doe@example.com")
+    answer(latest_code(runtime, mail))
+    insights = open_insights(runtime.settings, runtime.pack, clock=clock)
+    outcomes = {(row["conversation_id"], row["outcome"]) for row in insights.outcomes(Period.of(None, clock()))}
+    assert (chat, "reopened") in outcomes
+    assert (mail, "handed_off") in outcomes  # the policy hands a repeat contact to a person
