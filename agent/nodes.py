@@ -24,6 +24,8 @@ from agent.handoff import (
     TranscriptLine,
     sentiment_label,
 )
+from agent.outcomes import OutcomeMatch, by_yes_no
+from agent.slots import mask_phone, read_slot
 from agent.stages import BETWEEN_PROBLEMS, INITIAL, Event, advance
 from agent.state import ConversationState, Decision, Stage, Understanding, Usage
 from core.pack import Impact, Pack, Urgency
@@ -112,6 +114,7 @@ def understand(state: ConversationState, runtime: Runtime[Deps]) -> Update:
     context = state.get("context_text", "") if state.get("stage") in BETWEEN_PROBLEMS else ""
     routing_text = f"{context} {text}".strip() if context else text
     understanding = runtime.context.brain.understand(text, routing_text=routing_text, spent_tokens=_spent(state))
+    understanding = _read_answer(state, runtime.context, understanding, text)
     kept = understanding.model_copy(
         update={
             "text": redact(inbox["text"]),
@@ -127,6 +130,34 @@ def understand(state: ConversationState, runtime: Runtime[Deps]) -> Update:
     }
 
 
+def _read_answer(state: ConversationState, deps: Deps, understanding: Understanding, text: str) -> Understanding:
+    """Within a runbook that branches: the outcome an answer matched, or the slot value it gave."""
+    runbook = deps.pack.runbooks.get(state.get("runbook_id") or "")
+    stage = state.get("stage")
+    if runbook is None or stage not in ("confirm", "slot"):
+        return understanding
+    if stage == "slot":
+        slot = runbook.slots.get(state.get("pending_slot") or "")
+        if slot is None:
+            return understanding
+        read = read_slot(slot, text)
+        value = mask_phone(str(read.value)) if slot.type == "phone" and read.value is not None else read.value
+        return understanding.model_copy(update={"slot_value": value, "slot_problem": read.problem})
+    step = state.get("step", 0)
+    if not 0 <= step < len(runbook.steps) or not runbook.steps[step].outcomes:
+        return understanding
+    if deps.outcomes is not None:
+        match = deps.outcomes.match(runbook.steps[step], text, affirm=understanding.affirm, deny=understanding.deny)
+    else:
+        found = by_yes_no(runbook.steps[step].outcomes, affirm=understanding.affirm, deny=understanding.deny)
+        match = OutcomeMatch(name=found.name, by="yes_no", score=1.0) if found else None
+    if match is None:
+        return understanding
+    return understanding.model_copy(
+        update={"outcome": match.name, "outcome_by": match.by, "outcome_score": match.score}
+    )
+
+
 def runbook_facts(pack: Pack) -> dict[str, boundary.RunbookFacts]:
     """What the policy needs of each runbook of the pack."""
     return {
@@ -136,6 +167,15 @@ def runbook_facts(pack: Pack) -> dict[str, boundary.RunbookFacts]:
             verify=rb.meta.verify == "otp",
             step_tools=tuple(step.tool for step in rb.steps),
             escalate_if=tuple(rb.meta.escalate_if),
+            steps=tuple(
+                boundary.StepFacts(
+                    id=step.id,
+                    outcomes={o.name: (o.then, o.reason) for o in step.outcomes},
+                    condition=step.condition,
+                    needs=step.needs,
+                )
+                for step in rb.steps
+            ),
         )
         for rid, rb in pack.runbooks.items()
     }
@@ -175,6 +215,9 @@ def facts_of(state: ConversationState, deps: Deps) -> boundary.Facts:
         earlier=problems.earlier_facts(state, deps),
         repeat_said=state.get("repeat_said", False),
         resumed=bool(state.get("take_queued")),
+        slots=dict(state.get("slots") or {}),
+        pending_slot=state.get("pending_slot"),
+        last_result=dict(state.get("last_result") or {}),
     )
 
 
@@ -204,6 +247,8 @@ def decide(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         # Said in a message that only got "tell me more" still counts for the problem it described.
         carried = state.get("stage") == "triage" and state.get("repeat_said", False)
         update["repeat_said"] = bool(understanding.get("says_repeat")) or carried
+        # A new problem: its own slots, results and first runbook (kept across a switch).
+        update |= {"started_runbook_id": decision.runbook_id or None, "slots": {}, "last_result": {}}
     if fresh and understanding.get("candidates"):
         update["candidates"] = understanding["candidates"]
     chosen = decision.runbook_id or None
@@ -221,7 +266,30 @@ def decide(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         }
         if decision.action != "handoff":
             update["stage"] = _moved(state, "runbook_chosen" if new_problem else "topic_changed")
+    if decision.outcome is not None:
+        update |= _answered(state, deps, decision)
     update |= problems.after_decision(state, deps, decision, fresh, update)
+    return update
+
+
+def _answered(state: ConversationState, deps: Deps, decision: Decision) -> Update:
+    """The answer after a step matched an outcome: recorded as an attempt, and its slots set."""
+    runbook = deps.pack.runbooks[state.get("runbook_id") or ""]
+    step = state.get("step", 0)
+    outcome = next(o for o in runbook.steps[step].outcomes if o.name == decision.outcome)
+    understanding = state["understanding"]
+    by, score = understanding.get("outcome_by") or "yes_no", understanding.get("outcome_score", 0.0)
+    attempt = Attempt(
+        at=deps.clock(),
+        kind="answer",
+        step=step,
+        step_id=runbook.steps[step].id,
+        outcome=outcome.name,
+        detail=f"answer matched outcome {outcome.name!r} ({by}, {score:.2f}): then {outcome.then}",
+    )
+    update: Update = {"attempts": [attempt.model_dump(mode="json")]}
+    if outcome.set:
+        update["slots"] = {**(state.get("slots") or {}), **outcome.set}
     return update
 
 
@@ -240,6 +308,12 @@ def act(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         update |= _run_tool(state, deps, understanding, now)
     elif decision.action == "advance_step":
         update |= _advance_step(state)
+    elif decision.action in ("goto_step", "skip_step"):
+        update |= _advance_step(state, decision)
+    elif decision.action == "fill_slot":
+        slots = {**(state.get("slots") or {}), str(decision.slot): understanding.slot_value}
+        counters = {k: v for k, v in (state.get("counters") or {}).items() if k != "slot_invalid"}
+        update |= {"slots": slots, "pending_slot": None, "counters": counters, "stage": _moved(state, "slot_filled")}
     else:
         raise ValueError(f"act cannot carry out {decision.action!r}")
     return update
@@ -323,7 +397,11 @@ def _run_tool(state: ConversationState, deps: Deps, understanding: Understanding
     # Deterministic key: a replay after a crash finds the first run instead of acting again.
     key = f"{cid}:t{state.get('turn', 0)}:s{step}:{tool}:a{failures}"
     account = _verified(state, deps)
-    args = {"text": understanding.text, "summary": f"{pack_runbook.meta.title}: {state.get('problem_text', '')}"}
+    args = {
+        "text": understanding.text,
+        "summary": f"{pack_runbook.meta.title}: {state.get('problem_text', '')}",
+        "slots": dict(state.get("slots") or {}),
+    }
     result = deps.toolbox.run(tool, key=key, conversation_id=cid, account=account, args=args)
     recorded: dict[str, Any] = {"account_id": account.account_id if account else None}
     if tool == "check_service_status":
@@ -350,18 +428,25 @@ def _run_tool(state: ConversationState, deps: Deps, understanding: Understanding
         update["counters"] = _counters(state, step_failures=1)
         return update
     update["step_tool_done"] = True
+    update["last_result"] = dict(result.data)
     if account is not None:
         found = deps.toolbox.directory.get(account.account_id)
         update["customer"] = {**(state.get("customer") or {}), "account_state": _account_state(found)}
     return update
 
 
-def _advance_step(state: ConversationState) -> Update:
+def _advance_step(state: ConversationState, decision: Decision | None = None) -> Update:
     counters = {k: v for k, v in (state.get("counters") or {}).items() if k not in ("step_failures", "unclear")}
+    event: Event = "step_did_not_work"
+    step = state.get("step", 0) + 1
+    if decision is not None and decision.action == "goto_step":
+        event, step = "outcome_matched", decision.to_step if decision.to_step is not None else step
+    elif decision is not None:
+        event = "step_skipped"
     return {
-        "step": state.get("step", 0) + 1,
+        "step": step,
         "step_tool_done": False,
-        "stage": _moved(state, "step_did_not_work"),
+        "stage": _moved(state, event),
         "counters": counters,
         "last_tool": None,
     }
@@ -380,6 +465,7 @@ def _reply_context(state: ConversationState, deps: Deps, decision: Decision, **e
         code_attempts_left=deps.pack.policy.limits.max_code_attempts - counters.get("code_attempts", 0),
         language=str((state.get("understanding") or {}).get("language") or "en"),
         spent_tokens=_spent(state),
+        slots=dict(state.get("slots") or {}),
         **extra,
     )
 
@@ -414,6 +500,11 @@ def _reply_moves(state: ConversationState, deps: Deps, decision: Decision) -> tu
             deps.episodes.tried(str(state["episode_id"]), state.get("step", 0))
     elif action == "reask_confirmation":
         update["counters"] = _counters(state, unclear=1)
+    elif action == "ask_slot":
+        invalid = "slot_invalid_answer" in decision.reasons
+        update |= {"stage": _moved(state, "slot_asked"), "pending_slot": decision.slot}
+        if invalid:
+            update["counters"] = _counters(state, slot_invalid=1)
     elif action == "close_resolved":
         update |= {
             "stage": _moved(state, "customer_confirmed"),
@@ -531,9 +622,11 @@ def handoff(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         customer=_customer_state(customer),
         category=runbook.meta.category if runbook else None,
         runbook_id=runbook_id,
+        started_runbook_id=state.get("started_runbook_id") or runbook_id,
+        slots=dict(state.get("slots") or {}),
         runbook_candidates=[CandidateScore(**c) for c in state.get("candidates", [])],
         sla=Sla(priority=priority, first_response_due=first_due, resolve_due=resolve_due),  # type: ignore[arg-type]
-        reason_codes=list(decision.reasons),
+        reason_codes=[*decision.reasons, *([decision.note] if decision.note else [])],
         attempts=[Attempt.model_validate(a) for a in attempts],
         # A model's words are redacted too: it saw placeholders only, but could still make things up.
         hypothesis=redact(hypothesis.text),

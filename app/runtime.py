@@ -15,6 +15,7 @@ from agent.brains.factory import make_brain
 from agent.deps import Deps
 from agent.episodes import EpisodeStore
 from agent.handoff import HandoffQueue
+from agent.outcomes import OutcomeMatcher
 from agent.resolver import ClientMessages, Conversations, Resolver, validate_message
 from app.auth import ApiKeys, CustomerTokens
 from app.desk import Desk
@@ -166,6 +167,7 @@ def open_runtime(
         handoffs=HandoffQueue(settings.desk_db, clock, on_store=notifier.enqueue if notifier.enabled else None),
         episodes=EpisodeStore(settings.desk_db, clock),
         clock=clock,
+        outcomes=OutcomeMatcher(index.embedder),
     )
     resolver = Resolver(
         deps,

@@ -25,6 +25,8 @@ class ReplyContext:
     language: str = "en"
     # LLM tokens the conversation has used so far (a brain's per-conversation budget).
     spent_tokens: int = 0
+    # The current problem's slot values, for a step's `{slot}` placeholders.
+    slots: dict[str, Any] = field(default_factory=dict)
 
 
 class Brain(Protocol):
