@@ -257,6 +257,7 @@ def decide(state: ConversationState, runtime: Runtime[Deps]) -> Update:
             "runbook_id": chosen,
             "confidence": decision.confidence,
             "step": 0,
+            "jumped": False,
             "step_tool_done": False,
             "counters": {
                 k: v
@@ -445,6 +446,7 @@ def _advance_step(state: ConversationState, decision: Decision | None = None) ->
         event = "step_skipped"
     return {
         "step": step,
+        "jumped": event == "outcome_matched",
         "step_tool_done": False,
         "stage": _moved(state, event),
         "counters": counters,
@@ -466,6 +468,7 @@ def _reply_context(state: ConversationState, deps: Deps, decision: Decision, **e
         language=str((state.get("understanding") or {}).get("language") or "en"),
         spent_tokens=_spent(state),
         slots=dict(state.get("slots") or {}),
+        jumped=bool(state.get("jumped")),
         **extra,
     )
 
@@ -571,6 +574,7 @@ def _tried(attempts: list[dict[str, Any]]) -> list[str]:
         if a["kind"] == "tool"
         else f"step {(a.get('step') or 0) + 1}"
         for a in attempts
+        if a["kind"] != "answer"  # the matched outcomes are in the packet's attempts
     ]
 
 

@@ -46,7 +46,7 @@ def by_yes_no(outcomes: Sequence[Outcome], *, affirm: bool, deny: bool) -> Outco
 class OutcomeMatcher:
     """Matches answers to a step's outcomes with the routing embeddings, then yes/no patterns."""
 
-    def __init__(self, embedder: Embedder, *, min_score: float = 0.55, min_margin: float = 0.05) -> None:
+    def __init__(self, embedder: Embedder, *, min_score: float = 0.6, min_margin: float = 0.05) -> None:
         """Match with ``embedder``; a meaning match needs ``min_score`` and a ``min_margin`` lead."""
         self._embedder = embedder
         self.min_score = min_score

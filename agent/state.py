@@ -260,6 +260,7 @@ class ConversationState(TypedDict, total=False):
     started_runbook_id: str | None  # the runbook the current problem began with (before any switch)
     slots: dict[str, Any]  # the current problem's slot values (a phone number masked)
     pending_slot: str | None  # the slot just asked for
+    jumped: bool  # the current step was reached by an outcome that names it
     last_result: dict[str, Any]  # the latest successful tool result of the current problem (conditions)
     transcript: Annotated[list[dict[str, Any]], operator.add]
     attempts: Annotated[list[dict[str, Any]], operator.add]

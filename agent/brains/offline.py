@@ -232,9 +232,8 @@ class OfflineBrain:
         if d.action == "present_step":
             assert rb is not None
             step = rb.steps[ctx.step]
-            branching = rb.meta.steps is not None
-            lead = "That didn't do it, so let's try the next step. " if ctx.step > 0 and not branching else ""
-            if branching and ctx.step > 0:
+            lead = "That didn't do it, so let's try the next step. " if ctx.step > 0 else ""
+            if ctx.jumped and ctx.step > 0:
                 lead = "Thanks, that helps. "
             done = f" {ctx.tool_message}" if ctx.tool_message and step.tool else ""
             text = f"{lead}{fill_slots(step.text, ctx.slots)}{done}".strip()
