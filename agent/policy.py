@@ -287,7 +287,13 @@ def _slot_answer(facts: Facts, policy: Policy) -> Decision:
         return Decision(action="fill_slot", reasons=["slot_filled"], runbook_id=rid, slot=slot)
     if facts.count("slot_invalid") >= policy.limits.max_unclear_answers:
         return _handoff("slot_invalid", facts)
-    return Decision(action="ask_slot", reasons=["slot_invalid_answer"], runbook_id=rid, slot=slot)
+    return Decision(
+        action="ask_slot",
+        reasons=["slot_invalid_answer"],
+        runbook_id=rid,
+        slot=slot,
+        note=facts.understanding.slot_problem,
+    )
 
 
 def _before_step(facts: Facts, runbook: RunbookFacts) -> Decision | None:

@@ -253,7 +253,7 @@ class OfflineBrain:
             assert rb is not None and d.slot is not None
             ask = rb.slots[d.slot].ask
             if "slot_invalid_answer" in d.reasons:
-                return f"Sorry, I couldn't use that answer. {ask}"
+                return f"Sorry, I couldn't use that answer ({d.note or 'it did not fit'}). {ask}"
             return ask
         if d.action == "close_resolved":
             return (
