@@ -110,11 +110,13 @@ def understand(state: ConversationState, runtime: Runtime[Deps]) -> Update:
     if state.get("stage") == "handed_off":
         return {"understanding": Understanding(text=inbox["text"]).model_dump()}
     vault = _vault(runtime.context)
-    text = reveal(vault, inbox["text"], inbox.get("held", []))
+    # A phone number held for a slot is read by the slot alone, never shown to the brain (an LLM).
+    held = inbox.get("held", [])
+    text = reveal(vault, inbox["text"], [h for h in held if h["kind"] != "phone"])
     context = state.get("context_text", "") if state.get("stage") in BETWEEN_PROBLEMS else ""
     routing_text = f"{context} {text}".strip() if context else text
     understanding = runtime.context.brain.understand(text, routing_text=routing_text, spent_tokens=_spent(state))
-    understanding = _read_answer(state, runtime.context, understanding, text)
+    understanding = _read_answer(state, runtime.context, understanding, reveal(vault, inbox["text"], held))
     kept = understanding.model_copy(
         update={
             "text": redact(inbox["text"]),
@@ -141,8 +143,10 @@ def _read_answer(state: ConversationState, deps: Deps, understanding: Understand
         if slot is None:
             return understanding
         read = read_slot(slot, text)
-        value = mask_phone(str(read.value)) if slot.type == "phone" and read.value is not None else read.value
-        return understanding.model_copy(update={"slot_value": value, "slot_problem": read.problem})
+        if slot.type == "phone" and read.value is not None:
+            ref = _keep(state, _vault(deps), "phone", str(read.value))
+            return understanding.model_copy(update={"slot_value": mask_phone(str(read.value)), "slot_ref": ref})
+        return understanding.model_copy(update={"slot_value": read.value, "slot_problem": read.problem})
     step = state.get("step", 0)
     if not 0 <= step < len(runbook.steps) or not runbook.steps[step].outcomes:
         return understanding
@@ -248,7 +252,7 @@ def decide(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         carried = state.get("stage") == "triage" and state.get("repeat_said", False)
         update["repeat_said"] = bool(understanding.get("says_repeat")) or carried
         # A new problem: its own slots, results and first runbook (kept across a switch).
-        update |= {"started_runbook_id": decision.runbook_id or None, "slots": {}, "last_result": {}}
+        update |= {"started_runbook_id": decision.runbook_id or None, "slots": {}, "slot_refs": {}, "last_result": {}}
     if fresh and understanding.get("candidates"):
         update["candidates"] = understanding["candidates"]
     chosen = decision.runbook_id or None
@@ -313,8 +317,17 @@ def act(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         update |= _advance_step(state, decision)
     elif decision.action == "fill_slot":
         slots = {**(state.get("slots") or {}), str(decision.slot): understanding.slot_value}
+        refs = {**(state.get("slot_refs") or {})}
+        if understanding.slot_ref:
+            refs[str(decision.slot)] = understanding.slot_ref
         counters = {k: v for k, v in (state.get("counters") or {}).items() if k != "slot_invalid"}
-        update |= {"slots": slots, "pending_slot": None, "counters": counters, "stage": _moved(state, "slot_filled")}
+        update |= {
+            "slots": slots,
+            "slot_refs": refs,
+            "pending_slot": None,
+            "counters": counters,
+            "stage": _moved(state, "slot_filled"),
+        }
     else:
         raise ValueError(f"act cannot carry out {decision.action!r}")
     return update
@@ -401,7 +414,11 @@ def _run_tool(state: ConversationState, deps: Deps, understanding: Understanding
     args = {
         "text": understanding.text,
         "summary": f"{pack_runbook.meta.title}: {state.get('problem_text', '')}",
-        "slots": dict(state.get("slots") or {}),
+        # The values themselves: a phone number comes back out of the vault for the tool only.
+        "slots": {
+            **(state.get("slots") or {}),
+            **{name: _vault(deps).get(ref) for name, ref in (state.get("slot_refs") or {}).items()},
+        },
     }
     result = deps.toolbox.run(tool, key=key, conversation_id=cid, account=account, args=args)
     recorded: dict[str, Any] = {"account_id": account.account_id if account else None}

@@ -172,6 +172,8 @@ class Understanding(BaseModel):
     # In the slot stage: the value read for the slot asked, or why the answer did not validate.
     slot_value: str | int | bool | None = None
     slot_problem: str | None = None
+    # A phone number's vault reference (the state keeps it masked; a tool gets the number itself).
+    slot_ref: str | None = None
     # What an LLM brain proposes; the policy checks every proposal before using it.
     proposed_runbook: str | None = None
     proposal_confidence: float = 0.0
@@ -259,6 +261,7 @@ class ConversationState(TypedDict, total=False):
     repeat_said: bool  # the current problem's first message said the customer had written before
     started_runbook_id: str | None  # the runbook the current problem began with (before any switch)
     slots: dict[str, Any]  # the current problem's slot values (a phone number masked)
+    slot_refs: dict[str, str]  # vault references of slot values kept out of the state (phone numbers)
     pending_slot: str | None  # the slot just asked for
     jumped: bool  # the current step was reached by an outcome that names it
     last_result: dict[str, Any]  # the latest successful tool result of the current problem (conditions)

@@ -27,6 +27,7 @@ examples: [my mobile data ran out, no more data on my plan, data allowance used 
 slots:
   gigabytes: {type: int, ask: "How many GB would you like to add (1 or 2)?", min: 1, max: 2}
   abroad: {type: yesno, ask: "Are you abroad?"}
+  phone: {type: phone, ask: "Which phone number is the line?"}
 steps:
   - id: where
     say: Let's check where you are using data.
@@ -39,7 +40,7 @@ steps:
     if: {slot: abroad, equals: yes}
     say: Turn on data roaming in your phone's settings.
   - id: top-up
-    needs: [gigabytes]
+    needs: [phone, gigabytes]
     say: "I've noted a top-up of {gigabytes} GB for your line."
 ---
 Data top-ups.
@@ -94,7 +95,8 @@ def test_the_roaming_step_is_skipped_at_home_and_the_slot_is_asked_for(runtime: 
     asked = runtime.resolver.send(cid, "at home in my own country")
     # No roaming step (the condition does not hold); the top-up needs a number of GB, which is asked for.
     assert asked.stage == "slot"
-    assert asked.replies == ["How many GB would you like to add (1 or 2)?"]
+    assert asked.replies == ["Which phone number is the line?"]
+    assert runtime.resolver.send(cid, "it's +44 7700 900123").replies == ["How many GB would you like to add (1 or 2)?"]
     again = runtime.resolver.send(cid, "5")
     assert again.stage == "slot"
     assert "it must be between 1 and 2" in again.replies[0]
@@ -102,7 +104,10 @@ def test_the_roaming_step_is_skipped_at_home_and_the_slot_is_asked_for(runtime: 
     assert done.stage == "confirm"
     assert "I've noted a top-up of 2 GB for your line." in done.replies[0]
     view = runtime.resolver.view(cid)
-    assert view["slots"] == {"abroad": False, "gigabytes": 2}
+    # The number is kept masked in the conversation; the vault holds it for a tool that needs it.
+    assert view["slots"] == {"abroad": False, "gigabytes": 2, "phone": "••••••••••123"}
+    vault = runtime.resolver.deps.toolbox.vault
+    assert vault is not None and vault.get(view["slot_refs"]["phone"]) == "+447700900123"
     resolved = runtime.resolver.send(cid, "yes it works")
     assert resolved.stage == "resolved"
 
@@ -117,11 +122,11 @@ def test_abroad_the_roaming_step_runs(runtime: Runtime) -> None:
 
 def test_invalid_answers_to_a_slot_hand_off(runtime: Runtime) -> None:
     cid = runtime.resolver.start()
-    for text in ("my mobile data ran out", "at home in my own country", "lots", "loads"):
+    for text in ("my mobile data ran out", "at home in my own country", "07700 900123", "lots", "loads"):
         result = runtime.resolver.send(cid, text)
     assert result.stage == "slot"
     last = runtime.resolver.send(cid, "a lot")
     assert last.stage == "handed_off"
     assert last.handoff is not None and last.handoff["reasons"] == ["slot_invalid"]
     packet = runtime.resolver.deps.handoffs.get(last.handoff["packet_id"])
-    assert packet.slots == {"abroad": False}
+    assert packet.slots == {"abroad": False, "phone": "••••••••123"}
