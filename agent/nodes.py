@@ -156,9 +156,23 @@ def _read_answer(state: ConversationState, deps: Deps, understanding: Understand
         found = by_yes_no(runbook.steps[step].outcomes, affirm=understanding.affirm, deny=understanding.deny)
         match = OutcomeMatch(name=found.name, by="yes_no", score=1.0) if found else None
     if match is None:
-        return understanding
+        return _proposed_outcome(state, deps, understanding, text)
     return understanding.model_copy(
         update={"outcome": match.name, "outcome_by": match.by, "outcome_score": match.score}
+    )
+
+
+def _proposed_outcome(state: ConversationState, deps: Deps, understanding: Understanding, text: str) -> Understanding:
+    """An LLM brain's reading of an answer nothing matched (the offline brain proposes nothing)."""
+    propose = getattr(deps.brain, "propose_outcome", None)
+    runbook = deps.pack.runbooks[state.get("runbook_id") or ""]
+    step = state.get("step", 0)
+    if propose is None:
+        return understanding
+    outcomes = {o.name: list(o.when) for o in runbook.steps[step].outcomes}
+    name, confidence, usage = propose(text, runbook.question(step), outcomes, spent_tokens=_spent(state))
+    return understanding.model_copy(
+        update={"proposed_outcome": name, "outcome_confidence": confidence, "usage": understanding.usage + usage}
     )
 
 
@@ -284,6 +298,8 @@ def _answered(state: ConversationState, deps: Deps, decision: Decision) -> Updat
     outcome = next(o for o in runbook.steps[step].outcomes if o.name == decision.outcome)
     understanding = state["understanding"]
     by, score = understanding.get("outcome_by") or "yes_no", understanding.get("outcome_score", 0.0)
+    if understanding.get("outcome") is None:  # the policy took an LLM brain's proposal
+        by, score = "llm", understanding.get("outcome_confidence", 0.0)
     attempt = Attempt(
         at=deps.clock(),
         kind="answer",

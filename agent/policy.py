@@ -255,8 +255,32 @@ def _switched_boundary(boundary: Decision, facts: Facts, policy: Policy) -> Deci
 
 def _outcome(facts: Facts, policy: Policy, step: StepFacts) -> Decision:
     """Where the answer after a step with outcomes leads; one rephrased question when it matched none."""
+    name, note = _judge_outcome(facts, policy, step)
+    decision = _outcome_move(facts, policy, step, name)
+    if note:
+        decision = decision.model_copy(update={"reasons": [*decision.reasons, note]})
+    return decision
+
+
+def _judge_outcome(facts: Facts, policy: Policy, step: StepFacts) -> tuple[str | None, ReasonCode | None]:
+    """The outcome the answer matched, or an LLM's proposal when it names one of the step's and is sure.
+
+    A proposal that would resolve a denied answer is refused, as a meaning match would be.
+    """
+    u = facts.understanding
+    if u.outcome is not None or u.proposed_outcome is None:
+        return u.outcome, None
+    then = step.outcomes.get(u.proposed_outcome, ("", None))[0]
+    if not then or (u.deny and then == "resolved"):
+        return None, "llm_proposal_refused"
+    if u.outcome_confidence < policy.routing.llm_min_confidence:
+        return None, None
+    return u.proposed_outcome, "llm_proposal_accepted"
+
+
+def _outcome_move(facts: Facts, policy: Policy, step: StepFacts, name: str | None) -> Decision:
+    """Where the outcome ``name`` leads (None: nothing matched)."""
     rid = facts.runbook_id
-    name = facts.understanding.outcome
     if name is None or name not in step.outcomes:
         # One rephrased question, listing what the bot understands; then a person.
         if facts.count("unclear") >= 1:

@@ -172,6 +172,9 @@ class Understanding(BaseModel):
     # In the slot stage: the value read for the slot asked, or why the answer did not validate.
     slot_value: str | int | bool | None = None
     slot_problem: str | None = None
+    # An LLM brain's reading of an answer no outcome matched by meaning or yes/no; the policy judges it.
+    proposed_outcome: str | None = None
+    outcome_confidence: float = 0.0
     # A phone number's vault reference (the state keeps it masked; a tool gets the number itself).
     slot_ref: str | None = None
     # What an LLM brain proposes; the policy checks every proposal before using it.
