@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from core.errors import TieroneError
@@ -98,7 +99,7 @@ def serve(
 @keys_app.command("create")
 def keys_create(
     name: Annotated[str, typer.Argument(help="The technician's name, shown to customers with their replies.")],
-    role: Annotated[str, typer.Option("--role", help="l2 or admin.")] = "l2",
+    role: Annotated[str, typer.Option("--role", help="l2, admin or lead.")] = "l2",
 ) -> None:
     """Make an API key and print it; only its hash is stored, so it cannot be shown again."""
     from app.auth import ApiKeys
@@ -211,7 +212,8 @@ def runbooks_lint(folder: Annotated[Path, typer.Argument(help="Runbook pack fold
             f"[yellow]warning: {warning.file}[/yellow]: [bold]{warning.field}[/bold]: {warning.message}",
             highlight=False,
         )
-    console.print(f"ok: {len(pack.runbooks)} runbooks in {folder}, policy.yaml valid")
+    tools = f", tools.yaml valid ({len(pack.tools.tools)} tools)" if pack.tools else ""
+    console.print(f"ok: {len(pack.runbooks)} runbooks in {folder}, policy.yaml valid{tools}")
 
 
 def _calibration_probes(index: Any, out_of_scope: list[Path] | None, cases: Path | None) -> tuple[list[Any], list[str]]:
@@ -782,12 +784,12 @@ def eval_init(
 def _as_routed(message: str) -> str:
     """The text the service routes: redacted, with the addresses and codes it holds put back."""
     from core.redact import redact_spans
-    from core.vault import HELD_KINDS
+    from core.vault import REVEALED_KINDS
 
     redacted, pairs = redact_spans(message)
     out, at = [], 0
     for original, mark in pairs:
-        if original.kind in HELD_KINDS:
+        if original.kind in REVEALED_KINDS:
             out += [redacted[at : mark.start], message[original.start : original.end]]
             at = mark.end
     return "".join(out) + redacted[at:]
@@ -866,6 +868,217 @@ def vault_key() -> None:
     from cryptography.fernet import Fernet
 
     print(Fernet.generate_key().decode())
+
+
+# -- knowledge gaps and teaching: what L2 resolutions teach the bot (issue 13, parts 4 and 5) -------------
+
+suggestions_app = typer.Typer(help="What L2 resolutions taught: suggested examples and runbooks.")
+runbooks_app.add_typer(suggestions_app, name="suggestions")
+
+
+def _suggestions() -> Any:
+    from app.teaching import Suggestions
+    from core.clock import utc_now
+
+    return Suggestions(Settings().desk_db, utc_now)
+
+
+def _when(option: str, value: str | None) -> Any:
+    """An ISO date or time from an option (UTC when it names no zone)."""
+    from datetime import UTC, datetime
+
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise TieroneError(f"{option} {value!r} is not an ISO date or time (2026-11-01 or 2026-11-01T09:00)") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _gaps(runbooks: Path | None, since: str | None, until: str | None, distance: float) -> list[Any]:
+    """The knowledge gaps of the deployment's handoffs in a period (the last 30 days unless told)."""
+    from datetime import timedelta
+
+    from agent.handoff import HandoffQueue
+    from app.gaps import find_gaps
+    from core.clock import utc_now
+    from core.pack import load_pack
+    from vectorstore.embeddings import MiniLMEmbedder
+    from vectorstore.index import RunbookIndex, open_client
+
+    settings = _settings(runbooks)
+    start, end = _when("--since", since), _when("--until", until)
+    if start is None:
+        start = (end or utc_now()) - timedelta(days=30)
+    if end is not None and end <= start:
+        raise TieroneError(f"--until {until} is not after --since {since or start.isoformat()}; swap them")
+    if not 0 < distance < 2:
+        raise TieroneError(f"--distance must be between 0 and 2 (cosine distance), not {distance}")
+    index = RunbookIndex(open_client(settings.chroma_dir), load_pack(settings.runbooks), MiniLMEmbedder())
+    index.sync()
+    return find_gaps(HandoffQueue(settings.desk_db, utc_now), index, since=start, until=end, distance=distance)
+
+
+SinceOpt = Annotated[str | None, typer.Option("--since", help="Start of the period, ISO (default: 30 days ago).")]
+UntilOpt = Annotated[str | None, typer.Option("--until", help="End of the period, ISO (default: now).")]
+DistanceOpt = Annotated[float, typer.Option("--distance", help="Largest cosine distance within a gap.")]
+
+
+@runbooks_app.command("gaps")
+def runbooks_gaps(
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+    distance: DistanceOpt = 0.6,
+    runbooks: RunbooksOpt = None,
+) -> None:
+    """The questions no runbook answered: handed-off messages clustered, the largest gap first."""
+    try:
+        gaps = _gaps(runbooks, since, until, distance)
+    except TieroneError as exc:
+        _fail(exc)
+    if as_json:
+        sys.stdout.write(json.dumps([g.as_dict() for g in gaps], indent=2) + "\n")
+        return
+    if not gaps:
+        console.print("no knowledge gaps: no handoff of the period was for want of a runbook")
+        return
+    table = Table(title=f"Knowledge gaps ({len(gaps)})")
+    for column in ("gap", "size", "examples", "nearest runbook"):
+        table.add_column(column, overflow="fold")
+    for g in gaps:
+        nearest = f"{g.nearest_runbook} ({g.nearest_score:.2f})" if g.nearest_runbook else "-"
+        # Redacted text holds "[email]" and the like: escaped, or rich would read them as markup.
+        table.add_row(str(g.rank), str(g.size), escape("\n".join(g.examples[:3])), nearest)
+    console.print(table)
+    console.print("`tierone runbooks draft --gap N --out FILE` writes a runbook skeleton from gap N")
+
+
+@runbooks_app.command("draft")
+def runbooks_draft(
+    gap: Annotated[int, typer.Option("--gap", min=1, help="The gap's number in `tierone runbooks gaps`.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Write the skeleton here (else print it).")] = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    distance: DistanceOpt = 0.6,
+    runbooks: RunbooksOpt = None,
+) -> None:
+    """Write a runbook skeleton from a gap: its messages as examples, TODO where an author must write."""
+    from app.gaps import draft_runbook
+
+    try:
+        gaps = _gaps(runbooks, since, until, distance)
+        if gap > len(gaps):
+            raise TieroneError(f"--gap {gap}: the period has {len(gaps)} gap(s); `tierone runbooks gaps` lists them")
+        if out is not None and out.exists():
+            raise TieroneError(f"--out {out} exists already; choose another file")
+    except TieroneError as exc:
+        _fail(exc)
+    text = draft_runbook(gaps[gap - 1])
+    if out is None:
+        sys.stdout.write(text)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    console.print(f"draft written to {out}: replace every TODO, then `tierone runbooks lint` the pack")
+
+
+@suggestions_app.callback(invoke_without_command=True)
+def suggestions_list(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+    state: Annotated[str, typer.Option(help="open, accepted, rejected or all.")] = "open",
+) -> None:
+    """List the suggestions L2 technicians left when resolving handoffs."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if state not in ("open", "accepted", "rejected", "all"):
+        _fail(TieroneError(f"--state must be open, accepted, rejected or all, not {state!r}"))
+    found = [s.as_dict() for s in _suggestions().list(state)]
+    if as_json:
+        sys.stdout.write(json.dumps(found, indent=2) + "\n")
+        return
+    if not found:
+        console.print(f"no {state} suggestions" if state != "all" else "no suggestions")
+        return
+    table = Table(title=f"Suggestions ({state})")
+    for column in ("id", "kind", "runbook", "text", "from", "state"):
+        table.add_column(column, overflow="fold")
+    for s in found:
+        table.add_row(
+            s["id"],
+            s["kind"],
+            s["runbook_id"],
+            escape(s["text"]),
+            escape(f"{s['technician']} {s['packet_id']}"),
+            s["state"],
+        )
+    console.print(table)
+
+
+@suggestions_app.command("reject")
+def suggestions_reject(
+    suggestion_id: Annotated[str, typer.Argument(help="The suggestion, e.g. SUG-3.")],
+    why: Annotated[str, typer.Option("--why", help="Why it is rejected; kept with the suggestion.")],
+) -> None:
+    """Reject a suggestion, recording why."""
+    try:
+        done = _suggestions().decide(suggestion_id, "rejected", why)
+    except TieroneError as exc:
+        _fail(exc)
+    console.print(f"{done.id} rejected: {escape(done.why or '')}")
+
+
+@suggestions_app.command("accept")
+def suggestions_accept(
+    suggestion_id: Annotated[str, typer.Argument(help="The suggestion, e.g. SUG-3.")],
+    runbooks: Annotated[Path, typer.Option("--runbooks", help="The runbook pack folder to write it into.")],
+    cases: Annotated[Path, typer.Option("--cases", help="The .jsonl case file its regression case joins.")],
+    force: Annotated[bool, typer.Option("--force", help="Keep it even when it breaks a gate that held.")] = False,
+    category: Annotated[
+        str | None, typer.Option("--category", help="A new runbook's category (else the technician's).")
+    ] = None,
+) -> None:
+    """Write a suggestion into the pack and its case into the case file once the pack lints; print what changed."""
+    from eval.teach import accept
+
+    try:
+        done = accept(_suggestions(), suggestion_id, runbooks, cases, force=force, category=category)
+    except (TieroneError, OSError) as exc:
+        _fail(exc)
+    for line in done.changes():
+        console.print(f"  {escape(line)}", highlight=False)
+    for line in done.broken_gates:
+        err.print(f"[yellow]gate broken, kept because of --force:[/yellow] {escape(line)}", highlight=False)
+    console.print(f"{done.suggestion.id} accepted: wrote " + ", ".join(str(p) for p in done.files), highlight=False)
+# -- the support lead: insights, the monthly audit, the simulator (issue 13) -------------------------
+
+
+@app.command()
+def insights(
+    since: Annotated[str | None, typer.Option("--since", help="First moment (ISO) of the period.")] = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Judge the 72-hour and time-limit rules at (ISO).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    runbooks: RunbooksOpt = None,
+) -> None:
+    """Honest resolution counts per episode, by category, with handoff reasons and desk times."""
+    from app.insights import Period, open_insights, parse_moment, summary_lines
+    from core.pack import load_pack
+
+    settings = _settings(runbooks)
+    try:
+        period = Period.of(parse_moment(since, "--since"), parse_moment(as_of, "--as-of"))
+        report = open_insights(settings, load_pack(settings.runbooks)).report(period)
+    except TieroneError as exc:
+        _fail(exc)
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        for line in summary_lines(report):
+            typer.echo(line)
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ Where to look:
   api/routes/desk.py           the L2 desk: /handoffs..., /me
   api/routes/admin.py          /admin/keys, /admin/erasures
   api/routes/inbound.py        POST /inbound/email
+  api/routes/lead.py           the support lead: /insights, /audit
   api/deps.py                  who may call (customer token, technician or admin key), rate limits
   api/schemas.py               request and response bodies
   api/errors.py                which error answers which status; the documented error bodies
@@ -23,7 +24,7 @@ from fastapi import FastAPI
 from api.deps import RateLimits
 from api.errors import add_error_handlers
 from api.middleware import add_middleware
-from api.routes import admin, conversations, desk, inbound, ops
+from api.routes import admin, conversations, desk, inbound, incidents, lead, ops
 from app.auth import ApiKeys, CustomerTokens
 from app.runtime import Runtime, open_runtime
 from core.settings import Settings
@@ -41,6 +42,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # A process stopped between a turn's last checkpoint and its log write left lines unmirrored.
     for conversation_id in runtime.resolver.conversations.ids():
         runtime.desk.catch_up(conversation_id, runtime.resolver.view(conversation_id))
+    if runtime.incidents is not None:
+        runtime.incidents.deliver()  # an incident broadcast cut short resumes: only those not reached yet
     notifier = runtime.notifier  # handoff delivery to the helpdesk webhook, if one is set
     if notifier is not None:
         notifier.start()
@@ -66,7 +69,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.state.limits = RateLimits.from_settings(settings)
     add_middleware(app, settings)
     add_error_handlers(app)
-    for module in (ops, conversations, desk, admin, inbound):
+    for module in (ops, conversations, desk, admin, inbound, lead, incidents):
         app.include_router(module.router)
     mount_pages(app)  # /, /chat, /desk and /static (web/)
     return app

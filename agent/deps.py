@@ -9,6 +9,7 @@ from datetime import datetime
 from agent.brains.base import Brain
 from agent.episodes import EpisodeStore
 from agent.handoff import HandoffQueue
+from agent.incidents import IncidentStore
 from agent.outcomes import OutcomeMatcher
 from core.clock import utc_now
 from core.pack import Pack
@@ -28,3 +29,5 @@ class Deps:
     clock: Callable[[], datetime] = utc_now
     # Matches answers to a step's outcomes by meaning; None: the yes/no patterns alone.
     outcomes: OutcomeMatcher | None = None
+    # Where incidents are kept and spikes counted; None: wide impact goes to a person instead.
+    incidents: IncidentStore | None = None

@@ -2,9 +2,12 @@
 
 DESIGN.md, "Counting resolutions honestly": after ``resolved`` a new message starts a new episode.
 The resolver records what it knows as it happens (``in_progress``, ``confirmed``, ``handed_off``,
-``reopened``); outcomes that depend on time passing (``no_recontact``, ``abandoned``, ``pending``)
-are for whoever reads the store later to derive from ``opened_at``, ``closed_at`` and
-``steps_tried``. Rows are keyed so that a replayed turn writes nothing twice.
+``reopened``) and the facts the other outcomes are derived from: when a fix was last shown
+(``fix_at``), when the episode last moved (``last_at``), whether the customer confirmed, which steps
+the customer said did not work, and the handoff's reason and packet. Outcomes that depend on time
+passing (``no_recontact``, ``abandoned``, ``pending``, and ``reopened`` across conversations) are
+derived in SQL at a given moment by app/insights.py. Rows are keyed so that a replayed turn writes
+nothing twice.
 """
 
 from __future__ import annotations
@@ -20,7 +23,29 @@ from pydantic import BaseModel, Field
 
 from core.db import Database, Migration, Migrations, PersonalTables
 
-EpisodeOutcome = Literal["in_progress", "confirmed", "handed_off", "reopened"]
+EpisodeOutcome = Literal["in_progress", "confirmed", "handed_off", "reopened", "resolved_by_incident"]
+
+# The reason codes that end an episode with a person (agent/state.py ReasonCode, its handoff part).
+HANDOFF_REASONS: frozenset[str] = frozenset(
+    {
+        "no_runbook_fits",
+        "tier2_runbook",
+        "customer_requested_human",
+        "negative_sentiment",
+        "escalation_keyword",
+        "steps_exhausted",
+        "verification_failed",
+        "identity_not_provided",
+        "step_failed",
+        "time_limit",
+        "turn_limit",
+        "unclear_response",
+        "ambiguous_after_clarifying",
+        "repeat_contact",
+        "manipulation_suspected",
+        "llm_unavailable",
+    }
+)
 
 _EPISODES = """CREATE TABLE IF NOT EXISTS episodes (
     episode_id TEXT PRIMARY KEY,
@@ -46,6 +71,43 @@ class Episode(BaseModel):
     closed_at: datetime | None = None
     outcome: EpisodeOutcome = "in_progress"
     steps_tried: list[int] = Field(default_factory=list, description="Runbook steps shown (0-based)")
+    fix_at: datetime | None = Field(default=None, description="When a fix (a step or a tool result) was last shown")
+    last_at: datetime | None = Field(default=None, description="When the episode last moved")
+    confirmed: bool = Field(default=False, description="The customer said it worked (kept if it reopens)")
+    failed_steps: list[int] = Field(default_factory=list, description="Steps the customer said did not work")
+    reason: str | None = Field(default=None, description="The handoff's reason code, once handed off")
+    packet_id: str | None = None
+
+
+def handoff_reason(reasons: list[str]) -> str:
+    """The one reason code an episode is handed off for: the first handoff reason of a decision."""
+    return next((r for r in reasons if r in HANDOFF_REASONS), reasons[-1] if reasons else "unknown")
+
+
+# Migration 2: the facts honest outcomes are derived from. Rows written before it keep what can be
+# recovered: a confirmation from the outcome, a fix from the steps shown, their last move from their times.
+_OUTCOME_FACTS = (
+    "ALTER TABLE episodes ADD COLUMN fix_at TEXT",
+    "ALTER TABLE episodes ADD COLUMN last_at TEXT",
+    "ALTER TABLE episodes ADD COLUMN confirmed INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE episodes ADD COLUMN failed_steps TEXT NOT NULL DEFAULT '[]'",
+    "ALTER TABLE episodes ADD COLUMN reason TEXT",
+    "ALTER TABLE episodes ADD COLUMN packet_id TEXT",
+    "UPDATE episodes SET confirmed = 1 WHERE outcome = 'confirmed'",
+    "UPDATE episodes SET last_at = COALESCE(closed_at, opened_at)",
+    "UPDATE episodes SET fix_at = COALESCE(closed_at, opened_at) WHERE steps_tried <> '[]'",
+    "CREATE INDEX IF NOT EXISTS episodes_opened ON episodes (opened_at)",
+    "CREATE INDEX IF NOT EXISTS episodes_runbook ON episodes (runbook_id, opened_at)",
+)
+
+_COLUMNS = (
+    "episode_id, conversation_id, runbook_id, subject, opened_at, closed_at, outcome, steps_tried,"
+    " fix_at, last_at, confirmed, failed_steps, reason, packet_id"
+)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
 
 
 class EpisodeStore:
@@ -59,6 +121,7 @@ class EpisodeStore:
             "CREATE INDEX IF NOT EXISTS episodes_conversation ON episodes (conversation_id, opened_at)",
             "CREATE INDEX IF NOT EXISTS episodes_subject ON episodes (subject, opened_at)",
         ),
+        Migration(2, *_OUTCOME_FACTS),
     )
     PERSONAL_TABLES: ClassVar[PersonalTables] = {"episodes": {"conversation_id": "conversation"}}
 
@@ -69,20 +132,31 @@ class EpisodeStore:
         self._across = across_conversations
         self._db.migrate(self.MIGRATIONS)
 
+    @property
+    def db(self) -> Database:
+        """The database the episodes live in (app/insights.py reads it)."""
+        return self._db
+
     def open(self, episode: Episode) -> bool:
         """Store a new episode; False when one with that id exists already (a replayed turn)."""
         with self._db.transaction() as conn:
             cur = conn.execute(
-                "INSERT OR IGNORE INTO episodes VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT OR IGNORE INTO episodes ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     episode.episode_id,
                     episode.conversation_id,
                     episode.runbook_id,
                     episode.subject,
                     episode.opened_at.isoformat(),
-                    episode.closed_at.isoformat() if episode.closed_at else None,
+                    _iso(episode.closed_at),
                     episode.outcome,
                     json.dumps(episode.steps_tried),
+                    _iso(episode.fix_at),
+                    _iso(episode.last_at or episode.closed_at or episode.opened_at),
+                    int(episode.confirmed or episode.outcome == "confirmed"),
+                    json.dumps(episode.failed_steps),
+                    episode.reason,
+                    episode.packet_id,
                 ),
             )
             return cur.rowcount == 1
@@ -103,25 +177,49 @@ class EpisodeStore:
         with self._db.transaction() as conn:
             conn.execute("UPDATE episodes SET subject = ? WHERE episode_id = ?", (subject, episode_id))
 
-    def tried(self, episode_id: str, step: int) -> None:
-        """Record that a step was shown (once, however often it was shown)."""
-        with self._db.transaction() as conn:
-            row = conn.execute("SELECT steps_tried FROM episodes WHERE episode_id = ?", (episode_id,)).fetchone()
-            if row is None:
-                return
-            steps = json.loads(row["steps_tried"])
-            if step not in steps:
-                conn.execute(
-                    "UPDATE episodes SET steps_tried = ? WHERE episode_id = ?",
-                    (json.dumps([*steps, step]), episode_id),
-                )
-
-    def close(self, episode_id: str, outcome: EpisodeOutcome) -> None:
-        """Record how an episode ended; the first close keeps its time."""
+    def touch(self, episode_id: str) -> None:
+        """The episode moved (a message of its customer, a reply of the bot): it is not quiet yet."""
         with self._db.transaction() as conn:
             conn.execute(
-                "UPDATE episodes SET outcome = ?, closed_at = COALESCE(closed_at, ?) WHERE episode_id = ?",
-                (outcome, self._clock().isoformat(), episode_id),
+                "UPDATE episodes SET last_at = ? WHERE episode_id = ?", (self._clock().isoformat(), episode_id)
+            )
+
+    def tried(self, episode_id: str, step: int) -> None:
+        """Record that a step was shown (once, however often it was shown) and that a fix was shown now."""
+        self._add_step(episode_id, "steps_tried", step, fix=True)
+
+    def did_not_work(self, episode_id: str, step: int) -> None:
+        """Record that the customer said a step did not work (once per step, so a replayed turn counts once)."""
+        self._add_step(episode_id, "failed_steps", step, fix=False)
+
+    def _add_step(
+        self, episode_id: str, column: Literal["steps_tried", "failed_steps"], step: int, *, fix: bool
+    ) -> None:
+        now = self._clock().isoformat()
+        with self._db.transaction() as conn:
+            row = conn.execute(f"SELECT {column} FROM episodes WHERE episode_id = ?", (episode_id,)).fetchone()
+            if row is None:
+                return
+            steps = json.loads(row[column])
+            if step not in steps:
+                steps = [*steps, step]
+            conn.execute(
+                f"UPDATE episodes SET {column} = ?, last_at = ?, fix_at = CASE WHEN ? THEN ? ELSE fix_at END"
+                " WHERE episode_id = ?",
+                (json.dumps(steps), now, fix, now, episode_id),
+            )
+
+    def close(
+        self, episode_id: str, outcome: EpisodeOutcome, *, reason: str | None = None, packet_id: str | None = None
+    ) -> None:
+        """Record how an episode ended; the first close keeps its time, a confirmation is kept for good."""
+        now = self._clock().isoformat()
+        with self._db.transaction() as conn:
+            conn.execute(
+                "UPDATE episodes SET outcome = ?, closed_at = COALESCE(closed_at, ?), last_at = ?,"
+                " confirmed = MAX(confirmed, ?), reason = COALESCE(?, reason), packet_id = COALESCE(?, packet_id)"
+                " WHERE episode_id = ?",
+                (outcome, now, now, int(outcome == "confirmed"), reason, packet_id, episode_id),
             )
 
     def for_conversation(self, conversation_id: str) -> list[Episode]:
@@ -147,4 +245,5 @@ class EpisodeStore:
 def _episode(row: sqlite3.Row) -> Episode:
     data = dict(row)
     data["steps_tried"] = json.loads(data["steps_tried"])
+    data["failed_steps"] = json.loads(data["failed_steps"])
     return Episode.model_validate(data)

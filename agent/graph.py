@@ -2,6 +2,7 @@
 
 intake → understand → decide ─┬─ act ──→ decide (again, until it answers or hands off)
 ├─ reply ──→ END (or decide, when a solved problem lets a queued one begin)
+├─ incident → END (many people, one cause: attached to an incident)
 └─ handoff → END
 """
 
@@ -18,11 +19,13 @@ from agent.deps import Deps
 from agent.state import ACTING, ConversationState
 
 
-def after_decide(state: ConversationState) -> Literal["act", "reply", "handoff"]:
+def after_decide(state: ConversationState) -> Literal["act", "reply", "handoff", "incident"]:
     """Acting decisions loop back through decide; the rest end the turn."""
     action = state["decision"]["action"]
     if action == "handoff":
         return "handoff"
+    if action == "incident":
+        return "incident"
     if action in ACTING:
         return "act"
     return "reply"
@@ -44,6 +47,7 @@ def build_graph(
     graph.add_node("act", nodes.act)
     graph.add_node("reply", nodes.reply)
     graph.add_node("handoff", nodes.handoff)
+    graph.add_node("incident", nodes.incident)
     graph.add_edge(START, "intake")
     graph.add_edge("intake", "understand")
     graph.add_edge("understand", "decide")
@@ -51,4 +55,5 @@ def build_graph(
     graph.add_edge("act", "decide")
     graph.add_conditional_edges("reply", after_reply)
     graph.add_edge("handoff", END)
+    graph.add_edge("incident", END)
     return graph.compile(checkpointer=checkpointer)

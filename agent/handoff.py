@@ -236,6 +236,14 @@ class HandoffQueue:
             ).fetchall()
         return [HandoffPacket.model_validate_json(r["packet"]).model_copy(update={"status": r["status"]}) for r in rows]
 
+    def set_summary(self, packet_id: str, summary: str) -> None:
+        """Rewrite a packet's summary (an incident ticket's affected count grows as customers report)."""
+        with self._db.transaction() as conn:
+            conn.execute(
+                "UPDATE handoffs SET packet = json_set(packet, '$.summary', ?) WHERE packet_id = ?",
+                (summary, packet_id),
+            )
+
     def schema(self) -> dict[str, Any]:
         """The packet's JSON Schema, for helpdesks that take packets."""
         return HandoffPacket.model_json_schema()

@@ -24,13 +24,14 @@ from agent.handoff import (
     TranscriptLine,
     sentiment_label,
 )
+from agent.incidents import Incident
 from agent.outcomes import OutcomeMatch, by_yes_no
 from agent.slots import mask_phone, read_slot
 from agent.stages import BETWEEN_PROBLEMS, INITIAL, Event, advance
 from agent.state import ConversationState, Decision, Stage, Understanding, Usage
 from core.pack import Impact, Pack, Urgency
 from core.redact import mask_email, redact
-from core.vault import Vault, reveal
+from core.vault import REVEALED_KINDS, Vault, reveal
 from tools.base import Account, VerifiedAccount
 
 Update = dict[str, Any]
@@ -113,6 +114,8 @@ def understand(state: ConversationState, runtime: Runtime[Deps]) -> Update:
     # A phone number held for a slot is read by the slot alone, never shown to the brain (an LLM).
     held = inbox.get("held", [])
     text = reveal(vault, inbox["text"], [h for h in held if h["kind"] != "phone"])
+    held = inbox.get("held", [])
+    text = reveal(vault, inbox["text"], [h for h in held if h["kind"] in REVEALED_KINDS])
     context = state.get("context_text", "") if state.get("stage") in BETWEEN_PROBLEMS else ""
     routing_text = f"{context} {text}".strip() if context else text
     understanding = runtime.context.brain.understand(text, routing_text=routing_text, spent_tokens=_spent(state))
@@ -122,6 +125,8 @@ def understand(state: ConversationState, runtime: Runtime[Deps]) -> Update:
             "text": redact(inbox["text"]),
             "email": _keep(state, vault, "email", understanding.email),
             "code": _keep(state, vault, "code", understanding.code),
+            # The first phone number the message held: its vault reference, for a code texted to the line.
+            "phone": next((str(h["ref"]) for h in held if h["kind"] == "phone"), None),
             "clauses": [c.model_copy(update={"text": redact(c.text)}) for c in understanding.clauses],
         }
     )
@@ -182,7 +187,8 @@ def runbook_facts(pack: Pack) -> dict[str, boundary.RunbookFacts]:
         rid: boundary.RunbookFacts(
             id=rid,
             tier=pack.effective_tier(rb),
-            verify=rb.meta.verify == "otp",
+            verify=rb.meta.verify != "none",
+            verify_by="sms" if rb.meta.verify == "otp_sms" else "email",
             step_tools=tuple(step.tool for step in rb.steps),
             escalate_if=tuple(rb.meta.escalate_if),
             steps=tuple(
@@ -206,7 +212,10 @@ def _verified(state: ConversationState, deps: Deps) -> VerifiedAccount | None:
     if not verified_at:
         return None
     return deps.toolbox.verified(
-        customer["account_id"], customer["email"], datetime.fromisoformat(verified_at), state["conversation_id"]
+        customer["account_id"],
+        customer.get("email") or "",
+        datetime.fromisoformat(verified_at),
+        state["conversation_id"],
     )
 
 
@@ -236,7 +245,34 @@ def facts_of(state: ConversationState, deps: Deps) -> boundary.Facts:
         slots=dict(state.get("slots") or {}),
         pending_slot=state.get("pending_slot"),
         last_result=dict(state.get("last_result") or {}),
+        **_incident_facts(state, deps),
     )
+
+
+def _incident_facts(state: ConversationState, deps: Deps) -> dict[str, Any]:
+    """The open incident the message belongs to, and how many others reported its runbook lately."""
+    store = deps.incidents
+    if store is None:
+        return {"incidents": False}
+    if state.get("consumed") or state.get("stage") == "handed_off":
+        return {}
+    if state.get("stage") == "incident":
+        return {"incident_id": state.get("incident_id")}
+    understanding = state["understanding"]
+    candidates = understanding.get("candidates") or []
+    top = candidates[0] if candidates else None
+    runbook = deps.pack.runbooks.get(top["runbook_id"]) if top else None
+    strong = top is not None and runbook is not None and top["score"] >= deps.pack.policy.routing.min_score
+    wide = bool(understanding.get("wide_impact"))
+    if not strong and not wide:
+        return {}
+    cid = state["conversation_id"]
+    category = runbook.meta.category if strong and runbook else None
+    found = store.matching(category, cid, wide=wide)
+    peers = 0
+    if strong and top is not None and state.get("stage") in BETWEEN_PROBLEMS:
+        peers = len(store.peers(top["runbook_id"], deps.pack.policy.incidents.spike_minutes, cid))
+    return {"incident_id": found, "spike_peers": peers}
 
 
 def decide(state: ConversationState, runtime: Runtime[Deps]) -> Update:
@@ -280,14 +316,15 @@ def decide(state: ConversationState, runtime: Runtime[Deps]) -> Update:
             "counters": {
                 k: v
                 for k, v in (state.get("counters") or {}).items()
-                if k not in ("step_failures", "unclear", "recontact")
+                if k not in ("step_failures", "unclear", "recontact", "tool_failed")
             },
         }
-        if decision.action != "handoff":
+        if decision.action not in ("handoff", "incident"):
             update["stage"] = _moved(state, "runbook_chosen" if new_problem else "topic_changed")
     if decision.outcome is not None:
         update |= _answered(state, deps, decision)
     update |= problems.after_decision(state, deps, decision, fresh, update)
+    _report(state, deps, decision, fresh, update)
     return update
 
 
@@ -312,6 +349,15 @@ def _answered(state: ConversationState, deps: Deps, decision: Decision) -> Updat
     if outcome.set:
         update["slots"] = {**(state.get("slots") or {}), **outcome.set}
     return update
+
+
+def _report(state: ConversationState, deps: Deps, decision: Decision, fresh: bool, update: Update) -> None:
+    """Count a new problem routed to a runbook towards that runbook's spike (agent/incidents.py)."""
+    runbook = deps.pack.runbooks.get(decision.runbook_id or "")
+    if deps.incidents is None or not fresh or runbook is None or decision.action == "handoff":
+        return
+    episode = str(update.get("episode_id") or state.get("episode_id") or f"t{state.get('turn', 0)}")
+    deps.incidents.report(state["conversation_id"], episode, runbook.meta.id, runbook.meta.category)
 
 
 def act(state: ConversationState, runtime: Runtime[Deps]) -> Update:
@@ -349,7 +395,43 @@ def act(state: ConversationState, runtime: Runtime[Deps]) -> Update:
     return update
 
 
+def _by_sms(state: ConversationState, deps: Deps) -> bool:
+    runbook = deps.pack.runbooks.get(state.get("runbook_id") or "")
+    return runbook is not None and runbook.meta.verify == "otp_sms"
+
+
+def _send_sms_code(state: ConversationState, deps: Deps, understanding: Understanding, now: datetime) -> Update:
+    cid = state["conversation_id"]
+    phone = _vault(deps).get(understanding.phone) or ""
+    key = f"{cid}:t{state.get('turn', 0)}:send_code"
+    result = deps.toolbox.send_sms_code(phone, deps.pack.policy.verification, conversation_id=cid, key=key)
+    customer = dict(state.get("customer") or {})
+    # The number stays in the vault; the state keeps its last digits, as the reply may show them.
+    customer |= {"email": None, "phone": f"***{phone[-3:]}", "account_id": None, "verified_at": None}
+    attempt = Attempt(
+        at=now,
+        kind="tool",
+        tool="send_code",
+        ok=result.ok,
+        idempotency_key=key,
+        args={"phone": f"***{phone[-3:]}"},
+        detail="one-time code texted to the number on file, if a line has it",
+        result=result.data,
+    )
+    update: Update = {"last_tool": result.model_dump(), "attempts": [attempt.model_dump(mode="json")]}
+    if not result.ok:
+        # The lookup or the SMS tool failed: a person takes over (reason tool_failed).
+        return update | {"counters": _counters(state, tool_failed=1)}
+    return update | {
+        "customer": customer,
+        "stage": _moved(state, "code_sent"),
+        "counters": {**(state.get("counters") or {}), "code_attempts": 0},
+    }
+
+
 def _send_code(state: ConversationState, deps: Deps, understanding: Understanding, now: datetime) -> Update:
+    if _by_sms(state, deps):
+        return _send_sms_code(state, deps, understanding, now)
     cid = state["conversation_id"]
     vault = _vault(deps)
     email = vault.get(understanding.email) or ""
@@ -387,7 +469,8 @@ def _send_code(state: ConversationState, deps: Deps, understanding: Understandin
 def _check_code(state: ConversationState, deps: Deps, understanding: Understanding, now: datetime) -> Update:
     cid = state["conversation_id"]
     code = _vault(deps).get(understanding.code) or ""
-    account = deps.toolbox.check_code(code, conversation_id=cid, key=f"{cid}:t{state.get('turn', 0)}:check_code")
+    key = f"{cid}:t{state.get('turn', 0)}:check_code"
+    account = deps.toolbox.check_code(code, conversation_id=cid, key=key, by_sms=_by_sms(state, deps))
     ok = account is not None
     update: Update = {
         "attempts": [
@@ -411,7 +494,8 @@ def _check_code(state: ConversationState, deps: Deps, understanding: Understandi
         # customers can share (j***@example.com), so its hash would link strangers.
         "subject": _vault(deps).subject(found.email) if found else None,
         "account_id": account.account_id,
-        "email": mask_email(account.email),
+        # A code texted to the line proves the line, not an address: none is recorded.
+        "email": mask_email(account.email) if account.email else None,
         "verified_at": account.verified_at.isoformat(),
         "account_state": _account_state(found),
     }
@@ -459,7 +543,9 @@ def _run_tool(state: ConversationState, deps: Deps, understanding: Understanding
         ],
     }
     if not result.ok:
-        update["counters"] = _counters(state, step_failures=1)
+        # A declared tool that answered an error or garbage hands off at once (reason tool_failed).
+        declared = "status" in result.data
+        update["counters"] = _counters(state, step_failures=1, **({"tool_failed": 1} if declared else {}))
         return update
     update["step_tool_done"] = True
     update["last_result"] = dict(result.data)
@@ -677,7 +763,7 @@ def handoff(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         earlier_episodes=problems.for_packet(state, deps),
     )
     deps.handoffs.put(packet)
-    episodes = problems.hand_off_episodes(state, deps)
+    episodes = problems.hand_off_episodes(state, deps, list(decision.reasons), packet_id)
     if state.get("stream"):
         emit_delta(Delta(text))
     return episodes | {
@@ -688,4 +774,117 @@ def handoff(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         "outgoing": [*(state.get("outgoing") or []), text],
         "transcript": [_line("bot", text, now, channel)],
         "usage": _add_usage(state, worded.usage, hypothesis.usage),
+    }
+
+
+def _down_component(deps: Deps, text: str) -> str | None:
+    """A status-page service the message names that is not operational: it names the incident."""
+    try:
+        services = deps.toolbox.status_page.services()
+    except Exception:  # noqa: BLE001 - an unreachable status page must not stop the incident
+        return None
+    down = [s for s in services if s.state in ("outage", "degraded")]
+    named = [s for s in down if any(w.lower() in text.lower() for w in [s.name, *s.aliases])]
+    return f"{named[0].name} {named[0].state}" if named else None
+
+
+def _incident_ticket(deps: Deps, state: ConversationState, incident: Incident, runbook_id: str | None) -> str:
+    """The incident's one ticket in the handoff queue: P1 or P2 from the matrix at organisation impact."""
+    pack = deps.pack
+    runbook = pack.runbooks.get(runbook_id or "")
+    urgency: Urgency = runbook.meta.urgency if runbook else "normal"
+    priority = pack.policy.priority("organisation", urgency)
+    sla = pack.policy.sla[priority]
+    now = deps.clock()
+    packet_id = "HO-" + incident.id
+    packet = HandoffPacket(
+        packet_id=packet_id,
+        conversation_id=state["conversation_id"],
+        channel=state.get("channel", "chat"),
+        created_at=now,
+        customer=CustomerState(account_id=None, email=None, account_state=None),
+        category=incident.category,
+        runbook_id=runbook_id,
+        started_runbook_id=runbook_id,
+        runbook_candidates=[CandidateScore(**c) for c in state.get("candidates", [])],
+        sla=Sla(
+            priority=priority,
+            first_response_due=now + timedelta(minutes=sla.first_response_minutes),
+            resolve_due=now + timedelta(minutes=sla.resolve_minutes),
+        ),
+        reason_codes=list(Decision.model_validate(state["decision"]).reasons),
+        attempts=[],
+        hypothesis=f"Many customers, one cause: {incident.title}. Updates reach every attached customer.",
+        summary=incident_summary(incident),
+        # One ticket for many customers: no one customer's transcript in it (GET /incidents/{id} lists them).
+        transcript=[],
+        sentiment=Sentiment(score=0.0, label="neutral"),
+        summary_en=None,
+        language="en",
+    )
+    deps.handoffs.put(packet)
+    return packet_id
+
+
+def incident_summary(incident: Incident) -> str:
+    """The incident ticket's summary line, with the affected count."""
+    return f"{incident.id}: {incident.title} ({incident.affected} affected)"
+
+
+def _incident_reply(incident: Incident, joined: bool) -> str:
+    known = incident.updates[-1].text if incident.updates else "We are looking into it."
+    lead = "This is a known problem" if joined else "Thank you: we have opened an incident for this"
+    return (
+        f"{lead}: incident {incident.id}, {incident.title}. {incident.affected} affected so far. "
+        f"What we know: {known} You don't need to try anything on your own device; we will tell you here "
+        "as soon as it is fixed. If you need a person anyway, just say so."
+    )
+
+
+def incident(state: ConversationState, runtime: Runtime[Deps]) -> Update:
+    """Attach the conversation to the open incident of its cause (opening one if none is) and say so."""
+    deps = runtime.context
+    assert deps.incidents is not None  # the policy decides "incident" only where a store is kept
+    decision = Decision.model_validate(state["decision"])
+    cid = state["conversation_id"]
+    channel = state.get("channel", "chat")
+    now = deps.clock()
+    runbook = deps.pack.runbooks.get(decision.runbook_id or "")
+    category = runbook.meta.category if runbook else None
+    problem = state.get("problem_text") or redact(state["inbox"]["text"])
+    members: list[tuple[str, str | None]] = [(cid, state.get("episode_id"))]
+    if "incident_spike" in decision.reasons and runbook is not None:
+        # The conversations that made the spike are part of it too: they hear the updates.
+        minutes = deps.pack.policy.incidents.spike_minutes
+        members += [(peer, episode) for peer, episode in deps.incidents.peers(runbook.meta.id, minutes, cid)]
+    component = _down_component(deps, problem)
+    if "incident_spike" in decision.reasons:
+        cause, title = f"spike:{decision.runbook_id}", f"{runbook.meta.title if runbook else 'Many reports'}"
+    else:
+        cause, title = "wide_impact", f"{runbook.meta.title + ': ' if runbook else ''}{problem[:80]}"
+    if component:
+        cause, title = f"status:{component}", component[:1].upper() + component[1:]
+    joined = deps.incidents.open_or_join(
+        seed=f"{cid}:{state.get('turn', 0)}",
+        title=title,
+        category=category,
+        runbook_id=runbook.meta.id if runbook else None,
+        cause=cause,
+        opened_by=cid,
+        members=members,
+        wide=bool(state["understanding"].get("wide_impact")) or state.get("stage") == "incident",
+    )
+    found = joined.incident
+    if joined.opened:
+        deps.incidents.set_packet(found.id, _incident_ticket(deps, state, found, found.runbook_id))
+    elif found.packet_id:
+        deps.handoffs.set_summary(found.packet_id, incident_summary(found))
+    text = _incident_reply(found, joined=not joined.opened)
+    if state.get("stream"):
+        emit_delta(Delta(text))
+    return {
+        "stage": _moved(state, "incident_joined"),
+        "incident_id": found.id,
+        "outgoing": [*(state.get("outgoing") or []), text],
+        "transcript": [_line("bot", text, now, channel)],
     }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from agent.stages import BETWEEN_PROBLEMS
 from agent.state import Decision, ReasonCode, Scored, Stage, Understanding
@@ -40,6 +41,9 @@ class RunbookFacts:
     def step(self, index: int) -> StepFacts | None:
         """The step's facts, if the runbook declares them."""
         return self.steps[index] if 0 <= index < len(self.steps) else None
+
+    # How the customer proves who they are: a code by mail to the address on file, or by text to the line.
+    verify_by: Literal["email", "sms"] = "email"
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,13 @@ class Facts:
     slots: dict[str, SlotValue] = field(default_factory=dict)
     pending_slot: str | None = None
     last_result: dict[str, object] = field(default_factory=dict)
+    # The open incident this message belongs to (same category as its best runbook; the one the
+    # conversation is attached to), if any.
+    incident_id: str | None = None
+    # Other conversations routed to the message's best runbook within the policy's spike window.
+    spike_peers: int = 0
+    # Whether this deployment keeps incidents (else wide impact hands off).
+    incidents: bool = True
 
     def count(self, name: str) -> int:
         """A counter's value (0 when never counted)."""
@@ -93,6 +104,32 @@ def _handoff(reason: ReasonCode, facts: Facts, runbook_id: str | None = None) ->
         runbook_id=runbook_id if runbook_id is not None else facts.runbook_id,
         confidence=top.score if top else 0.0,
     )
+
+
+def _incident(reason: ReasonCode, facts: Facts, policy: Policy) -> Decision:
+    """Open or join an incident: the customer is told it is known, not walked through single-user steps."""
+    if not facts.incidents:
+        # No incident store in this deployment: a person takes the outage, never a single-user runbook.
+        return _handoff(reason, facts)
+    top = facts.understanding.top
+    if top is not None and top.score < policy.routing.clarify_floor:
+        top = None
+    reasons: list[ReasonCode] = [reason]
+    if facts.incident_id and reason != "incident_known":
+        reasons.append("incident_known")
+    return Decision(
+        action="incident",
+        reasons=reasons,
+        runbook_id=top.runbook_id if top and top.runbook_id in facts.runbooks else None,
+        confidence=top.score if top else 0.0,
+        incident_id=facts.incident_id,
+    )
+
+
+def _wide(facts: Facts) -> bool:
+    """The message reports many people affected (a "yes, it works for everyone" answer is not a report)."""
+    u = facts.understanding
+    return u.wide_impact and not (facts.stage not in BETWEEN_PROBLEMS and facts.stage != "incident" and u.affirm)
 
 
 def _contains_phrase(text: str, phrases: list[str] | tuple[str, ...]) -> bool:
@@ -111,6 +148,11 @@ def _boundaries(facts: Facts, policy: Policy) -> Decision | None:
         return _handoff("negative_sentiment", facts)
     if policy.escalates(u.text):
         return _handoff("escalation_keyword", facts)
+    # Wide impact is a boundary: never single-user troubleshooting for an outage.
+    if _wide(facts):
+        return _incident("wide_impact", facts, policy)
+    if facts.stage == "incident":
+        return _incident("incident_known", facts, policy)
     if facts.stage not in BETWEEN_PROBLEMS:
         if facts.elapsed_minutes > policy.limits.max_conversation_minutes:
             return _handoff("time_limit", facts)
@@ -155,6 +197,10 @@ def _triage(facts: Facts, policy: Policy) -> Decision:
             )
         # Asked once already; a wrong guess costs more than a person reading the transcript.
         return _handoff("ambiguous_after_clarifying", facts, runbook_id=top.runbook_id)
+    if facts.incident_id:
+        return _incident("incident_known", facts, policy)
+    if facts.spike_peers + 1 >= policy.incidents.spike_count:
+        return _incident("incident_spike", facts, policy)
     return _start(top.runbook_id, top.score, facts, policy, "runbook_matched")
 
 
@@ -218,6 +264,7 @@ def _switch_target(facts: Facts, policy: Policy) -> Scored | None:
         or u.deny
         or u.email
         or u.code
+        or u.phone
         or top.runbook_id == facts.runbook_id
         or top.score < policy.routing.min_score
         or u.margin < policy.routing.min_margin
@@ -343,7 +390,12 @@ def _in_runbook(facts: Facts, policy: Policy) -> Decision:
     u = facts.understanding
     limits = policy.limits
     rid = facts.runbook_id
+    # What identifies the account: the address (a code by mail) or the line's number (a code by text).
+    given = u.phone if runbook.verify_by == "sms" else u.email
     if runbook.verify and not facts.verified:
+        if facts.count("tool_failed"):
+            # The pack's lookup or SMS tool failed while sending the code: a person takes over.
+            return _handoff("tool_failed", facts)
         if facts.stage == "code" or facts.code_pending:
             if facts.consumed:
                 if facts.count("code_attempts") >= limits.max_code_attempts:
@@ -352,12 +404,12 @@ def _in_runbook(facts: Facts, policy: Policy) -> Decision:
                 return Decision(action="ask_code", reasons=[reason], runbook_id=rid)
             if u.code:
                 return Decision(action="check_code", reasons=["code_entered"], runbook_id=rid)
-            if u.email:
+            if given:
                 return Decision(action="send_code", reasons=["identity_provided"], runbook_id=rid)
             if facts.count("code_attempts") >= limits.max_code_attempts:
                 return _handoff("verification_failed", facts)
             return Decision(action="ask_code", reasons=["code_sent"], runbook_id=rid)
-        if u.email and not facts.consumed:
+        if given and not facts.consumed:
             return Decision(action="send_code", reasons=["identity_provided"], runbook_id=rid)
         if facts.count("identity_asks") >= limits.max_identity_asks:
             return _handoff("identity_not_provided", facts)
@@ -392,6 +444,8 @@ def _in_runbook(facts: Facts, policy: Policy) -> Decision:
             return before
     tool = runbook.step_tools[facts.step] if facts.step < len(runbook.step_tools) else None
     if tool and not facts.step_tool_done:
+        if facts.count("tool_failed"):
+            return _handoff("tool_failed", facts)
         if facts.count("step_failures") >= limits.max_step_failures:
             return _handoff("step_failed", facts)
         return Decision(action="run_tool", reasons=["step_tool"], runbook_id=rid)

@@ -12,7 +12,7 @@ from typing import Any
 
 from agent import policy as boundary
 from agent.deps import Deps
-from agent.episodes import Episode
+from agent.episodes import Episode, handoff_reason
 from agent.handoff import EarlierEpisode, QueuedProblem
 from agent.state import ConversationState, Decision, Understanding
 from core.redact import redact
@@ -112,11 +112,13 @@ def _episodes(state: ConversationState, deps: Deps, decision: Decision, fresh: b
     current = state.get("episode_id")
     subject = (state.get("customer") or {}).get("subject")
     more: Update = {}
+    if current and {"step_did_not_work", "steps_exhausted"} & set(decision.reasons):
+        store.did_not_work(current, state.get("step", 0))
     if "repeat_contact" in decision.reasons:
         for e in _earlier(state, deps):
             if e.runbook_id == decision.runbook_id and e.outcome in _REOPENED_BY_RECONTACT:
                 store.close(e.episode_id, "reopened")
-    if fresh and (decision.runbook_id or decision.action == "handoff"):
+    if fresh and (decision.runbook_id or decision.action in ("handoff", "incident")):
         number = state.get("episodes", 0)
         # Named by the conversation and its count: a replayed turn finds the episode it opened.
         current = f"{cid}:e{number}"
@@ -134,18 +136,21 @@ def _episodes(state: ConversationState, deps: Deps, decision: Decision, fresh: b
         store.retarget(current, decision.runbook_id)
     if current and subject:
         store.verified(current, subject)
+    if current:
+        store.touch(current)
     return more
 
 
-def hand_off_episodes(state: ConversationState, deps: Deps) -> Update:
+def hand_off_episodes(state: ConversationState, deps: Deps, reasons: list[str], packet_id: str) -> Update:
     """The current episode ends with a person, and so do the problems still waiting (the packet names them)."""
     store = deps.episodes
     if store is None:
         return {}
     cid = state["conversation_id"]
     number = state.get("episodes", 0)
+    reason = handoff_reason(reasons)
     if state.get("episode_id"):
-        store.close(str(state["episode_id"]), "handed_off")
+        store.close(str(state["episode_id"]), "handed_off", reason=reason, packet_id=packet_id)
     for queued in state.get("queued_problems") or []:
         episode_id = f"{cid}:e{number}"
         store.open(
@@ -156,6 +161,8 @@ def hand_off_episodes(state: ConversationState, deps: Deps) -> Update:
                 opened_at=deps.clock(),
                 outcome="handed_off",
                 closed_at=deps.clock(),
+                reason=reason,
+                packet_id=packet_id,
             )
         )
         number += 1

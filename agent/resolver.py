@@ -27,7 +27,7 @@ from agent.stages import Event, advance
 from agent.state import ConversationState
 from core.db import Connection, Database, Dialect, Migration, Migrations, PersonalTables, sqlite_columns
 from core.errors import ConversationNotFound, MessageRejected
-from core.vault import HELD_KINDS, hold
+from core.vault import hold
 
 CHANNELS = ("chat", "api", "email")
 
@@ -289,14 +289,28 @@ class Resolver:
             # As the handoff node's output: the graph's next step is END, so nothing runs on.
             self.graph.update_state(config, cast(ConversationState, update), as_node="handoff")
 
-    def _held_kinds(self, config: RunnableConfig) -> tuple[str, ...]:
-        """The kinds of value the vault keeps from the next message: a phone number only when asked for one."""
-        values = self.graph.get_state(config).values
-        runbook = self.deps.pack.runbooks.get(values.get("runbook_id") or "")
-        slot = runbook.slots.get(values.get("pending_slot") or "") if runbook else None
-        if values.get("stage") == "slot" and slot is not None and slot.type == "phone":
-            return (*HELD_KINDS, "phone")
-        return HELD_KINDS
+    def leave_incident(self, conversation_id: str, event: Literal["incident_resolved", "incident_detached"]) -> bool:
+        """Move a conversation out of its incident (resolved: a new message is a new problem; detached: routed anew).
+
+        False when the conversation is no longer in the incident stage (it asked for a person, say).
+        """
+        with self.lock(conversation_id):
+            config = self._config(conversation_id)
+            values = self.graph.get_state(config).values
+            if values.get("stage") != "incident":
+                return False
+            update: dict[str, Any] = {
+                "stage": advance(values["stage"], event),
+                "incident_id": None,
+                "context_text": "",
+                "counters": {},
+                "step": 0,
+                "step_tool_done": False,
+                "last_tool": None,
+            }
+            # As the incident node's output: the graph's next step is END, so nothing runs on.
+            self.graph.update_state(config, cast(ConversationState, update), as_node="incident")
+        return True
 
     def send(
         self,
@@ -339,7 +353,7 @@ class Resolver:
             # Only the redacted message reaches the graph (and so its checkpoints); the addresses and
             # codes a tool may need wait in the vault, by reference.
             assert self.deps.toolbox.vault is not None
-            redacted, held = hold(self.deps.toolbox.vault, conversation_id, message, self._held_kinds(config))
+            redacted, held = hold(self.deps.toolbox.vault, conversation_id, message)
             inputs: dict[str, Any] = {
                 "inbox": {"text": redacted, "held": held, "at": self.deps.clock().isoformat()},
                 "conversation_id": conversation_id,

@@ -30,6 +30,9 @@ Event = Literal[
     "handoff",  # handoff: the packet is queued for L2
     "returned_by_l2",  # Resolver.reopen: the technician gave the conversation back
     "resolved_by_l2",  # Resolver.reopen: the technician resolved it
+    "incident_joined",  # incident: the customer was attached to an open (or newly opened) incident
+    "incident_resolved",  # Resolver.leave_incident: the incident was resolved
+    "incident_detached",  # Resolver.leave_incident: a technician detached the conversation from it
 ]
 
 
@@ -95,6 +98,17 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition("confirm", "handoff", "handed_off", "no step left, no clear answer, or a boundary was crossed"),
     Transition("resolved", "runbook_chosen", "steps", "a new problem after a resolved one: its runbook begins"),
     Transition("resolved", "handoff", "handed_off", "the new problem fits no runbook, or a boundary was crossed"),
+    Transition("triage", "incident_joined", "incident", "many people affected, or a known incident: it joins that"),
+    Transition("resolved", "incident_joined", "incident", "a new problem that is part of an incident: it joins that"),
+    Transition("identity", "incident_joined", "incident", "the customer reported wide impact: an incident, not steps"),
+    Transition("code", "incident_joined", "incident", "the customer reported wide impact: an incident, not steps"),
+    Transition("steps", "incident_joined", "incident", "the customer reported wide impact: an incident, not steps"),
+    Transition("confirm", "incident_joined", "incident", "the customer reported wide impact: an incident, not steps"),
+    Transition("slot", "incident_joined", "incident", "the customer reported wide impact: an incident, not steps"),
+    Transition("incident", "incident_joined", "incident", "another message while attached: what is known, again"),
+    Transition("incident", "handoff", "handed_off", "the customer asked for a person, or a boundary was crossed"),
+    Transition("incident", "incident_resolved", "resolved", "the incident was fixed: a new message is a new problem"),
+    Transition("incident", "incident_detached", "triage", "not part of the incident: the next message is routed anew"),
     Transition(
         "handed_off", "returned_by_l2", "triage", "the technician gave it back: the next message is routed afresh"
     ),

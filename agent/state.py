@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Stage = Literal["triage", "identity", "code", "steps", "slot", "confirm", "resolved", "handed_off"]
+Stage = Literal["triage", "identity", "code", "steps", "slot", "confirm", "resolved", "handed_off", "incident"]
 
 Action = Literal[
     "greet",  # a bare greeting: ask what is wrong
@@ -29,6 +29,7 @@ Action = Literal[
     "acknowledge",  # thanks after the conversation closed
     "handoff",  # a person takes over
     "relay",  # already with a person: pass the message on
+    "incident",  # many people, one cause: open or join an incident and say so
 ]
 
 # Actions that change state or call a tool; the graph decides again after each one.
@@ -62,6 +63,10 @@ ReasonCode = Literal[
     "slot_required",  # the step needs a value the customer has not given yet
     "slot_filled",
     "slot_invalid_answer",  # the answer did not validate: asked again
+    # incidents: one cause, many customers (agent/incidents.py)
+    "wide_impact",  # the message reports many people affected: no single-user troubleshooting
+    "incident_known",  # an open incident matches: the customer joins it
+    "incident_spike",  # enough conversations about one runbook in a short time: an incident opens
     # handoff reasons
     "no_runbook_fits",
     "tier2_runbook",
@@ -72,6 +77,7 @@ ReasonCode = Literal[
     "verification_failed",
     "identity_not_provided",
     "step_failed",
+    "tool_failed",  # a tool the pack declares answered an error or garbage: a person takes over at once
     "time_limit",
     "turn_limit",
     "unclear_response",
@@ -151,6 +157,8 @@ class Understanding(BaseModel):
     candidates: list[Scored] = Field(default_factory=list)
     email: str | None = None
     code: str | None = None
+    # A phone number the message held (a vault reference in state), for a code texted to the line.
+    phone: str | None = None
     affirm: bool = False
     deny: bool = False
     wants_human: bool = False
@@ -220,6 +228,8 @@ class Decision(BaseModel):
     note: str | None = None
     # ask_slot / fill_slot: the slot.
     slot: str | None = None
+    # For "incident": the open incident the customer joins (None: one opens).
+    incident_id: str | None = None
 
 
 class ConversationState(TypedDict, total=False):
@@ -268,6 +278,7 @@ class ConversationState(TypedDict, total=False):
     pending_slot: str | None  # the slot just asked for
     jumped: bool  # the current step was reached by an outcome that names it
     last_result: dict[str, Any]  # the latest successful tool result of the current problem (conditions)
+    incident_id: str | None  # the incident the conversation is attached to (agent/incidents.py)
     transcript: Annotated[list[dict[str, Any]], operator.add]
     attempts: Annotated[list[dict[str, Any]], operator.add]
     trace: Annotated[list[dict[str, Any]], operator.add]

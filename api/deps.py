@@ -161,7 +161,7 @@ StreamAfter = Annotated[int, Depends(_stream_after)]
 # -- technicians and admins ------------------------------------------------------------------------
 
 
-def _technician(request: Request, credentials: Credentials) -> Principal:
+def _signed_in(request: Request, credentials: Credentials) -> Principal:
     if credentials is None:
         raise HTTPException(
             401, "send a technician's API key as 'Authorization: Bearer <key>'", {"WWW-Authenticate": "Bearer"}
@@ -176,11 +176,25 @@ def _technician(request: Request, credentials: Credentials) -> Principal:
     raise HTTPException(401, "the API key is unknown or revoked; ask an admin for one", {"WWW-Authenticate": "Bearer"})
 
 
-def _admin(who: Annotated[Principal, Depends(_technician)]) -> Principal:
+def _technician(who: Annotated[Principal, Depends(_signed_in)]) -> Principal:
+    if who.role == "lead":
+        raise HTTPException(403, f"{who.name} holds a lead's key: it reads insights and audits, not tickets")
+    return who
+
+
+def _admin(who: Annotated[Principal, Depends(_signed_in)]) -> Principal:
     if who.role != "admin":
-        raise HTTPException(403, f"{who.name} is an L2 technician; this needs an admin's key")
+        raise HTTPException(403, f"{who.name}'s key has the {who.role} role; this needs an admin's key")
+    return who
+
+
+def _lead(who: Annotated[Principal, Depends(_signed_in)]) -> Principal:
+    if who.role not in ("lead", "admin"):
+        raise HTTPException(403, f"{who.name} is an L2 technician; insights and audits need a lead's or an admin's key")
     return who
 
 
 Technician = Annotated[Principal, Depends(_technician)]
 Admin = Annotated[Principal, Depends(_admin)]
+# A support lead or an admin: reads insights and audits.
+Lead = Annotated[Principal, Depends(_lead)]

@@ -16,7 +16,16 @@ from fastapi.responses import JSONResponse, Response
 from app.auth import ApiKeyRejected
 from app.desk import DeskConflict
 from app.erasure import ErasureRequestError
-from core.errors import ConversationNotFound, MessageRejected, PacketNotFound, TieroneError
+from app.insights import PeriodRejected
+from app.teaching import SuggestionNotFound, TeachingError
+from core.errors import (
+    ConversationNotFound,
+    IncidentConflict,
+    IncidentNotFound,
+    MessageRejected,
+    PacketNotFound,
+    TieroneError,
+)
 
 STATUS: dict[type[Exception], int] = {
     ConversationNotFound: 404,
@@ -24,7 +33,12 @@ STATUS: dict[type[Exception], int] = {
     MessageRejected: 422,
     ErasureRequestError: 422,
     ApiKeyRejected: 422,
+    SuggestionNotFound: 404,
+    TeachingError: 422,
+    PeriodRejected: 422,
     DeskConflict: 409,
+    IncidentNotFound: 404,
+    IncidentConflict: 409,
     TieroneError: 400,
 }
 
@@ -57,3 +71,6 @@ DESK_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 PACKET_ERRORS: dict[int | str, dict[str, Any]] = {**DESK_ERRORS, 404: error_doc("No such packet")}
 CONFLICTS: dict[int | str, dict[str, Any]] = {**PACKET_ERRORS, 409: error_doc("The ticket's state does not allow it")}
+TEACHING_ERRORS: dict[int | str, dict[str, Any]] = {
+    422: error_doc("The lesson names a runbook the pack lacks, or is malformed; the ticket was not resolved")
+}

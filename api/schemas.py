@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from agent.handoff import HandoffPacket
+from agent.incidents import Incident, IncidentUpdate
 from agent.resolver import CHANNELS
 from app.desk import Ticket
 from app.erasure import ErasureReport
@@ -78,7 +79,7 @@ class MeOut(BaseModel):
     """Who an API key belongs to."""
 
     name: str
-    role: Literal["l2", "admin"]
+    role: Literal["l2", "admin", "lead"]
 
 
 class TicketOut(BaseModel):
@@ -153,11 +154,56 @@ class Closed(BaseModel):
     status: Literal["resolved", "returned"]
 
 
+# -- teaching: what an L2 resolution tells the bot (app/teaching.py) --------------------------------
+
+
+class Resolved(Closed):
+    """A resolved ticket, and the suggestion its lesson became (None without a lesson)."""
+
+    suggestion_id: str | None = None
+
+
+class BotCouldHaveIn(BaseModel):
+    """The bot could have handled it with this runbook of the pack."""
+
+    runbook_id: str = Field(min_length=1, max_length=200)
+
+
+class NewRunbookIn(BaseModel):
+    """A runbook the pack lacks: its title and the steps that solved it."""
+
+    title: str = Field(min_length=3, max_length=200)
+    steps: list[str] = Field(min_length=1, max_length=30)
+    category: str | None = Field(default=None, max_length=100, description="A category of policy.yaml (optional)")
+
+
+class Resolution(Note):
+    """Resolve with a note and, optionally, one lesson for the bot."""
+
+    bot_could_have: BotCouldHaveIn | None = None
+    new_runbook: NewRunbookIn | None = None
+
+    @model_validator(mode="after")
+    def _one_lesson(self) -> Resolution:
+        if self.bot_could_have is not None and self.new_runbook is not None:
+            raise ValueError("give bot_could_have or new_runbook, not both")
+        return self
+
+
+class RunbookOut(BaseModel):
+    """A runbook of the pack, as the desk's resolve form lists it."""
+
+    id: str
+    title: str
+    category: str
+    tier: int
+
+
 class NewKey(BaseModel):
     """An API key to create."""
 
     name: str
-    role: Literal["l2", "admin"]
+    role: Literal["l2", "admin", "lead"]
 
 
 class KeyOut(BaseModel):
@@ -242,3 +288,46 @@ def ticket_out(t: Ticket) -> TicketOut:
         claimed_by=t.claimed_by,
         channel=p.channel,
     )
+
+
+# -- incidents (api/routes/incidents.py) ------------------------------------------------------------
+
+
+class IncidentText(BaseModel):
+    """An update or resolution: what every attached customer will read."""
+
+    text: str = Field(description="What the customers will read; empty is refused (422)")
+
+
+class IncidentDeclared(BaseModel):
+    """An incident declared by hand."""
+
+    title: str = Field(description="What is broken, in a few words")
+    category: str | None = Field(None, description="Customers whose problem is of this category join it")
+    text: str = Field("", description="What is known so far (default: 'We are looking into it.')")
+
+
+class IncidentDetach(BaseModel):
+    """The conversation to take off an incident."""
+
+    conversation_id: str
+
+
+class AttachedOut(BaseModel):
+    """One conversation attached to an incident."""
+
+    conversation_id: str
+    attached_at: str
+
+
+class IncidentDetail(Incident):
+    """An incident with its attached conversations."""
+
+    conversations: list[AttachedOut]
+
+
+class IncidentPosted(BaseModel):
+    """An update as posted, and the incident after it."""
+
+    update: IncidentUpdate
+    incident: Incident

@@ -19,8 +19,9 @@ from typing import ClassVar, Literal, cast
 from core.db import Database, Migration, Migrations, PersonalTables
 from core.errors import TieroneError
 
-Role = Literal["l2", "admin"]
-ROLES: tuple[Role, ...] = ("l2", "admin")
+# lead: a support lead, who reads insights and audits and never acts on tickets.
+Role = Literal["l2", "admin", "lead"]
+ROLES: tuple[Role, ...] = ("l2", "admin", "lead")
 _NAME = re.compile(r"^[\w .@'-]{1,80}$")
 
 
@@ -73,7 +74,7 @@ class ApiKeys:
         self._db.migrate(self.MIGRATIONS)
 
     def create(self, name: str, role: str) -> str:
-        """Make a key for ``name`` with ``role`` (l2 or admin) and return it; only its hash is kept."""
+        """Make a key for ``name`` with ``role`` (l2, admin or lead) and return it; only its hash is kept."""
         if role not in ROLES:
             raise ApiKeyRejected(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
         name = name.strip()

@@ -333,7 +333,13 @@ class Desk:
         return line
 
     def _close(
-        self, packet_id: str, technician: str, note: str, admin: bool, action: Literal["resolved", "returned"]
+        self,
+        packet_id: str,
+        technician: str,
+        note: str,
+        admin: bool,
+        action: Literal["resolved", "returned"],
+        also: Callable[[sqlite3.Connection], None] | None = None,
     ) -> Ticket:
         packet = self.queue.get(packet_id)
         cid = packet.conversation_id
@@ -349,6 +355,8 @@ class Desk:
                 (packet_id, self._clock().isoformat()),
             )
             self._event(conn, packet_id, cid, technician, action, note.strip() or None)
+            if also is not None:
+                also(conn)  # in this transaction: what goes with the closing (a teaching suggestion)
             current = self._status(conn, cid)
             change = None
             if current.packet_id == packet_id:
@@ -369,9 +377,17 @@ class Desk:
         self.log.append(cid, "system", text, self._channel(packet), author=technician)
         return self.ticket(packet_id)
 
-    def resolve(self, packet_id: str, technician: str, note: str = "", *, admin: bool = False) -> Ticket:
-        """Close the ticket as resolved, with the technician's note."""
-        return self._close(packet_id, technician, note, admin, "resolved")
+    def resolve(
+        self,
+        packet_id: str,
+        technician: str,
+        note: str = "",
+        *,
+        admin: bool = False,
+        also: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> Ticket:
+        """Close the ticket as resolved, with the technician's note; ``also`` writes in the same transaction."""
+        return self._close(packet_id, technician, note, admin, "resolved", also)
 
     def return_to_bot(self, packet_id: str, technician: str, note: str = "", *, admin: bool = False) -> Ticket:
         """Hand the conversation back to the bot."""

@@ -198,6 +198,12 @@ class MessageLog:
         self.feed.notify(conversation_id)
         return line
 
+    def append_on(
+        self, conn: Any, conversation_id: str, role: Role, text: str, channel: str, author: str | None = None
+    ) -> Line:
+        """``append`` inside the caller's transaction on the same database; call ``feed.notify`` after it commits."""
+        return self._insert(conn, conversation_id, role, redact(text), self._clock().isoformat(), channel, author)
+
     def mirror(self, conversation_id: str, transcript: list[dict[str, Any]]) -> list[Line]:
         """Copy the graph transcript's lines that the log lacks; safe to call again with the same transcript."""
         added: list[Line] = []

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the service: turns, handoffs by reason, containment, latency, SLA standing.
+"""Prometheus metrics of the service: turns, handoffs by reason, honest containment, latency, SLA standing.
 
 Label values come from closed sets only (channels, decision outcomes, reason codes, priorities), so
 a customer cannot grow the number of series. Figures that live in the database (containment, open
@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 
 from agent.state import ReasonCode
 from app.desk import Desk
+from app.insights import OUTCOMES, Insights, Period
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _REASONS = frozenset(get_args(ReasonCode))
@@ -35,8 +36,9 @@ def _outcome(action: str) -> str:
 class _DeskCollector(Collector):
     """Containment and ticket SLA standing, read from the stores at scrape time."""
 
-    def __init__(self, desk: Desk) -> None:
+    def __init__(self, desk: Desk, insights: Insights | None) -> None:
         self._desk = desk
+        self._insights = insights
 
     def collect(self) -> Iterable[Metric]:
         customers, handed_off = self._desk.conversation_counts()
@@ -46,11 +48,21 @@ class _DeskCollector(Collector):
         conversations.add_metric(["handed_off"], handed_off)
         conversations.add_metric(["contained"], customers - handed_off)
         yield conversations
-        ratio = GaugeMetricFamily(
-            "tierone_containment_ratio", "Share of conversations with a customer message that were never handed off"
-        )
-        ratio.add_metric([], (customers - handed_off) / customers if customers else 0.0)
-        yield ratio
+        if self._insights is not None:
+            # The honest figures (app/insights.py): every episode so far, judged now.
+            totals = self._insights.totals(Period.of(None, None, self._insights.clock))
+            episodes = GaugeMetricFamily(
+                "tierone_episodes", "Episodes (one problem each) by honest outcome, judged now", labels=["outcome"]
+            )
+            for outcome in OUTCOMES:
+                episodes.add_metric([outcome], totals[outcome])
+            yield episodes
+            ratio = GaugeMetricFamily(
+                "tierone_containment_ratio",
+                "Resolved by the bot, honestly: (confirmed + no_recontact) / (episodes - pending - in_progress)",
+            )
+            ratio.add_metric([], totals["containment_rate"])
+            yield ratio
         open_tickets = GaugeMetricFamily(
             "tierone_open_tickets",
             "Queued or claimed handoffs, by priority and SLA standing",
@@ -81,7 +93,7 @@ class _DeskCollector(Collector):
 class Metrics:
     """The service's metrics, in a registry of their own (one per app, so tests do not share counts)."""
 
-    def __init__(self, desk: Desk) -> None:
+    def __init__(self, desk: Desk, insights: Insights | None = None) -> None:
         self.registry = CollectorRegistry()
         self.turns = Counter(
             "tierone_turns_total",
@@ -105,7 +117,7 @@ class Metrics:
             ["limit"],
             registry=self.registry,
         )
-        self.registry.register(_DeskCollector(desk))
+        self.registry.register(_DeskCollector(desk, insights))
 
     def after_turn(self, conversation_id: str, values: dict[str, Any]) -> None:
         """Count a finished turn (a Resolver.after_turn hook)."""

@@ -105,7 +105,6 @@ class Webhook:
         )
 
 
-
 def backoff_s(attempt: int, base_s: float, max_s: float, rand: Callable[[], float] = random.random) -> float:
     """Pause after failed attempt ``attempt`` (1-based): between half and all of the capped doubling."""
     # The exponent is capped too: retries go on for days, and 2.0 ** 1100 overflows a float.

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import httpx
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 
@@ -15,23 +17,29 @@ from agent.brains.factory import make_brain
 from agent.deps import Deps
 from agent.episodes import EpisodeStore
 from agent.handoff import HandoffQueue
+from agent.incidents import IncidentStore
 from agent.outcomes import OutcomeMatcher
 from agent.resolver import ClientMessages, Conversations, Resolver, validate_message
 from app.auth import ApiKeys, CustomerTokens
-from app.desk import Desk
+from app.desk import Desk, DeskConflict
 from app.erasure import ErasureScope
+from app.gaps import GapVectors
+from app.incidents import IncidentDesk, IncidentStatusPage
+from app.insights import Insights, open_insights
 from app.mail.channel import EmailChannel, open_mailer
 from app.mail.store import MailStore
 from app.messages import MessageLog
 from app.metrics import Metrics
 from app.notify import Notifier
+from app.teaching import Suggestions
 from core.clock import utc_now
-from core.db import Store
+from core.db import Database, Store
 from core.pack import Pack, load_pack
 from core.settings import Settings
 from core.vault import Vault, load_key
 from tools.actions import Limits, Toolbox
 from tools.base import Directory, StatusPage
+from tools.declared import DeclaredRunner
 from tools.http_backend import HttpDirectory, HttpStatusPage
 from tools.ledger import Ledger
 from tools.mail import Mailer
@@ -54,6 +62,9 @@ DESK_STORES: tuple[type[Store], ...] = (
     SqliteDirectory,
     CustomerTokens,
     ApiKeys,
+    Suggestions,
+    GapVectors,
+    IncidentStore,
 )
 
 
@@ -86,10 +97,16 @@ class Runtime:
     metrics: Metrics
     # What erasure reaches (app/erasure.py).
     erasure: ErasureScope
+    # What L2 resolutions taught: suggested examples and runbooks (app/teaching.py).
+    suggestions: Suggestions
     # Delivers new handoff packets to the helpdesk webhook; the server starts and stops its worker.
     notifier: Notifier | None = None
     # Inbound mail in, replies out by mail (POST /inbound/email).
     email: EmailChannel | None = None
+    # The support lead's figures (GET /insights, /metrics' containment); gaps are wired in open_insights.
+    insights: Insights | None = None
+    # Incidents on the desk: updates and resolutions delivered once to each attached customer.
+    incidents: IncidentDesk | None = None
 
 
 def _open_index(settings: Settings, embedder: Embedder | None) -> RunbookIndex:
@@ -99,8 +116,21 @@ def _open_index(settings: Settings, embedder: Embedder | None) -> RunbookIndex:
     return index
 
 
+def _declared(settings: Settings, pack: Pack, client: httpx.Client | None) -> DeclaredRunner | None:
+    """The pack's own HTTP tools (tools.yaml), with the settings its references name; None without any."""
+    if pack.tools is None:
+        return None
+    values = {name: secret.get_secret_value() for name, secret in settings.tool_values.items()}
+    return DeclaredRunner(pack.tools, values, client)
+
+
 def _toolbox(
-    settings: Settings, clock: Callable[[], datetime], embedded: SqliteDirectory, mailer: Mailer, vault: Vault
+    settings: Settings,
+    clock: Callable[[], datetime],
+    embedded: SqliteDirectory,
+    mailer: Mailer,
+    vault: Vault,
+    declared: DeclaredRunner | None = None,
 ) -> Toolbox:
     """The tools, on the identity provider and status page the settings name (else the embedded ones)."""
     directory: Directory = (
@@ -121,6 +151,7 @@ def _toolbox(
         clock=clock,
         limits=limits,
         vault=vault,
+        declared=declared,
     )
 
 
@@ -142,6 +173,29 @@ def _email_channel(settings: Settings, mailer: Mailer, resolver: Resolver, desk:
     )
 
 
+def _incident_desk(
+    settings: Settings, resolver: Resolver, messages: MessageLog, email: EmailChannel, desk: Desk
+) -> IncidentDesk:
+    """Incidents on the desk; the embedded status page shows the open ones."""
+    deps = resolver.deps
+    assert deps.incidents is not None
+    if not settings.status_url:
+        deps.toolbox.status_page = IncidentStatusPage(deps.toolbox.status_page, deps.incidents)
+
+    def close_ticket(packet_id: str, technician: str, note: str) -> None:
+        with contextlib.suppress(DeskConflict):  # closed by hand already
+            desk.resolve(packet_id, technician, note, admin=True)
+
+    return IncidentDesk(
+        deps.incidents,
+        resolver,
+        messages,
+        email,
+        validate=lambda text: validate_message(text, settings.max_message_chars),
+        close_ticket=close_ticket,
+    )
+
+
 def open_runtime(
     settings: Settings,
     *,
@@ -149,8 +203,12 @@ def open_runtime(
     clock: Callable[[], datetime] = utc_now,
     checkpointer: BaseCheckpointSaver[str] | None = None,
     index: RunbookIndex | None = None,
+    tool_client: httpx.Client | None = None,
 ) -> Runtime:
-    """Load the pack, sync the Chroma index, open the stores and build the resolver."""
+    """Load the pack, sync the Chroma index, open the stores and build the resolver.
+
+    ``tool_client`` carries the calls of the pack's declared tools (an eval's stand-in API, a test's respx).
+    """
     index = index or _open_index(settings, embedder)
     embedded = SqliteDirectory(settings.desk_db, clock)
     outbox = FileOutbox(settings.outbox_dir, clock)
@@ -158,7 +216,7 @@ def open_runtime(
     mailer = open_mailer(settings, outbox, clock)
     vault_key = load_key(settings.vault_key.get_secret_value() if settings.vault_key else None, settings.data_dir)
     vault = Vault(settings.vault_db, vault_key, clock, retention=timedelta(hours=settings.vault_retention_hours))
-    toolbox = _toolbox(settings, clock, embedded, mailer, vault)
+    toolbox = _toolbox(settings, clock, embedded, mailer, vault, _declared(settings, index.pack, tool_client))
     notifier = Notifier.from_settings(settings, clock)
     deps = Deps(
         pack=index.pack,
@@ -168,6 +226,7 @@ def open_runtime(
         episodes=EpisodeStore(settings.desk_db, clock),
         clock=clock,
         outcomes=OutcomeMatcher(index.embedder),
+        incidents=IncidentStore(settings.desk_db, clock),
     )
     resolver = Resolver(
         deps,
@@ -185,7 +244,9 @@ def open_runtime(
         at_risk_minutes=settings.sla_at_risk_minutes,
     )
     email = _email_channel(settings, mailer, resolver, desk)
-    metrics = Metrics(desk)
+    incidents = _incident_desk(settings, resolver, messages, email, desk)
+    insights = open_insights(settings, index.pack, clock=clock)
+    metrics = Metrics(desk, insights)
     # Every after-turn hook, here and nowhere else: the desk's transcript and status, the mail link, the counts.
     resolver.after_turn += [desk.after_turn, email.after_turn, metrics.after_turn]
     desk.on_reply.append(email.on_desk_reply)
@@ -199,6 +260,10 @@ def open_runtime(
         verification_ttl=timedelta(minutes=settings.verification_ttl_minutes),
         clock=clock,
     )
+    # Knowledge gaps keep message vectors (app/gaps.py): their table exists from the start, for erasure.
+    gap_db = Database(settings.desk_db)
+    gap_db.migrate(GapVectors.MIGRATIONS)
+    gap_db.close()
     return Runtime(
         settings=settings,
         pack=index.pack,
@@ -211,6 +276,9 @@ def open_runtime(
         desk=desk,
         metrics=metrics,
         erasure=erasure,
+        suggestions=Suggestions(settings.desk_db, clock),
         notifier=notifier,
         email=email,
+        insights=insights,
+        incidents=incidents,
     )

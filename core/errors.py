@@ -5,6 +5,8 @@ TieroneError
 ├── MessageRejected           a customer message was refused before it reached the bot
 ├── ConversationNotFound      no conversation has that id
 ├── PacketNotFound            no handoff packet has that id
+├── IncidentNotFound          no incident has that id
+├── IncidentConflict          the incident's state does not allow the change (resolved, not attached)
 ├── CaseFileError             an eval case file cannot be read
 ├── MigrationFailed           a store's schema could not be brought up to date
 └── ToolError                 a tool backend failed
@@ -64,12 +66,31 @@ class PacketNotFound(TieroneError):
         super().__init__(f"no handoff packet has the id {packet_id!r}; `tierone handoffs list` shows them")
 
 
+class IncidentNotFound(TieroneError):
+    """No incident has the given id."""
+
+    def __init__(self, incident_id: str) -> None:
+        self.incident_id = incident_id
+        super().__init__(f"no incident has the id {incident_id!r}; GET /incidents?status=all lists them")
+
+
+class IncidentConflict(TieroneError):
+    """The incident's state does not allow the change asked for; the text says why."""
+
+
 class CaseFileError(TieroneError):
     """An eval case file is malformed; the text names the line or case."""
 
 
 class ToolError(TieroneError):
-    """A tool's backend failed; the conversation records it as a failed step."""
+    """A tool's backend failed; the conversation records it as a failed step.
+
+    ``status`` is the HTTP status a declared tool's API answered (None: no answer, or not HTTP).
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
 
 
 class NotAuthorized(ToolError):

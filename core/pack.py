@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from core.errors import PackError, PackProblem
+from core.pack_tools import DeclaredTools, Verification, check_verification, lint_tools
 
 Impact = Literal["single_user", "team", "organisation"]
 Urgency = Literal["low", "normal", "high"]
@@ -35,7 +36,9 @@ _KEBAB = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n---[ \t]*\r?\n?(.*)\Z", re.DOTALL)
 _SECTION = re.compile(r"^##[ \t]+(.+?)[ \t]*$", re.MULTILINE)
 _STEP = re.compile(r"^\s*\d+[.)][ \t]+(.*)$")
-_TOOL_TAG = re.compile(r"^\[tool:\s*([a-z_]+)\s*\]\s*(.*)$", re.DOTALL)
+_TOOL_TAG = re.compile(r"^\[tool:\s*([a-z][a-z0-9_]*)\s*\]\s*(.*)$", re.DOTALL)
+# A draft's placeholders (`tierone runbooks draft`): a runbook still holding one is unfinished.
+_TODO = re.compile(r"\bTODO\b")
 
 
 SlotValue = str | int | bool
@@ -143,7 +146,10 @@ class FrontMatter(BaseModel):
     category: str = Field(min_length=1)
     tier: Literal[1, 2]
     examples: list[str] = Field(min_length=1)
-    verify: Literal["none", "otp"] = "none"
+    # How the customer proves the account is theirs before a tool acts on it: "otp" (the same as
+    # "otp_email": a code mailed to the address on file), "otp_sms" (a code texted to the number on
+    # file, through the pack's declared tools; policy.yaml `verification.otp_sms`), or "none".
+    verify: Literal["none", "otp", "otp_email", "otp_sms"] = "none"
     tools: list[str] = Field(default_factory=list)
     impact: Impact = "single_user"
     urgency: Urgency = "normal"
@@ -243,6 +249,17 @@ class RecontactPolicy(BaseModel):
     action: Literal["handoff", "continue"] = "handoff"
 
 
+class IncidentPolicy(BaseModel):
+    """When many conversations about one cause become one incident."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # At least spike_count conversations routed to the same runbook within spike_minutes open an
+    # incident, even when nobody says "everyone".
+    spike_count: int = Field(default=5, ge=2)
+    spike_minutes: float = Field(default=10, gt=0)
+
+
 class Sla(BaseModel):
     """Expected times for one priority."""
 
@@ -315,12 +332,15 @@ class Policy(BaseModel):
     routing: RoutingPolicy = Field(default_factory=RoutingPolicy)
     limits: Limits = Field(default_factory=Limits)
     recontact: RecontactPolicy = Field(default_factory=RecontactPolicy)
+    incidents: IncidentPolicy = Field(default_factory=IncidentPolicy)
     # Sentiment in [-1, 1] at or below which the conversation goes to a person.
     handoff_sentiment: float = Field(default=-0.6, ge=-1, le=1)
     escalation_keywords: list[Keyword] = Field(default_factory=list)
     categories: dict[str, CategoryPolicy] = Field(default_factory=dict)
     priority_matrix: dict[Impact, dict[Urgency, Priority]] = Field(default_factory=_default_matrix)
     sla: dict[Priority, Sla] = Field(default_factory=_default_sla)
+    # Ways besides an email code to prove identity, through the pack's declared tools (core/pack_tools.py).
+    verification: Verification = Field(default_factory=Verification)
 
     @field_validator("escalation_keywords", mode="before")
     @classmethod
@@ -347,6 +367,8 @@ class Pack:
     runbooks: dict[str, Runbook]
     policy: Policy
     problems: list[PackProblem] = field(default_factory=list)
+    # The pack's tools.yaml (core/pack_tools.py), when it declares tools of its own.
+    tools: DeclaredTools | None = None
 
     def effective_tier(self, runbook: Runbook) -> int:
         """The tier the bot treats a runbook as: its own, raised by its category's boundary."""
@@ -384,8 +406,13 @@ def _field_of(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(part) for part in loc) or "front matter"
 
 
-def parse_runbook(path: Path, rel: str) -> tuple[Runbook | None, list[PackProblem]]:
-    """Parse one runbook file; return it (or None) and the problems found in it."""
+def parse_runbook(
+    path: Path, rel: str, declared: dict[str, bool] | None = None
+) -> tuple[Runbook | None, list[PackProblem]]:
+    """Parse one runbook file; return it (or None) and the problems found in it.
+
+    ``declared`` maps the pack's own tools (tools.yaml) to whether each needs a verified customer.
+    """
     problems: list[PackProblem] = []
     try:
         text = path.read_text(encoding="utf-8")
@@ -421,13 +448,19 @@ def parse_runbook(path: Path, rel: str) -> tuple[Runbook | None, list[PackProble
     for i, example in enumerate(meta.examples):
         if not example.strip():
             problems.append(PackProblem(rel, f"examples.{i}", "is empty"))
+    tools = {**KNOWN_TOOLS, **(declared or {})}
     for tool in meta.tools:
-        if tool not in KNOWN_TOOLS:
-            known = ", ".join(sorted(KNOWN_TOOLS))
+        if tool not in tools:
+            known = ", ".join(sorted(tools))
             problems.append(PackProblem(rel, "tools", f"unknown tool {tool!r}; known: {known}"))
-        elif KNOWN_TOOLS[tool] and meta.verify != "otp":
+        elif tools[tool] and meta.verify == "none":
             problems.append(PackProblem(rel, "verify", f"tool {tool!r} acts on an account: set `verify: otp`"))
 
+    fields = [("title", meta.title), ("category", meta.category), ("body", match.group(2))]
+    fields[2:2] = [(f"examples.{i}", e) for i, e in enumerate(meta.examples)]
+    for name, value in fields:
+        if _TODO.search(value):
+            problems.append(PackProblem(rel, name, "still says TODO: finish the draft before the pack ships"))
     summary, sections = _sections(match.group(2))
     steps: list[Step] = []
     if meta.steps is not None:
@@ -707,12 +740,15 @@ def lint_pack(root: Path) -> tuple[Pack | None, list[PackProblem]]:
     problems: list[PackProblem] = []
     runbooks: dict[str, Runbook] = {}
     seen_examples: dict[str, str] = {}
+    declared, tool_problems = lint_tools(root, set(KNOWN_TOOLS))
+    problems.extend(tool_problems)
+    needs_verified = {t.name: t.needs_verified for t in declared.tools} if declared else {}
     files = sorted(p for p in root.rglob("*.md") if p.name.lower() != "readme.md")
     if not files:
         problems.append(PackProblem(str(root), "folder", "holds no runbook (*.md) files"))
     for path in files:
         rel = path.relative_to(root).as_posix()
-        runbook, found = parse_runbook(path, rel)
+        runbook, found = parse_runbook(path, rel, needs_verified)
         problems.extend(found)
         if runbook is None:
             continue
@@ -729,9 +765,19 @@ def lint_pack(root: Path) -> tuple[Pack | None, list[PackProblem]]:
     policy, policy_problems = _load_policy(root)
     problems.extend(policy_problems)
     problems.extend(_check_policy(policy, runbooks))
+    problems.extend(check_verification(policy.verification, declared))
+    for runbook in runbooks.values():
+        if runbook.meta.verify == "otp_sms" and policy.verification.otp_sms is None:
+            problems.append(
+                PackProblem(
+                    runbook.path,
+                    "verify",
+                    "otp_sms needs `verification.otp_sms` in policy.yaml (docs/runbook-format.md)",
+                )
+            )
     if problems:
         return None, problems
-    return Pack(root=root, runbooks=runbooks, policy=policy), []
+    return Pack(root=root, runbooks=runbooks, policy=policy, tools=declared), []
 
 
 def load_pack(root: Path) -> Pack:

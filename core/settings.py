@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -10,6 +11,20 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 BUNDLED_RUNBOOKS = Path(__file__).resolve().parent.parent / "runbooks"
+
+
+def own_setting(name: str) -> bool:
+    """Whether TIERONE_NAME is one of Tierone's own settings (its keys among them), not a pack's variable."""
+    return name.upper().startswith("TIERONE_") and name[len("TIERONE_") :].lower() in Settings.model_fields
+
+
+def _tierone_environment() -> dict[str, SecretStr]:
+    # Tierone's own settings (the vault key, the LLM key...) are left out: a pack's tool never gets them.
+    return {
+        name: SecretStr(value)
+        for name, value in os.environ.items()
+        if name.startswith("TIERONE_") and not own_setting(name)
+    }
 
 
 class Settings(BaseSettings):
@@ -100,6 +115,10 @@ class Settings(BaseSettings):
     code_cooldown_seconds: float = 60.0
     codes_per_account_per_hour: int = 5
     account_actions_per_day: int = 3
+    # What a pack's tools.yaml refers to as ${TIERONE_...} (its API's address, its token): every
+    # TIERONE_ variable of the environment that is not one of the settings above, by its full name.
+    # The pack itself never holds them.
+    tool_values: dict[str, SecretStr] = Field(default_factory=_tierone_environment, exclude=True, repr=False)
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -248,7 +248,10 @@ class Vault:
 
 
 # The kinds of value a tool may need; every other finding stays a placeholder, even for the brain.
-HELD_KINDS = ("email", "code")
+HELD_KINDS = ("email", "code", "phone")
+# The held kinds the brain reads in clear (and routing matches); a held phone number stays a
+# placeholder for it, and reaches only the tool that texts a code (agent/nodes.py).
+REVEALED_KINDS = ("email", "code")
 
 
 def hold(

@@ -85,6 +85,8 @@ class Expect(BaseModel):
     packet: dict[str, Any] = Field(default_factory=dict)
     # Each problem (episode) of the conversation, scored on its own: its runbook, and whether it went to a person.
     problems: list[ProblemExpect] = Field(default_factory=list)
+    # True: the case must open or join an incident (many people, one cause); False: it must not.
+    incident: bool | None = None
 
     @property
     def checks_runbook(self) -> bool:

@@ -72,8 +72,11 @@ def draft_cases(pack: Pack, runbook: Runbook, *, count: int = 6) -> list[dict[st
     opening = fresh(runbook.meta.examples[0], 1) if runbook.meta.examples else None
     if tier == 1 and opening:
         turns = [opening]
-        if runbook.meta.verify == "otp":
+        if runbook.meta.verify in ("otp", "otp_email"):
             turns += ["jane.doe@example.com", "{otp}"]
+        elif runbook.meta.verify == "otp_sms":
+            # A number the pack's eval/backend.yaml must answer with a line (packs/mobile's first).
+            turns += ["07700 900101", "{otp}"]
         tools = [s.tool for s in runbook.steps if s.tool]
         drafts.append(
             {

@@ -12,11 +12,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
 
 from agent.brains.offline import routing_query
 from agent.episodes import EpisodeStore
+from agent.incidents import IncidentStore
 from app.runtime import Runtime, open_runtime
 from core.clock import utc_now
 from core.errors import MessageRejected
@@ -24,6 +26,7 @@ from core.pack import Pack, load_pack
 from core.settings import BUNDLED_RUNBOOKS, Settings
 from eval.cases import OTP, Case
 from eval.scoring import Outcome, TurnOutcome, failures, problem_scores, routing_note, summarize
+from eval.tool_standin import load_backend, standin_client, standin_values
 from vectorstore.embeddings import Embedder, MiniLMEmbedder
 from vectorstore.index import RunbookIndex, open_client
 
@@ -52,15 +55,19 @@ def _where(runtime: Runtime, state: dict[str, Any]) -> str:
     return f"{runbook.id}#{runbook.steps[step].id}"
 
 
-def play(runtime: Runtime, case: Case) -> Outcome:
-    """Play one case in a new conversation; stop at a handoff (later turns would go to L2)."""
+def play(runtime: Runtime, case: Case, texted: dict[str, str] | None = None) -> Outcome:
+    """Play one case in a new conversation; stop at a handoff (later turns would go to L2).
+
+    ``texted`` holds the codes the stand-in API was asked to text, by conversation (verify: otp_sms).
+    """
     resolver = runtime.resolver
     conversation_id = resolver.start("api")
     turns: list[TurnOutcome] = []
     seen_attempts = seen_trace = 0
     for text in case.texts:
         # "{otp}" stands for the code the bot sent; with no code sent, a code that cannot match.
-        message = (_latest_code(runtime, conversation_id) or "000000") if text == OTP else text
+        code = (texted or {}).get(conversation_id) or _latest_code(runtime, conversation_id)
+        message = (code or "000000") if text == OTP else text
         started = time.perf_counter()
         try:
             result = resolver.send(conversation_id, message)
@@ -107,6 +114,7 @@ def play(runtime: Runtime, case: Case) -> Outcome:
         decisions=trace,
         problems=_problems(runtime, conversation_id),
         candidates=[dict(c) for c in (state.get("candidates") or [])],
+        incident_id=state.get("incident_id"),
     )
 
 
@@ -149,6 +157,7 @@ def _row(
         "transcript": outcome.transcript,
         "decisions": outcome.decisions,
         "packet_id": (outcome.packet or {}).get("packet_id"),
+        "incident": outcome.incident_id,
         "tags": case.tags,
         "problems": problem_scores(case, outcome),
         # Runbooks that branch: the outcome each answer matched (None where none did), and the path taken.
@@ -179,7 +188,10 @@ class Evaluator:
         embedder: Embedder | None = None,
         settings: Settings | None = None,
         progress: Callable[[int], Callable[[int, int], None] | None] | None = None,
+        tool_client: httpx.Client | None = None,
     ) -> None:
+        # tool_client carries the pack's declared tools (a test's respx); by default the stand-in API
+        # (eval/tool_standin.py) answers them as the pack's eval/backend.yaml scripts.
         # The brain, its endpoint and prices come from settings; stores and the pack are the run's own.
         self.settings = settings or Settings()
         self.prices = (self.settings.llm_price_input_per_mtok, self.settings.llm_price_output_per_mtok)
@@ -188,6 +200,16 @@ class Evaluator:
         # A fresh, in-memory index of the pack: nothing from an earlier run can leak in.
         self.index = RunbookIndex(open_client(None), self.pack, embedder or MiniLMEmbedder(), progress=progress)
         self.index.sync()
+        # Declared tools are played against a stand-in unless a client is given: never a real API.
+        self.tool_client, self.tool_values = tool_client, dict(self.settings.tool_values)
+        self.texted: dict[str, str] = {}
+        if self.pack.tools is not None and tool_client is None:
+            sms = self.pack.policy.verification.otp_sms
+            backend = load_backend(runbooks, self.pack.tools)
+            self.tool_client = standin_client(
+                self.pack.tools, backend, sms_tool=sms.send if sms else None, texts=self.texted
+            )
+            self.tool_values = {k: SecretStr(v) for k, v in standin_values(self.pack.tools).items()}
 
     def _pack_with(self, routing: dict[str, float] | None) -> Pack:
         if not routing:
@@ -218,16 +240,23 @@ class Evaluator:
             # eval never warns about a missing TIERONE_VAULT_KEY (that warning is for serving).
             key = self.settings.vault_key or SecretStr(Fernet.generate_key().decode())
             settings = self.settings.model_copy(
-                update={"data_dir": Path(tmp), "runbooks": self.runbooks, "vault_key": key, **SANDBOX}
+                update={
+                    "data_dir": Path(tmp),
+                    "runbooks": self.runbooks,
+                    "vault_key": key,
+                    "tool_values": self.tool_values,
+                    **SANDBOX,
+                }
             )
-            runtime = open_runtime(settings, index=self.index)
+            runtime = open_runtime(settings, index=self.index, tool_client=self.tool_client)
             runtime.resolver.deps.pack = self._pack_with(routing)
             # Cases share the directory's customers but are strangers: one case's verified address must not
             # make a later case a repeat contact.
             runtime.resolver.deps.episodes = EpisodeStore(settings.desk_db, utc_now, across_conversations=False)
+            runtime.resolver.deps.incidents = IncidentStore(settings.desk_db, utc_now, across_conversations=False)
 
             def one(case: Case) -> list[Outcome]:
-                outcomes = [play(runtime, case) for _ in range(repeat)]
+                outcomes = [play(runtime, case, self.texted) for _ in range(repeat)]
                 if on_case:
                     on_case(case)
                 return outcomes

@@ -44,6 +44,8 @@ class Outcome:
     problems: list[dict[str, Any]] = field(default_factory=list)
     # The routing candidates of the conversation's problem (runbook_id and score), best first.
     candidates: list[dict[str, Any]] = field(default_factory=list)
+    # The incident the case opened or joined (INC-…), if any.
+    incident_id: str | None = None
 
     @property
     def path(self) -> list[str]:
@@ -220,6 +222,9 @@ def failures(case: Case, outcome: Outcome) -> list[str]:
             found.append(f"the handoff packet has no {path!r}")
         elif want != "*" and value != want:
             found.append(f"packet {path!r} is {value!r}, expected {want!r}")
+    if expect.incident is not None and (outcome.incident_id is not None) != expect.incident:
+        got = f"got {outcome.incident_id}" if outcome.incident_id else "got none"
+        found.append(f"expected {'an' if expect.incident else 'no'} incident, {got}")
     found.extend(_turn_failures(case, outcome))
     found.extend(_problem_failures(case, outcome))
     return found
@@ -241,6 +246,7 @@ def summarize(cases: list[Case], outcomes: list[Outcome]) -> dict[str, Any]:
     ]
     latencies = [ms for o in outcomes for ms in o.turn_latencies_ms]
     problems = [score["passed"] for c, o in pairs for score in problem_scores(c, o)]
+    incident_cases = [(c, o) for c, o in pairs if c.expect.incident]
     return {
         "cases": len(pairs),
         "passed": sum(1 for c, o in pairs if not failures(c, o)),
@@ -257,6 +263,10 @@ def summarize(cases: list[Case], outcomes: list[Outcome]) -> dict[str, Any]:
         # Of the problems cases expect one by one (conversations that carry several): share the bot got right.
         "problems": len(problems),
         "problem_accuracy": _share(sum(problems), len(problems)),
+        # Cases that opened or joined an incident, counted apart (containment keeps its meaning), and of the
+        # cases that expect one, the share that got one.
+        "incidents": sum(1 for o in outcomes if o.incident_id),
+        "incident_recall": _share(sum(1 for c, o in incident_cases if o.incident_id), len(incident_cases)),
     }
 
 

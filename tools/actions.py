@@ -11,11 +11,14 @@ from typing import Any
 import httpx
 
 from core.errors import NotAuthorized, ToolError
+from core.pack_tools import Verification
 from core.redact import mask_email
 from core.vault import Vault
 from tools.base import Directory, Outbox, ServiceStatus, StatusPage, ToolResult, VerifiedAccount, make_verified
+from tools.declared import DeclaredRunner, arguments_for
 from tools.identity import CODE_SENT, check_code, send_code
 from tools.ledger import Ledger
+from tools.verification import check_sms_code, send_sms_code
 
 # A verification is good for this long; after that the customer proves it again.
 VERIFICATION_TTL = timedelta(minutes=30)
@@ -36,6 +39,9 @@ class Limits:
     # Changes to one account (password and MFA resets, unlocks) per rolling day.
     account_actions_per_day: int = 3
 
+
+# One-time codes sent, by mail or by text; they count against the code limits together.
+CODE_SENDS = ("send_code", "send_sms_code")
 
 # Tools that change an account; they count against Limits.account_actions_per_day.
 ACCOUNT_CHANGES = ("reset_password", "unlock_account", "reset_mfa")
@@ -163,6 +169,8 @@ class Toolbox:
     limits: Limits = field(default_factory=Limits)
     # Values tools need (the address given, the code typed), by reference; see core/vault.py.
     vault: Vault | None = None
+    # The pack's own HTTP tools (tools.yaml), when it declares any.
+    declared: DeclaredRunner | None = None
 
     def __post_init__(self) -> None:
         if self.vault is None:
@@ -199,16 +207,64 @@ class Toolbox:
             make_code=self.vault.code_for if self.vault is not None else None,
         )
 
-    def check_code(self, code: str, *, conversation_id: str, key: str) -> VerifiedAccount | None:
-        """Check a one-time code typed in the conversation, once per key (a replay gets the same answer)."""
+    def send_sms_code(self, phone: str, verification: Verification, *, conversation_id: str, key: str) -> ToolResult:
+        """Text a one-time code to the line with this number (tools.verification), within the code limits.
+
+        A failing lookup or SMS tool gives ``ok=False`` with the API's status, as a declared tool does.
+        """
+        if self.declared is None or verification.otp_sms is None:
+            raise ToolError("otp_sms needs the pack's declared tools and `verification.otp_sms` in policy.yaml")
+        try:
+            return send_sms_code(
+                phone,
+                conversation_id=conversation_id,
+                key=key,
+                config=verification.otp_sms,
+                account_field=verification.account_field,
+                runner=self.declared,
+                ledger=self.ledger,
+                clock=self.clock,
+                make_code=self.vault.code_for if self.vault is not None else None,
+                refuse=lambda account_id: self._code_limit(account_id, conversation_id),
+            )
+        except ToolError as exc:
+            failed = ToolResult(
+                tool="send_sms_code",
+                ok=False,
+                message="",
+                idempotency_key=key,
+                error=str(exc),
+                data={"status": exc.status},
+            )
+            self.ledger.finish(
+                key, conversation_id, "send_sms_code", None, failed.model_dump(), ok=False, detail=str(exc)
+            )
+            return failed
+
+    def check_code(self, code: str, *, conversation_id: str, key: str, by_sms: bool = False) -> VerifiedAccount | None:
+        """Check a one-time code typed in the conversation, once per key (a replay gets the same answer).
+
+        ``by_sms``: the code was texted to a line of the pack's API, which the directory does not hold.
+        """
         done = self.ledger.finished(key)
         if done is None:
             self.ledger.start(key, conversation_id, "verify_identity", None)
-            account = check_code(
-                code, conversation_id=conversation_id, directory=self.directory, ledger=self.ledger, clock=self.clock
-            )
+            if by_sms:
+                account = check_sms_code(code, conversation_id=conversation_id, ledger=self.ledger, clock=self.clock)
+            else:
+                account = check_code(
+                    code,
+                    conversation_id=conversation_id,
+                    directory=self.directory,
+                    ledger=self.ledger,
+                    clock=self.clock,
+                )
             done = (
-                {"account_id": account.account_id, "email": _mask(account.email), "at": account.verified_at.isoformat()}
+                {
+                    "account_id": account.account_id,
+                    "email": _mask(account.email) if account.email else "",
+                    "at": account.verified_at.isoformat(),
+                }
                 if account
                 else {}
             )
@@ -234,10 +290,10 @@ class Toolbox:
 
     def _code_limit(self, account_id: str, conversation_id: str) -> str | None:
         now = self.clock()
-        sent = self.ledger.recent(account_id, ("send_code",), now - timedelta(hours=1))
+        sent = self.ledger.recent(account_id, CODE_SENDS, now - timedelta(hours=1))
         if len(sent) >= self.limits.codes_per_hour:
             return f"rate limited: {len(sent)} codes to this account in the last hour"
-        here = self.ledger.recent(account_id, ("send_code",), now - self.limits.code_cooldown, conversation_id)
+        here = self.ledger.recent(account_id, CODE_SENDS, now - self.limits.code_cooldown, conversation_id)
         if here:
             return "rate limited: this conversation had a code sent to this account moments ago"
         return None
@@ -246,18 +302,24 @@ class Toolbox:
         """Why this call may not run (audited), or None when it may."""
         account_id = account.account_id if account else None
         reason = None
-        if tool in ACCOUNT_TOOLS:
+        spec = self.declared.tools.get(tool) if self.declared else None
+        changes = ACCOUNT_CHANGES + self._declared_changes()
+        if tool in ACCOUNT_TOOLS or (spec is not None and spec.needs_verified):
             if account is None or account.conversation_id != conversation_id:
                 reason = f"not authorized: {tool} needs the verified account of this conversation"
             elif self.clock() - account.verified_at > self.limits.verification_ttl:
                 reason = f"not authorized: the verification for {tool} has expired"
-            elif tool in ACCOUNT_CHANGES:
-                done = self.ledger.recent(account.account_id, ACCOUNT_CHANGES, self.clock() - timedelta(days=1))
+            elif tool in changes:
+                done = self.ledger.recent(account.account_id, changes, self.clock() - timedelta(days=1))
                 if len(done) >= self.limits.account_actions_per_day:
                     reason = f"rate limited: {len(done)} changes to this account in the last day"
         if reason:
             self.ledger.refuse(key, conversation_id, tool, account_id, reason)
         return reason
+
+    def _declared_changes(self) -> tuple[str, ...]:
+        """The declared tools that change something: they count against the same daily limit."""
+        return tuple(t.name for t in self.declared.tools.values() if t.changes) if self.declared else ()
 
     def run(
         self,
@@ -274,7 +336,8 @@ class Toolbox:
         if done is not None:
             return ToolResult.model_validate({**done, "replayed": True})
         account_id = account.account_id if account else None
-        if tool not in ACCOUNT_TOOLS and tool != "check_service_status":
+        spec = self.declared.tools.get(tool) if self.declared else None
+        if tool not in ACCOUNT_TOOLS and tool != "check_service_status" and spec is None:
             raise ToolError(f"unknown tool {tool!r}")
         refusal = self._refuse(tool, key, conversation_id, account)
         if refusal and refusal.startswith("not authorized"):
@@ -283,7 +346,11 @@ class Toolbox:
             return ToolResult(tool=tool, ok=False, message="", idempotency_key=key, error=refusal)
         self.ledger.start(key, conversation_id, tool, account_id)
         try:
-            if tool == "check_service_status":
+            if spec is not None:
+                assert self.declared is not None
+                known = {**args, "account_id": account_id}
+                result = self.declared.call(tool, arguments_for(spec, known), key=key)
+            elif tool == "check_service_status":
                 result = check_service_status(str(args.get("text", "")), key=key, status_page=self.status_page)
             elif tool == "create_ticket":
                 assert account is not None
@@ -291,7 +358,9 @@ class Toolbox:
             else:
                 result = ACCOUNT_TOOLS[tool](account, key=key, directory=self.directory)
         except (ToolError, httpx.HTTPError) as exc:
-            failed = ToolResult(tool=tool, ok=False, message="", idempotency_key=key, error=str(exc))
+            # A declared tool's failure carries the API's status (None: no answer) for the packet.
+            data = {"status": exc.status} if spec is not None and isinstance(exc, ToolError) else {}
+            failed = ToolResult(tool=tool, ok=False, message="", idempotency_key=key, error=str(exc), data=data)
             self.ledger.finish(key, conversation_id, tool, account_id, failed.model_dump(), ok=False, detail=str(exc))
             return failed
         self.ledger.finish(key, conversation_id, tool, account_id, result.model_dump(), ok=True)

@@ -58,7 +58,7 @@ class VerifiedAccount:
 
 
 def make_verified(account_id: str, email: str, at: datetime, conversation_id: str) -> VerifiedAccount:
-    """Mint a VerifiedAccount; called by tools.identity once a one-time code matched."""
+    """Mint a VerifiedAccount; called by tools.identity and tools.verification once a proof held."""
     return VerifiedAccount(account_id, email, at, conversation_id, _VERIFIER)
 
 

@@ -20,7 +20,8 @@ CODE_SENT = (
 )
 
 
-def _hash(conversation_id: str, code: str) -> str:
+def code_hash(conversation_id: str, code: str) -> str:
+    """How a pending one-time code is stored: bound to its conversation, never in clear."""
     return hashlib.sha256(f"{conversation_id}:{code}".encode()).hexdigest()
 
 
@@ -48,7 +49,7 @@ def send_code(
     ledger.start(key, conversation_id, "send_code", account.account_id if account else None)
     if account is not None:
         code = make_code(key) if make_code is not None else f"{secrets.randbelow(1_000_000):06d}"
-        ledger.put_code(conversation_id, account.account_id, _hash(conversation_id, code), clock() + CODE_TTL)
+        ledger.put_code(conversation_id, account.account_id, code_hash(conversation_id, code), clock() + CODE_TTL)
         # The code goes to the address on file, never to an address typed in the chat.
         outbox.deliver(
             account.email,
@@ -93,7 +94,7 @@ def check_code(
     if clock() > datetime.fromisoformat(pending["expires_at"]):
         ledger.drop_code(conversation_id)
         return None
-    if not hmac.compare_digest(pending["code_hash"], _hash(conversation_id, code.strip())):
+    if not hmac.compare_digest(pending["code_hash"], code_hash(conversation_id, code.strip())):
         return None
     account = directory.get(pending["account_id"])
     if account is None:

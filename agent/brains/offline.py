@@ -57,8 +57,17 @@ _THANKS = re.compile(
 )
 _URGENT = re.compile(r"\b(?:urgent(?:ly)?|asap|emergency|immediately|right now|deadline|critical)\b", re.I)
 _WIDE = re.compile(
-    r"\b(?:everyone|everybody|whole (?:team|office|company|department)|all (?:of us|users|staff)|nobody can)\b",
+    r"\b(?:everyone|everybody|whole (?:team|office|company|department|floor|building|site)"
+    r"|all (?:of us|users|staff)|(?:nobody|no one|noone) can(?! (?:hear|see|reach|understand|call) me)"
+    r"|(?:site|building|circuit|office|branch|floor|campus)s?(?: \w+)? (?:is |are |went |has gone )?"
+    r"(?:hard |completely )?down"
+    r"|is hard down)\b",
     re.IGNORECASE,
+)
+
+# A question whether it is wide ("down for everyone or just me?") is not a report that it is.
+_ASKS_IF_WIDE = re.compile(
+    r"\b(?:every(?:one|body)|all of us) or (?:is it )?(?:just|only) me\b|\b(?:just|only) me or\b", re.IGNORECASE
 )
 
 # Sentiment: weights chosen so one strong sign of anger at the service, or two lesser signs,
@@ -180,7 +189,7 @@ class OfflineBrain:
             thanks_only=bool(_THANKS.match(text)),
             sentiment=sentiment(text),
             urgent=bool(_URGENT.search(text)),
-            wide_impact=bool(_WIDE.search(text)),
+            wide_impact=bool(_WIDE.search(text)) and not _ASKS_IF_WIDE.search(text),
         )
 
     def _route(self, text: str) -> list[Scored]:
@@ -212,6 +221,13 @@ class OfflineBrain:
             return f'Just to be sure I pick the right fix: is this about "{first}" or "{second}"?'
         if d.action == "ask_identity":
             assert rb is not None
+            if rb.meta.verify == "otp_sms":
+                if ctx.repeat:
+                    return "I still need the mobile number of your line before I can change anything on it."
+                return (
+                    f"I can help with that ({rb.meta.title.lower()}). First I need to make sure the line is "
+                    "yours: what's the mobile number of the line? I'll text a code to it."
+                )
             if ctx.repeat:
                 return (
                     "I still need the email address of your account before I can change anything on it "
@@ -291,6 +307,8 @@ class OfflineBrain:
             why = "I couldn't get the detail I need here, so I'm passing this to a support technician."
         elif "runbook_switched" in reasons and rb is not None:
             why = f"That sounds like a different problem ({rb.meta.title.lower()}), so I'm passing it to a technician."
+        elif "tool_failed" in reasons:
+            why = "I couldn't complete that from here, so I'm passing it to a support technician."
         elif reasons & {"steps_exhausted", "step_failed"}:
             why = "I'm sorry the steps didn't fix it. I'm passing this to a support technician."
         elif "verification_failed" in reasons or "identity_not_provided" in reasons:

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from agent.handoff import HandoffPacket
 from agent.resolver import validate_message
 from api.deps import AppRuntime, Technician
-from api.errors import CONFLICTS, DESK_ERRORS, PACKET_ERRORS
+from api.errors import CONFLICTS, DESK_ERRORS, PACKET_ERRORS, TEACHING_ERRORS
 from api.schemas import (
     ClaimOut,
     Closed,
@@ -17,12 +17,16 @@ from api.schemas import (
     MeOut,
     Note,
     ReplyOut,
+    Resolution,
+    Resolved,
+    RunbookOut,
     TechnicianReply,
     TicketDetail,
     TicketOut,
     line_out,
     ticket_out,
 )
+from app.teaching import BotCouldHave, Lesson, NewRunbook, resolve_with_lesson
 from core import logs
 
 router = APIRouter(tags=["desk"])
@@ -82,12 +86,49 @@ def reply(runtime: AppRuntime, packet_id: str, body: TechnicianReply, who: Techn
     return ReplyOut(line=line_out(line))
 
 
-@router.post("/handoffs/{packet_id}/resolve", responses=CONFLICTS)
-def resolve(runtime: AppRuntime, packet_id: str, who: Technician, body: Note | None = None) -> Closed:
-    """Close the ticket as resolved, with a note; the customer may write again and the bot answers."""
-    runtime.desk.resolve(packet_id, who.name, (body or Note()).note, admin=who.role == "admin")
-    logs.log("resolved", packet_id=packet_id, actor=who.name)
-    return Closed(packet_id=packet_id, status="resolved")
+@router.post("/handoffs/{packet_id}/resolve", responses=CONFLICTS | TEACHING_ERRORS)
+def resolve(runtime: AppRuntime, packet_id: str, who: Technician, body: Resolution | None = None) -> Resolved:
+    """Close the ticket as resolved, with a note and optionally a lesson: which runbook could have solved it.
+
+    ``bot_could_have`` or ``new_runbook`` becomes a suggestion for the runbook authors (`tierone runbooks
+    suggestions`); a lesson naming a runbook the pack lacks is refused (422) and the ticket stays open.
+    """
+    body = body or Resolution()
+    lesson: Lesson | None = None
+    if body.bot_could_have is not None:
+        lesson = BotCouldHave(body.bot_could_have.runbook_id)
+    elif body.new_runbook is not None:
+        lesson = NewRunbook(body.new_runbook.title, body.new_runbook.steps, body.new_runbook.category)
+    _, suggestion_id = resolve_with_lesson(
+        runtime.desk,
+        runtime.suggestions,
+        runtime.resolver.deps.pack,
+        packet_id,
+        who.name,
+        body.note,
+        lesson,
+        admin=who.role == "admin",
+    )
+    logs.log("resolved", packet_id=packet_id, actor=who.name, suggestion_id=suggestion_id)
+    return Resolved(packet_id=packet_id, status="resolved", suggestion_id=suggestion_id)
+
+
+@router.get("/runbooks", responses=DESK_ERRORS)
+def list_runbooks(runtime: AppRuntime, who: Technician) -> list[RunbookOut]:
+    """The pack's runbooks, by id: what the resolve form offers for "the bot could have handled this"."""
+    pack = runtime.resolver.deps.pack
+    return [
+        RunbookOut(id=rb.id, title=rb.meta.title, category=rb.meta.category, tier=pack.effective_tier(rb))
+        for rb in sorted(pack.runbooks.values(), key=lambda rb: rb.meta.title.lower())
+    ]
+
+
+@router.get("/suggestions", responses=DESK_ERRORS)
+def list_suggestions(
+    runtime: AppRuntime, who: Technician, state: Literal["open", "accepted", "rejected", "all"] = "open"
+) -> list[dict[str, Any]]:
+    """What L2 resolutions taught: suggested examples and runbooks, each with its regression case."""
+    return [s.as_dict() for s in runtime.suggestions.list(state)]
 
 
 @router.post("/handoffs/{packet_id}/return", responses=CONFLICTS)

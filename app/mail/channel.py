@@ -246,6 +246,24 @@ class EmailChannel:
         )
         self.flush()
 
+    def notice(self, conversation_id: str, text: str, author: str) -> Pending | None:
+        """A message to the customer of a mail conversation, to record with ``store.record_on``; None without a thread.
+
+        The caller records it inside its own transaction (an incident's delivery ledger), then calls ``flush``.
+        """
+        thread = self.store.thread(conversation_id)
+        if thread is None:
+            return None
+        return Pending(
+            message_id=new_message_id(self.sender),
+            conversation_id=conversation_id,
+            to=thread.reply_to,
+            subject=f"Re: {thread.subject}" if thread.subject else "Re: your support request",
+            body=text.strip() + self._footer(author),
+            in_reply_to=thread.last_in,
+            references=trim_references(thread.references),
+        )
+
     # -- linking chats to addresses --------------------------------------------------------------
 
     def after_turn(self, conversation_id: str, values: dict[str, Any]) -> None:
@@ -261,4 +279,3 @@ class EmailChannel:
         address = self._email_of_account(str(account_id))
         if address and "@" in address:
             self.store.link(address, conversation_id)
-

@@ -30,7 +30,6 @@ MAX_REFERENCES = 20
 Auth = Literal["ok", "missing", "wrong"]
 
 
-
 def authenticate(secret: str, body: bytes, signature: str | None, authorization: str | None) -> Auth:
     """Check a webhook call: the body's HMAC signature, or the secret as the basic-auth password.
 

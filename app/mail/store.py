@@ -295,16 +295,20 @@ class MailStore:
     def record(self, reply: Pending) -> None:
         """Record a reply to send (not in answer to a particular mail: an L2 reply) and add it to the thread."""
         with self._tx() as conn:
-            self._record(conn, reply, None, self._clock().isoformat())
-            old = conn.execute(
-                "SELECT refs FROM mail_threads WHERE conversation_id = ?", (reply.conversation_id,)
-            ).fetchone()
-            if old is not None:
-                refs = trim_references(dict.fromkeys([*old["refs"].split(), reply.message_id]))
-                conn.execute(
-                    "UPDATE mail_threads SET refs = ? WHERE conversation_id = ?",
-                    (" ".join(refs), reply.conversation_id),
-                )
+            self.record_on(conn, reply)
+
+    def record_on(self, conn: sqlite3.Connection, reply: Pending) -> None:
+        """``record`` inside the caller's transaction on the same database (an incident's delivery ledger)."""
+        self._record(conn, reply, None, self._clock().isoformat())
+        old = conn.execute(
+            "SELECT refs FROM mail_threads WHERE conversation_id = ?", (reply.conversation_id,)
+        ).fetchone()
+        if old is not None:
+            refs = trim_references(dict.fromkeys([*old["refs"].split(), reply.message_id]))
+            conn.execute(
+                "UPDATE mail_threads SET refs = ? WHERE conversation_id = ?",
+                (" ".join(refs), reply.conversation_id),
+            )
 
     def _record(self, conn: sqlite3.Connection, reply: Pending, inbound_id: str | None, now: str) -> None:
         conn.execute(

@@ -22,6 +22,7 @@ RUNBOOKS = {
     "phishing-report": RunbookFacts("phishing-report", 2, False, (None,)),
     "billing-question": RunbookFacts("billing-question", 1, True, ("lookup_account",), ("refund",)),
     "service-status": RunbookFacts("service-status", 1, False, ("check_service_status",)),
+    "data-top-up": RunbookFacts("data-top-up", 1, True, ("top_up_data",), verify_by="sms"),
 }
 
 
@@ -211,6 +212,37 @@ ROWS: list[tuple[str, Facts, str, str]] = [
         ),
         "handoff",
         "step_failed",
+    ),
+    (
+        "texted code: the line's number sends it",
+        facts(u("07700 900123", phone="ref-1"), stage="identity", runbook_id="data-top-up"),
+        "send_code",
+        "identity_provided",
+    ),
+    (
+        "texted code: an email address is not the line's number",
+        facts(u("jane@example.com", email="ref-2"), stage="identity", runbook_id="data-top-up"),
+        "ask_identity",
+        "identity_required",
+    ),
+    (
+        "texted code: the lookup or SMS tool failed",
+        facts(u("x"), stage="identity", runbook_id="data-top-up", consumed=True, counters={"tool_failed": 1}),
+        "handoff",
+        "tool_failed",
+    ),
+    (
+        "a declared tool answered an error: a person at once",
+        facts(
+            u("x"),
+            stage="steps",
+            runbook_id="password-reset",
+            verified=True,
+            consumed=True,
+            counters={"step_failures": 1, "tool_failed": 1},
+        ),
+        "handoff",
+        "tool_failed",
     ),
     (
         "unverified never runs the tool",

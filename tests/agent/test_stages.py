@@ -53,6 +53,17 @@ EXPECTED: list[tuple[Stage, Event, Stage]] = [
     ("confirm", "handoff", "handed_off"),
     ("resolved", "runbook_chosen", "steps"),
     ("resolved", "handoff", "handed_off"),
+    ("triage", "incident_joined", "incident"),
+    ("resolved", "incident_joined", "incident"),
+    ("identity", "incident_joined", "incident"),
+    ("code", "incident_joined", "incident"),
+    ("steps", "incident_joined", "incident"),
+    ("confirm", "incident_joined", "incident"),
+    ("slot", "incident_joined", "incident"),
+    ("incident", "incident_joined", "incident"),
+    ("incident", "handoff", "handed_off"),
+    ("incident", "incident_resolved", "resolved"),
+    ("incident", "incident_detached", "triage"),
     ("handed_off", "returned_by_l2", "triage"),
     ("handed_off", "resolved_by_l2", "resolved"),
 ]
@@ -110,7 +121,7 @@ def test_committed_drawing_is_current() -> None:
 def test_drawing_holds_the_graph_of_the_nodes() -> None:
     text = document()
     assert "stateDiagram-v2" in text
-    for node in ("intake", "understand", "decide", "act", "reply", "handoff"):
+    for node in ("intake", "understand", "decide", "act", "reply", "handoff", "incident"):
         assert f"\t{node}({node})" in text
 
 
@@ -165,4 +176,17 @@ def test_reopen_applies_the_l2_events(
     assert runtime.resolver.view(cid)["stage"] == expected
     # Only a handed-off conversation is taken back; a second call changes nothing.
     runtime.resolver.reopen(cid, "triage" if back_to == "resolved" else "resolved")
+    assert runtime.resolver.view(cid)["stage"] == expected
+
+
+@pytest.mark.parametrize(("event", "expected"), [("incident_resolved", "resolved"), ("incident_detached", "triage")])
+def test_leaving_an_incident_applies_its_events(
+    runtime: Runtime, event: Literal["incident_resolved", "incident_detached"], expected: Stage
+) -> None:
+    cid = runtime.resolver.start()
+    assert runtime.resolver.send(cid, "nobody can get online in the whole office").stage == "incident"
+    assert runtime.resolver.leave_incident(cid, event)
+    assert _stages_seen(runtime, cid) == ["triage", "incident", expected]
+    # Only a conversation in an incident leaves one; a second call changes nothing.
+    assert not runtime.resolver.leave_incident(cid, event)
     assert runtime.resolver.view(cid)["stage"] == expected

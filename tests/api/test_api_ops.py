@@ -64,7 +64,10 @@ def test_metrics_count_turns_handoffs_and_latency(client: TestClient) -> None:
     assert 'tierone_turns_total{channel="chat",outcome="answered"} 1.0' in text
     assert 'tierone_handoffs_total{reason="customer_requested_human"} 1.0' in text
     assert 'tierone_turn_seconds_count{channel="chat"} 2.0' in text
-    assert "tierone_containment_ratio 0.5" in text
+    # Honest counting: a handoff is not resolved, and a customer still at the identity question is in progress.
+    assert 'tierone_episodes{outcome="handed_off"} 1.0' in text
+    assert 'tierone_episodes{outcome="in_progress"} 1.0' in text
+    assert "tierone_containment_ratio 0.0" in text
     assert 'tierone_conversations{state="handed_off"} 1.0' in text
     assert "tierone_open_tickets{priority=" in text and 'sla="ok"' in text
     assert cid not in text and other not in text  # no per-conversation series

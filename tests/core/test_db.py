@@ -182,8 +182,11 @@ def test_a_release_0_1_database_upgrades_without_loss(
     runtime = start()
     assert recorded(desk) == latest(*(s.MIGRATIONS for s in DESK_STORES), Eraser.MIGRATIONS)
     assert recorded(vault) == latest(Vault.MIGRATIONS)
-    # Every row survives; a store added since release 0.1 (episodes) starts empty.
-    assert {desk: contents(desk), vault: contents(vault)} == {desk: rows[desk] | {"episodes": []}, vault: rows[vault]}
+    # Every row survives; a store added since release 0.1 (episodes, suggestions, gap vectors, incidents) starts empty.
+    added = {"episodes": [], "suggestions": [], "gap_vectors": []}
+    added |= {"incidents": [], "incident_members": [], "incident_reports": []}
+    added |= {"incident_updates": [], "incident_deliveries": []}
+    assert {desk: contents(desk), vault: contents(vault)} == {desk: rows[desk] | added, vault: rows[vault]}
     # What the release stored still reads back through the stores.
     assert ApiKeys(desk).verify(facts["api_key"]) == Principal("Alex", "l2")
     assert CustomerTokens(desk).verify(facts["chat"], facts["token"])

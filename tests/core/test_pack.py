@@ -110,6 +110,8 @@ def test_good_pack_loads(tmp_path: Path) -> None:
             "policy.yaml: sla.P2: is missing",
         ),
         ({"a.md": b"---\nid: \xff\n---\n"}, "a.md: file: is not UTF-8 text"),
+        ({"a.md": good(examples="a, TODO more examples")}, "a.md: examples.1: still says TODO"),
+        ({"a.md": good().replace("2. Then this.", "2. TODO: then what?")}, "a.md: body: still says TODO"),
     ],
 )
 def test_lint_names_file_and_field(tmp_path: Path, files: dict[str, str | bytes], expected: str) -> None:

@@ -13,7 +13,7 @@ from cryptography.fernet import Fernet
 
 from app.runtime import Runtime, open_runtime
 from core.settings import BUNDLED_RUNBOOKS, Settings
-from core.vault import Vault, VaultKeyError, hold, load_key, reveal
+from core.vault import REVEALED_KINDS, Vault, VaultKeyError, hold, load_key, reveal
 from tests.conftest import Clock, latest_code
 from vectorstore.index import RunbookIndex
 
@@ -76,14 +76,19 @@ def test_without_a_key_a_dev_key_is_made_once_and_loudly(tmp_path: Path, caplog:
     assert load_key(None, tmp_path) == first
 
 
-def test_hold_and_reveal_keep_only_addresses_and_codes(tmp_path: Path, key: str, clock: Clock) -> None:
+def test_hold_keeps_addresses_codes_and_phone_numbers_and_the_brain_sees_no_number(
+    tmp_path: Path, key: str, clock: Clock
+) -> None:
     vault = Vault(tmp_path / "v.sqlite", key, clock)
     text = "I'm jdoe@corp.example, pw is hunter2, code 123 456, call +44 20 7946 0958"
     redacted, held = hold(vault, "c_1", text)
     assert redacted == "I'm [email], pw is [secret], code [code], call [phone]"
-    assert [h["kind"] for h in held] == ["email", "code"]
-    assert reveal(vault, redacted, held) == "I'm jdoe@corp.example, pw is [secret], code 123 456, call [phone]"
-    assert vault.forget("c_1") == 2
+    # The number is held for a code texted to the line (verify: otp_sms), never shown to the brain.
+    assert [h["kind"] for h in held] == ["email", "code", "phone"]
+    assert vault.get(str(held[2]["ref"])) == "+44 20 7946 0958"
+    for_brain = [h for h in held if h["kind"] in REVEALED_KINDS]
+    assert reveal(vault, redacted, for_brain) == "I'm jdoe@corp.example, pw is [secret], code 123 456, call [phone]"
+    assert vault.forget("c_1") == 3
     assert reveal(vault, redacted, held) == redacted
 
 

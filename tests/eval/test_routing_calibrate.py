@@ -65,6 +65,7 @@ def test_warnings_for_low_routing_and_no_out_of_scope_probe() -> None:
     assert any("no out-of-scope probe" in w for w in warnings_for(recommend(sweep(known_only), 0.05), known_only))
 
 
+@pytest.mark.model  # the command embeds the pack with the real model
 def test_calibrate_command_shows_the_curve_the_suggestion_and_the_confusions(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

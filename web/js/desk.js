@@ -15,6 +15,7 @@
     escalation_keyword: "The message mentions something that always goes to a person.",
     steps_exhausted: "Every step of the runbook was tried without success.",
     step_failed: "The same step failed twice.",
+    tool_failed: "A tool the pack declares answered an error; its HTTP status is in the attempts.",
     verification_failed: "The customer could not verify their identity.",
     identity_not_provided: "The customer did not give the email address on the account.",
     time_limit: "The conversation ran past its time limit.",
@@ -586,6 +587,7 @@
     const text = el("textarea");
     text.id = id;
     text.required = required;
+    const teach = action === "resolve" ? teachFields() : null;
     const row = el("div", "row");
     const cancel = el("button", "btn btn-quiet", "Cancel");
     cancel.type = "button";
@@ -596,7 +598,7 @@
     const go = el("button", action === "resolve" ? "btn btn-ok" : "btn btn-primary", verb);
     go.type = "submit";
     row.append(cancel, go);
-    form.append(label, text, row);
+    form.append(label, text, ...(teach ? [teach.node] : []), row);
     form.addEventListener("submit", (e) => {
       e.preventDefault();
       if (required && !text.value.trim()) {
@@ -604,10 +606,55 @@
         text.focus();
         return;
       }
-      act(go, action, { note: text.value.trim() });
+      const lesson = teach ? teach.lesson() : {};
+      if (lesson === null) return;
+      act(go, action, { note: text.value.trim(), ...lesson });
     });
     bar.replaceChildren(form);
     text.focus();
+  }
+
+  // "Could the bot have handled this?": the resolution teaches the bot (POST …/resolve's lesson fields).
+  function teachFields() {
+    const box = el("fieldset", "teach");
+    box.append(el("legend", null, "Could the bot have handled this?"));
+    const choices = [["no", "No, it needed a person"], ["runbook", "Yes, with this runbook"], ["new", "Yes, with a runbook we lack"]];
+    const radios = {};
+    for (const [value, text] of choices) {
+      const label = el("label", "teach-choice");
+      const radio = el("input");
+      Object.assign(radio, { type: "radio", name: "teach", value, checked: value === "no", id: `teach-choice-${value}` });
+      label.append(radio, ` ${text}`);
+      box.append(label);
+      radios[value] = radio;
+    }
+    const pick = el("select");
+    pick.id = "teach-runbook";
+    pick.setAttribute("aria-label", "The runbook that could have handled it");
+    pick.append(el("option", null, "Loading runbooks…"));
+    call("GET", "/runbooks").then((runbooks) => {
+      pick.replaceChildren(...runbooks.map((rb) => Object.assign(el("option", null, `${rb.title} (${rb.id})`), { value: rb.id })));
+    }).catch((err) => pick.replaceChildren(el("option", null, `Could not load runbooks: ${err.message}`)));
+    const title = Object.assign(el("input"), { id: "teach-title", placeholder: "Title of the missing runbook", ariaLabel: "Title of the missing runbook" });
+    const steps = Object.assign(el("textarea"), { id: "teach-steps", placeholder: "The steps that solved it, one a line", ariaLabel: "Steps of the missing runbook" });
+    const more = { runbook: [pick], new: [title, steps] };
+    const show = () => {
+      for (const [value, nodes] of Object.entries(more)) for (const n of nodes) n.hidden = !radios[value].checked;
+    };
+    for (const radio of Object.values(radios)) radio.addEventListener("change", show);
+    box.append(pick, title, steps);
+    show();
+    const lesson = () => {
+      if (radios.runbook.checked) return { bot_could_have: { runbook_id: pick.value } };
+      if (!radios.new.checked) return {};
+      const lines = steps.value.split("\n").map((line) => line.trim()).filter(Boolean);
+      if (title.value.trim().length < 3 || !lines.length) {
+        showNotice("conflict", "Give the missing runbook a title and at least one step.");
+        return null;
+      }
+      return { new_runbook: { title: title.value.trim(), steps: lines } };
+    };
+    return { node: box, lesson };
   }
 
   async function act(button, action, body) {
@@ -615,9 +662,10 @@
     button.disabled = true;
     showNotice("", "");
     try {
-      await call("POST", `/handoffs/${encodeURIComponent(id)}/${action}`, body || undefined);
+      const out = await call("POST", `/handoffs/${encodeURIComponent(id)}/${action}`, body || undefined);
       const done = { claim: "You hold this ticket now; the bot stays quiet.", resolve: "Resolved.", return: "Returned to the bot." };
-      showNotice("info", done[action]);
+      const taught = out && out.suggestion_id ? ` Thanks: ${out.suggestion_id} goes to the runbook authors.` : "";
+      showNotice("info", done[action] + taught);
     } catch (err) {
       showNotice("conflict", err.status === 409 ? `Conflict: ${err.message}` : err.message);
     } finally {

@@ -1,0 +1,444 @@
+"""Incidents: many conversations, one cause. The store the resolver attaches customers to.
+
+An incident opens when one message reports wide impact, when enough conversations route to the
+same runbook in a short time (``policy.yaml`` ``incidents``), or by hand from the desk. Later
+customers with a problem of the same category join the open one: ``open_or_join`` looks and
+writes in one write transaction, so two reports at once never open two incidents for one cause.
+
+An incident row names no customer: its ticket (``ticket_id``, a handoff packet id) carries no
+transcript, and erasing a conversation removes its membership, reports and deliveries only.
+
+Every routed problem is written to ``incident_reports`` as it happens, so a spike counts the
+conversations before a restart as well as after it. Updates and the resolution reach each
+attached conversation through ``incident_deliveries``: one row per (update, conversation), written
+with the update and marked sent in the same transaction that writes the message, so a broadcast
+killed halfway resumes without a second copy to anyone (app/incidents.py delivers).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, Field
+
+from core.db import Database, Migration, Migrations, PersonalTables
+from core.errors import IncidentConflict, IncidentNotFound
+
+IncidentStatus = Literal["open", "resolved"]
+UpdateKind = Literal["opened", "update", "resolve"]
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS incidents (
+    incident_id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    title TEXT NOT NULL,
+    category TEXT,
+    runbook_id TEXT,
+    cause TEXT NOT NULL,
+    opened_at TEXT NOT NULL,
+    opened_by TEXT NOT NULL,
+    claimed_by TEXT,
+    resolved_at TEXT,
+    ticket_id TEXT
+)""",
+    """CREATE TABLE IF NOT EXISTS incident_members (
+    incident_id TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    attached_at TEXT NOT NULL,
+    episode_id TEXT,
+    detached_at TEXT,
+    PRIMARY KEY (incident_id, conversation_id)
+)""",
+    """CREATE TABLE IF NOT EXISTS incident_reports (
+    conversation_id TEXT NOT NULL,
+    episode_id TEXT NOT NULL,
+    runbook_id TEXT NOT NULL,
+    category TEXT,
+    at TEXT NOT NULL,
+    PRIMARY KEY (conversation_id, episode_id)
+)""",
+    """CREATE TABLE IF NOT EXISTS incident_updates (
+    update_id TEXT PRIMARY KEY,
+    incident_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    text TEXT NOT NULL,
+    author TEXT NOT NULL,
+    at TEXT NOT NULL
+)""",
+    """CREATE TABLE IF NOT EXISTS incident_deliveries (
+    update_id TEXT NOT NULL,
+    conversation_id TEXT NOT NULL,
+    sent_at TEXT,
+    PRIMARY KEY (update_id, conversation_id)
+)""",
+    "CREATE INDEX IF NOT EXISTS incident_reports_runbook ON incident_reports (runbook_id, at)",
+    "CREATE INDEX IF NOT EXISTS incident_deliveries_pending ON incident_deliveries (sent_at)",
+)
+
+
+class IncidentUpdate(BaseModel):
+    """One thing said about an incident: its opening, an update, its resolution."""
+
+    update_id: str
+    kind: UpdateKind
+    text: str
+    author: str
+    at: datetime
+
+
+class Incident(BaseModel):
+    """An incident as the desk and the API see it."""
+
+    id: str = Field(description="INC-…")
+    status: IncidentStatus
+    title: str
+    category: str | None
+    runbook_id: str | None = None
+    cause: str = Field(description="What opened it: wide_impact, spike:<runbook>, status:<component> or desk")
+    affected: int = Field(description="Conversations attached now")
+    opened_at: datetime
+    opened_by: str
+    first_report_at: datetime | None = None
+    last_report_at: datetime | None = None
+    claimed_by: str | None = None
+    resolved_at: datetime | None = None
+    packet_id: str | None = Field(None, description="The one incident ticket in the handoff queue")
+    updates: list[IncidentUpdate] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Member:
+    """One conversation attached to an incident."""
+
+    conversation_id: str
+    attached_at: str
+    episode_id: str | None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One update still to reach one conversation."""
+
+    update_id: str
+    incident_id: str
+    conversation_id: str
+    kind: UpdateKind
+    text: str
+    author: str
+
+
+@dataclass(frozen=True)
+class Joined:
+    """What ``open_or_join`` did: the incident, and whether this call opened it."""
+
+    incident: Incident
+    opened: bool
+
+
+def incident_id_for(seed: str) -> str:
+    """A stable incident id for what opened it (a replayed turn names the same incident)."""
+    return "INC-" + hashlib.sha256(seed.encode()).hexdigest()[:8].upper()
+
+
+class IncidentStore:
+    """Incidents, their attached conversations, updates and the per-conversation delivery ledger."""
+
+    MIGRATIONS: ClassVar[Migrations] = Migrations("incidents", Migration(1, *_SCHEMA))
+    PERSONAL_TABLES: ClassVar[PersonalTables] = {
+        "incident_members": {"conversation_id": "conversation"},
+        "incident_reports": {"conversation_id": "conversation"},
+        "incident_deliveries": {"conversation_id": "conversation"},
+    }
+
+    def __init__(self, path: Path, clock: Callable[[], datetime], *, across_conversations: bool = True) -> None:
+        self._db = Database(path)
+        self._clock = clock
+        # False: a conversation meets only incidents it opened itself (eval cases are strangers).
+        self.across = across_conversations
+        self._db.migrate(self.MIGRATIONS)
+
+    # -- detection --------------------------------------------------------------------------------
+
+    def report(self, conversation_id: str, episode_id: str, runbook_id: str, category: str | None) -> None:
+        """Note that a problem was routed to a runbook (once per episode; a replay writes nothing)."""
+        with self._db.transaction() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO incident_reports VALUES (?, ?, ?, ?, ?)",
+                (conversation_id, episode_id, runbook_id, category, self._clock().isoformat()),
+            )
+
+    def peers(self, runbook_id: str, minutes: float, conversation_id: str) -> list[tuple[str, str]]:
+        """Other conversations routed to ``runbook_id`` in the last ``minutes``: (conversation, episode)."""
+        if not self.across:
+            return []
+        since = (self._clock() - timedelta(minutes=minutes)).isoformat()
+        with self._db.transaction() as conn:
+            rows = conn.execute(
+                "SELECT conversation_id, MAX(episode_id) AS episode_id FROM incident_reports"
+                " WHERE runbook_id = ? AND at >= ? AND conversation_id != ? GROUP BY conversation_id"
+                " ORDER BY MIN(at)",
+                (runbook_id, since, conversation_id),
+            ).fetchall()
+        return [(r["conversation_id"], r["episode_id"]) for r in rows]
+
+    def matching(self, category: str | None, conversation_id: str, *, wide: bool = False) -> str | None:
+        """The open incident a problem of ``category`` belongs to, if any.
+
+        Same category first. A wide-impact report also joins an open incident of unknown category,
+        and one of unknown category joins the newest open incident: one outage, one incident.
+        """
+        with self._db.transaction() as conn:
+            return self._matching(conn, category, conversation_id, wide)
+
+    def _matching(self, conn: sqlite3.Connection, category: str | None, cid: str, wide: bool) -> str | None:
+        query = "SELECT incident_id, category FROM incidents WHERE status = 'open'"
+        args: list[Any] = []
+        if not self.across:
+            query += " AND opened_by = ?"
+            args.append(cid)
+        rows = conn.execute(query + " ORDER BY opened_at DESC, rowid DESC", args).fetchall()
+        for row in rows:
+            if category is not None and row["category"] == category:
+                return str(row["incident_id"])
+        if wide:
+            for row in rows:
+                if category is None or row["category"] is None:
+                    return str(row["incident_id"])
+        return None
+
+    # -- opening and attaching --------------------------------------------------------------------
+
+    def open_or_join(
+        self,
+        *,
+        seed: str,
+        title: str,
+        category: str | None,
+        runbook_id: str | None,
+        cause: str,
+        opened_by: str,
+        members: list[tuple[str, str | None]],
+        wide: bool = False,
+        summary: str = "We are looking into it.",
+    ) -> Joined:
+        """Attach ``members`` (conversation, episode) to the open incident of this cause, opening it if none is.
+
+        One write transaction looks and writes: two reports of one cause at once attach to one incident.
+        """
+        now = self._clock().isoformat()
+        with self._db.transaction() as conn:
+            found = self._matching(conn, category, opened_by, wide)
+            opened = found is None
+            incident_id = found or incident_id_for(seed)
+            if opened:
+                conn.execute(
+                    "INSERT OR IGNORE INTO incidents (incident_id, status, title, category, runbook_id, cause,"
+                    " opened_at, opened_by) VALUES (?, 'open', ?, ?, ?, ?, ?, ?)",
+                    (incident_id, title, category, runbook_id, cause, now, opened_by),
+                )
+                conn.execute(
+                    "INSERT OR IGNORE INTO incident_updates VALUES (?, ?, 'opened', ?, 'bot', ?)",
+                    (f"{incident_id}:u0", incident_id, summary, now),
+                )
+            for conversation_id, episode_id in members:
+                self._attach(conn, incident_id, conversation_id, episode_id, now)
+        return Joined(self.get(incident_id), opened)
+
+    def declare(self, title: str, category: str | None, technician: str, text: str) -> Incident:
+        """Open an incident by hand (the desk)."""
+        now = self._clock()
+        incident_id = incident_id_for(f"desk:{technician}:{title}:{now.isoformat()}")
+        with self._db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO incidents (incident_id, status, title, category, runbook_id, cause, opened_at,"
+                " opened_by, claimed_by) VALUES (?, 'open', ?, ?, NULL, 'desk', ?, ?, ?)",
+                (incident_id, title, category, now.isoformat(), f"desk:{technician}", technician),
+            )
+            conn.execute(
+                "INSERT INTO incident_updates VALUES (?, ?, 'opened', ?, ?, ?)",
+                (f"{incident_id}:u0", incident_id, text or "We are looking into it.", technician, now.isoformat()),
+            )
+        return self.get(incident_id)
+
+    @staticmethod
+    def _attach(conn: sqlite3.Connection, incident_id: str, cid: str, episode_id: str | None, now: str) -> None:
+        # A conversation detached before and reporting again is attached again.
+        conn.execute(
+            "INSERT INTO incident_members VALUES (?, ?, ?, ?, NULL) ON CONFLICT (incident_id, conversation_id)"
+            " DO UPDATE SET detached_at = NULL, episode_id = COALESCE(excluded.episode_id, episode_id)",
+            (incident_id, cid, now, episode_id),
+        )
+
+    def set_packet(self, incident_id: str, packet_id: str) -> None:
+        """Record the incident's one ticket in the handoff queue."""
+        with self._db.transaction() as conn:
+            conn.execute("UPDATE incidents SET ticket_id = ? WHERE incident_id = ?", (packet_id, incident_id))
+
+    def claim(self, incident_id: str, technician: str) -> Incident:
+        """A technician takes the incident; 409 when it is resolved or someone else holds it."""
+        with self._db.transaction() as conn:
+            row = self._row(conn, incident_id)
+            if row["status"] != "open":
+                raise IncidentConflict(f"{incident_id} is already resolved; there is nothing to claim")
+            if row["claimed_by"] not in (None, technician):
+                raise IncidentConflict(f"{incident_id} is claimed by {row['claimed_by']}")
+            conn.execute("UPDATE incidents SET claimed_by = ? WHERE incident_id = ?", (technician, incident_id))
+        return self.get(incident_id)
+
+    def detach(self, incident_id: str, conversation_id: str) -> Member:
+        """Take a conversation off the incident; 409 when it is not attached."""
+        with self._db.transaction() as conn:
+            row = self._row(conn, incident_id)
+            if row["status"] != "open":
+                raise IncidentConflict(f"{incident_id} is already resolved; its conversations stay as they were")
+            member = conn.execute(
+                "SELECT * FROM incident_members WHERE incident_id = ? AND conversation_id = ? AND detached_at IS NULL",
+                (incident_id, conversation_id),
+            ).fetchone()
+            if member is None:
+                raise IncidentConflict(f"conversation {conversation_id!r} is not attached to {incident_id}")
+            conn.execute(
+                "UPDATE incident_members SET detached_at = ? WHERE incident_id = ? AND conversation_id = ?",
+                (self._clock().isoformat(), incident_id, conversation_id),
+            )
+        return Member(member["conversation_id"], member["attached_at"], member["episode_id"])
+
+    # -- updates and their delivery ---------------------------------------------------------------
+
+    def post(self, incident_id: str, kind: Literal["update", "resolve"], text: str, author: str) -> IncidentUpdate:
+        """Record an update (or the resolution) and one delivery per attached conversation, in one transaction."""
+        now = self._clock().isoformat()
+        with self._db.transaction() as conn:
+            row = self._row(conn, incident_id)
+            if row["status"] != "open":
+                raise IncidentConflict(f"{incident_id} is already resolved; nothing was sent")
+            number = conn.execute(
+                "SELECT COUNT(*) FROM incident_updates WHERE incident_id = ?", (incident_id,)
+            ).fetchone()[0]
+            update_id = f"{incident_id}:u{number}"
+            conn.execute(
+                "INSERT INTO incident_updates VALUES (?, ?, ?, ?, ?, ?)",
+                (update_id, incident_id, kind, text, author, now),
+            )
+            conn.execute(
+                "INSERT INTO incident_deliveries (update_id, conversation_id) SELECT ?, conversation_id"
+                " FROM incident_members WHERE incident_id = ? AND detached_at IS NULL",
+                (update_id, incident_id),
+            )
+            if kind == "resolve":
+                conn.execute(
+                    "UPDATE incidents SET status = 'resolved', resolved_at = ? WHERE incident_id = ?",
+                    (now, incident_id),
+                )
+        return IncidentUpdate(update_id=update_id, kind=kind, text=text, author=author, at=datetime.fromisoformat(now))
+
+    def pending(self, limit: int = 1000) -> list[Delivery]:
+        """Deliveries not yet made, oldest update first."""
+        with self._db.transaction() as conn:
+            rows = conn.execute(
+                "SELECT d.update_id, u.incident_id, d.conversation_id, u.kind, u.text, u.author"
+                " FROM incident_deliveries d JOIN incident_updates u ON u.update_id = d.update_id"
+                " WHERE d.sent_at IS NULL ORDER BY u.at, d.update_id, d.conversation_id LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [Delivery(**dict(r)) for r in rows]
+
+    def deliver(self, delivery: Delivery, write: Callable[[sqlite3.Connection], None]) -> bool:
+        """Run ``write`` and mark the delivery made, in one transaction; False when it was made already.
+
+        ``write`` writes the message on the same connection (transcript line, mail outbox row): the
+        message and the mark commit together or not at all, so no copy is lost or sent twice.
+        """
+        with self._db.transaction() as conn:
+            done = conn.execute(
+                "SELECT sent_at FROM incident_deliveries WHERE update_id = ? AND conversation_id = ?",
+                (delivery.update_id, delivery.conversation_id),
+            ).fetchone()
+            if done is None or done["sent_at"] is not None:
+                return False
+            write(conn)
+            conn.execute(
+                "UPDATE incident_deliveries SET sent_at = ? WHERE update_id = ? AND conversation_id = ?",
+                (self._clock().isoformat(), delivery.update_id, delivery.conversation_id),
+            )
+        return True
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _row(conn: sqlite3.Connection, incident_id: str) -> sqlite3.Row:
+        row = conn.execute("SELECT * FROM incidents WHERE incident_id = ?", (incident_id,)).fetchone()
+        if row is None:
+            raise IncidentNotFound(incident_id)
+        return row  # type: ignore[no-any-return]
+
+    def get(self, incident_id: str) -> Incident:
+        """One incident, with its affected count and updates; IncidentNotFound when there is none."""
+        with self._db.transaction() as conn:
+            return self._incident(conn, self._row(conn, incident_id))
+
+    def find(self, status: Literal["open", "resolved", "all"] = "open") -> list[Incident]:
+        """Incidents, newest first."""
+        query, args = "SELECT * FROM incidents", ()
+        if status != "all":
+            query, args = query + " WHERE status = ?", (status,)  # type: ignore[assignment]
+        with self._db.transaction() as conn:
+            rows = conn.execute(query + " ORDER BY opened_at DESC, rowid DESC", args).fetchall()
+            return [self._incident(conn, row) for row in rows]
+
+    def members(self, incident_id: str, *, attached_only: bool = True) -> list[Member]:
+        """The incident's conversations, first reporter first."""
+        query = "SELECT conversation_id, attached_at, episode_id FROM incident_members WHERE incident_id = ?"
+        if attached_only:
+            query += " AND detached_at IS NULL"
+        with self._db.transaction() as conn:
+            self._row(conn, incident_id)
+            rows = conn.execute(query + " ORDER BY attached_at, conversation_id", (incident_id,)).fetchall()
+        return [Member(r["conversation_id"], r["attached_at"], r["episode_id"]) for r in rows]
+
+    def of_conversation(self, conversation_id: str) -> str | None:
+        """The open incident a conversation is attached to, if any."""
+        with self._db.transaction() as conn:
+            row = conn.execute(
+                "SELECT m.incident_id FROM incident_members m JOIN incidents i ON i.incident_id = m.incident_id"
+                " WHERE m.conversation_id = ? AND m.detached_at IS NULL AND i.status = 'open'"
+                " ORDER BY m.attached_at DESC LIMIT 1",
+                (conversation_id,),
+            ).fetchone()
+        return str(row[0]) if row else None
+
+    @staticmethod
+    def _incident(conn: sqlite3.Connection, row: sqlite3.Row) -> Incident:
+        incident_id = row["incident_id"]
+        counts = conn.execute(
+            "SELECT COUNT(*), MIN(attached_at), MAX(attached_at) FROM incident_members"
+            " WHERE incident_id = ? AND detached_at IS NULL",
+            (incident_id,),
+        ).fetchone()
+        updates = conn.execute(
+            "SELECT update_id, kind, text, author, at FROM incident_updates WHERE incident_id = ? ORDER BY at, rowid",
+            (incident_id,),
+        ).fetchall()
+        return Incident(
+            id=incident_id,
+            status=row["status"],
+            title=row["title"],
+            category=row["category"],
+            runbook_id=row["runbook_id"],
+            cause=row["cause"],
+            affected=int(counts[0]),
+            opened_at=row["opened_at"],
+            opened_by=row["opened_by"],
+            first_report_at=counts[1],
+            last_report_at=counts[2],
+            claimed_by=row["claimed_by"],
+            resolved_at=row["resolved_at"],
+            packet_id=row["ticket_id"],
+            updates=[IncidentUpdate(**dict(u)) for u in updates],
+        )

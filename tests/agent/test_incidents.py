@@ -1,0 +1,268 @@
+"""Incidents: the wide-impact boundary, spike thresholds and their edges, attaching, restarts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.brains.offline import _ASKS_IF_WIDE, _WIDE
+from agent.incidents import IncidentStore
+from agent.policy import Facts, decide
+from agent.state import Understanding
+from app.runtime import Runtime
+from core.pack import Policy
+from tests.agent.test_policy import PW, RUNBOOKS, VPN, u
+from tests.conftest import Clock
+
+POLICY = Policy.model_validate(
+    {
+        "routing": {"min_score": 0.55, "min_margin": 0.02, "clarify_floor": 0.45},
+        "incidents": {"spike_count": 5, "spike_minutes": 10},
+    }
+)
+
+
+def facts(understanding: Understanding, **kw: Any) -> Facts:
+    return Facts(understanding=understanding, runbooks=RUNBOOKS, **{"stage": "triage", **kw})
+
+
+WIDE = {"wide_impact": True}
+
+# (why, facts, action, reasons)
+ROWS: list[tuple[str, Facts, str, list[str]]] = [
+    ("wide impact opens an incident", facts(u("all of us", VPN, **WIDE)), "incident", ["wide_impact"]),
+    (
+        "wide impact joins the open one",
+        facts(u("all of us", VPN, **WIDE), incident_id="INC-1"),
+        "incident",
+        ["wide_impact", "incident_known"],
+    ),
+    ("wide impact with no runbook near", facts(u("nobody can work", **WIDE)), "incident", ["wide_impact"]),
+    (
+        "wide impact mid-runbook",
+        facts(u("all of us", VPN, **WIDE), stage="steps", runbook_id="vpn-connection"),
+        "incident",
+        ["wide_impact"],
+    ),
+    (
+        "a yes that mentions everyone is an answer, not a report",
+        facts(u("yes it works for everyone", **WIDE, affirm=True), stage="confirm", runbook_id="vpn-connection"),
+        "close_resolved",
+        ["customer_confirmed"],
+    ),
+    (
+        "asking for a person beats wide impact",
+        facts(u("all of us", VPN, wants_human=True, **WIDE)),
+        "handoff",
+        ["customer_requested_human"],
+    ),
+    (
+        "no incident store: a person, never single-user steps",
+        facts(u("all of us", VPN, **WIDE), incidents=False),
+        "handoff",
+        ["wide_impact"],
+    ),
+    # an open incident of the same category
+    (
+        "a strong match joins the open incident",
+        facts(u("vpn down", VPN), incident_id="INC-1"),
+        "incident",
+        ["incident_known"],
+    ),
+    (
+        "a grey-zone message still asks first",
+        facts(u("hmm", ("vpn-connection", 0.5)), incident_id="INC-1"),
+        "clarify",
+        ["low_confidence"],
+    ),
+    # spike thresholds: this message plus its peers against spike_count (5)
+    (
+        "three others: the runbook",
+        facts(u("vpn down", VPN), spike_peers=3),
+        "present_step",
+        ["runbook_matched", "step_presented"],
+    ),
+    ("four others make five: an incident", facts(u("vpn down", VPN), spike_peers=4), "incident", ["incident_spike"]),
+    ("more than enough", facts(u("vpn down", VPN), spike_peers=40), "incident", ["incident_spike"]),
+    # attached
+    (
+        "attached: told again what is known",
+        facts(u("any news?"), stage="incident", incident_id="INC-1"),
+        "incident",
+        ["incident_known"],
+    ),
+    (
+        "attached and asking for a person",
+        facts(u("a human please", wants_human=True), stage="incident", incident_id="INC-1"),
+        "handoff",
+        ["customer_requested_human"],
+    ),
+    (
+        "attached past the time limit stays attached",
+        facts(u("any news?"), stage="incident", elapsed_minutes=600),
+        "incident",
+        ["incident_known"],
+    ),
+    (
+        "a password reset is not an outage",
+        facts(u("forgot pw", PW), spike_peers=0),
+        "ask_identity",
+        ["runbook_matched", "identity_required"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("why", "situation", "action", "reasons"), ROWS, ids=[r[0] for r in ROWS])
+def test_incident_boundary(why: str, situation: Facts, action: str, reasons: list[str]) -> None:
+    decision = decide(situation, POLICY)
+    assert (decision.action, decision.reasons) == (action, reasons), why
+
+
+def test_a_spike_of_two_is_the_smallest_threshold() -> None:
+    with pytest.raises(ValueError, match="spike_count"):
+        Policy.model_validate({"incidents": {"spike_count": 1}})
+    assert decide(
+        facts(u("vpn down", VPN), spike_peers=1), Policy.model_validate({"incidents": {"spike_count": 2}})
+    ).reasons == ["incident_spike"]
+
+
+@pytest.mark.parametrize(
+    ("text", "wide"),
+    [
+        ("everyone in the office lost internet 10 minutes ago", True),
+        ("network outage: Leeds site is hard down since 05:04 pm", True),
+        ("the whole floor can't print", True),
+        ("nobody can log in to the portal", True),
+        ("all of us get a VPN error", True),
+        ("building B is down", True),
+        ("my laptop is down to 5% battery", False),
+        ("I can't get online", False),
+        ("the printer next to me is jammed", False),
+        ("nobody can hear me on teams calls", False),
+        ("Is Slack down for everyone or is it just me?", False),
+    ],
+)
+def test_the_offline_reader_sees_wide_impact(text: str, wide: bool) -> None:
+    assert (bool(_WIDE.search(text)) and not _ASKS_IF_WIDE.search(text)) is wide
+
+
+# -- the store: windows and restarts ------------------------------------------------------------
+
+
+def test_peers_count_inside_the_window_and_its_edge(tmp_path: Path, clock: Clock) -> None:
+    store = IncidentStore(tmp_path / "d.sqlite", clock)
+    store.report("c1", "c1:e0", "vpn-connection", "network")
+    clock.advance(minutes=5)
+    store.report("c2", "c2:e0", "vpn-connection", "network")
+    store.report("c3", "c3:e0", "wifi-connection", "network")
+    # A replayed turn reports nothing twice.
+    store.report("c2", "c2:e0", "vpn-connection", "network")
+    clock.advance(minutes=5)
+    # c1 is exactly 10 minutes old: still inside; the asker itself never counts.
+    assert store.peers("vpn-connection", 10, "c9") == [("c1", "c1:e0"), ("c2", "c2:e0")]
+    assert store.peers("vpn-connection", 10, "c2") == [("c1", "c1:e0")]
+    clock.advance(seconds=1)
+    assert store.peers("vpn-connection", 10, "c9") == [("c2", "c2:e0")]
+    # Strangers (the eval's cases) never count each other.
+    assert (
+        IncidentStore(tmp_path / "d.sqlite", clock, across_conversations=False).peers("vpn-connection", 10, "x") == []
+    )
+
+
+def test_one_cause_one_incident_and_a_restart_keeps_it(tmp_path: Path, clock: Clock) -> None:
+    path = tmp_path / "d.sqlite"
+    store = IncidentStore(path, clock)
+    first = store.open_or_join(
+        seed="a",
+        title="VPN",
+        category="network",
+        runbook_id="vpn-connection",
+        cause="wide_impact",
+        opened_by="c1",
+        members=[("c1", "c1:e0")],
+    )
+    again = IncidentStore(path, clock).open_or_join(
+        seed="b",
+        title="VPN 2",
+        category="network",
+        runbook_id=None,
+        cause="wide_impact",
+        opened_by="c2",
+        members=[("c2", None)],
+    )
+    assert first.opened and not again.opened and again.incident.id == first.incident.id
+    assert again.incident.affected == 2
+    # Another category is another cause; a wide report of unknown category joins the newest open one.
+    other = store.open_or_join(
+        seed="c",
+        title="Mail",
+        category="email",
+        runbook_id=None,
+        cause="wide_impact",
+        opened_by="c3",
+        members=[("c3", None)],
+    )
+    assert other.opened and other.incident.id != first.incident.id
+    assert store.matching(None, "c4", wide=True) == other.incident.id
+    assert store.matching(None, "c4") is None
+
+
+# -- whole conversations -------------------------------------------------------------------------
+
+
+def test_wide_impact_opens_one_incident_and_one_ticket(runtime: Runtime) -> None:
+    resolver = runtime.resolver
+    first = resolver.start()
+    turn = resolver.send(first, "everyone in the office lost internet 10 minutes ago")
+    assert turn.stage == "incident" and turn.reasons[0] == "wide_impact"
+    [incident] = resolver.deps.incidents.find()  # type: ignore[union-attr]
+    assert incident.id in turn.replies[0] and "Wi-Fi off and on" not in turn.replies[0]
+    second = resolver.start("email")
+    joined = resolver.send(second, "network outage: Leeds site is hard down since 05:04 pm")
+    assert joined.stage == "incident" and incident.id in joined.replies[0]
+    assert [i.affected for i in resolver.deps.incidents.find()] == [2]  # type: ignore[union-attr]
+    [ticket] = resolver.deps.handoffs.packets()
+    assert ticket.packet_id == f"HO-{incident.id}" and ticket.sla.priority in ("P1", "P2")
+    assert "(2 affected)" in ticket.summary
+    # Still attached: told again, no second ticket; asking for a person still hands off.
+    assert incident.id in resolver.send(second, "any news?").replies[0]
+    assert resolver.send(second, "I want to talk to a person").stage == "handed_off"
+    assert len(resolver.deps.handoffs.packets()) == 2
+
+
+def test_a_spike_opens_an_incident_that_holds_the_conversations_before_a_restart(
+    make_runtime: Callable[..., Runtime], tmp_path: Path, clock: Clock
+) -> None:
+    data = tmp_path / "data"
+    runtime = make_runtime(data)
+    cids = []
+    for _ in range(3):
+        cid = runtime.resolver.start()
+        assert runtime.resolver.send(cid, "my vpn keeps disconnecting when I work from home").stage == "confirm"
+        cids.append(cid)
+        clock.advance(minutes=2)
+    runtime = make_runtime(data)  # a restart in the middle of the spike
+    fourth = runtime.resolver.start()
+    assert runtime.resolver.send(fourth, "the vpn drops every few minutes").stage != "incident"
+    fifth = runtime.resolver.start()
+    turn = runtime.resolver.send(fifth, "vpn keeps disconnecting, started a few minutes ago")
+    assert (turn.stage, turn.reasons) == ("incident", ["incident_spike"])
+    [incident] = runtime.resolver.deps.incidents.find()  # type: ignore[union-attr]
+    members = {m.conversation_id for m in runtime.resolver.deps.incidents.members(incident.id)}  # type: ignore[union-attr]
+    assert members == {*cids, fourth, fifth} and incident.cause == "spike:vpn-connection"
+    # Later reports of the same category join it; one ticket in all.
+    sixth = runtime.resolver.start()
+    assert incident.id in runtime.resolver.send(sixth, "vpn not connecting").replies[0]
+    assert [p.packet_id for p in runtime.resolver.deps.handoffs.packets()] == [f"HO-{incident.id}"]
+
+
+def test_a_spike_needs_its_window(make_runtime: Callable[..., Runtime], clock: Clock) -> None:
+    runtime = make_runtime()
+    for _ in range(6):
+        cid = runtime.resolver.start()
+        assert runtime.resolver.send(cid, "my vpn keeps disconnecting when I work from home").stage == "confirm"
+        clock.advance(minutes=3)  # four in any ten minutes: never five
+    assert runtime.resolver.deps.incidents.find("all") == []  # type: ignore[union-attr]

@@ -1,0 +1,196 @@
+"""Honest outcomes on a scripted timeline: each outcome, the 72-hour edges, a reopen across channels."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from agent.episodes import Episode, EpisodeStore
+from app.insights import Insights, Period, PeriodRejected, containment, parse_moment
+from core.pack import Pack, load_pack
+from core.settings import BUNDLED_RUNBOOKS
+from tests.conftest import Clock
+
+T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def pack() -> Pack:
+    return load_pack(BUNDLED_RUNBOOKS)
+
+
+class Timeline:
+    """Episodes written through the store's own calls, at scripted moments."""
+
+    def __init__(self, tmp_path: Path, pack: Pack) -> None:
+        self.clock = Clock(T0)
+        self.store = EpisodeStore(tmp_path / "desk.sqlite", self.clock)
+        self.insights = Insights(self.store.db, pack)
+
+    def at(self, when: timedelta) -> Timeline:
+        self.clock.now = T0 + when
+        return self
+
+    def open(
+        self, eid: str, runbook: str | None, *, conversation: str | None = None, subject: str | None = None
+    ) -> str:
+        self.store.open(
+            Episode(
+                episode_id=eid,
+                conversation_id=conversation or eid.split(":")[0],
+                runbook_id=runbook,
+                subject=subject,
+                opened_at=self.clock(),
+            )
+        )
+        return eid
+
+    def outcomes(self, as_of: timedelta, since: timedelta | None = None) -> dict[str, str]:
+        period = Period.of(T0 + since if since is not None else None, T0 + as_of)
+        return {row["episode_id"]: row["outcome"] for row in self.insights.outcomes(period)}
+
+
+@pytest.fixture
+def timeline(tmp_path: Path, pack: Pack) -> Timeline:
+    return Timeline(tmp_path, pack)
+
+
+def h(hours: float, minutes: float = 0) -> timedelta:
+    return timedelta(hours=hours, minutes=minutes)
+
+
+def test_each_outcome_on_one_timeline(timeline: Timeline) -> None:
+    t = timeline
+    # confirmed: a step shown, the customer said it worked
+    t.open("c1:e0", "vpn-connection")
+    t.at(h(0, 2)).store.tried("c1:e0", 0)
+    t.at(h(0, 4)).store.close("c1:e0", "confirmed")
+    # no_recontact: a step shown, then silence for more than 72 hours
+    t.at(h(0)).open("c2:e0", "printer-problem")
+    t.at(h(0, 3)).store.tried("c2:e0", 0)
+    # abandoned: asked for identity, no fix shown, quiet past the 30-minute time limit
+    t.at(h(0)).open("c3:e0", "password-reset")
+    t.at(h(0, 1)).store.touch("c3:e0")
+    # handed_off, with its reason
+    t.at(h(0)).open("c4:e0", None)
+    t.store.close("c4:e0", "handed_off", reason="no_runbook_fits", packet_id="p4")
+    # pending: a fix shown 10 hours before as_of
+    t.at(h(80)).open("c5:e0", "wifi-connection")
+    t.store.tried("c5:e0", 0)
+    # in_progress: no fix yet, last move 10 minutes before as_of
+    t.at(h(89, 50)).open("c6:e0", "email-sync")
+    # reopened: confirmed, then the same conversation came back about the same runbook a day later
+    t.at(h(0)).open("c7:e0", "disk-full")
+    t.store.tried("c7:e0", 0)
+    t.store.close("c7:e0", "confirmed")
+    t.at(h(24)).open("c7:e1", "disk-full")
+
+    got = t.outcomes(as_of=h(90))
+    assert got == {
+        "c1:e0": "confirmed",
+        "c2:e0": "no_recontact",
+        "c3:e0": "abandoned",
+        "c4:e0": "handed_off",
+        "c5:e0": "pending",
+        "c6:e0": "in_progress",
+        "c7:e0": "reopened",
+        "c7:e1": "abandoned",  # the customer came back, then went quiet before any step
+    }
+    report = t.insights.report(Period.of(None, T0 + h(90)))
+    assert {k: report[k] for k in ("episodes", "confirmed", "no_recontact", "reopened", "abandoned")} == {
+        "episodes": 8,
+        "confirmed": 1,
+        "no_recontact": 1,
+        "reopened": 1,
+        "abandoned": 2,
+    }
+    assert (report["handed_off"], report["pending"], report["in_progress"], report["resolved_by_incident"]) == (
+        1,
+        1,
+        1,
+        0,
+    )
+    # (1 confirmed + 1 no_recontact) / (8 episodes - 1 pending - 1 in progress)
+    assert report["containment_rate"] == round(2 / 6, 4)
+    assert report["gaps"] == []
+    devices = next(c for c in report["categories"] if c["category"] == "devices")
+    assert (devices["episodes"], devices["no_recontact"], devices["reopened"]) == (3, 1, 1)
+    none = next(c for c in report["categories"] if c["category"] == "uncategorised")
+    assert none["reasons"] == {"no_runbook_fits": 1} and none["handoff_rate"] == 1.0
+
+
+@pytest.mark.parametrize(("quiet", "outcome"), [(h(71, 59), "pending"), (h(72, 1), "no_recontact")])
+def test_no_recontact_only_once_72_hours_have_passed(timeline: Timeline, quiet: timedelta, outcome: str) -> None:
+    timeline.open("c1:e0", "vpn-connection")
+    timeline.at(h(0, 5)).store.tried("c1:e0", 1)
+    assert timeline.outcomes(as_of=h(0, 5) + quiet) == {"c1:e0": outcome}
+
+
+@pytest.mark.parametrize(("back_after", "first"), [(h(71, 59), "reopened"), (h(72, 1), "confirmed")])
+def test_coming_back_reopens_only_within_72_hours(timeline: Timeline, back_after: timedelta, first: str) -> None:
+    timeline.open("c1:e0", "vpn-connection")
+    timeline.store.tried("c1:e0", 0)
+    timeline.at(h(0, 10)).store.close("c1:e0", "confirmed")
+    timeline.at(h(0, 10) + back_after).open("c1:e1", "vpn-connection")
+    assert timeline.outcomes(as_of=h(200))["c1:e0"] == first
+
+
+def test_a_reopen_across_channels_by_the_verified_address(timeline: Timeline) -> None:
+    # Chat: the fix is shown to a customer who verified their address by code, then silence.
+    timeline.open("chat-1:e0", "password-reset", subject="hash-jane")
+    timeline.at(h(0, 4)).store.tried("chat-1:e0", 0)
+    # Email, two days later: another conversation, the same verified address, the same runbook.
+    timeline.at(h(48)).open("mail-9:e0", "password-reset")
+    timeline.store.verified("mail-9:e0", "hash-jane")
+    # A stranger's and another runbook's episodes do not reopen it.
+    timeline.at(h(0)).open("chat-2:e0", "vpn-connection", subject="hash-jane")
+    timeline.store.tried("chat-2:e0", 0)
+    timeline.at(h(10)).open("chat-3:e0", "password-reset", subject="hash-bob")
+    got = timeline.outcomes(as_of=h(100))
+    assert (got["chat-1:e0"], got["chat-2:e0"]) == ("reopened", "no_recontact")
+    # Judged before the mail came in, it was still waiting for its 72 hours.
+    assert timeline.outcomes(as_of=h(47))["chat-1:e0"] == "pending"
+
+
+def test_abandonment_waits_for_the_time_limit(timeline: Timeline) -> None:
+    timeline.open("c1:e0", "password-reset")
+    timeline.at(h(0, 5)).store.touch("c1:e0")
+    assert timeline.outcomes(as_of=h(0, 34)) == {"c1:e0": "in_progress"}
+    assert timeline.outcomes(as_of=h(0, 36)) == {"c1:e0": "abandoned"}
+
+
+def test_as_of_sees_only_what_had_happened(timeline: Timeline) -> None:
+    timeline.open("c1:e0", "vpn-connection")
+    timeline.at(h(0, 2)).store.tried("c1:e0", 0)
+    timeline.at(h(1)).store.close("c1:e0", "confirmed")
+    timeline.at(h(5)).open("c2:e0", "vpn-connection")
+    assert timeline.outcomes(as_of=h(0, 30)) == {"c1:e0": "pending"}
+    assert timeline.outcomes(as_of=h(2)) == {"c1:e0": "confirmed"}
+    assert timeline.outcomes(as_of=h(5, 10), since=h(3)) == {"c2:e0": "in_progress"}
+
+
+def test_didnt_work_answers_are_counted_per_runbook(timeline: Timeline) -> None:
+    timeline.open("c1:e0", "vpn-connection")
+    timeline.store.tried("c1:e0", 0)
+    timeline.store.did_not_work("c1:e0", 0)
+    timeline.store.did_not_work("c1:e0", 0)  # a replayed turn counts once
+    timeline.store.tried("c1:e0", 1)
+    timeline.store.did_not_work("c1:e0", 1)
+    report = timeline.insights.report(Period.of(None, T0 + h(1)))
+    assert report["didnt_work"] == [{"runbook_id": "vpn-connection", "answers": 2, "episodes": 1}]
+
+
+def test_as_of_before_since_is_a_clear_error() -> None:
+    with pytest.raises(PeriodRejected, match="as-of .* is before since"):
+        Period.of(T0, T0 - timedelta(seconds=1))
+    with pytest.raises(PeriodRejected, match="'yesterday' is not an ISO date"):
+        parse_moment("yesterday", "--since")
+    assert parse_moment("2026-11-02", "--since") == datetime(2026, 11, 2, tzinfo=UTC)
+
+
+def test_containment_counts_incidents_apart_and_nothing_decided_is_zero() -> None:
+    counts = {"confirmed": 3, "no_recontact": 1, "resolved_by_incident": 4, "pending": 5, "in_progress": 7}
+    assert containment(counts) == 0.5
+    assert containment({"pending": 2}) == 0.0
