@@ -47,8 +47,9 @@ lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-eval: $(STAMP) ## Play the bundled eval cases and write data/eval-report.json
+eval: $(STAMP) ## Play the bundled eval cases (and the branching ones) and write data/eval-report*.json
 	$(BIN)/tierone eval --runbooks runbooks --cases eval/cases/bundled.jsonl --report data/eval-report.json
+	$(BIN)/tierone eval --runbooks runbooks --cases eval/cases/branches.jsonl --report data/eval-report-branches.json
 
 bench: $(STAMP) ## Per-turn latency of the offline brain, in-process
 	$(BIN)/python bench/turns.py

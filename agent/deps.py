@@ -10,6 +10,7 @@ from agent.brains.base import Brain
 from agent.episodes import EpisodeStore
 from agent.handoff import HandoffQueue
 from agent.incidents import IncidentStore
+from agent.outcomes import OutcomeMatcher
 from core.clock import utc_now
 from core.pack import Pack
 from tools.actions import Toolbox
@@ -26,5 +27,7 @@ class Deps:
     # Where episodes are recorded and earlier ones found (repeat contacts); None records nothing.
     episodes: EpisodeStore | None = None
     clock: Callable[[], datetime] = utc_now
+    # Matches answers to a step's outcomes by meaning; None: the yes/no patterns alone.
+    outcomes: OutcomeMatcher | None = None
     # Where incidents are kept and spikes counted; None: wide impact goes to a person instead.
     incidents: IncidentStore | None = None

@@ -46,8 +46,11 @@ class Attempt(BaseModel):
     """One thing the bot tried: a step shown, or a tool call and what it returned."""
 
     at: datetime
-    kind: Literal["step", "tool"]
+    kind: Literal["step", "tool", "answer"]
     step: int | None = None
+    # A step of a runbook that branches, and (kind "answer") the outcome the customer's answer matched.
+    step_id: str | None = None
+    outcome: str | None = None
     tool: str | None = None
     ok: bool | None = None
     detail: str = ""
@@ -111,6 +114,13 @@ class HandoffPacket(BaseModel):
     customer: CustomerState
     category: str | None
     runbook_id: str | None = Field(description="The runbook the bot settled on, if any")
+    started_runbook_id: str | None = Field(
+        None,
+        description="The runbook the problem began with; not runbook_id when the customer's answers switched it",
+    )
+    slots: dict[str, Any] = Field(
+        default_factory=dict, description="Values the customer gave for the runbook's slots (a phone number masked)"
+    )
     runbook_candidates: list[CandidateScore]
     sla: Sla
     reason_codes: list[str]

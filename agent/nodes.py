@@ -25,6 +25,8 @@ from agent.handoff import (
     sentiment_label,
 )
 from agent.incidents import Incident
+from agent.outcomes import OutcomeMatch, by_yes_no
+from agent.slots import mask_phone, read_slot
 from agent.stages import BETWEEN_PROBLEMS, INITIAL, Event, advance
 from agent.state import ConversationState, Decision, Stage, Understanding, Usage
 from core.pack import Impact, Pack, Urgency
@@ -109,11 +111,15 @@ def understand(state: ConversationState, runtime: Runtime[Deps]) -> Update:
     if state.get("stage") == "handed_off":
         return {"understanding": Understanding(text=inbox["text"]).model_dump()}
     vault = _vault(runtime.context)
+    # A phone number held for a slot is read by the slot alone, never shown to the brain (an LLM).
+    held = inbox.get("held", [])
+    text = reveal(vault, inbox["text"], [h for h in held if h["kind"] != "phone"])
     held = inbox.get("held", [])
     text = reveal(vault, inbox["text"], [h for h in held if h["kind"] in REVEALED_KINDS])
     context = state.get("context_text", "") if state.get("stage") in BETWEEN_PROBLEMS else ""
     routing_text = f"{context} {text}".strip() if context else text
     understanding = runtime.context.brain.understand(text, routing_text=routing_text, spent_tokens=_spent(state))
+    understanding = _read_answer(state, runtime.context, understanding, reveal(vault, inbox["text"], held))
     kept = understanding.model_copy(
         update={
             "text": redact(inbox["text"]),
@@ -131,6 +137,50 @@ def understand(state: ConversationState, runtime: Runtime[Deps]) -> Update:
     }
 
 
+def _read_answer(state: ConversationState, deps: Deps, understanding: Understanding, text: str) -> Understanding:
+    """Within a runbook that branches: the outcome an answer matched, or the slot value it gave."""
+    runbook = deps.pack.runbooks.get(state.get("runbook_id") or "")
+    stage = state.get("stage")
+    if runbook is None or stage not in ("confirm", "slot"):
+        return understanding
+    if stage == "slot":
+        slot = runbook.slots.get(state.get("pending_slot") or "")
+        if slot is None:
+            return understanding
+        read = read_slot(slot, text)
+        if slot.type == "phone" and read.value is not None:
+            ref = _keep(state, _vault(deps), "phone", str(read.value))
+            return understanding.model_copy(update={"slot_value": mask_phone(str(read.value)), "slot_ref": ref})
+        return understanding.model_copy(update={"slot_value": read.value, "slot_problem": read.problem})
+    step = state.get("step", 0)
+    if not 0 <= step < len(runbook.steps) or not runbook.steps[step].outcomes:
+        return understanding
+    if deps.outcomes is not None:
+        match = deps.outcomes.match(runbook.steps[step], text, affirm=understanding.affirm, deny=understanding.deny)
+    else:
+        found = by_yes_no(runbook.steps[step].outcomes, affirm=understanding.affirm, deny=understanding.deny)
+        match = OutcomeMatch(name=found.name, by="yes_no", score=1.0) if found else None
+    if match is None:
+        return _proposed_outcome(state, deps, understanding, text)
+    return understanding.model_copy(
+        update={"outcome": match.name, "outcome_by": match.by, "outcome_score": match.score}
+    )
+
+
+def _proposed_outcome(state: ConversationState, deps: Deps, understanding: Understanding, text: str) -> Understanding:
+    """An LLM brain's reading of an answer nothing matched (the offline brain proposes nothing)."""
+    propose = getattr(deps.brain, "propose_outcome", None)
+    runbook = deps.pack.runbooks[state.get("runbook_id") or ""]
+    step = state.get("step", 0)
+    if propose is None:
+        return understanding
+    outcomes = {o.name: list(o.when) for o in runbook.steps[step].outcomes}
+    name, confidence, usage = propose(text, runbook.question(step), outcomes, spent_tokens=_spent(state))
+    return understanding.model_copy(
+        update={"proposed_outcome": name, "outcome_confidence": confidence, "usage": understanding.usage + usage}
+    )
+
+
 def runbook_facts(pack: Pack) -> dict[str, boundary.RunbookFacts]:
     """What the policy needs of each runbook of the pack."""
     return {
@@ -141,6 +191,15 @@ def runbook_facts(pack: Pack) -> dict[str, boundary.RunbookFacts]:
             verify_by="sms" if rb.meta.verify == "otp_sms" else "email",
             step_tools=tuple(step.tool for step in rb.steps),
             escalate_if=tuple(rb.meta.escalate_if),
+            steps=tuple(
+                boundary.StepFacts(
+                    id=step.id,
+                    outcomes={o.name: (o.then, o.reason) for o in step.outcomes},
+                    condition=step.condition,
+                    needs=step.needs,
+                )
+                for step in rb.steps
+            ),
         )
         for rid, rb in pack.runbooks.items()
     }
@@ -183,6 +242,9 @@ def facts_of(state: ConversationState, deps: Deps) -> boundary.Facts:
         earlier=problems.earlier_facts(state, deps),
         repeat_said=state.get("repeat_said", False),
         resumed=bool(state.get("take_queued")),
+        slots=dict(state.get("slots") or {}),
+        pending_slot=state.get("pending_slot"),
+        last_result=dict(state.get("last_result") or {}),
         **_incident_facts(state, deps),
     )
 
@@ -239,6 +301,8 @@ def decide(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         # Said in a message that only got "tell me more" still counts for the problem it described.
         carried = state.get("stage") == "triage" and state.get("repeat_said", False)
         update["repeat_said"] = bool(understanding.get("says_repeat")) or carried
+        # A new problem: its own slots, results and first runbook (kept across a switch).
+        update |= {"started_runbook_id": decision.runbook_id or None, "slots": {}, "slot_refs": {}, "last_result": {}}
     if fresh and understanding.get("candidates"):
         update["candidates"] = understanding["candidates"]
     chosen = decision.runbook_id or None
@@ -247,6 +311,7 @@ def decide(state: ConversationState, runtime: Runtime[Deps]) -> Update:
             "runbook_id": chosen,
             "confidence": decision.confidence,
             "step": 0,
+            "jumped": False,
             "step_tool_done": False,
             "counters": {
                 k: v
@@ -256,8 +321,33 @@ def decide(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         }
         if decision.action not in ("handoff", "incident"):
             update["stage"] = _moved(state, "runbook_chosen" if new_problem else "topic_changed")
+    if decision.outcome is not None:
+        update |= _answered(state, deps, decision)
     update |= problems.after_decision(state, deps, decision, fresh, update)
     _report(state, deps, decision, fresh, update)
+    return update
+
+
+def _answered(state: ConversationState, deps: Deps, decision: Decision) -> Update:
+    """The answer after a step matched an outcome: recorded as an attempt, and its slots set."""
+    runbook = deps.pack.runbooks[state.get("runbook_id") or ""]
+    step = state.get("step", 0)
+    outcome = next(o for o in runbook.steps[step].outcomes if o.name == decision.outcome)
+    understanding = state["understanding"]
+    by, score = understanding.get("outcome_by") or "yes_no", understanding.get("outcome_score", 0.0)
+    if understanding.get("outcome") is None:  # the policy took an LLM brain's proposal
+        by, score = "llm", understanding.get("outcome_confidence", 0.0)
+    attempt = Attempt(
+        at=deps.clock(),
+        kind="answer",
+        step=step,
+        step_id=runbook.steps[step].id,
+        outcome=outcome.name,
+        detail=f"answer matched outcome {outcome.name!r} ({by}, {score:.2f}): then {outcome.then}",
+    )
+    update: Update = {"attempts": [attempt.model_dump(mode="json")]}
+    if outcome.set:
+        update["slots"] = {**(state.get("slots") or {}), **outcome.set}
     return update
 
 
@@ -285,6 +375,21 @@ def act(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         update |= _run_tool(state, deps, understanding, now)
     elif decision.action == "advance_step":
         update |= _advance_step(state)
+    elif decision.action in ("goto_step", "skip_step"):
+        update |= _advance_step(state, decision)
+    elif decision.action == "fill_slot":
+        slots = {**(state.get("slots") or {}), str(decision.slot): understanding.slot_value}
+        refs = {**(state.get("slot_refs") or {})}
+        if understanding.slot_ref:
+            refs[str(decision.slot)] = understanding.slot_ref
+        counters = {k: v for k, v in (state.get("counters") or {}).items() if k != "slot_invalid"}
+        update |= {
+            "slots": slots,
+            "slot_refs": refs,
+            "pending_slot": None,
+            "counters": counters,
+            "stage": _moved(state, "slot_filled"),
+        }
     else:
         raise ValueError(f"act cannot carry out {decision.action!r}")
     return update
@@ -406,7 +511,15 @@ def _run_tool(state: ConversationState, deps: Deps, understanding: Understanding
     # Deterministic key: a replay after a crash finds the first run instead of acting again.
     key = f"{cid}:t{state.get('turn', 0)}:s{step}:{tool}:a{failures}"
     account = _verified(state, deps)
-    args = {"text": understanding.text, "summary": f"{pack_runbook.meta.title}: {state.get('problem_text', '')}"}
+    args = {
+        "text": understanding.text,
+        "summary": f"{pack_runbook.meta.title}: {state.get('problem_text', '')}",
+        # The values themselves: a phone number comes back out of the vault for the tool only.
+        "slots": {
+            **(state.get("slots") or {}),
+            **{name: _vault(deps).get(ref) for name, ref in (state.get("slot_refs") or {}).items()},
+        },
+    }
     result = deps.toolbox.run(tool, key=key, conversation_id=cid, account=account, args=args)
     recorded: dict[str, Any] = {"account_id": account.account_id if account else None}
     if tool == "check_service_status":
@@ -435,18 +548,26 @@ def _run_tool(state: ConversationState, deps: Deps, understanding: Understanding
         update["counters"] = _counters(state, step_failures=1, **({"tool_failed": 1} if declared else {}))
         return update
     update["step_tool_done"] = True
+    update["last_result"] = dict(result.data)
     if account is not None:
         found = deps.toolbox.directory.get(account.account_id)
         update["customer"] = {**(state.get("customer") or {}), "account_state": _account_state(found)}
     return update
 
 
-def _advance_step(state: ConversationState) -> Update:
+def _advance_step(state: ConversationState, decision: Decision | None = None) -> Update:
     counters = {k: v for k, v in (state.get("counters") or {}).items() if k not in ("step_failures", "unclear")}
+    event: Event = "step_did_not_work"
+    step = state.get("step", 0) + 1
+    if decision is not None and decision.action == "goto_step":
+        event, step = "outcome_matched", decision.to_step if decision.to_step is not None else step
+    elif decision is not None:
+        event = "step_skipped"
     return {
-        "step": state.get("step", 0) + 1,
+        "step": step,
+        "jumped": event == "outcome_matched",
         "step_tool_done": False,
-        "stage": _moved(state, "step_did_not_work"),
+        "stage": _moved(state, event),
         "counters": counters,
         "last_tool": None,
     }
@@ -465,6 +586,8 @@ def _reply_context(state: ConversationState, deps: Deps, decision: Decision, **e
         code_attempts_left=deps.pack.policy.limits.max_code_attempts - counters.get("code_attempts", 0),
         language=str((state.get("understanding") or {}).get("language") or "en"),
         spent_tokens=_spent(state),
+        slots=dict(state.get("slots") or {}),
+        jumped=bool(state.get("jumped")),
         **extra,
     )
 
@@ -499,6 +622,11 @@ def _reply_moves(state: ConversationState, deps: Deps, decision: Decision) -> tu
             deps.episodes.tried(str(state["episode_id"]), state.get("step", 0))
     elif action == "reask_confirmation":
         update["counters"] = _counters(state, unclear=1)
+    elif action == "ask_slot":
+        invalid = "slot_invalid_answer" in decision.reasons
+        update |= {"stage": _moved(state, "slot_asked"), "pending_slot": decision.slot}
+        if invalid:
+            update["counters"] = _counters(state, slot_invalid=1)
     elif action == "close_resolved":
         update |= {
             "stage": _moved(state, "customer_confirmed"),
@@ -565,6 +693,7 @@ def _tried(attempts: list[dict[str, Any]]) -> list[str]:
         if a["kind"] == "tool"
         else f"step {(a.get('step') or 0) + 1}"
         for a in attempts
+        if a["kind"] != "answer"  # the matched outcomes are in the packet's attempts
     ]
 
 
@@ -616,9 +745,11 @@ def handoff(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         customer=_customer_state(customer),
         category=runbook.meta.category if runbook else None,
         runbook_id=runbook_id,
+        started_runbook_id=state.get("started_runbook_id") or runbook_id,
+        slots=dict(state.get("slots") or {}),
         runbook_candidates=[CandidateScore(**c) for c in state.get("candidates", [])],
         sla=Sla(priority=priority, first_response_due=first_due, resolve_due=resolve_due),  # type: ignore[arg-type]
-        reason_codes=list(decision.reasons),
+        reason_codes=[*decision.reasons, *([decision.note] if decision.note else [])],
         attempts=[Attempt.model_validate(a) for a in attempts],
         # A model's words are redacted too: it saw placeholders only, but could still make things up.
         hypothesis=redact(hypothesis.text),
@@ -674,6 +805,7 @@ def _incident_ticket(deps: Deps, state: ConversationState, incident: Incident, r
         customer=CustomerState(account_id=None, email=None, account_state=None),
         category=incident.category,
         runbook_id=runbook_id,
+        started_runbook_id=runbook_id,
         runbook_candidates=[CandidateScore(**c) for c in state.get("candidates", [])],
         sla=Sla(
             priority=priority,

@@ -12,7 +12,18 @@ from typing import Literal
 
 from agent.stages import BETWEEN_PROBLEMS
 from agent.state import Decision, ReasonCode, Scored, Stage, Understanding
-from core.pack import Policy
+from core.pack import Condition, Policy, SlotValue
+
+
+@dataclass(frozen=True)
+class StepFacts:
+    """What the policy needs to know of one step of a runbook that branches."""
+
+    id: str
+    # outcome name -> (then, the author's handoff reason)
+    outcomes: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    condition: Condition | None = None
+    needs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -24,6 +35,13 @@ class RunbookFacts:
     verify: bool
     step_tools: tuple[str | None, ...]
     escalate_if: tuple[str, ...] = ()
+    # One entry per step (ids, outcomes, conditions, slots); empty: every step is a plain yes/no.
+    steps: tuple[StepFacts, ...] = ()
+
+    def step(self, index: int) -> StepFacts | None:
+        """The step's facts, if the runbook declares them."""
+        return self.steps[index] if 0 <= index < len(self.steps) else None
+
     # How the customer proves who they are: a code by mail to the address on file, or by text to the line.
     verify_by: Literal["email", "sms"] = "email"
 
@@ -61,6 +79,10 @@ class Facts:
     repeat_said: bool = False
     # The first problem was solved this turn: the understanding is the queued problem's, to begin now.
     resumed: bool = False
+    # The current problem's slot values, the slot just asked for, and the latest tool result's data.
+    slots: dict[str, SlotValue] = field(default_factory=dict)
+    pending_slot: str | None = None
+    last_result: dict[str, object] = field(default_factory=dict)
     # The open incident this message belongs to (same category as its best runbook; the one the
     # conversation is attached to), if any.
     incident_id: str | None = None
@@ -221,6 +243,7 @@ def _start(runbook_id: str, score: float, facts: Facts, policy: Policy, reason: 
         customer_turns=facts.customer_turns,
         earlier=facts.earlier,
         repeat_said=facts.repeat_said or facts.understanding.says_repeat,
+        slots=facts.slots,
     )
     decision = _in_runbook(fresh, policy)
     return decision.model_copy(
@@ -228,12 +251,15 @@ def _start(runbook_id: str, score: float, facts: Facts, policy: Policy, reason: 
     )
 
 
-def _topic_change(facts: Facts, policy: Policy) -> Decision | None:
-    """A message that clearly fits another runbook starts that one (e.g. "actually it's my VPN")."""
+def _switch_target(facts: Facts, policy: Policy) -> Scored | None:
+    """Another runbook the message clearly fits, within a runbook; None when it is an answer to this one."""
     u = facts.understanding
     top = u.top
     if (
         top is None
+        or top.runbook_id not in facts.runbooks
+        or u.outcome is not None
+        or u.slot_value is not None
         or u.affirm
         or u.deny
         or u.email
@@ -244,7 +270,117 @@ def _topic_change(facts: Facts, policy: Policy) -> Decision | None:
         or u.margin < policy.routing.min_margin
     ):
         return None
-    return _start(top.runbook_id, top.score, facts, policy, "topic_changed")
+    return top
+
+
+def _topic_change(facts: Facts, policy: Policy) -> Decision | None:
+    """A message that clearly fits another runbook starts that one (e.g. "actually it's my VPN").
+
+    When that runbook hands off at once (tier 2, its escalation phrases), the handoff says the
+    runbook switched, and carries the new runbook: its L2 notes explain the handoff.
+    """
+    top = _switch_target(facts, policy)
+    if top is None:
+        return None
+    decision = _start(top.runbook_id, top.score, facts, policy, "topic_changed")
+    if decision.action == "handoff":
+        return decision.model_copy(update={"reasons": [*decision.reasons, "runbook_switched"]})
+    return decision
+
+
+def _switched_boundary(boundary: Decision, facts: Facts, policy: Policy) -> Decision:
+    """A boundary crossed by a message that reveals another problem hands off that runbook."""
+    if facts.stage in BETWEEN_PROBLEMS or boundary.reasons[0] == "customer_requested_human":
+        return boundary
+    top = _switch_target(facts, policy)
+    if top is None:
+        return boundary
+    return boundary.model_copy(
+        update={"runbook_id": top.runbook_id, "reasons": [*boundary.reasons, "runbook_switched"]}
+    )
+
+
+def _outcome(facts: Facts, policy: Policy, step: StepFacts) -> Decision:
+    """Where the answer after a step with outcomes leads; one rephrased question when it matched none."""
+    name, note = _judge_outcome(facts, policy, step)
+    decision = _outcome_move(facts, policy, step, name)
+    if note:
+        decision = decision.model_copy(update={"reasons": [*decision.reasons, note]})
+    return decision
+
+
+def _judge_outcome(facts: Facts, policy: Policy, step: StepFacts) -> tuple[str | None, ReasonCode | None]:
+    """The outcome the answer matched, or an LLM's proposal when it names one of the step's and is sure.
+
+    A proposal that would resolve a denied answer is refused, as a meaning match would be.
+    """
+    u = facts.understanding
+    if u.outcome is not None or u.proposed_outcome is None:
+        return u.outcome, None
+    then = step.outcomes.get(u.proposed_outcome, ("", None))[0]
+    if not then or (u.deny and then == "resolved"):
+        return None, "llm_proposal_refused"
+    if u.outcome_confidence < policy.routing.llm_min_confidence:
+        return None, None
+    return u.proposed_outcome, "llm_proposal_accepted"
+
+
+def _outcome_move(facts: Facts, policy: Policy, step: StepFacts, name: str | None) -> Decision:
+    """Where the outcome ``name`` leads (None: nothing matched)."""
+    rid = facts.runbook_id
+    if name is None or name not in step.outcomes:
+        # One rephrased question, listing what the bot understands; then a person.
+        if facts.count("unclear") >= 1:
+            return _handoff("unclear_response", facts)
+        return Decision(action="reask_confirmation", reasons=["unclear_answer"], runbook_id=rid)
+    then, note = step.outcomes[name]
+    last = facts.step + 1 >= len(facts.runbooks[rid or ""].step_tools)
+    if then == "resolved":
+        return Decision(
+            action="close_resolved", reasons=["outcome_matched", "customer_confirmed"], runbook_id=rid, outcome=name
+        )
+    if then == "handoff":
+        return _handoff("outcome_handoff", facts).model_copy(update={"outcome": name, "note": note})
+    if then == "next":
+        if last:
+            return _handoff("steps_exhausted", facts).model_copy(update={"outcome": name})
+        return Decision(
+            action="advance_step", reasons=["outcome_matched", "step_did_not_work"], runbook_id=rid, outcome=name
+        )
+    target = next(i for i, s in enumerate(facts.runbooks[rid or ""].steps) if s.id == then)
+    return Decision(action="goto_step", reasons=["outcome_matched"], runbook_id=rid, outcome=name, to_step=target)
+
+
+def _slot_answer(facts: Facts, policy: Policy) -> Decision:
+    """The answer to a slot question: a valid value fills it; an invalid one is asked again, then a person."""
+    rid, slot = facts.runbook_id, facts.pending_slot
+    if facts.understanding.slot_value is not None:
+        return Decision(action="fill_slot", reasons=["slot_filled"], runbook_id=rid, slot=slot)
+    if facts.count("slot_invalid") >= policy.limits.max_unclear_answers:
+        return _handoff("slot_invalid", facts)
+    return Decision(
+        action="ask_slot",
+        reasons=["slot_invalid_answer"],
+        runbook_id=rid,
+        slot=slot,
+        note=facts.understanding.slot_problem,
+    )
+
+
+def _before_step(facts: Facts, runbook: RunbookFacts) -> Decision | None:
+    """A step whose condition does not hold is skipped; one that needs a missing slot asks for it."""
+    step = runbook.step(facts.step)
+    if step is None or facts.step_tool_done:
+        return None
+    rid = facts.runbook_id
+    if step.condition is not None and not step.condition.holds(facts.slots, facts.last_result):
+        if facts.step + 1 < len(runbook.step_tools):
+            return Decision(action="skip_step", reasons=["step_skipped"], runbook_id=rid)
+        return _handoff("steps_exhausted", facts)
+    missing = [need for need in step.needs if facts.slots.get(need) is None]
+    if missing:
+        return Decision(action="ask_slot", reasons=["slot_required"], runbook_id=rid, slot=missing[0])
+    return None
 
 
 def _in_runbook(facts: Facts, policy: Policy) -> Decision:
@@ -279,10 +415,17 @@ def _in_runbook(facts: Facts, policy: Policy) -> Decision:
             return _handoff("identity_not_provided", facts)
         return Decision(action="ask_identity", reasons=["identity_required"], runbook_id=rid)
 
+    if facts.stage == "slot" and not facts.consumed:
+        return _slot_answer(facts, policy)
+
     if facts.stage != "confirm":
         again = _recontact(facts, policy)
         if again is not None:
             return again
+
+    current = runbook.step(facts.step)
+    if facts.stage == "confirm" and not facts.consumed and current is not None and current.outcomes:
+        return _outcome(facts, policy, current)
 
     if facts.stage == "confirm" and not facts.consumed:
         if u.deny:
@@ -295,6 +438,10 @@ def _in_runbook(facts: Facts, policy: Policy) -> Decision:
             return _handoff("unclear_response", facts)
         return Decision(action="reask_confirmation", reasons=["unclear_answer"], runbook_id=rid)
 
+    if facts.stage != "confirm":
+        before = _before_step(facts, runbook)
+        if before is not None:
+            return before
     tool = runbook.step_tools[facts.step] if facts.step < len(runbook.step_tools) else None
     if tool and not facts.step_tool_done:
         if facts.count("tool_failed"):
@@ -398,14 +545,14 @@ def _decide(facts: Facts, policy: Policy) -> Decision:
     if not facts.consumed:
         boundary = _boundaries(facts, policy)
         if boundary is not None:
-            return boundary
+            return _switched_boundary(boundary, facts, policy)
         current = facts.runbooks.get(facts.runbook_id or "")
         if current and facts.stage not in BETWEEN_PROBLEMS:
             if _contains_phrase(facts.understanding.text, current.escalate_if):
                 return _handoff("escalation_keyword", facts)
     if facts.stage in BETWEEN_PROBLEMS or facts.runbook_id is None:
         return _triage(facts, policy)
-    if not facts.consumed and facts.stage in ("identity", "confirm"):
+    if not facts.consumed and facts.stage in ("identity", "confirm", "slot"):
         switched = _topic_change(facts, policy)
         if switched is not None:
             return switched

@@ -22,6 +22,10 @@ Event = Literal[
     "identity_verified",  # act: the code matched
     "step_presented",  # reply: the current step shown, with its check question
     "step_did_not_work",  # act: the customer said no, the next step comes
+    "outcome_matched",  # act: the answer matched an outcome that leads to a named step
+    "step_skipped",  # act: the step's condition does not hold, the next step comes
+    "slot_asked",  # reply: asked for a value the step needs
+    "slot_filled",  # act: the answer gave a valid value
     "customer_confirmed",  # reply: the customer said it worked
     "handoff",  # handoff: the packet is queued for L2
     "returned_by_l2",  # Resolver.reopen: the technician gave the conversation back
@@ -79,7 +83,14 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition("steps", "code_sent", "code", "the address came with the problem: a code went out at once"),
     Transition("steps", "topic_changed", "steps", "the message clearly fits another runbook: that one begins"),
     Transition("steps", "handoff", "handed_off", "the step's tool kept failing, or a boundary was crossed"),
+    Transition("steps", "step_skipped", "steps", "the step's condition does not hold: the next step begins"),
+    Transition("steps", "slot_asked", "slot", "the step needs a value the customer has not given: asked for it"),
+    Transition("slot", "slot_asked", "slot", "the answer did not validate: asked again, saying what was wrong"),
+    Transition("slot", "slot_filled", "steps", "the answer gave a valid value: the step goes on"),
+    Transition("slot", "topic_changed", "steps", "the message clearly fits another runbook: that one begins"),
+    Transition("slot", "handoff", "handed_off", "no valid value after the answers allowed, or a boundary was crossed"),
     Transition("confirm", "customer_confirmed", "resolved", "the customer said the step worked"),
+    Transition("confirm", "outcome_matched", "steps", "the answer matched an outcome that names a step: it begins"),
     Transition("confirm", "step_did_not_work", "steps", "the customer said it did not work: the next step begins"),
     Transition("confirm", "topic_changed", "steps", "the message clearly fits another runbook: that one begins"),
     Transition("confirm", "identity_asked", "identity", "the verification expired before the answer: asked again"),
@@ -93,6 +104,7 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition("code", "incident_joined", "incident", "the customer reported wide impact: an incident, not steps"),
     Transition("steps", "incident_joined", "incident", "the customer reported wide impact: an incident, not steps"),
     Transition("confirm", "incident_joined", "incident", "the customer reported wide impact: an incident, not steps"),
+    Transition("slot", "incident_joined", "incident", "the customer reported wide impact: an incident, not steps"),
     Transition("incident", "incident_joined", "incident", "another message while attached: what is known, again"),
     Transition("incident", "handoff", "handed_off", "the customer asked for a person, or a boundary was crossed"),
     Transition("incident", "incident_resolved", "resolved", "the incident was fixed: a new message is a new problem"),

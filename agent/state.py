@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Stage = Literal["triage", "identity", "code", "steps", "confirm", "resolved", "handed_off", "incident"]
+Stage = Literal["triage", "identity", "code", "steps", "slot", "confirm", "resolved", "handed_off", "incident"]
 
 Action = Literal[
     "greet",  # a bare greeting: ask what is wrong
@@ -20,6 +20,10 @@ Action = Literal[
     "run_tool",  # run the current step's tool                        (acts)
     "present_step",  # say the current step and ask the check question
     "advance_step",  # the step did not work: move to the next one        (acts)
+    "goto_step",  # the answer matched an outcome that names a step     (acts)
+    "skip_step",  # the step's condition does not hold: the next one    (acts)
+    "ask_slot",  # ask for a value the step needs (a slot)
+    "fill_slot",  # the answer gave a valid value for the slot          (acts)
     "reask_confirmation",  # the answer was neither yes nor no
     "close_resolved",  # the customer confirmed it worked
     "acknowledge",  # thanks after the conversation closed
@@ -29,7 +33,9 @@ Action = Literal[
 ]
 
 # Actions that change state or call a tool; the graph decides again after each one.
-ACTING: frozenset[str] = frozenset({"send_code", "check_code", "run_tool", "advance_step"})
+ACTING: frozenset[str] = frozenset(
+    {"send_code", "check_code", "run_tool", "advance_step", "goto_step", "skip_step", "fill_slot"}
+)
 
 ReasonCode = Literal[
     # decisions that keep the conversation with the bot
@@ -52,6 +58,11 @@ ReasonCode = Literal[
     "relayed_to_l2",
     "two_problems",  # the message carried a second problem: it waits until the first one ends
     "next_problem",  # the first problem was solved: the waiting one begins
+    "outcome_matched",  # the answer after a step matched one of its outcomes
+    "step_skipped",  # the step's condition (a slot or a tool result) does not hold
+    "slot_required",  # the step needs a value the customer has not given yet
+    "slot_filled",
+    "slot_invalid_answer",  # the answer did not validate: asked again
     # incidents: one cause, many customers (agent/incidents.py)
     "wide_impact",  # the message reports many people affected: no single-user troubleshooting
     "incident_known",  # an open incident matches: the customer joins it
@@ -72,6 +83,9 @@ ReasonCode = Literal[
     "unclear_response",
     "ambiguous_after_clarifying",
     "repeat_contact",
+    "outcome_handoff",  # the matched outcome says a person takes over (its own reason follows)
+    "slot_invalid",  # no valid value for a slot after the answers allowed
+    "runbook_switched",  # the answer fit another runbook, which is the one handed off
     # an LLM brain's proposals, as the policy judged them
     "llm_proposal_accepted",
     "llm_proposal_refused",
@@ -159,6 +173,18 @@ class Understanding(BaseModel):
     clauses: list[Clause] = Field(default_factory=list)
     # The customer says they have written about this before ("third time", "I already reported").
     says_repeat: bool = False
+    # After a step with outcomes: the outcome the answer matched (agent/outcomes.py), how, how sure.
+    outcome: str | None = None
+    outcome_by: str | None = None
+    outcome_score: float = 0.0
+    # In the slot stage: the value read for the slot asked, or why the answer did not validate.
+    slot_value: str | int | bool | None = None
+    slot_problem: str | None = None
+    # An LLM brain's reading of an answer no outcome matched by meaning or yes/no; the policy judges it.
+    proposed_outcome: str | None = None
+    outcome_confidence: float = 0.0
+    # A phone number's vault reference (the state keeps it masked; a tool gets the number itself).
+    slot_ref: str | None = None
     # What an LLM brain proposes; the policy checks every proposal before using it.
     proposed_runbook: str | None = None
     proposal_confidence: float = 0.0
@@ -196,6 +222,12 @@ class Decision(BaseModel):
     queued: list[str] = Field(default_factory=list)
     # A repeat contact that continues the runbook: the first step not tried in earlier episodes.
     from_step: int | None = None
+    # goto_step: the step an outcome leads to; the outcome matched; handoff: the outcome's own reason.
+    to_step: int | None = None
+    outcome: str | None = None
+    note: str | None = None
+    # ask_slot / fill_slot: the slot.
+    slot: str | None = None
     # For "incident": the open incident the customer joins (None: one opens).
     incident_id: str | None = None
 
@@ -240,6 +272,12 @@ class ConversationState(TypedDict, total=False):
     episode_id: str | None  # the current problem's episode (agent/episodes.py)
     episodes: int  # episodes this conversation has opened, for the next one's id
     repeat_said: bool  # the current problem's first message said the customer had written before
+    started_runbook_id: str | None  # the runbook the current problem began with (before any switch)
+    slots: dict[str, Any]  # the current problem's slot values (a phone number masked)
+    slot_refs: dict[str, str]  # vault references of slot values kept out of the state (phone numbers)
+    pending_slot: str | None  # the slot just asked for
+    jumped: bool  # the current step was reached by an outcome that names it
+    last_result: dict[str, Any]  # the latest successful tool result of the current problem (conditions)
     incident_id: str | None  # the incident the conversation is attached to (agent/incidents.py)
     transcript: Annotated[list[dict[str, Any]], operator.add]
     attempts: Annotated[list[dict[str, Any]], operator.add]

@@ -18,6 +18,7 @@ from agent.deps import Deps
 from agent.episodes import EpisodeStore
 from agent.handoff import HandoffQueue
 from agent.incidents import IncidentStore
+from agent.outcomes import OutcomeMatcher
 from agent.resolver import ClientMessages, Conversations, Resolver, validate_message
 from app.auth import ApiKeys, CustomerTokens
 from app.desk import Desk, DeskConflict
@@ -224,6 +225,7 @@ def open_runtime(
         handoffs=HandoffQueue(settings.desk_db, clock, on_store=notifier.enqueue if notifier.enabled else None),
         episodes=EpisodeStore(settings.desk_db, clock),
         clock=clock,
+        outcomes=OutcomeMatcher(index.embedder),
         incidents=IncidentStore(settings.desk_db, clock),
     )
     resolver = Resolver(

@@ -41,6 +41,87 @@ _TOOL_TAG = re.compile(r"^\[tool:\s*([a-z][a-z0-9_]*)\s*\]\s*(.*)$", re.DOTALL)
 _TODO = re.compile(r"\bTODO\b")
 
 
+SlotValue = str | int | bool
+# Where an outcome leads besides a named step: the step after this one, solved, or a person.
+THEN_WORDS = ("next", "resolved", "handoff")
+_NAME = re.compile(r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$")
+
+
+def _plain(value: object) -> object:
+    """A value as conditions compare it: "yes"/"no" (any case) are the booleans YAML reads them as."""
+    if isinstance(value, str) and value.strip().lower() in ("yes", "no"):
+        return value.strip().lower() == "yes"
+    return value
+
+
+class Condition(BaseModel):
+    """When a step runs: a slot's value, or a field of the latest tool result of this runbook."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    slot: str | None = None
+    result: str | None = None
+    equals: SlotValue | None = None
+    in_: list[SlotValue] | None = Field(default=None, alias="in")
+
+    def holds(self, slots: dict[str, SlotValue], result: dict[str, object]) -> bool:
+        """Whether the condition is true; an unknown value makes it false (the step is skipped)."""
+        value = slots.get(self.slot) if self.slot else result.get(self.result or "")
+        if value is None:
+            return False
+        if self.in_ is not None:
+            return _plain(value) in [_plain(v) for v in self.in_]
+        return _plain(value) == _plain(self.equals)
+
+
+class Outcome(BaseModel):
+    """One thing a customer may report after a step, and where it leads."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    when: list[str] = Field(min_length=1)
+    then: str
+    # For `then: handoff`: why, in the author's words (it reaches the packet's reason codes).
+    reason: str | None = None
+    # Slots this answer fills ("abroad: yes").
+    set: dict[str, SlotValue] = Field(default_factory=dict)
+
+
+class StepCheck(BaseModel):
+    """The question after a step, and the outcomes its answer is matched to."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    question: str | None = None
+    outcomes: list[Outcome] = Field(default_factory=list)
+
+
+class StepSpec(BaseModel):
+    """One entry of a runbook's front-matter ``steps``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    id: str
+    say: str = Field(min_length=1)
+    tool: str | None = None
+    if_: Condition | None = Field(default=None, alias="if")
+    needs: list[str] = Field(default_factory=list)
+    check: StepCheck = Field(default_factory=StepCheck)
+
+
+class Slot(BaseModel):
+    """A value the bot asks the customer for, and how an answer is validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["int", "enum", "phone", "yesno", "text"]
+    ask: str = Field(min_length=3)
+    min: int | None = None
+    max: int | None = None
+    values: list[str] = Field(default_factory=list)
+
+
 class Step(BaseModel):
     """One step the bot walks the customer through; ``tool`` runs before ``text`` is said."""
 
@@ -48,6 +129,11 @@ class Step(BaseModel):
 
     text: str
     tool: str | None = None
+    id: str = ""
+    condition: Condition | None = None
+    needs: tuple[str, ...] = ()
+    question: str | None = None
+    outcomes: tuple[Outcome, ...] = ()
 
 
 class FrontMatter(BaseModel):
@@ -68,6 +154,9 @@ class FrontMatter(BaseModel):
     impact: Impact = "single_user"
     urgency: Urgency = "normal"
     escalate_if: list[str] = Field(default_factory=list)
+    # A runbook that branches declares its steps here instead of a `## Steps` list.
+    steps: list[StepSpec] | None = None
+    slots: dict[str, Slot] = Field(default_factory=dict)
 
 
 class Runbook(BaseModel):
@@ -87,6 +176,20 @@ class Runbook(BaseModel):
     def id(self) -> str:
         """The runbook's stable id."""
         return self.meta.id
+
+    @property
+    def slots(self) -> dict[str, Slot]:
+        """The slots the runbook declares."""
+        return self.meta.slots
+
+    def question(self, step: int) -> str:
+        """The check question after a step: the step's own, else the runbook's `## Check`."""
+        own = self.steps[step].question if 0 <= step < len(self.steps) else None
+        return own or self.check
+
+    def step_index(self, step_id: str) -> int | None:
+        """The position of the step with this id, if any."""
+        return next((i for i, s in enumerate(self.steps) if s.id == step_id), None)
 
     @property
     def content_hash(self) -> str:
@@ -360,7 +463,12 @@ def parse_runbook(
             problems.append(PackProblem(rel, name, "still says TODO: finish the draft before the pack ships"))
     summary, sections = _sections(match.group(2))
     steps: list[Step] = []
-    for i, raw_step in enumerate(_parse_steps(sections.get("steps", ""))):
+    if meta.steps is not None:
+        if sections.get("steps"):
+            problems.append(PackProblem(rel, "body", "declare the steps once: front-matter `steps` or `## Steps`"))
+        steps, found = _branching_steps(meta, rel)
+        problems.extend(found)
+    for i, raw_step in enumerate(_parse_steps(sections.get("steps", "")) if meta.steps is None else []):
         tagged = _TOOL_TAG.match(raw_step)
         if tagged:
             tool, step_text = tagged.group(1), tagged.group(2).strip()
@@ -369,11 +477,13 @@ def parse_runbook(
             steps.append(Step(text=step_text, tool=tool))
         else:
             steps.append(Step(text=raw_step))
+    if meta.steps is None:
+        steps = [step.model_copy(update={"id": f"step-{i + 1}"}) for i, step in enumerate(steps)]
     check = sections.get("check", "").strip()
     if meta.tier == 1:
         if not steps:
             problems.append(PackProblem(rel, "body", "a tier-1 runbook needs a `## Steps` list"))
-        if not check:
+        if not check and not (steps and all(step.question for step in steps)):
             problems.append(PackProblem(rel, "body", "a tier-1 runbook needs a `## Check` question"))
     runbook = Runbook(
         meta=meta,
@@ -385,6 +495,159 @@ def parse_runbook(
         body=match.group(2).strip(),
     )
     return (None if problems else runbook), problems
+
+
+def _slot_problems(meta: FrontMatter, rel: str) -> list[PackProblem]:
+    problems: list[PackProblem] = []
+    for name, slot in meta.slots.items():
+        where = f"slots.{name}"
+        if not _NAME.match(name):
+            problems.append(PackProblem(rel, where, f"{name!r} is not a slot name (a-z, 0-9, - or _)"))
+        if slot.type == "enum" and not slot.values:
+            problems.append(PackProblem(rel, f"{where}.values", "an enum slot needs its list of values"))
+        if slot.type != "enum" and slot.values:
+            problems.append(PackProblem(rel, f"{where}.values", f"only an enum slot has values, not {slot.type!r}"))
+        if slot.type != "int" and (slot.min is not None or slot.max is not None):
+            problems.append(PackProblem(rel, where, f"min and max apply to an int slot, not {slot.type!r}"))
+        if slot.min is not None and slot.max is not None and slot.min > slot.max:
+            problems.append(PackProblem(rel, f"{where}.min", f"{slot.min} is above max {slot.max}"))
+    return problems
+
+
+def _value_problem(slot: Slot, value: SlotValue) -> str | None:
+    """Why a value the pack itself sets does not fit its slot, or None."""
+    if slot.type == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+        return f"{value!r} is not a whole number"
+    if slot.type == "yesno" and not isinstance(value, bool) and value not in ("yes", "no"):
+        return f"{value!r} is not yes or no"
+    if slot.type == "enum" and value not in slot.values:
+        return f"{value!r} is not one of {', '.join(slot.values)}"
+    return None
+
+
+def _step_problems(meta: FrontMatter, rel: str, i: int, spec: StepSpec, ids: set[str]) -> list[PackProblem]:
+    where = f"steps.{i}"
+    problems: list[PackProblem] = []
+    if not _KEBAB.match(spec.id):
+        problems.append(PackProblem(rel, f"{where}.id", f"{spec.id!r} is not kebab-case (a-z, 0-9, -)"))
+    if spec.tool is not None and spec.tool not in meta.tools:
+        problems.append(PackProblem(rel, f"{where}.tool", f"runs {spec.tool!r}, which `tools` does not list"))
+    for need in spec.needs:
+        if need not in meta.slots:
+            problems.append(PackProblem(rel, f"{where}.needs", f"slot {need!r} is not declared in `slots`"))
+    cond = spec.if_
+    if cond is not None:
+        if (cond.slot is None) == (cond.result is None):
+            problems.append(PackProblem(rel, f"{where}.if", "name exactly one of `slot` or `result`"))
+        elif cond.slot is not None and cond.slot not in meta.slots:
+            problems.append(PackProblem(rel, f"{where}.if.slot", f"slot {cond.slot!r} is not declared in `slots`"))
+        if (cond.equals is None) == (cond.in_ is None):
+            problems.append(PackProblem(rel, f"{where}.if", "give exactly one of `equals` or `in`"))
+    names: set[str] = set()
+    for j, outcome in enumerate(spec.check.outcomes):
+        at = f"{where}.check.outcomes.{j}"
+        if outcome.name in names:
+            problems.append(PackProblem(rel, f"{at}.name", f"{outcome.name!r} is used twice in this step"))
+        names.add(outcome.name)
+        if outcome.then not in THEN_WORDS and outcome.then not in ids:
+            problems.append(
+                PackProblem(
+                    rel, f"{at}.then", f"{outcome.then!r} is no step id of this runbook, nor next/resolved/handoff"
+                )
+            )
+        if outcome.reason is not None and outcome.then != "handoff":
+            problems.append(PackProblem(rel, f"{at}.reason", "a reason goes with `then: handoff` only"))
+        if outcome.reason is not None and not _NAME.match(outcome.reason):
+            problems.append(PackProblem(rel, f"{at}.reason", f"{outcome.reason!r} is not a reason code (a-z, 0-9, _)"))
+        for key, value in outcome.set.items():
+            slot = meta.slots.get(key)
+            why = f"slot {key!r} is not declared in `slots`" if slot is None else _value_problem(slot, value)
+            if why:
+                problems.append(PackProblem(rel, f"{at}.set.{key}", why))
+        for k, phrase in enumerate(outcome.when):
+            if not phrase.strip():
+                problems.append(PackProblem(rel, f"{at}.when.{k}", "is empty"))
+    return problems
+
+
+def _edges(steps: list[Step], i: int) -> set[int | str]:
+    """Where step ``i`` can lead: step positions, or "exit" (solved, a person, past the last step)."""
+    step = steps[i]
+    after: int | str = i + 1 if i + 1 < len(steps) else "exit"
+    targets: set[int | str] = set()
+    if step.condition is not None:
+        targets.add(after)  # the step is skipped when its condition does not hold
+    if not step.outcomes:
+        return targets | {"exit", after}
+    ids = {s.id: n for n, s in enumerate(steps)}
+    for outcome in step.outcomes:
+        if outcome.then == "next":
+            targets.add(after)
+        elif outcome.then in ("resolved", "handoff"):
+            targets.add("exit")
+        elif outcome.then in ids:
+            targets.add(ids[outcome.then])
+    return targets
+
+
+def _graph_problems(steps: list[Step], rel: str) -> list[PackProblem]:
+    """Steps no path reaches, and steps from which no path leads out (a loop with no exit)."""
+    problems: list[PackProblem] = []
+    edges = [_edges(steps, i) for i in range(len(steps))]
+    reached, todo = {0}, [0]
+    while todo:
+        for target in edges[todo.pop()]:
+            if isinstance(target, int) and target not in reached:
+                reached.add(target)
+                todo.append(target)
+    exits = {i for i in range(len(steps)) if "exit" in edges[i]}
+    grown = True
+    while grown:
+        grown = False
+        for i in range(len(steps)):
+            if i not in exits and any(t in exits for t in edges[i] if isinstance(t, int)):
+                exits.add(i)
+                grown = True
+    for i, step in enumerate(steps):
+        if i not in reached:
+            problems.append(PackProblem(rel, f"steps.{i}", f"step {step.id!r} is unreachable: no outcome leads to it"))
+        elif i not in exits:
+            problems.append(
+                PackProblem(
+                    rel, f"steps.{i}", f"step {step.id!r} is in a loop with no exit (no resolved, handoff or end)"
+                )
+            )
+    return problems
+
+
+def _branching_steps(meta: FrontMatter, rel: str) -> tuple[list[Step], list[PackProblem]]:
+    """The front matter's `steps` as Steps, with every problem of the graph and its slots."""
+    specs = meta.steps or []
+    problems = _slot_problems(meta, rel)
+    if not specs:
+        return [], [*problems, PackProblem(rel, "steps", "lists no step")]
+    ids: set[str] = set()
+    for i, spec in enumerate(specs):
+        if spec.id in ids:
+            problems.append(PackProblem(rel, f"steps.{i}.id", f"{spec.id!r} is used by another step"))
+        ids.add(spec.id)
+    for i, spec in enumerate(specs):
+        problems.extend(_step_problems(meta, rel, i, spec, ids))
+    steps = [
+        Step(
+            text=spec.say.strip(),
+            tool=spec.tool,
+            id=spec.id,
+            condition=spec.if_,
+            needs=tuple(spec.needs),
+            question=spec.check.question,
+            outcomes=tuple(spec.check.outcomes),
+        )
+        for spec in specs
+    ]
+    if not problems:
+        problems.extend(_graph_problems(steps, rel))
+    return steps, problems
 
 
 def _load_policy(root: Path) -> tuple[Policy, list[PackProblem]]:

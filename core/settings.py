@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     # the conversation's budget the offline brain reads and words the rest of it.
     llm_max_prompt_tokens: int = 6000
     llm_max_conversation_tokens: int = 40000
+    # Ask the model for the outcome of an answer to a branching step that the embeddings could not
+    # place (the policy still judges it). Off until the bundled LLM recordings include those calls.
+    llm_propose_outcomes: bool = False
     # Replay chat-completions responses from this JSON Lines file instead of calling the endpoint
     # (`tierone eval --llm-recordings`); with llm_record, call the endpoint and store them there.
     llm_recordings: Path | None = None

@@ -254,12 +254,17 @@ HELD_KINDS = ("email", "code", "phone")
 REVEALED_KINDS = ("email", "code")
 
 
-def hold(vault: Vault, conversation_id: str, text: str) -> tuple[str, list[dict[str, object]]]:
-    """Redact a message; put its addresses and codes in the vault, noting where each placeholder sits."""
+def hold(
+    vault: Vault, conversation_id: str, text: str, kinds: tuple[str, ...] = HELD_KINDS
+) -> tuple[str, list[dict[str, object]]]:
+    """Redact a message; put its addresses and codes in the vault, noting where each placeholder sits.
+
+    ``kinds`` may add a kind the conversation asked for (a phone number, when a runbook's slot wants one).
+    """
     redacted, pairs = redact_spans(text)
     held: list[dict[str, object]] = []
     for original, mark in pairs:
-        if original.kind in HELD_KINDS:
+        if original.kind in kinds:
             ref = vault.put(conversation_id, original.kind, text[original.start : original.end])
             held.append({"kind": original.kind, "start": mark.start, "end": mark.end, "ref": ref})
     return redacted, held

@@ -45,6 +45,9 @@ class TurnExpect(BaseModel):
     reply_not_contains: list[str] = Field(default_factory=list)
     stage: str | None = None
     handoff: bool | None = None
+    # A runbook that branches: the outcome this answer must match, and slot values that must hold after it.
+    outcome: str | None = None
+    slots: dict[str, Any] = Field(default_factory=dict)
 
 
 class Turn(BaseModel):

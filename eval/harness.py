@@ -45,6 +45,16 @@ def _calls(attempts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"tool": a["tool"], "args": a.get("args", {}), "ok": a.get("ok")} for a in attempts if a["kind"] == "tool"]
 
 
+def _where(runtime: Runtime, state: dict[str, Any]) -> str:
+    """Where a turn left the conversation: "runbook#step" within a runbook, else its stage."""
+    stage = str(state.get("stage") or "")
+    runbook = runtime.pack.runbooks.get(state.get("runbook_id") or "")
+    step = int(state.get("step") or 0)
+    if runbook is None or stage not in ("steps", "slot", "confirm") or step >= len(runbook.steps):
+        return stage
+    return f"{runbook.id}#{runbook.steps[step].id}"
+
+
 def play(runtime: Runtime, case: Case, texted: dict[str, str] | None = None) -> Outcome:
     """Play one case in a new conversation; stop at a handoff (later turns would go to L2).
 
@@ -63,13 +73,25 @@ def play(runtime: Runtime, case: Case, texted: dict[str, str] | None = None) -> 
             result = resolver.send(conversation_id, message)
         except MessageRejected as exc:
             ms = (time.perf_counter() - started) * 1000
-            turns.append(TurnOutcome([f"[rejected: {exc}]"], [], [], "rejected", ms))
+            turns.append(TurnOutcome([f"[rejected: {exc}]"], [], [], "rejected", ms, at="rejected"))
             continue
         ms = (time.perf_counter() - started) * 1000
         state = resolver.view(conversation_id)
         attempts, trace = state.get("attempts", []), state.get("trace", [])
         reasons = [r for d in trace[seen_trace:] for r in d["reasons"]]
-        turns.append(TurnOutcome(result.replies, reasons, _calls(attempts[seen_attempts:]), result.stage, ms))
+        answers = [a["outcome"] for a in attempts[seen_attempts:] if a["kind"] == "answer"]
+        turns.append(
+            TurnOutcome(
+                result.replies,
+                reasons,
+                _calls(attempts[seen_attempts:]),
+                result.stage,
+                ms,
+                outcome=answers[-1] if answers else None,
+                slots=dict(state.get("slots") or {}),
+                at=_where(runtime, state),
+            )
+        )
         seen_attempts, seen_trace = len(attempts), len(trace)
         if result.stage == "handed_off":
             break
@@ -138,6 +160,9 @@ def _row(
         "incident": outcome.incident_id,
         "tags": case.tags,
         "problems": problem_scores(case, outcome),
+        # Runbooks that branch: the outcome each answer matched (None where none did), and the path taken.
+        "outcomes": [t.outcome for t in outcome.turns],
+        "path": outcome.path,
     }
 
 

@@ -202,6 +202,7 @@ def _failing(cases: list[dict[str, Any]], pack: Pack) -> list[dict[str, Any]]:
                 "id": str(case["id"]),
                 "tags": list(case.get("tags") or []),
                 "failures": list(case.get("failures") or []),
+                "path": list(case.get("path") or []),
                 "handoff": bool(case.get("handoff")),
                 "runbook": _label(chosen),
                 "expected_runbook": _label(expect["runbook"]) if "runbook" in expect else None,

@@ -19,6 +19,11 @@ class TurnOutcome:
     calls: list[dict[str, Any]]
     stage: str
     latency_ms: float
+    # A runbook that branches: the outcome the answer matched, the slots after the turn, and where it
+    # left the conversation ("runbook#step", or the stage once it left the runbook).
+    outcome: str | None = None
+    slots: dict[str, Any] = field(default_factory=dict)
+    at: str = ""
 
 
 @dataclass
@@ -41,6 +46,17 @@ class Outcome:
     candidates: list[dict[str, Any]] = field(default_factory=list)
     # The incident the case opened or joined (INC-…), if any.
     incident_id: str | None = None
+
+    @property
+    def path(self) -> list[str]:
+        """The way through the runbooks' graphs: where each turn left it, and the outcome between."""
+        path: list[str] = []
+        for turn in self.turns:
+            if turn.outcome:
+                path.append(f"[{turn.outcome}]")
+            if turn.at and (not path or path[-1] != turn.at):
+                path.append(turn.at)
+        return path
 
     @property
     def tools_called(self) -> list[str]:
@@ -147,6 +163,11 @@ def _turn_failures(case: Case, outcome: Outcome) -> list[str]:
             found.append(f"{where}expected stage {expect.stage!r}, got {played.stage!r}")
         if expect.handoff is not None and (played.stage == "handed_off") != expect.handoff:
             found.append(f"{where}expected {'a' if expect.handoff else 'no'} handoff")
+        if expect.outcome is not None and played.outcome != expect.outcome:
+            found.append(f"{where}expected outcome {expect.outcome!r}, got {played.outcome!r}")
+        for name, want in expect.slots.items():
+            if played.slots.get(name) != want:
+                found.append(f"{where}expected slot {name!r} = {want!r}, got {played.slots.get(name)!r}")
     return found
 
 

@@ -25,6 +25,10 @@ class ReplyContext:
     language: str = "en"
     # LLM tokens the conversation has used so far (a brain's per-conversation budget).
     spent_tokens: int = 0
+    # The current problem's slot values, for a step's `{slot}` placeholders.
+    slots: dict[str, Any] = field(default_factory=dict)
+    # The step was reached by an outcome that names it, not because the one before did not work.
+    jumped: bool = False
 
 
 class Brain(Protocol):

@@ -27,6 +27,7 @@ def llm_config(settings: Settings) -> LLMConfig:
         max_conversation_tokens=settings.llm_max_conversation_tokens,
         price_input_per_mtok=settings.llm_price_input_per_mtok,
         price_output_per_mtok=settings.llm_price_output_per_mtok,
+        propose_outcomes=settings.llm_propose_outcomes,
     )
 
 

@@ -136,6 +136,11 @@ def sentiment(text: str) -> float:
     return max(-1.0, min(1.0, round(score, 3)))
 
 
+def fill_slots(text: str, slots: dict[str, object]) -> str:
+    """A step's text with each `{slot}` replaced by its value (left as written when unknown)."""
+    return re.sub(r"\{([a-z0-9_-]+)\}", lambda m: str(slots.get(m.group(1), m.group(0))), text)
+
+
 def split_clauses(text: str) -> list[str]:
     """The message's two parts around its first joining phrase; empty when there is none.
 
@@ -244,12 +249,28 @@ class OfflineBrain:
             assert rb is not None
             step = rb.steps[ctx.step]
             lead = "That didn't do it, so let's try the next step. " if ctx.step > 0 else ""
+            if ctx.jumped and ctx.step > 0:
+                lead = "Thanks, that helps. "
             done = f" {ctx.tool_message}" if ctx.tool_message and step.tool else ""
-            text = f"{lead}{step.text}{done}".strip()
-            return f"{text}\n\n{rb.check}"
+            text = f"{lead}{fill_slots(step.text, ctx.slots)}{done}".strip()
+            return f"{text}\n\n{rb.question(ctx.step)}"
         if d.action == "reask_confirmation":
             assert rb is not None
-            return f"Sorry, I didn't catch that. {rb.check} A yes or no is enough."
+            outcomes = rb.steps[ctx.step].outcomes if ctx.step < len(rb.steps) else ()
+            if outcomes:
+                # Rephrased: what the bot can understand, in the pack's own words.
+                said = ", ".join(f'"{o.when[0]}"' for o in outcomes)
+                return (
+                    f"Sorry, I'm not sure what happened. {rb.question(ctx.step)} "
+                    f"For example, you could tell me: {said}."
+                )
+            return f"Sorry, I didn't catch that. {rb.question(ctx.step)} A yes or no is enough."
+        if d.action == "ask_slot":
+            assert rb is not None and d.slot is not None
+            ask = rb.slots[d.slot].ask
+            if "slot_invalid_answer" in d.reasons:
+                return f"Sorry, I couldn't use that answer ({d.note or 'it did not fit'}). {ask}"
+            return ask
         if d.action == "close_resolved":
             return (
                 "Great, I'm glad that's working again! I've marked this as solved. "
@@ -280,6 +301,12 @@ class OfflineBrain:
             why = "That's not something I can solve here, so I'm passing it to a support technician."
         elif "negative_sentiment" in reasons:
             why = "I'm sorry this has been so frustrating. I'm passing you to a support technician now."
+        elif "outcome_handoff" in reasons:
+            why = "From what you describe, this needs a support technician, so I'm passing it on now."
+        elif "slot_invalid" in reasons:
+            why = "I couldn't get the detail I need here, so I'm passing this to a support technician."
+        elif "runbook_switched" in reasons and rb is not None:
+            why = f"That sounds like a different problem ({rb.meta.title.lower()}), so I'm passing it to a technician."
         elif "tool_failed" in reasons:
             why = "I couldn't complete that from here, so I'm passing it to a support technician."
         elif reasons & {"steps_exhausted", "step_failed"}:

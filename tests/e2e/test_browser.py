@@ -447,6 +447,23 @@ def test_the_desk_works_by_keyboard_alone(live: Live, browser: Browser, contexts
     expect(ticket).to_be_visible()
 
 
+def test_the_packet_shows_the_matched_outcome_and_the_runbook_switched_from(
+    live: Live, browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    fault = live.converse(["the printer jammed again", "the paper jam keeps coming back every time"])
+    switched = live.converse(["wifi not working", "I think I clicked a phishing link and now the wifi is acting weird"])
+    desk = open_context(browser, contexts).new_page()
+    desk.goto(f"{live.url}/desk#/{fault['handoff']['packet_id']}")
+    desk.get_by_label("API key").fill(live.key("Kim Lee"))
+    desk.get_by_role("button", name="Sign in").click()
+    packet = desk.locator("#packet-view")
+    expect(packet.locator(".attempts")).to_contain_text("Answer to step 1: hardware-fault")
+    expect(packet.locator(".reason code", has_text="printer_hardware_fault")).to_be_visible()
+    desk.goto(f"{live.url}/desk#/{switched['handoff']['packet_id']}")
+    expect(packet).to_contain_text("Started with")
+    expect(packet).to_contain_text("wifi-connection")
+
+
 def test_the_chat_stream_reconnects_from_the_last_line(
     live: Live, browser: Browser, contexts: list[BrowserContext]
 ) -> None:

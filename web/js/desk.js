@@ -404,7 +404,9 @@
 
     // Routing.
     const routing = card("Routing");
-    routing.append(kv([["Category", p.category], ["Runbook", p.runbook_id]]));
+    const started = p.started_runbook_id && p.started_runbook_id !== p.runbook_id ? [["Started with", p.started_runbook_id]] : [];
+    const slots = Object.entries(p.slots || {}).map(([k, v]) => [`slot ${humanKey(k)}`, v]);
+    routing.append(kv([["Category", p.category], ["Runbook", p.runbook_id], ...started, ...slots]));
     const cands = el("ol", "candidates");
     cands.setAttribute("aria-label", "Runbook candidates with scores");
     for (const cand of p.runbook_candidates || []) {
@@ -430,7 +432,9 @@
       const name =
         a.kind === "tool"
           ? `Tool ${a.tool}: ${a.ok ? "succeeded" : failed ? "failed" : "ran"}`
-          : `Step ${(a.step || 0) + 1} shown to the customer`;
+          : a.kind === "answer"
+            ? `Answer to step ${(a.step || 0) + 1}: ${a.outcome}`
+            : `Step ${(a.step || 0) + 1} shown to the customer`;
       body.append(el("div", "title", name));
       const when = el("span", "muted small", localTime(a.at));
       body.firstChild.append(" ", when);
