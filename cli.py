@@ -1052,6 +1052,8 @@ def suggestions_accept(
     for line in done.broken_gates:
         err.print(f"[yellow]gate broken, kept because of --force:[/yellow] {escape(line)}", highlight=False)
     console.print(f"{done.suggestion.id} accepted: wrote " + ", ".join(str(p) for p in done.files), highlight=False)
+
+
 # -- the support lead: insights, the monthly audit, the simulator (issue 13) -------------------------
 
 
@@ -1065,13 +1067,25 @@ def insights(
     runbooks: RunbooksOpt = None,
 ) -> None:
     """Honest resolution counts per episode, by category, with handoff reasons and desk times."""
+    from agent.handoff import HandoffQueue
+    from app.gaps import gaps_provider
     from app.insights import Period, open_insights, parse_moment, summary_lines
+    from core.clock import utc_now
     from core.pack import load_pack
+    from vectorstore.embeddings import MiniLMEmbedder
+    from vectorstore.index import RunbookIndex, open_client
 
     settings = _settings(runbooks)
+
+    def routing_index() -> RunbookIndex:  # opened only when the period has handoffs to cluster
+        index = RunbookIndex(open_client(settings.chroma_dir), load_pack(settings.runbooks), MiniLMEmbedder())
+        index.sync()
+        return index
+
+    gaps = gaps_provider(HandoffQueue(settings.desk_db, utc_now), routing_index)
     try:
         period = Period.of(parse_moment(since, "--since"), parse_moment(as_of, "--as-of"))
-        report = open_insights(settings, load_pack(settings.runbooks)).report(period)
+        report = open_insights(settings, load_pack(settings.runbooks), gaps).report(period)
     except TieroneError as exc:
         _fail(exc)
     if as_json:

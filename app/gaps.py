@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 import numpy as np
@@ -255,15 +255,29 @@ def draft_runbook(gap: Gap) -> str:
 
 
 def gaps_provider(
-    queue: HandoffQueue, index: RunbookIndex, *, distance: float = 0.6
+    queue: HandoffQueue, index: RunbookIndex | Callable[[], RunbookIndex], *, distance: float = 0.6
 ) -> Callable[[datetime | None, datetime], list[dict[str, Any]]]:
     """``find_gaps`` as insights call it: ``(since, until) -> [gap.as_dict(), ...]``.
 
     Pass it to ``open_insights(settings, pack, gaps_provider(queue, index))`` so that ``gaps`` in
-    ``tierone insights --json`` and ``GET /insights`` holds the period's knowledge gaps.
+    ``tierone insights --json`` and ``GET /insights`` holds the period's knowledge gaps. ``index``
+    may be a function that opens the routing index: it is called only for a period with handoffs to
+    cluster, so a command run over a quiet period never loads the embedding model.
     """
 
-    def gaps(since: datetime | None, until: datetime) -> list[dict[str, Any]]:
-        return [g.as_dict() for g in find_gaps(queue, index, since=since, until=until, distance=distance)]
+    def gaps(since: datetime | None, as_of: datetime) -> list[dict[str, Any]]:
+        # Insights count what happened up to and at ``as_of``; a gap period's end is exclusive.
+        until = as_of + timedelta(microseconds=1)
+        if isinstance(index, RunbookIndex):
+            routing = index
+        else:
+            db = Database(queue.path)
+            try:
+                if not gap_handoffs(db, since, until):
+                    return []
+            finally:
+                db.close()
+            routing = index()
+        return [g.as_dict() for g in find_gaps(queue, routing, since=since, until=until, distance=distance)]
 
     return gaps

@@ -23,7 +23,7 @@ from agent.resolver import ClientMessages, Conversations, Resolver, validate_mes
 from app.auth import ApiKeys, CustomerTokens
 from app.desk import Desk, DeskConflict
 from app.erasure import ErasureScope
-from app.gaps import GapVectors
+from app.gaps import GapVectors, gaps_provider
 from app.incidents import IncidentDesk, IncidentStatusPage
 from app.insights import Insights, open_insights
 from app.mail.channel import EmailChannel, open_mailer
@@ -103,7 +103,7 @@ class Runtime:
     notifier: Notifier | None = None
     # Inbound mail in, replies out by mail (POST /inbound/email).
     email: EmailChannel | None = None
-    # The support lead's figures (GET /insights, /metrics' containment); gaps are wired in open_insights.
+    # The support lead's figures (GET /insights, /metrics' containment), knowledge gaps included.
     insights: Insights | None = None
     # Incidents on the desk: updates and resolutions delivered once to each attached customer.
     incidents: IncidentDesk | None = None
@@ -245,7 +245,7 @@ def open_runtime(
     )
     email = _email_channel(settings, mailer, resolver, desk)
     incidents = _incident_desk(settings, resolver, messages, email, desk)
-    insights = open_insights(settings, index.pack, clock=clock)
+    insights = open_insights(settings, index.pack, gaps_provider(deps.handoffs, index), clock=clock)
     metrics = Metrics(desk, insights)
     # Every after-turn hook, here and nowhere else: the desk's transcript and status, the mail link, the counts.
     resolver.after_turn += [desk.after_turn, email.after_turn, metrics.after_turn]

@@ -68,3 +68,16 @@ def test_a_browser_navigating_to_insights_gets_the_page_and_programs_the_json(cl
     assert "Sign in to insights" in page.text and "default-src 'self'" in page.headers["content-security-policy"]
     assert client.get("/insights", headers={"Accept": "application/json"}).status_code == 401
     assert client.get("/insights").status_code == 401
+
+
+def test_insights_list_the_periods_knowledge_gaps(client: TestClient, runtime: Runtime) -> None:
+    lead = bearer(runtime, "Lee", "lead")
+    start = client.post("/conversations", json={"channel": "chat"}).json()
+    auth = {"Authorization": f"Bearer {start['token']}"}
+    asked = "which dishes does the staff canteen serve on fridays"
+    client.post(f"/conversations/{start['conversation_id']}/messages", json={"text": asked}, headers=auth)
+    packet = runtime.resolver.deps.handoffs.for_conversation(start["conversation_id"])[-1]
+    assert "no_runbook_fits" in packet.reason_codes
+    gaps = client.get("/insights", headers=lead).json()["gaps"]
+    assert [(g["size"], g["examples"]) for g in gaps] == [(1, [asked])]
+    assert gaps[0]["nearest_runbook"] in runtime.pack.runbooks

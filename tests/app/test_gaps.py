@@ -134,3 +134,17 @@ def test_the_provider_insights_call_gives_the_gaps_as_dicts(queue: HandoffQueue,
     since, until = T0 - timedelta(hours=1), T0 + timedelta(days=1)
     assert provide(since, until) == [g.as_dict() for g in find_gaps(queue, index, since=since, until=until)]
     assert [g["size"] for g in provide(None, until)] == [5, 2, 1]
+
+
+def test_a_provider_given_a_way_to_open_the_index_opens_it_only_for_a_period_with_gaps(
+    queue: HandoffQueue, index: RunbookIndex
+) -> None:
+    opened: list[RunbookIndex] = []
+
+    def open_index() -> RunbookIndex:
+        opened.append(index)
+        return index
+
+    provide = gaps_provider(queue, open_index)
+    assert provide(T0 + timedelta(days=5), T0 + timedelta(days=6)) == [] and opened == []
+    assert [g["size"] for g in provide(None, T0 + timedelta(days=1))] == [5, 2, 1] and opened == [index]
