@@ -187,16 +187,22 @@ class IncidentStore:
             ).fetchall()
         return [(r["conversation_id"], r["episode_id"]) for r in rows]
 
-    def matching(self, category: str | None, conversation_id: str, *, wide: bool = False) -> str | None:
+    def matching(
+        self, category: str | None, conversation_id: str, *, wide: bool = False, related: tuple[str, ...] = ()
+    ) -> str | None:
         """The open incident a problem of ``category`` belongs to, if any.
 
-        Same category first. A wide-impact report also joins an open incident of unknown category,
-        and one of unknown category joins the newest open incident: one outage, one incident.
+        Same category first. A wide-impact report also joins one of a ``related`` category (the
+        other runbooks its words came close to: "the internet is down for everyone" reads as Wi-Fi
+        or as service status) or of unknown category, and one of unknown category joins the newest
+        open incident: one outage, one incident.
         """
         with self._db.transaction() as conn:
-            return self._matching(conn, category, conversation_id, wide)
+            return self._matching(conn, category, conversation_id, wide, related)
 
-    def _matching(self, conn: sqlite3.Connection, category: str | None, cid: str, wide: bool) -> str | None:
+    def _matching(
+        self, conn: sqlite3.Connection, category: str | None, cid: str, wide: bool, related: tuple[str, ...] = ()
+    ) -> str | None:
         query = "SELECT incident_id, category FROM incidents WHERE status = 'open'"
         args: list[Any] = []
         if not self.across:
@@ -208,7 +214,7 @@ class IncidentStore:
                 return str(row["incident_id"])
         if wide:
             for row in rows:
-                if category is None or row["category"] is None:
+                if category is None or row["category"] is None or row["category"] in related:
                     return str(row["incident_id"])
         return None
 
@@ -225,6 +231,7 @@ class IncidentStore:
         opened_by: str,
         members: list[tuple[str, str | None]],
         wide: bool = False,
+        related: tuple[str, ...] = (),
         summary: str = "We are looking into it.",
     ) -> Joined:
         """Attach ``members`` (conversation, episode) to the open incident of this cause, opening it if none is.
@@ -233,7 +240,7 @@ class IncidentStore:
         """
         now = self._clock().isoformat()
         with self._db.transaction() as conn:
-            found = self._matching(conn, category, opened_by, wide)
+            found = self._matching(conn, category, opened_by, wide, related)
             opened = found is None
             incident_id = found or incident_id_for(seed)
             if opened:
@@ -249,6 +256,16 @@ class IncidentStore:
             for conversation_id, episode_id in members:
                 self._attach(conn, incident_id, conversation_id, episode_id, now)
         return Joined(self.get(incident_id), opened)
+
+    def join(self, incident_id: str, members: list[tuple[str, str | None]]) -> Joined | None:
+        """Attach ``members`` to this incident while it is open; None when it is not (resolved since)."""
+        with self._db.transaction() as conn:
+            row = conn.execute("SELECT status FROM incidents WHERE incident_id = ?", (incident_id,)).fetchone()
+            if row is None or row["status"] != "open":
+                return None
+            for conversation_id, episode_id in members:
+                self._attach(conn, incident_id, conversation_id, episode_id, self._clock().isoformat())
+        return Joined(self.get(incident_id), False)
 
     def declare(self, title: str, category: str | None, technician: str, text: str) -> Incident:
         """Open an incident by hand (the desk)."""

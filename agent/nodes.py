@@ -180,6 +180,17 @@ def facts_of(state: ConversationState, deps: Deps) -> boundary.Facts:
     )
 
 
+def related_categories(state: ConversationState, deps: Deps) -> tuple[str, ...]:
+    """The categories of the runbooks the message came near (clarify_floor), best first: close in meaning."""
+    floor = deps.pack.policy.routing.clarify_floor
+    found: list[str] = []
+    for candidate in (state["understanding"].get("candidates") or [])[:3]:
+        runbook = deps.pack.runbooks.get(candidate["runbook_id"])
+        if runbook is not None and candidate["score"] >= floor and runbook.meta.category not in found:
+            found.append(runbook.meta.category)
+    return tuple(found)
+
+
 def _incident_facts(state: ConversationState, deps: Deps) -> dict[str, Any]:
     """The open incident the message belongs to, and how many others reported its runbook lately."""
     store = deps.incidents
@@ -199,7 +210,7 @@ def _incident_facts(state: ConversationState, deps: Deps) -> dict[str, Any]:
         return {}
     cid = state["conversation_id"]
     category = runbook.meta.category if strong and runbook else None
-    found = store.matching(category, cid, wide=wide)
+    found = store.matching(category, cid, wide=wide, related=related_categories(state, deps))
     peers = 0
     if strong and top is not None and state.get("stage") in BETWEEN_PROBLEMS:
         peers = len(store.peers(top["runbook_id"], deps.pack.policy.incidents.spike_minutes, cid))
@@ -685,7 +696,9 @@ def incident(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         cause, title = "wide_impact", f"{runbook.meta.title + ': ' if runbook else ''}{problem[:80]}"
     if component:
         cause, title = f"status:{component}", component[:1].upper() + component[1:]
-    joined = deps.incidents.open_or_join(
+    # The incident the policy matched (or the one the conversation is in), while it is still open.
+    known = deps.incidents.join(decision.incident_id, members) if decision.incident_id else None
+    joined = known or deps.incidents.open_or_join(
         seed=f"{cid}:{state.get('turn', 0)}",
         title=title,
         category=category,
@@ -694,6 +707,7 @@ def incident(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         opened_by=cid,
         members=members,
         wide=bool(state["understanding"].get("wide_impact")) or state.get("stage") == "incident",
+        related=related_categories(state, deps),
     )
     found = joined.incident
     if joined.opened:

@@ -208,6 +208,10 @@ def test_one_cause_one_incident_and_a_restart_keeps_it(tmp_path: Path, clock: Cl
     assert other.opened and other.incident.id != first.incident.id
     assert store.matching(None, "c4", wide=True) == other.incident.id
     assert store.matching(None, "c4") is None
+    # "The internet is down for everyone" may read as service status: its words came near network too.
+    near = ("service-status", "network")
+    assert store.matching("service-status", "c5", wide=True, related=near) == first.incident.id
+    assert store.matching("service-status", "c5", related=near) is None  # one customer's problem joins by category only
 
 
 # -- whole conversations -------------------------------------------------------------------------
