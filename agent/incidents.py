@@ -194,8 +194,8 @@ class IncidentStore:
 
         Same category first. A wide-impact report also joins one of a ``related`` category (the
         other runbooks its words came close to: "the internet is down for everyone" reads as Wi-Fi
-        or as service status) or of unknown category, and one of unknown category joins the newest
-        open incident: one outage, one incident.
+        or as service status; "*": any) or of unknown category, and one of unknown category joins
+        the newest open incident: one outage, one incident.
         """
         with self._db.transaction() as conn:
             return self._matching(conn, category, conversation_id, wide, related)
@@ -214,7 +214,7 @@ class IncidentStore:
                 return str(row["incident_id"])
         if wide:
             for row in rows:
-                if category is None or row["category"] is None or row["category"] in related:
+                if category is None or row["category"] is None or row["category"] in related or "*" in related:
                     return str(row["incident_id"])
         return None
 

@@ -181,14 +181,21 @@ def facts_of(state: ConversationState, deps: Deps) -> boundary.Facts:
 
 
 def related_categories(state: ConversationState, deps: Deps) -> tuple[str, ...]:
-    """The categories of the runbooks the message came near (clarify_floor), best first: close in meaning."""
+    """The categories a wide-impact report may join an open incident of: close in meaning.
+
+    Those of the runbooks the message came near (clarify_floor), and the outage categories; any
+    category ("*") when the message itself reads as an outage (policy.yaml incidents.outage_categories).
+    """
     floor = deps.pack.policy.routing.clarify_floor
+    outage = deps.pack.policy.incidents.outage_categories
     found: list[str] = []
     for candidate in (state["understanding"].get("candidates") or [])[:3]:
         runbook = deps.pack.runbooks.get(candidate["runbook_id"])
         if runbook is not None and candidate["score"] >= floor and runbook.meta.category not in found:
             found.append(runbook.meta.category)
-    return tuple(found)
+    if set(found) & set(outage):
+        return ("*",)  # "a service is down for all of us": whatever the open incident's category
+    return (*found, *outage)
 
 
 def _incident_facts(state: ConversationState, deps: Deps) -> dict[str, Any]:

@@ -136,6 +136,7 @@ def test_a_spike_of_two_is_the_smallest_threshold() -> None:
         ("network outage: Leeds site is hard down since 05:04 pm", True),
         ("the whole floor can't print", True),
         ("nobody can log in to the portal", True),
+        ("nobody at building B can get online", True),
         ("all of us get a VPN error", True),
         ("building B is down", True),
         ("my laptop is down to 5% battery", False),
@@ -212,6 +213,21 @@ def test_one_cause_one_incident_and_a_restart_keeps_it(tmp_path: Path, clock: Cl
     near = ("service-status", "network")
     assert store.matching("service-status", "c5", wide=True, related=near) == first.incident.id
     assert store.matching("service-status", "c5", related=near) is None  # one customer's problem joins by category only
+    # A report that reads as an outage ("*") joins whatever is open; one customer's outage question does not.
+    assert store.matching("devices", "c6", wide=True, related=("*",)) == other.incident.id
+    assert store.matching("devices", "c6", related=("*",)) is None
+
+
+def test_one_outage_in_many_words_is_one_incident(runtime: Runtime) -> None:
+    words = [
+        "all of us at Leeds lost the network half an hour ago",  # reads as service status
+        "everyone here gets 'no internet' on the wifi since 9:10",  # reads as Wi-Fi
+        "nobody at building B can get online since lunch",
+        "the whole floor lost wifi just now",
+    ]
+    for text in words:
+        assert runtime.resolver.send(runtime.resolver.start(), text).stage == "incident", text
+    assert [i.affected for i in runtime.resolver.deps.incidents.find("all")] == [4]  # type: ignore[union-attr]
 
 
 # -- whole conversations -------------------------------------------------------------------------
