@@ -696,7 +696,8 @@ def incident(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         # The conversations that made the spike are part of it too: they hear the updates.
         minutes = deps.pack.policy.incidents.spike_minutes
         members += [(peer, episode) for peer, episode in deps.incidents.peers(runbook.meta.id, minutes, cid)]
-    component = _down_component(deps, problem)
+    # Only a report that may open an incident looks at the status page (joining one needs no name).
+    component = None if decision.incident_id else _down_component(deps, problem)
     if "incident_spike" in decision.reasons:
         cause, title = f"spike:{decision.runbook_id}", f"{runbook.meta.title if runbook else 'Many reports'}"
     else:
