@@ -175,7 +175,7 @@ class IncidentStatusPage:
     """The embedded status page with each open incident on it, so check_service_status and customers see them."""
 
     def __init__(self, page: StatusPage, store: IncidentStore) -> None:
-        self._page = page
+        self.page = page  # the page it adds to
         self._store = store
 
     def services(self) -> list[ServiceStatus]:
@@ -188,4 +188,4 @@ class IncidentStatusPage:
             )
             for i in self._store.find("open")
         ]
-        return [*self._page.services(), *shown]
+        return [*self.page.services(), *shown]
