@@ -718,7 +718,8 @@ def incident(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         related=related_categories(state, deps),
     )
     found = joined.incident
-    if joined.opened:
+    if joined.opened or not found.packet_id:
+        # Also when a crash came between the opening and the ticket: the replayed turn files it (same id).
         deps.incidents.set_packet(found.id, _incident_ticket(deps, state, found, found.runbook_id))
     elif found.packet_id:
         deps.handoffs.set_summary(found.packet_id, incident_summary(found))

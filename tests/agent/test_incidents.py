@@ -286,3 +286,22 @@ def test_a_spike_needs_its_window(make_runtime: Callable[..., Runtime], clock: C
         assert runtime.resolver.send(cid, "my vpn keeps disconnecting when I work from home").stage == "confirm"
         clock.advance(minutes=3)  # four in any ten minutes: never five
     assert runtime.resolver.deps.incidents.find("all") == []  # type: ignore[union-attr]
+
+
+def test_an_incident_left_without_its_ticket_by_a_crash_gets_it_on_the_next_report(runtime: Runtime) -> None:
+    store = runtime.resolver.deps.incidents
+    assert store is not None
+    # As a process killed between opening the incident and filing its ticket leaves it.
+    store.open_or_join(
+        seed="x",
+        title="Wi-Fi",
+        category="network",
+        runbook_id=None,
+        cause="wide_impact",
+        opened_by="c0",
+        members=[("c0", None)],
+    )
+    runtime.resolver.send(runtime.resolver.start(), "everyone in the office lost the wifi")
+    [incident] = store.find()
+    assert incident.affected == 2 and incident.packet_id == f"HO-{incident.id}"
+    assert [p.packet_id for p in runtime.resolver.deps.handoffs.packets()] == [incident.packet_id]
