@@ -18,6 +18,7 @@ killed halfway resumes without a second copy to anyone (app/incidents.py deliver
 from __future__ import annotations
 
 import hashlib
+import secrets
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -270,7 +271,8 @@ class IncidentStore:
     def declare(self, title: str, category: str | None, technician: str, text: str) -> Incident:
         """Open an incident by hand (the desk)."""
         now = self._clock()
-        incident_id = incident_id_for(f"desk:{technician}:{title}:{now.isoformat()}")
+        # Nothing replays a declaration: a random id, so two alike in the same instant are two incidents.
+        incident_id = "INC-" + secrets.token_hex(4).upper()
         with self._db.transaction() as conn:
             conn.execute(
                 "INSERT INTO incidents (incident_id, status, title, category, runbook_id, cause, opened_at,"

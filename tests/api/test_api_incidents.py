@@ -187,3 +187,10 @@ def test_a_broadcast_killed_halfway_resumes_without_a_second_copy(
         pass
     assert [len(technician_lines(restarted, cid)) for cid in cids] == [1, 1, 1, 1]
     assert restarted.incidents.deliver() == 0  # type: ignore[union-attr]
+
+
+def test_two_alike_declarations_in_one_instant_are_two_incidents(client: TestClient, keys: Any) -> None:
+    body = {"title": "VPN concentrator down", "category": "network"}
+    first = client.post("/incidents", json=body, headers=keys["Alex"])
+    second = client.post("/incidents", json=body, headers=keys["Alex"])  # the test clock has not moved
+    assert (first.status_code, second.status_code) == (201, 201) and first.json()["id"] != second.json()["id"]
