@@ -18,6 +18,7 @@ killed halfway resumes without a second copy to anyone (app/incidents.py deliver
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import sqlite3
 from collections.abc import Callable
@@ -217,6 +218,20 @@ class IncidentStore:
             for row in rows:
                 if category is None or row["category"] is None or row["category"] in related or "*" in related:
                     return str(row["incident_id"])
+        return None
+
+    def named_outage(self, text: str) -> str | None:
+        """The open incident the status page opened for a service this message names ("is the vpn down?")."""
+        with self._db.transaction() as conn:
+            rows = conn.execute(
+                "SELECT incident_id, cause FROM incidents WHERE status = 'open' AND cause LIKE 'status:%'"
+                " ORDER BY opened_at DESC, rowid DESC"
+            ).fetchall()
+        lowered = text.lower()
+        for row in rows:
+            name = str(row["cause"])[len("status:") :].rsplit(" ", 1)[0].lower()
+            if name and re.search(rf"\b{re.escape(name)}\b", lowered):
+                return str(row["incident_id"])
         return None
 
     # -- opening and attaching --------------------------------------------------------------------

@@ -218,6 +218,8 @@ def _incident_facts(state: ConversationState, deps: Deps) -> dict[str, Any]:
     cid = state["conversation_id"]
     category = runbook.meta.category if strong and runbook else None
     found = store.matching(category, cid, wide=wide, related=related_categories(state, deps))
+    if found is None and store.across:
+        found = store.named_outage(str(understanding.get("text", "")))
     peers = 0
     if strong and top is not None and state.get("stage") in BETWEEN_PROBLEMS:
         peers = len(store.peers(top["runbook_id"], deps.pack.policy.incidents.spike_minutes, cid))
