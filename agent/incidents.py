@@ -143,6 +143,20 @@ class Joined:
     opened: bool
 
 
+_STOP = frozenset(
+    "the and for are but not you all any can her was one our out has have had his how its may new now see two who"
+    " did get let put say she too use this that with from they will what when your there their been were into"
+    " just than then them some also like very here does dont cant wont isnt since about today again still ive"
+    " youre thats theres".split()
+)
+
+
+def content_words(text: str) -> str:
+    """A message's content words, sorted and space-separated: what clusters of unrouted reports compare."""
+    words = {w.replace("'", "") for w in re.findall(r"[a-z][a-z']+", text.lower())}
+    return " ".join(sorted(w for w in words if len(w) >= 3 and w not in _STOP))
+
+
 def incident_id_for(seed: str) -> str:
     """A stable incident id for what opened it (a replayed turn names the same incident)."""
     return "INC-" + hashlib.sha256(seed.encode()).hexdigest()[:8].upper()
@@ -151,7 +165,12 @@ def incident_id_for(seed: str) -> str:
 class IncidentStore:
     """Incidents, their attached conversations, updates and the per-conversation delivery ledger."""
 
-    MIGRATIONS: ClassVar[Migrations] = Migrations("incidents", Migration(1, *_SCHEMA))
+    MIGRATIONS: ClassVar[Migrations] = Migrations(
+        "incidents",
+        Migration(1, *_SCHEMA),
+        # The content words of a report no runbook fit, for clusters of them (``cluster_peers``).
+        Migration(2, "ALTER TABLE incident_reports ADD COLUMN words TEXT NOT NULL DEFAULT ''"),
+    )
     PERSONAL_TABLES: ClassVar[PersonalTables] = {
         "incident_members": {"conversation_id": "conversation"},
         "incident_reports": {"conversation_id": "conversation"},
@@ -167,13 +186,57 @@ class IncidentStore:
 
     # -- detection --------------------------------------------------------------------------------
 
-    def report(self, conversation_id: str, episode_id: str, runbook_id: str, category: str | None) -> None:
-        """Note that a problem was routed to a runbook (once per episode; a replay writes nothing)."""
+    def report(
+        self, conversation_id: str, episode_id: str, runbook_id: str, category: str | None, words: str = ""
+    ) -> None:
+        """Note a new problem: routed to a runbook, or to none ("" and its words); a replayed turn writes nothing."""
         with self._db.transaction() as conn:
             conn.execute(
-                "INSERT OR IGNORE INTO incident_reports VALUES (?, ?, ?, ?, ?)",
-                (conversation_id, episode_id, runbook_id, category, self._clock().isoformat()),
+                "INSERT OR IGNORE INTO incident_reports (conversation_id, episode_id, runbook_id, category, at, words)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (conversation_id, episode_id, runbook_id, category, self._clock().isoformat(), words),
             )
+
+    def cluster_peers(self, words: str, minutes: float, conversation_id: str) -> list[tuple[str, str]]:
+        """Other conversations whose unrouted report in the last ``minutes`` is close in words to this one.
+
+        Close: at least half of the two messages' content words shared (Jaccard >= 0.5), and three at least.
+        """
+        mine = set(words.split())
+        if not self.across or len(mine) < 3:
+            return []
+        since = (self._clock() - timedelta(minutes=minutes)).isoformat()
+        with self._db.transaction() as conn:
+            rows = conn.execute(
+                "SELECT conversation_id, episode_id, words FROM incident_reports"
+                " WHERE runbook_id = '' AND words != '' AND at >= ? AND conversation_id != ? ORDER BY at",
+                (since, conversation_id),
+            ).fetchall()
+        close: dict[str, str] = {}
+        for row in rows:
+            theirs = set(str(row["words"]).split())
+            shared = len(mine & theirs)
+            if shared >= 3 and shared / len(mine | theirs) >= 0.5:
+                close[row["conversation_id"]] = row["episode_id"]
+        return list(close.items())
+
+    def incident_of(self, conversation_ids: list[str]) -> str | None:
+        """The newest open incident any of these conversations is attached to."""
+        if not conversation_ids:
+            return None
+        with self._db.transaction() as conn:
+            return self._incident_of(conn, conversation_ids)
+
+    @staticmethod
+    def _incident_of(conn: sqlite3.Connection, conversation_ids: list[str]) -> str | None:
+        marks = ", ".join("?" for _ in conversation_ids)
+        row = conn.execute(
+            "SELECT m.incident_id FROM incident_members m JOIN incidents i ON i.incident_id = m.incident_id"
+            f" WHERE i.status = 'open' AND m.detached_at IS NULL AND m.conversation_id IN ({marks})"
+            " ORDER BY i.opened_at DESC LIMIT 1",
+            conversation_ids,
+        ).fetchone()
+        return str(row[0]) if row else None
 
     def peers(self, runbook_id: str, minutes: float, conversation_id: str) -> list[tuple[str, str]]:
         """Other conversations routed to ``runbook_id`` in the last ``minutes``: (conversation, episode)."""
@@ -256,7 +319,10 @@ class IncidentStore:
         """
         now = self._clock().isoformat()
         with self._db.transaction() as conn:
-            found = self._matching(conn, category, opened_by, wide, related)
+            # The incident the other members (a spike's conversations) are in already, else one of the cause.
+            others = [cid for cid, _ in members if cid != opened_by]
+            found = self._incident_of(conn, others) if others else None
+            found = found or self._matching(conn, category, opened_by, wide, related)
             opened = found is None
             incident_id = found or incident_id_for(seed)
             if opened:

@@ -24,7 +24,7 @@ from agent.handoff import (
     TranscriptLine,
     sentiment_label,
 )
-from agent.incidents import Incident
+from agent.incidents import Incident, content_words
 from agent.stages import BETWEEN_PROBLEMS, INITIAL, Event, advance
 from agent.state import ConversationState, Decision, Stage, Understanding, Usage
 from core.pack import Impact, Pack, Urgency
@@ -213,9 +213,13 @@ def _incident_facts(state: ConversationState, deps: Deps) -> dict[str, Any]:
     runbook = deps.pack.runbooks.get(top["runbook_id"]) if top else None
     strong = top is not None and runbook is not None and top["score"] >= deps.pack.policy.routing.min_score
     wide = bool(understanding.get("wide_impact"))
-    if not strong and not wide:
-        return {}
     cid = state["conversation_id"]
+    if not strong and not wide:
+        if state.get("stage") not in BETWEEN_PROBLEMS:
+            return {}
+        minutes = deps.pack.policy.incidents.spike_minutes
+        cluster = store.cluster_peers(content_words(str(understanding.get("text", ""))), minutes, cid)
+        return {"cluster_peers": len(cluster), "incident_id": store.incident_of([c for c, _ in cluster])}
     category = runbook.meta.category if strong and runbook else None
     found = store.matching(category, cid, wide=wide, related=related_categories(state, deps))
     if found is None and store.across:
@@ -277,10 +281,15 @@ def decide(state: ConversationState, runtime: Runtime[Deps]) -> Update:
 def _report(state: ConversationState, deps: Deps, decision: Decision, fresh: bool, update: Update) -> None:
     """Count a new problem routed to a runbook towards that runbook's spike (agent/incidents.py)."""
     runbook = deps.pack.runbooks.get(decision.runbook_id or "")
-    if deps.incidents is None or not fresh or runbook is None or decision.action == "handoff":
+    if deps.incidents is None or not fresh:
         return
     episode = str(update.get("episode_id") or state.get("episode_id") or f"t{state.get('turn', 0)}")
-    deps.incidents.report(state["conversation_id"], episode, runbook.meta.id, runbook.meta.category)
+    if runbook is not None and decision.action != "handoff":
+        deps.incidents.report(state["conversation_id"], episode, runbook.meta.id, runbook.meta.category)
+    elif "no_runbook_fits" in decision.reasons or decision.action == "clarify":
+        # Unrouted: its words may yet make a cluster with others' (agent/incidents.py cluster_peers).
+        words = content_words(str(state["understanding"].get("text", "")))
+        deps.incidents.report(state["conversation_id"], episode, "", None, words)
 
 
 def act(state: ConversationState, runtime: Runtime[Deps]) -> Update:
@@ -694,14 +703,21 @@ def incident(state: ConversationState, runtime: Runtime[Deps]) -> Update:
     category = runbook.meta.category if runbook else None
     problem = state.get("problem_text") or redact(state["inbox"]["text"])
     members: list[tuple[str, str | None]] = [(cid, state.get("episode_id"))]
-    if "incident_spike" in decision.reasons and runbook is not None:
+    minutes = deps.pack.policy.incidents.spike_minutes
+    if "incident_spike" in decision.reasons:
         # The conversations that made the spike are part of it too: they hear the updates.
-        minutes = deps.pack.policy.incidents.spike_minutes
-        members += [(peer, episode) for peer, episode in deps.incidents.peers(runbook.meta.id, minutes, cid)]
+        peers = (
+            deps.incidents.peers(runbook.meta.id, minutes, cid)
+            if runbook is not None
+            else deps.incidents.cluster_peers(content_words(str(state["understanding"].get("text", ""))), minutes, cid)
+        )
+        members += peers
     # Only a report that may open an incident looks at the status page (joining one needs no name).
     component = None if decision.incident_id else _down_component(deps, problem)
-    if "incident_spike" in decision.reasons:
-        cause, title = f"spike:{decision.runbook_id}", f"{runbook.meta.title if runbook else 'Many reports'}"
+    if "incident_spike" in decision.reasons and runbook is None:
+        cause, title = "cluster", f"Many reports: {problem[:80]}"
+    elif "incident_spike" in decision.reasons:
+        cause, title = f"spike:{decision.runbook_id}", runbook.meta.title if runbook else "Many reports"
     else:
         cause, title = "wide_impact", f"{runbook.meta.title + ': ' if runbook else ''}{problem[:80]}"
     if component:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from agent.brains.offline import _ASKS_IF_WIDE, _WIDE
-from agent.incidents import IncidentStore
+from agent.incidents import IncidentStore, content_words
 from agent.policy import Facts, decide
 from agent.state import Understanding
 from app.runtime import Runtime
@@ -305,3 +305,29 @@ def test_an_incident_left_without_its_ticket_by_a_crash_gets_it_on_the_next_repo
     [incident] = store.find()
     assert incident.affected == 2 and incident.packet_id == f"HO-{incident.id}"
     assert [p.packet_id for p in runtime.resolver.deps.handoffs.packets()] == [incident.packet_id]
+
+
+def test_content_words_drop_the_small_and_common_ones() -> None:
+    assert content_words("The canteen kiosk says E42 and it REJECTS my card!") == "canteen card kiosk rejects says"
+    assert content_words("hi, it's me") == ""
+
+
+def test_a_tight_cluster_no_runbook_fits_opens_one_incident(runtime: Runtime) -> None:
+    texts = [
+        "the canteen payment kiosk shows error E42 and rejects my card",
+        "canteen kiosk rejects my card with error E42",
+        "error E42 at the canteen payment kiosk, card rejected",
+        "the payment kiosk in the canteen says E42 and rejects cards",
+    ]
+    first = [runtime.resolver.send(runtime.resolver.start(), t) for t in texts]
+    assert [t.reasons for t in first] == [["no_runbook_fits"]] * 4
+    # Something else no runbook knows is no part of it.
+    other = runtime.resolver.send(runtime.resolver.start(), "please order more coffee for the kitchen")
+    assert other.stage == "handed_off"
+    fifth = runtime.resolver.send(runtime.resolver.start(), "canteen payment kiosk error E42, it rejects the card")
+    assert (fifth.stage, fifth.reasons) == ("incident", ["incident_spike"])
+    [incident] = runtime.resolver.deps.incidents.find()  # type: ignore[union-attr]
+    attached = {m.conversation_id for m in runtime.resolver.deps.incidents.members(incident.id)}  # type: ignore[union-attr]
+    assert attached == {t.conversation_id for t in [*first, fifth]}
+    sixth = runtime.resolver.send(runtime.resolver.start(), "kiosk in canteen: error E42, card rejected again")
+    assert (sixth.stage, sixth.reasons) == ("incident", ["incident_known"])
