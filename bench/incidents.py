@@ -4,9 +4,10 @@
     python bench/incidents.py --customers 200 --seconds 60 --email-share 0.33 --quiet 40
 
 Starts ``tierone serve`` on a free 127.0.0.1 port with a fresh data folder (bench/local_server.py).
-First a quiet run: ``--quiet`` customers, one at a time, by chat and mail in the flood's shares,
-with ordinary single-user problems (no runbook more than four times, under the spike threshold
-of five), for the per-turn latency of a calm server. Then the flood: ``--customers`` customers
+First a quiet run: ``--quiet`` customers, one at a time at the flood's rhythm (a new one every
+``--seconds``/``--customers`` seconds, or when the last is answered), by chat and mail in the
+flood's shares, with ordinary single-user problems (no runbook more than four times, under the
+spike threshold of five), for the per-turn latency of a calm server. Then the flood: ``--customers`` customers
 arrive spread evenly over ``--seconds``, each reporting the same network outage in their own words
 (templates, sites and times varied), by chat (POST /conversations/{id}/messages) or by email
 (POST /inbound/email, signed). Then a technician
@@ -155,10 +156,13 @@ async def quiet_run(client: httpx.AsyncClient, args: argparse.Namespace) -> list
     for _ in range(3):
         await chat(client, Customer(-1, "chat", "hello"))  # routes nowhere: counts toward no spike
     customers = []
+    step = args.seconds / max(1, args.customers)  # the flood's rhythm, one customer at a time
     for i in range(args.quiet):
+        started = time.perf_counter()
         customer = Customer(10_000 + i, "email" if rng.random() < args.email_share else "chat", QUIET[i % len(QUIET)])
         await (email(client, customer) if customer.channel == "email" else chat(client, customer))
         customers.append(customer)
+        await asyncio.sleep(max(0.0, started + step - time.perf_counter()))
     return customers
 
 
