@@ -18,6 +18,8 @@ killed halfway resumes without a second copy to anyone (app/incidents.py deliver
 from __future__ import annotations
 
 import hashlib
+import re
+import secrets
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -141,6 +143,20 @@ class Joined:
     opened: bool
 
 
+_STOP = frozenset(
+    "the and for are but not you all any can her was one our out has have had his how its may new now see two who"
+    " did get let put say she too use this that with from they will what when your there their been were into"
+    " just than then them some also like very here does dont cant wont isnt since about today again still ive"
+    " youre thats theres".split()
+)
+
+
+def content_words(text: str) -> str:
+    """A message's content words, sorted and space-separated: what clusters of unrouted reports compare."""
+    words = {w.replace("'", "") for w in re.findall(r"[a-z][a-z']+", text.lower())}
+    return " ".join(sorted(w for w in words if len(w) >= 3 and w not in _STOP))
+
+
 def incident_id_for(seed: str) -> str:
     """A stable incident id for what opened it (a replayed turn names the same incident)."""
     return "INC-" + hashlib.sha256(seed.encode()).hexdigest()[:8].upper()
@@ -149,7 +165,12 @@ def incident_id_for(seed: str) -> str:
 class IncidentStore:
     """Incidents, their attached conversations, updates and the per-conversation delivery ledger."""
 
-    MIGRATIONS: ClassVar[Migrations] = Migrations("incidents", Migration(1, *_SCHEMA))
+    MIGRATIONS: ClassVar[Migrations] = Migrations(
+        "incidents",
+        Migration(1, *_SCHEMA),
+        # The content words of a report no runbook fit, for clusters of them (``cluster_peers``).
+        Migration(2, "ALTER TABLE incident_reports ADD COLUMN words TEXT NOT NULL DEFAULT ''"),
+    )
     PERSONAL_TABLES: ClassVar[PersonalTables] = {
         "incident_members": {"conversation_id": "conversation"},
         "incident_reports": {"conversation_id": "conversation"},
@@ -165,13 +186,57 @@ class IncidentStore:
 
     # -- detection --------------------------------------------------------------------------------
 
-    def report(self, conversation_id: str, episode_id: str, runbook_id: str, category: str | None) -> None:
-        """Note that a problem was routed to a runbook (once per episode; a replay writes nothing)."""
+    def report(
+        self, conversation_id: str, episode_id: str, runbook_id: str, category: str | None, words: str = ""
+    ) -> None:
+        """Note a new problem: routed to a runbook, or to none ("" and its words); a replayed turn writes nothing."""
         with self._db.transaction() as conn:
             conn.execute(
-                "INSERT OR IGNORE INTO incident_reports VALUES (?, ?, ?, ?, ?)",
-                (conversation_id, episode_id, runbook_id, category, self._clock().isoformat()),
+                "INSERT OR IGNORE INTO incident_reports (conversation_id, episode_id, runbook_id, category, at, words)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (conversation_id, episode_id, runbook_id, category, self._clock().isoformat(), words),
             )
+
+    def cluster_peers(self, words: str, minutes: float, conversation_id: str) -> list[tuple[str, str]]:
+        """Other conversations whose unrouted report in the last ``minutes`` is close in words to this one.
+
+        Close: at least half of the two messages' content words shared (Jaccard >= 0.5), and three at least.
+        """
+        mine = set(words.split())
+        if not self.across or len(mine) < 3:
+            return []
+        since = (self._clock() - timedelta(minutes=minutes)).isoformat()
+        with self._db.transaction() as conn:
+            rows = conn.execute(
+                "SELECT conversation_id, episode_id, words FROM incident_reports"
+                " WHERE runbook_id = '' AND words != '' AND at >= ? AND conversation_id != ? ORDER BY at",
+                (since, conversation_id),
+            ).fetchall()
+        close: dict[str, str] = {}
+        for row in rows:
+            theirs = set(str(row["words"]).split())
+            shared = len(mine & theirs)
+            if shared >= 3 and shared / len(mine | theirs) >= 0.5:
+                close[row["conversation_id"]] = row["episode_id"]
+        return list(close.items())
+
+    def incident_of(self, conversation_ids: list[str]) -> str | None:
+        """The newest open incident any of these conversations is attached to."""
+        if not conversation_ids:
+            return None
+        with self._db.transaction() as conn:
+            return self._incident_of(conn, conversation_ids)
+
+    @staticmethod
+    def _incident_of(conn: sqlite3.Connection, conversation_ids: list[str]) -> str | None:
+        marks = ", ".join("?" for _ in conversation_ids)
+        row = conn.execute(
+            "SELECT m.incident_id FROM incident_members m JOIN incidents i ON i.incident_id = m.incident_id"
+            f" WHERE i.status = 'open' AND m.detached_at IS NULL AND m.conversation_id IN ({marks})"
+            " ORDER BY i.opened_at DESC LIMIT 1",
+            conversation_ids,
+        ).fetchone()
+        return str(row[0]) if row else None
 
     def peers(self, runbook_id: str, minutes: float, conversation_id: str) -> list[tuple[str, str]]:
         """Other conversations routed to ``runbook_id`` in the last ``minutes``: (conversation, episode)."""
@@ -187,16 +252,22 @@ class IncidentStore:
             ).fetchall()
         return [(r["conversation_id"], r["episode_id"]) for r in rows]
 
-    def matching(self, category: str | None, conversation_id: str, *, wide: bool = False) -> str | None:
+    def matching(
+        self, category: str | None, conversation_id: str, *, wide: bool = False, related: tuple[str, ...] = ()
+    ) -> str | None:
         """The open incident a problem of ``category`` belongs to, if any.
 
-        Same category first. A wide-impact report also joins an open incident of unknown category,
-        and one of unknown category joins the newest open incident: one outage, one incident.
+        Same category first. A wide-impact report also joins one of a ``related`` category (the
+        other runbooks its words came close to: "the internet is down for everyone" reads as Wi-Fi
+        or as service status; "*": any) or of unknown category, and one of unknown category joins
+        the newest open incident: one outage, one incident.
         """
         with self._db.transaction() as conn:
-            return self._matching(conn, category, conversation_id, wide)
+            return self._matching(conn, category, conversation_id, wide, related)
 
-    def _matching(self, conn: sqlite3.Connection, category: str | None, cid: str, wide: bool) -> str | None:
+    def _matching(
+        self, conn: sqlite3.Connection, category: str | None, cid: str, wide: bool, related: tuple[str, ...] = ()
+    ) -> str | None:
         query = "SELECT incident_id, category FROM incidents WHERE status = 'open'"
         args: list[Any] = []
         if not self.across:
@@ -208,8 +279,22 @@ class IncidentStore:
                 return str(row["incident_id"])
         if wide:
             for row in rows:
-                if category is None or row["category"] is None:
+                if category is None or row["category"] is None or row["category"] in related or "*" in related:
                     return str(row["incident_id"])
+        return None
+
+    def named_outage(self, text: str) -> str | None:
+        """The open incident the status page opened for a service this message names ("is the vpn down?")."""
+        with self._db.transaction() as conn:
+            rows = conn.execute(
+                "SELECT incident_id, cause FROM incidents WHERE status = 'open' AND cause LIKE 'status:%'"
+                " ORDER BY opened_at DESC, rowid DESC"
+            ).fetchall()
+        lowered = text.lower()
+        for row in rows:
+            name = str(row["cause"])[len("status:") :].rsplit(" ", 1)[0].lower()
+            if name and re.search(rf"\b{re.escape(name)}\b", lowered):
+                return str(row["incident_id"])
         return None
 
     # -- opening and attaching --------------------------------------------------------------------
@@ -225,6 +310,7 @@ class IncidentStore:
         opened_by: str,
         members: list[tuple[str, str | None]],
         wide: bool = False,
+        related: tuple[str, ...] = (),
         summary: str = "We are looking into it.",
     ) -> Joined:
         """Attach ``members`` (conversation, episode) to the open incident of this cause, opening it if none is.
@@ -233,7 +319,10 @@ class IncidentStore:
         """
         now = self._clock().isoformat()
         with self._db.transaction() as conn:
-            found = self._matching(conn, category, opened_by, wide)
+            # The incident the other members (a spike's conversations) are in already, else one of the cause.
+            others = [cid for cid, _ in members if cid != opened_by]
+            found = self._incident_of(conn, others) if others else None
+            found = found or self._matching(conn, category, opened_by, wide, related)
             opened = found is None
             incident_id = found or incident_id_for(seed)
             if opened:
@@ -250,10 +339,21 @@ class IncidentStore:
                 self._attach(conn, incident_id, conversation_id, episode_id, now)
         return Joined(self.get(incident_id), opened)
 
+    def join(self, incident_id: str, members: list[tuple[str, str | None]]) -> Joined | None:
+        """Attach ``members`` to this incident while it is open; None when it is not (resolved since)."""
+        with self._db.transaction() as conn:
+            row = conn.execute("SELECT status FROM incidents WHERE incident_id = ?", (incident_id,)).fetchone()
+            if row is None or row["status"] != "open":
+                return None
+            for conversation_id, episode_id in members:
+                self._attach(conn, incident_id, conversation_id, episode_id, self._clock().isoformat())
+        return Joined(self.get(incident_id), False)
+
     def declare(self, title: str, category: str | None, technician: str, text: str) -> Incident:
         """Open an incident by hand (the desk)."""
         now = self._clock()
-        incident_id = incident_id_for(f"desk:{technician}:{title}:{now.isoformat()}")
+        # Nothing replays a declaration: a random id, so two alike in the same instant are two incidents.
+        incident_id = "INC-" + secrets.token_hex(4).upper()
         with self._db.transaction() as conn:
             conn.execute(
                 "INSERT INTO incidents (incident_id, status, title, category, runbook_id, cause, opened_at,"

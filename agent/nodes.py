@@ -24,7 +24,7 @@ from agent.handoff import (
     TranscriptLine,
     sentiment_label,
 )
-from agent.incidents import Incident
+from agent.incidents import Incident, content_words
 from agent.outcomes import OutcomeMatch, by_yes_no
 from agent.slots import mask_phone, read_slot
 from agent.stages import BETWEEN_PROBLEMS, INITIAL, Event, advance
@@ -249,6 +249,24 @@ def facts_of(state: ConversationState, deps: Deps) -> boundary.Facts:
     )
 
 
+def related_categories(state: ConversationState, deps: Deps) -> tuple[str, ...]:
+    """The categories a wide-impact report may join an open incident of: close in meaning.
+
+    Those of the runbooks the message came near (clarify_floor), and the outage categories; any
+    category ("*") when the message itself reads as an outage (policy.yaml incidents.outage_categories).
+    """
+    floor = deps.pack.policy.routing.clarify_floor
+    outage = deps.pack.policy.incidents.outage_categories
+    found: list[str] = []
+    for candidate in (state["understanding"].get("candidates") or [])[:3]:
+        runbook = deps.pack.runbooks.get(candidate["runbook_id"])
+        if runbook is not None and candidate["score"] >= floor and runbook.meta.category not in found:
+            found.append(runbook.meta.category)
+    if set(found) & set(outage):
+        return ("*",)  # "a service is down for all of us": whatever the open incident's category
+    return (*found, *outage)
+
+
 def _incident_facts(state: ConversationState, deps: Deps) -> dict[str, Any]:
     """The open incident the message belongs to, and how many others reported its runbook lately."""
     store = deps.incidents
@@ -264,11 +282,17 @@ def _incident_facts(state: ConversationState, deps: Deps) -> dict[str, Any]:
     runbook = deps.pack.runbooks.get(top["runbook_id"]) if top else None
     strong = top is not None and runbook is not None and top["score"] >= deps.pack.policy.routing.min_score
     wide = bool(understanding.get("wide_impact"))
-    if not strong and not wide:
-        return {}
     cid = state["conversation_id"]
+    if not strong and not wide:
+        if state.get("stage") not in BETWEEN_PROBLEMS:
+            return {}
+        minutes = deps.pack.policy.incidents.spike_minutes
+        cluster = store.cluster_peers(content_words(str(understanding.get("text", ""))), minutes, cid)
+        return {"cluster_peers": len(cluster), "incident_id": store.incident_of([c for c, _ in cluster])}
     category = runbook.meta.category if strong and runbook else None
-    found = store.matching(category, cid, wide=wide)
+    found = store.matching(category, cid, wide=wide, related=related_categories(state, deps))
+    if found is None and store.across:
+        found = store.named_outage(str(understanding.get("text", "")))
     peers = 0
     if strong and top is not None and state.get("stage") in BETWEEN_PROBLEMS:
         peers = len(store.peers(top["runbook_id"], deps.pack.policy.incidents.spike_minutes, cid))
@@ -354,10 +378,15 @@ def _answered(state: ConversationState, deps: Deps, decision: Decision) -> Updat
 def _report(state: ConversationState, deps: Deps, decision: Decision, fresh: bool, update: Update) -> None:
     """Count a new problem routed to a runbook towards that runbook's spike (agent/incidents.py)."""
     runbook = deps.pack.runbooks.get(decision.runbook_id or "")
-    if deps.incidents is None or not fresh or runbook is None or decision.action == "handoff":
+    if deps.incidents is None or not fresh:
         return
     episode = str(update.get("episode_id") or state.get("episode_id") or f"t{state.get('turn', 0)}")
-    deps.incidents.report(state["conversation_id"], episode, runbook.meta.id, runbook.meta.category)
+    if runbook is not None and decision.action != "handoff":
+        deps.incidents.report(state["conversation_id"], episode, runbook.meta.id, runbook.meta.category)
+    elif "no_runbook_fits" in decision.reasons or decision.action == "clarify":
+        # Unrouted: its words may yet make a cluster with others' (agent/incidents.py cluster_peers).
+        words = content_words(str(state["understanding"].get("text", "")))
+        deps.incidents.report(state["conversation_id"], episode, "", None, words)
 
 
 def act(state: ConversationState, runtime: Runtime[Deps]) -> Update:
@@ -853,18 +882,28 @@ def incident(state: ConversationState, runtime: Runtime[Deps]) -> Update:
     category = runbook.meta.category if runbook else None
     problem = state.get("problem_text") or redact(state["inbox"]["text"])
     members: list[tuple[str, str | None]] = [(cid, state.get("episode_id"))]
-    if "incident_spike" in decision.reasons and runbook is not None:
-        # The conversations that made the spike are part of it too: they hear the updates.
-        minutes = deps.pack.policy.incidents.spike_minutes
-        members += [(peer, episode) for peer, episode in deps.incidents.peers(runbook.meta.id, minutes, cid)]
-    component = _down_component(deps, problem)
+    minutes = deps.pack.policy.incidents.spike_minutes
     if "incident_spike" in decision.reasons:
-        cause, title = f"spike:{decision.runbook_id}", f"{runbook.meta.title if runbook else 'Many reports'}"
+        # The conversations that made the spike are part of it too: they hear the updates.
+        peers = (
+            deps.incidents.peers(runbook.meta.id, minutes, cid)
+            if runbook is not None
+            else deps.incidents.cluster_peers(content_words(str(state["understanding"].get("text", ""))), minutes, cid)
+        )
+        members += peers
+    # Only a report that may open an incident looks at the status page (joining one needs no name).
+    component = None if decision.incident_id else _down_component(deps, problem)
+    if "incident_spike" in decision.reasons and runbook is None:
+        cause, title = "cluster", f"Many reports: {problem[:80]}"
+    elif "incident_spike" in decision.reasons:
+        cause, title = f"spike:{decision.runbook_id}", runbook.meta.title if runbook else "Many reports"
     else:
         cause, title = "wide_impact", f"{runbook.meta.title + ': ' if runbook else ''}{problem[:80]}"
     if component:
         cause, title = f"status:{component}", component[:1].upper() + component[1:]
-    joined = deps.incidents.open_or_join(
+    # The incident the policy matched (or the one the conversation is in), while it is still open.
+    known = deps.incidents.join(decision.incident_id, members) if decision.incident_id else None
+    joined = known or deps.incidents.open_or_join(
         seed=f"{cid}:{state.get('turn', 0)}",
         title=title,
         category=category,
@@ -873,9 +912,11 @@ def incident(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         opened_by=cid,
         members=members,
         wide=bool(state["understanding"].get("wide_impact")) or state.get("stage") == "incident",
+        related=related_categories(state, deps),
     )
     found = joined.incident
-    if joined.opened:
+    if joined.opened or not found.packet_id:
+        # Also when a crash came between the opening and the ticket: the replayed turn files it (same id).
         deps.incidents.set_packet(found.id, _incident_ticket(deps, state, found, found.runbook_id))
     elif found.packet_id:
         deps.handoffs.set_summary(found.packet_id, incident_summary(found))

@@ -88,6 +88,8 @@ class Facts:
     incident_id: str | None = None
     # Other conversations routed to the message's best runbook within the policy's spike window.
     spike_peers: int = 0
+    # Other conversations no runbook fit whose words are close to this one's, within the window.
+    cluster_peers: int = 0
     # Whether this deployment keeps incidents (else wide impact hands off).
     incidents: bool = True
 
@@ -179,6 +181,12 @@ def _triage(facts: Facts, policy: Policy) -> Decision:
         )
     top = u.top
     clarified = facts.count("clarifications")
+    if (top is None or top.score < policy.routing.min_score) and facts.cluster_peers:
+        # Many customers with one problem no runbook knows, in close words: one incident, not a ticket each.
+        if facts.incident_id:
+            return _incident("incident_known", facts, policy)
+        if facts.cluster_peers + 1 >= policy.incidents.spike_count:
+            return _incident("incident_spike", facts, policy)
     if top is None or top.score < policy.routing.clarify_floor:
         return _handoff("no_runbook_fits", facts, runbook_id="")
     if top.score < policy.routing.min_score:

@@ -9,7 +9,9 @@ at start-up) and reaches only those it had not reached.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -20,6 +22,8 @@ from app.mail.channel import EmailChannel
 from app.messages import MessageLog
 from core.errors import ConversationNotFound, MessageRejected
 from tools.base import ServiceStatus, StatusPage
+
+log = logging.getLogger(__name__)
 
 
 def wording(incident: Incident, delivery: Delivery) -> str:
@@ -44,6 +48,9 @@ class IncidentDesk:
         *,
         validate: Callable[[object], str],
         close_ticket: Callable[[str, str, str], Any] | None = None,
+        status_page: StatusPage | None = None,
+        outage_category: str | None = None,
+        status_every_s: float = 30.0,
     ) -> None:
         self.store = store
         self.resolver = resolver
@@ -55,6 +62,11 @@ class IncidentDesk:
         # One delivery pass at a time: two would each find the same row unsent and skip it in turn, harmlessly,
         # but one at a time keeps the order of updates per customer.
         self._delivering = threading.Lock()
+        # The status page as published (not the one with incidents added), and how often the desk looks at it.
+        self._status_page = status_page
+        self._outage_category = outage_category
+        self._status_every_s = status_every_s
+        self._next_look = 0.0
 
     def _text(self, text: object) -> str:
         try:
@@ -111,7 +123,44 @@ class IncidentDesk:
             self.resolver.deps.handoffs.set_summary(found.packet_id, incident_summary(found))
         return found
 
-    # -- the broadcast -----------------------------------------------------------------------------
+    # -- the status page ---------------------------------------------------------------------------
+
+    def watch_status(self) -> list[Incident]:
+        """Open an incident for each status-page service in outage that has none open; return those opened."""
+        if self._status_page is None:
+            return []
+        try:
+            services = self._status_page.services()
+        except Exception as exc:  # noqa: BLE001 - an unreachable page must not take the desk down
+            log.warning("the status page could not be read (%s); no incident opened from it", exc)
+            return []
+        opened = []
+        for service in services:
+            cause = f"status:{service.name} outage"
+            if service.state != "outage" or any(i.cause == cause for i in self.store.find("open")):
+                continue
+            joined = self.store.open_or_join(
+                seed=f"{cause}:{time.time_ns()}",
+                title=f"{service.name[:1].upper()}{service.name[1:]} outage",
+                category=self._outage_category,
+                runbook_id=None,
+                cause=cause,
+                opened_by="status-page",
+                members=[],
+                summary=service.note or f"The status page shows {service.name} down; we are on it.",
+            )
+            if joined.opened:
+                opened.append(joined.incident)
+        return opened
+
+    def watch_status_now_and_then(self) -> None:
+        """``watch_status`` at most once per ``status_every_s`` (the desk's list calls it on every poll)."""
+        now = time.monotonic()
+        if now >= self._next_look:
+            self._next_look = now + self._status_every_s
+            self.watch_status()
+
+        # -- the broadcast -----------------------------------------------------------------------------
 
     def deliver(self) -> int:
         """Make every delivery not yet made; return how many were made now."""
@@ -175,7 +224,7 @@ class IncidentStatusPage:
     """The embedded status page with each open incident on it, so check_service_status and customers see them."""
 
     def __init__(self, page: StatusPage, store: IncidentStore) -> None:
-        self._page = page
+        self.page = page  # the page it adds to
         self._store = store
 
     def services(self) -> list[ServiceStatus]:
@@ -188,4 +237,4 @@ class IncidentStatusPage:
             )
             for i in self._store.find("open")
         ]
-        return [*self._page.services(), *shown]
+        return [*self.page.services(), *shown]

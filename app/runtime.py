@@ -179,8 +179,9 @@ def _incident_desk(
     """Incidents on the desk; the embedded status page shows the open ones."""
     deps = resolver.deps
     assert deps.incidents is not None
+    published = deps.toolbox.status_page
     if not settings.status_url:
-        deps.toolbox.status_page = IncidentStatusPage(deps.toolbox.status_page, deps.incidents)
+        deps.toolbox.status_page = IncidentStatusPage(published, deps.incidents)
 
     def close_ticket(packet_id: str, technician: str, note: str) -> None:
         with contextlib.suppress(DeskConflict):  # closed by hand already
@@ -193,6 +194,8 @@ def _incident_desk(
         email,
         validate=lambda text: validate_message(text, settings.max_message_chars),
         close_ticket=close_ticket,
+        status_page=published,
+        outage_category=next(iter(deps.pack.policy.incidents.outage_categories), None),
     )
 
 

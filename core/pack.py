@@ -258,6 +258,9 @@ class IncidentPolicy(BaseModel):
     # incident, even when nobody says "everyone".
     spike_count: int = Field(default=5, ge=2)
     spike_minutes: float = Field(default=10, gt=0)
+    # Categories that mean "a service is down": a wide-impact report that reads as one of them joins
+    # the open incident of any category, and any wide-impact report joins an open incident of one of them.
+    outage_categories: list[str] = Field(default_factory=lambda: ["service-status"])
 
 
 class Sla(BaseModel):

@@ -19,6 +19,7 @@ from pydantic import SecretStr
 from agent.brains.offline import routing_query
 from agent.episodes import EpisodeStore
 from agent.incidents import IncidentStore
+from app.incidents import IncidentStatusPage
 from app.runtime import Runtime, open_runtime
 from core.clock import utc_now
 from core.errors import MessageRejected
@@ -254,6 +255,10 @@ class Evaluator:
             # make a later case a repeat contact.
             runtime.resolver.deps.episodes = EpisodeStore(settings.desk_db, utc_now, across_conversations=False)
             runtime.resolver.deps.incidents = IncidentStore(settings.desk_db, utc_now, across_conversations=False)
+            # Nor do they see each other's incidents on the status page.
+            page = runtime.resolver.deps.toolbox.status_page
+            if isinstance(page, IncidentStatusPage):
+                runtime.resolver.deps.toolbox.status_page = page.page
 
             def one(case: Case) -> list[Outcome]:
                 outcomes = [play(runtime, case, self.texted) for _ in range(repeat)]

@@ -58,7 +58,7 @@ _THANKS = re.compile(
 _URGENT = re.compile(r"\b(?:urgent(?:ly)?|asap|emergency|immediately|right now|deadline|critical)\b", re.I)
 _WIDE = re.compile(
     r"\b(?:everyone|everybody|whole (?:team|office|company|department|floor|building|site)"
-    r"|all (?:of us|users|staff)|(?:nobody|no one|noone) can(?! (?:hear|see|reach|understand|call) me)"
+    r"|all (?:of us|users|staff)|(?:nobody|no one|noone)(?: \S+){0,4}? can(?! (?:hear|see|reach|understand|call) me)"
     r"|(?:site|building|circuit|office|branch|floor|campus)s?(?: \w+)? (?:is |are |went |has gone )?"
     r"(?:hard |completely )?down"
     r"|is hard down)\b",

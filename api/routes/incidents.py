@@ -48,6 +48,7 @@ def list_incidents(
 ) -> list[IncidentDetail]:
     """Incidents, newest first, each with its affected count, first and last report and attached conversations."""
     desk = _desk(runtime)
+    desk.watch_status_now_and_then()  # a service the status page shows in outage opens one
     return [_detail(desk, i.id) for i in desk.find(status)]
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from agent.brains.offline import _ASKS_IF_WIDE, _WIDE
-from agent.incidents import IncidentStore
+from agent.incidents import IncidentStore, content_words
 from agent.policy import Facts, decide
 from agent.state import Understanding
 from app.runtime import Runtime
@@ -136,6 +136,7 @@ def test_a_spike_of_two_is_the_smallest_threshold() -> None:
         ("network outage: Leeds site is hard down since 05:04 pm", True),
         ("the whole floor can't print", True),
         ("nobody can log in to the portal", True),
+        ("nobody at building B can get online", True),
         ("all of us get a VPN error", True),
         ("building B is down", True),
         ("my laptop is down to 5% battery", False),
@@ -208,6 +209,25 @@ def test_one_cause_one_incident_and_a_restart_keeps_it(tmp_path: Path, clock: Cl
     assert other.opened and other.incident.id != first.incident.id
     assert store.matching(None, "c4", wide=True) == other.incident.id
     assert store.matching(None, "c4") is None
+    # "The internet is down for everyone" may read as service status: its words came near network too.
+    near = ("service-status", "network")
+    assert store.matching("service-status", "c5", wide=True, related=near) == first.incident.id
+    assert store.matching("service-status", "c5", related=near) is None  # one customer's problem joins by category only
+    # A report that reads as an outage ("*") joins whatever is open; one customer's outage question does not.
+    assert store.matching("devices", "c6", wide=True, related=("*",)) == other.incident.id
+    assert store.matching("devices", "c6", related=("*",)) is None
+
+
+def test_one_outage_in_many_words_is_one_incident(runtime: Runtime) -> None:
+    words = [
+        "all of us at Leeds lost the network half an hour ago",  # reads as service status
+        "everyone here gets 'no internet' on the wifi since 9:10",  # reads as Wi-Fi
+        "nobody at building B can get online since lunch",
+        "the whole floor lost wifi just now",
+    ]
+    for text in words:
+        assert runtime.resolver.send(runtime.resolver.start(), text).stage == "incident", text
+    assert [i.affected for i in runtime.resolver.deps.incidents.find("all")] == [4]  # type: ignore[union-attr]
 
 
 # -- whole conversations -------------------------------------------------------------------------
@@ -266,3 +286,48 @@ def test_a_spike_needs_its_window(make_runtime: Callable[..., Runtime], clock: C
         assert runtime.resolver.send(cid, "my vpn keeps disconnecting when I work from home").stage == "confirm"
         clock.advance(minutes=3)  # four in any ten minutes: never five
     assert runtime.resolver.deps.incidents.find("all") == []  # type: ignore[union-attr]
+
+
+def test_an_incident_left_without_its_ticket_by_a_crash_gets_it_on_the_next_report(runtime: Runtime) -> None:
+    store = runtime.resolver.deps.incidents
+    assert store is not None
+    # As a process killed between opening the incident and filing its ticket leaves it.
+    store.open_or_join(
+        seed="x",
+        title="Wi-Fi",
+        category="network",
+        runbook_id=None,
+        cause="wide_impact",
+        opened_by="c0",
+        members=[("c0", None)],
+    )
+    runtime.resolver.send(runtime.resolver.start(), "everyone in the office lost the wifi")
+    [incident] = store.find()
+    assert incident.affected == 2 and incident.packet_id == f"HO-{incident.id}"
+    assert [p.packet_id for p in runtime.resolver.deps.handoffs.packets()] == [incident.packet_id]
+
+
+def test_content_words_drop_the_small_and_common_ones() -> None:
+    assert content_words("The canteen kiosk says E42 and it REJECTS my card!") == "canteen card kiosk rejects says"
+    assert content_words("hi, it's me") == ""
+
+
+def test_a_tight_cluster_no_runbook_fits_opens_one_incident(runtime: Runtime) -> None:
+    texts = [
+        "the canteen payment kiosk shows error E42 and rejects my card",
+        "canteen kiosk rejects my card with error E42",
+        "error E42 at the canteen payment kiosk, card rejected",
+        "the payment kiosk in the canteen says E42 and rejects cards",
+    ]
+    first = [runtime.resolver.send(runtime.resolver.start(), t) for t in texts]
+    assert [t.reasons for t in first] == [["no_runbook_fits"]] * 4
+    # Something else no runbook knows is no part of it.
+    other = runtime.resolver.send(runtime.resolver.start(), "please order more coffee for the kitchen")
+    assert other.stage == "handed_off"
+    fifth = runtime.resolver.send(runtime.resolver.start(), "canteen payment kiosk error E42, it rejects the card")
+    assert (fifth.stage, fifth.reasons) == ("incident", ["incident_spike"])
+    [incident] = runtime.resolver.deps.incidents.find()  # type: ignore[union-attr]
+    attached = {m.conversation_id for m in runtime.resolver.deps.incidents.members(incident.id)}  # type: ignore[union-attr]
+    assert attached == {t.conversation_id for t in [*first, fifth]}
+    sixth = runtime.resolver.send(runtime.resolver.start(), "kiosk in canteen: error E42, card rejected again")
+    assert (sixth.stage, sixth.reasons) == ("incident", ["incident_known"])

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from app.runtime import Runtime
 from tests.api.test_inbound_email import app_for, mail, post_json, replies
+from tools.base import ServiceStatus
 
 OUTAGE = "everyone in the office lost internet 10 minutes ago"
 
@@ -187,3 +188,26 @@ def test_a_broadcast_killed_halfway_resumes_without_a_second_copy(
         pass
     assert [len(technician_lines(restarted, cid)) for cid in cids] == [1, 1, 1, 1]
     assert restarted.incidents.deliver() == 0  # type: ignore[union-attr]
+
+
+def test_two_alike_declarations_in_one_instant_are_two_incidents(client: TestClient, keys: Any) -> None:
+    body = {"title": "VPN concentrator down", "category": "network"}
+    first = client.post("/incidents", json=body, headers=keys["Alex"])
+    second = client.post("/incidents", json=body, headers=keys["Alex"])  # the test clock has not moved
+    assert (first.status_code, second.status_code) == (201, 201) and first.json()["id"] != second.json()["id"]
+
+
+def test_a_service_in_outage_on_the_status_page_opens_one_incident(
+    client: TestClient, runtime: Runtime, keys: Any
+) -> None:
+    assert runtime.incidents is not None
+    assert runtime.incidents.watch_status() == []  # nothing is in outage on the seeded page
+    runtime.directory.set_service(ServiceStatus(name="vpn", state="outage", note="The concentrator is down."))
+    [opened] = runtime.incidents.watch_status()
+    assert (opened.title, opened.cause, opened.affected) == ("Vpn outage", "status:vpn outage", 0)
+    assert runtime.incidents.watch_status() == []  # never a second one for the same cause
+    # A customer who names the service joins it, and hears what the status page says.
+    turn = runtime.resolver.send(runtime.resolver.start(), "is the vpn down?")
+    assert turn.stage == "incident" and opened.id in turn.replies[0] and "concentrator" in turn.replies[0]
+    [listed] = client.get("/incidents", headers=keys["Alex"]).json()
+    assert (listed["id"], listed["affected"]) == (opened.id, 1)
