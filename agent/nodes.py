@@ -898,7 +898,8 @@ def incident(state: ConversationState, runtime: Runtime[Deps]) -> Update:
     elif "incident_spike" in decision.reasons:
         cause, title = f"spike:{decision.runbook_id}", runbook.meta.title if runbook else "Many reports"
     else:
-        cause, title = "wide_impact", f"{runbook.meta.title + ': ' if runbook else ''}{problem[:80]}"
+        # The first reporter's own (redacted) words say best what is down.
+        cause, title = "wide_impact", problem[:1].upper() + problem[1:100]
     if component:
         cause, title = f"status:{component}", component[:1].upper() + component[1:]
     # The incident the policy matched (or the one the conversation is in), while it is still open.

@@ -348,7 +348,9 @@ class Toolbox:
         try:
             if spec is not None:
                 assert self.declared is not None
-                known = {**args, "account_id": account_id}
+                # A step's tool gets the slots filled so far (a number of GB); the account is always the
+                # verified one, whatever a slot says.
+                known = {**(args.get("slots") or {}), **args, "account_id": account_id}
                 result = self.declared.call(tool, arguments_for(spec, known), key=key)
             elif tool == "check_service_status":
                 result = check_service_status(str(args.get("text", "")), key=key, status_page=self.status_page)

@@ -147,6 +147,19 @@ def test_a_change_goes_out_once_per_key_with_settings_filled_in(toolbox: Toolbox
 
 
 @respx.mock
+def test_a_change_takes_the_slots_filled_so_far_but_never_the_account_from_one(toolbox: Toolbox) -> None:
+    route = respx.post(f"{API}/lines/acc-1001/top-ups").mock(
+        return_value=httpx.Response(200, json={"gb": 2, "data_left_gb": 2.0})
+    )
+    account = jane(toolbox)
+    slots = {"gb": 2, "account_id": "acc-1002", "abroad": False}
+    result = toolbox.run("top_up_data", key="c_1:t6:s2", conversation_id="c_1", account=account, args={"slots": slots})  # type: ignore[arg-type]
+    assert result.ok and route.call_count == 1
+    # The customer's 2 GB reaches the API; the line is the verified one's, not the slot's.
+    assert json.loads(route.calls[0].request.content) == {"gb": 2}
+
+
+@respx.mock
 def test_a_read_sends_its_arguments_as_a_query_and_no_idempotency_header(toolbox: Toolbox) -> None:
     route = respx.get(f"{API}/network/status").mock(return_value=httpx.Response(200, json={"state": "ok"}))
     result = toolbox.run("line_status", key="k1", conversation_id="c_1", args={"area": "leeds", "text": "x"})

@@ -87,7 +87,7 @@
     const claim = button("Claim", "btn-quiet", () => act(card, "claim"));
     const update = button("Post update", "btn-primary", () => act(card, "update", { text: text.value }));
     const resolve = button("Resolve", "btn-quiet", () => act(card, "resolve", { text: text.value }));
-    const actions = el("div", "actions");
+    const actions = el("div", "incident-actions");
     actions.append(update, resolve, claim);
     form.append(label, text, actions, notice);
     form.addEventListener("submit", (e) => e.preventDefault());
