@@ -294,7 +294,8 @@ def _incident_facts(state: ConversationState, deps: Deps) -> dict[str, Any]:
     if found is None and store.across:
         found = store.named_outage(str(understanding.get("text", "")))
     peers = 0
-    if strong and top is not None and state.get("stage") in BETWEEN_PROBLEMS:
+    spiky = runbook is not None and deps.pack.policy.incidents.counts_spikes(runbook.meta.id, runbook.meta.category)
+    if strong and spiky and top is not None and state.get("stage") in BETWEEN_PROBLEMS:
         peers = len(store.peers(top["runbook_id"], deps.pack.policy.incidents.spike_minutes, cid))
     return {"incident_id": found, "spike_peers": peers}
 

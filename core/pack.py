@@ -261,6 +261,15 @@ class IncidentPolicy(BaseModel):
     # Categories that mean "a service is down": a wide-impact report that reads as one of them joins
     # the open incident of any category, and any wide-impact report joins an open incident of one of them.
     outage_categories: list[str] = Field(default_factory=lambda: ["service-status"])
+    # Categories and runbook ids whose asks come in bursts on an ordinary day (password resets on a
+    # Monday morning, licence requests after a hiring wave): many of them in a short time are demand,
+    # not an outage, so they never make a spike. A message that says many people are affected still
+    # opens or joins an incident.
+    routine: list[str] = Field(default_factory=list)
+
+    def counts_spikes(self, runbook_id: str, category: str) -> bool:
+        """Whether conversations routed to this runbook count towards a spike."""
+        return runbook_id not in self.routine and category not in self.routine
 
 
 class Sla(BaseModel):
@@ -681,6 +690,12 @@ def _check_policy(policy: Policy, runbooks: dict[str, Runbook]) -> list[PackProb
     for priority in ("P1", "P2", "P3", "P4"):
         if priority not in policy.sla:
             problems.append(PackProblem("policy.yaml", f"sla.{priority}", "is missing"))
+    categories = set(policy.categories) | {rb.meta.category for rb in runbooks.values()}
+    for i, name in enumerate(policy.incidents.routine):
+        if name not in categories and name not in runbooks:
+            problems.append(
+                PackProblem("policy.yaml", f"incidents.routine.{i}", f"{name!r} is neither a category nor a runbook id")
+            )
     if policy.categories:
         for runbook in runbooks.values():
             if runbook.meta.category not in policy.categories:

@@ -288,6 +288,18 @@ def test_a_spike_needs_its_window(make_runtime: Callable[..., Runtime], clock: C
     assert runtime.resolver.deps.incidents.find("all") == []  # type: ignore[union-attr]
 
 
+def test_a_burst_of_routine_asks_is_demand_not_an_incident(runtime: Runtime) -> None:
+    # licence-request is routine in the bundled policy.yaml: ten in a minute open nothing.
+    assert "licence-request" in runtime.pack.policy.incidents.routine
+    for _ in range(10):
+        cid = runtime.resolver.start()
+        assert runtime.resolver.send(cid, "I need a Visio licence").stage != "incident"
+    assert runtime.resolver.deps.incidents.find("all") == []  # type: ignore[union-attr]
+    # A routine ask that says many people are affected still opens one.
+    cid = runtime.resolver.start()
+    assert runtime.resolver.send(cid, "nobody in the office can get a Visio licence").stage == "incident"
+
+
 def test_an_incident_left_without_its_ticket_by_a_crash_gets_it_on_the_next_report(runtime: Runtime) -> None:
     store = runtime.resolver.deps.incidents
     assert store is not None

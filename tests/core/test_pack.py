@@ -109,6 +109,10 @@ def test_good_pack_loads(tmp_path: Path) -> None:
             {"a.md": good(), "policy.yaml": "sla: {P1: {first_response_minutes: 5, resolve_minutes: 60}}\n"},
             "policy.yaml: sla.P2: is missing",
         ),
+        (
+            {"a.md": good(), "policy.yaml": "incidents: {routine: [fix-thing, account-access, licences]}\n"},
+            "policy.yaml: incidents.routine.2: 'licences' is neither a category nor a runbook id",
+        ),
         ({"a.md": b"---\nid: \xff\n---\n"}, "a.md: file: is not UTF-8 text"),
         ({"a.md": good(examples="a, TODO more examples")}, "a.md: examples.1: still says TODO"),
         ({"a.md": good().replace("2. Then this.", "2. TODO: then what?")}, "a.md: body: still says TODO"),
