@@ -333,6 +333,9 @@ class Script:
     status: str = "active"  # the account's state at the identity provider
     action: str | None = None  # the account change it must cause, once
     handoff: bool = False
+    # Where else it may end: five or more "is email down?" in ten minutes are an incident (a spike
+    # of the service-status runbook), and the customer is then attached to it instead.
+    also: tuple[str, ...] = ()
 
 
 SCRIPTS = (
@@ -359,7 +362,7 @@ SCRIPTS = (
     Script(
         "ask-for-a-person", ("I want to talk to a human please", "are you still there?"), "handed_off", handoff=True
     ),
-    Script("status", ("is email down right now?",), "confirm"),
+    Script("status", ("is email down right now?",), "confirm", also=("incident",)),
 )
 
 
@@ -593,7 +596,7 @@ def _check_conversation(
         )
     script = _script(p.script)
     complete = len(p.sent) == len(script.turns)
-    if complete and body["stage"] != script.stage:
+    if complete and body["stage"] != script.stage and body["stage"] not in script.also:
         failures.append(
             f"{p.script} {p.conversation_id}: ended at {body['stage']!r}, not {script.stage!r}; turns: {p.trace}"
         )
