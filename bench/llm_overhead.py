@@ -31,6 +31,7 @@ import socket
 import tempfile
 import threading
 import time
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ import numpy as np
 from agent.brains.llm import LLMBrain
 from agent.brains.streaming import Delta
 from app.runtime import Runtime, open_runtime
+from core.clock import utc_now
 from core.settings import BUNDLED_RUNBOOKS, Settings
 from vectorstore.embeddings import MiniLMEmbedder
 
@@ -146,8 +148,32 @@ class MockModel:
         return server
 
 
+class Days:
+    """The runtime's clock, four days later at each conversation: every one is a first contact.
+
+    Played again and again within minutes, the scripts would otherwise stop measuring LLM turns:
+    the same verified address back about the same runbook is a repeat contact, handed off at once
+    (policy.yaml ``recontact``), five conversations routed to one runbook open an incident, and
+    per-account limits hold one-time codes back.
+    """
+
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def __call__(self) -> datetime:
+        """Now, moved on."""
+        return utc_now() + self.offset
+
+    def next_conversation(self) -> None:
+        """Move the clock past every window of the policy."""
+        self.offset += timedelta(days=4)
+
+
 def play(runtime: Runtime, model: MockModel, script: list[str], stream: bool) -> list[dict[str, float]]:
     """One conversation; per turn: wall time, model time, first-delta time (ms)."""
+    clock = runtime.resolver.deps.clock
+    if isinstance(clock, Days):
+        clock.next_conversation()
     cid = runtime.resolver.start("api")
     out = []
     for turn in script:
@@ -235,7 +261,7 @@ def main() -> None:
         settings = Settings(
             data_dir=Path(tmp), runbooks=BUNDLED_RUNBOOKS, brain="llm", llm_base_url=base_url, llm_api_key="bench"
         )
-        runtime = open_runtime(settings, embedder=MiniLMEmbedder(cache_size=0))
+        runtime = open_runtime(settings, embedder=MiniLMEmbedder(cache_size=0), clock=Days())
         brain = runtime.resolver.deps.brain
         assert isinstance(brain, LLMBrain)
         check = brain.meaning
