@@ -68,3 +68,18 @@ def test_packet_schema_stays_backward_compatible() -> None:
     assert "queued_problems" in schema["properties"]
     assert "earlier_episodes" in schema["properties"]
     assert not {"queued_problems", "earlier_episodes"} & set(schema["required"])
+
+
+def test_every_reason_the_policy_hands_off_for_is_a_handoff_reason_of_episodes() -> None:
+    # An episode records the boundary's own reason; one missing here recorded a later, lesser code.
+    import re
+    import typing
+
+    from agent import policy
+    from agent.episodes import HANDOFF_REASONS
+    from agent.state import ReasonCode
+
+    source = Path(policy.__file__).read_text(encoding="utf-8")
+    handed_for = set(re.findall(r'_handoff\("([a-z_0-9]+)"', source))
+    assert "tool_failed" in handed_for and handed_for <= HANDOFF_REASONS, handed_for - HANDOFF_REASONS
+    assert set(HANDOFF_REASONS) <= set(typing.get_args(ReasonCode))
