@@ -88,6 +88,20 @@ def check_code(
     the check's result (``Ledger.finish(consume_code=...)``), so a process killed in between
     replays the check with the code still pending instead of answering "didn't match".
     """
+    account_id = matching_code_account(code, conversation_id=conversation_id, ledger=ledger, clock=clock)
+    account = directory.get(account_id) if account_id is not None else None
+    if account is None:
+        return None
+    return make_verified(account.account_id, account.email, clock(), conversation_id)
+
+
+def matching_code_account(
+    code: str, *, conversation_id: str, ledger: Ledger, clock: Callable[[], datetime]
+) -> str | None:
+    """The account of the conversation's pending code when ``code`` matches it and it has not expired.
+
+    Mailed and texted codes alike; an expired code is dropped. Nothing is consumed (see ``check_code``).
+    """
     pending = ledger.take_code_attempt(conversation_id)
     if pending is None or pending["account_id"] is None:
         return None
@@ -96,7 +110,4 @@ def check_code(
         return None
     if not hmac.compare_digest(pending["code_hash"], code_hash(conversation_id, code.strip())):
         return None
-    account = directory.get(pending["account_id"])
-    if account is None:
-        return None
-    return make_verified(account.account_id, account.email, clock(), conversation_id)
+    return str(pending["account_id"])

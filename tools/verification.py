@@ -24,7 +24,7 @@ from core.errors import ToolError
 from core.pack_tools import Knowledge, SmsCode
 from tools.base import ToolResult, VerifiedAccount, make_verified
 from tools.declared import DeclaredRunner
-from tools.identity import CODE_TTL, code_hash
+from tools.identity import CODE_TTL, code_hash, matching_code_account
 from tools.ledger import Ledger
 
 SMS_SENT = (
@@ -177,12 +177,5 @@ def check_sms_code(
     As with the email code, a matching code is not consumed here: the caller consumes it in the
     transaction that records the check (``Ledger.finish(consume_code=True)``).
     """
-    pending = ledger.take_code_attempt(conversation_id)
-    if pending is None or pending["account_id"] is None:
-        return None
-    if clock() > datetime.fromisoformat(pending["expires_at"]):
-        ledger.drop_code(conversation_id)
-        return None
-    if not hmac.compare_digest(pending["code_hash"], code_hash(conversation_id, code.strip())):
-        return None
-    return make_verified(str(pending["account_id"]), "", clock(), conversation_id)
+    account_id = matching_code_account(code, conversation_id=conversation_id, ledger=ledger, clock=clock)
+    return make_verified(account_id, "", clock(), conversation_id) if account_id is not None else None
