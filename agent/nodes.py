@@ -119,7 +119,9 @@ def understand(state: ConversationState, runtime: Runtime[Deps]) -> Update:
     context = state.get("context_text", "") if state.get("stage") in BETWEEN_PROBLEMS else ""
     routing_text = f"{context} {text}".strip() if context else text
     understanding = runtime.context.brain.understand(text, routing_text=routing_text, spent_tokens=_spent(state))
-    understanding = _read_answer(state, runtime.context, understanding, reveal(vault, inbox["text"], held))
+    # A date of birth is read by the identity check alone (knowledge), never by outcome or slot matching.
+    answer = reveal(vault, inbox["text"], [h for h in held if h["kind"] != "dob"])
+    understanding = _read_answer(state, runtime.context, understanding, answer)
     kept = understanding.model_copy(
         update={
             "text": redact(inbox["text"]),
