@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from core.errors import PackError, PackProblem
-from core.pack_tools import DeclaredTools, Verification, check_verification, lint_tools
+from core.pack_tools import DeclaredTools, Verification, check_verification, knowledge_field, lint_tools
 
 Impact = Literal["single_user", "team", "organisation"]
 Urgency = Literal["low", "normal", "high"]
@@ -788,6 +788,17 @@ def lint_pack(root: Path) -> tuple[Pack | None, list[PackProblem]]:
                     "knowledge needs `verification.knowledge` in policy.yaml (docs/runbook-format.md)",
                 )
             )
+        elif runbook.meta.verify == "knowledge" and policy.verification.knowledge is not None:
+            unaskable = [f for f in policy.verification.knowledge.fields if knowledge_field(f) is None]
+            if unaskable:
+                problems.append(
+                    PackProblem(
+                        runbook.path,
+                        "verify",
+                        f"knowledge in a conversation asks for a phone number and a date of birth only; "
+                        f"`verification.knowledge.fields` also names {', '.join(unaskable)} (docs/runbook-format.md)",
+                    )
+                )
     if problems:
         return None, problems
     return Pack(root=root, runbooks=runbooks, policy=policy, tools=declared), []
