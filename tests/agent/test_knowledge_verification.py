@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 import respx
+from pydantic import SecretStr
 
 from app.runtime import Runtime, open_runtime
 from core.pack import lint_pack
@@ -50,8 +51,8 @@ def runtime(tmp_path: Path, clock: Clock) -> Runtime:
     settings = Settings(
         data_dir=tmp_path / "data",
         runbooks=write_pack(tmp_path / "pack"),
-        tool_values={"TIERONE_MOBILE_API_URL": API},
-        vault_key="x" * 43 + "=",
+        tool_values={"TIERONE_MOBILE_API_URL": SecretStr(API)},
+        vault_key=SecretStr("x" * 43 + "="),
     )
     return open_runtime(settings, clock=clock, embedder=HashingEmbedder(), tool_client=httpx.Client())
 
