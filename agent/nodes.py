@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from langgraph.runtime import Runtime
 
@@ -29,6 +29,7 @@ from agent.outcomes import OutcomeMatch, by_yes_no
 from agent.slots import mask_phone, read_slot
 from agent.stages import BETWEEN_PROBLEMS, INITIAL, Event, advance
 from agent.state import ConversationState, Decision, Stage, Understanding, Usage
+from core.errors import ToolError
 from core.pack import Impact, Pack, Urgency
 from core.redact import mask_email, redact
 from core.vault import REVEALED_KINDS, Vault, reveal
@@ -119,7 +120,9 @@ def understand(state: ConversationState, runtime: Runtime[Deps]) -> Update:
     context = state.get("context_text", "") if state.get("stage") in BETWEEN_PROBLEMS else ""
     routing_text = f"{context} {text}".strip() if context else text
     understanding = runtime.context.brain.understand(text, routing_text=routing_text, spent_tokens=_spent(state))
-    understanding = _read_answer(state, runtime.context, understanding, reveal(vault, inbox["text"], held))
+    # A date of birth is read by the identity check alone (knowledge), never by outcome or slot matching.
+    answer = reveal(vault, inbox["text"], [h for h in held if h["kind"] != "dob"])
+    understanding = _read_answer(state, runtime.context, understanding, answer)
     kept = understanding.model_copy(
         update={
             "text": redact(inbox["text"]),
@@ -127,6 +130,8 @@ def understand(state: ConversationState, runtime: Runtime[Deps]) -> Update:
             "code": _keep(state, vault, "code", understanding.code),
             # The first phone number the message held: its vault reference, for a code texted to the line.
             "phone": next((str(h["ref"]) for h in held if h["kind"] == "phone"), None),
+            # The first date of birth it held, for identity by facts (verify: knowledge).
+            "dob": next((str(h["ref"]) for h in held if h["kind"] == "dob"), None),
             "clauses": [c.model_copy(update={"text": redact(c.text)}) for c in understanding.clauses],
         }
     )
@@ -181,6 +186,9 @@ def _proposed_outcome(state: ConversationState, deps: Deps, understanding: Under
     )
 
 
+_VERIFY_BY: dict[str, Literal["email", "sms", "knowledge"]] = {"otp_sms": "sms", "knowledge": "knowledge"}
+
+
 def runbook_facts(pack: Pack) -> dict[str, boundary.RunbookFacts]:
     """What the policy needs of each runbook of the pack."""
     return {
@@ -188,7 +196,7 @@ def runbook_facts(pack: Pack) -> dict[str, boundary.RunbookFacts]:
             id=rid,
             tier=pack.effective_tier(rb),
             verify=rb.meta.verify != "none",
-            verify_by="sms" if rb.meta.verify == "otp_sms" else "email",
+            verify_by=_VERIFY_BY.get(rb.meta.verify, "email"),
             step_tools=tuple(step.tool for step in rb.steps),
             escalate_if=tuple(rb.meta.escalate_if),
             steps=tuple(
@@ -496,7 +504,42 @@ def _send_code(state: ConversationState, deps: Deps, understanding: Understandin
     }
 
 
+def _check_knowledge(state: ConversationState, deps: Deps, understanding: Understanding, now: datetime) -> Update:
+    """Identity by facts: the number and date of birth (out of the vault) against the record on file."""
+    cid = state["conversation_id"]
+    vault = _vault(deps)
+    key = f"{cid}:t{state.get('turn', 0)}:check_code"
+    given = {"phone": vault.get(understanding.phone) or "", "dob": vault.get(understanding.dob) or ""}
+    try:
+        account = deps.toolbox.verify_knowledge(given, deps.pack.policy.verification, conversation_id=cid, key=key)
+    except ToolError as exc:
+        attempt = Attempt(
+            at=now, kind="tool", tool="verify_identity", ok=False, detail=str(exc), result={"status": exc.status}
+        )
+        # The lookup tool failed: a person takes over (reason tool_failed), the status in the packet.
+        return {"attempts": [attempt.model_dump(mode="json")], "counters": _counters(state, tool_failed=1)}
+    ok = account is not None
+    detail = "facts matched the record on file" if ok else "facts did not match (or no such record)"
+    update: Update = {
+        "attempts": [Attempt(at=now, kind="tool", tool="verify_identity", ok=ok, detail=detail).model_dump(mode="json")]
+    }
+    if account is None:
+        return update | {"counters": _counters(state, code_attempts=1)}
+    customer = dict(state.get("customer") or {})
+    phone = given["phone"]
+    customer |= {
+        "account_id": account.account_id,
+        "email": None,
+        "phone": f"***{phone[-3:]}",
+        "verified_at": account.verified_at.isoformat(),
+    }
+    return update | {"customer": customer, "stage": _moved(state, "identity_verified")}
+
+
 def _check_code(state: ConversationState, deps: Deps, understanding: Understanding, now: datetime) -> Update:
+    runbook = deps.pack.runbooks.get(state.get("runbook_id") or "")
+    if runbook is not None and runbook.meta.verify == "knowledge":
+        return _check_knowledge(state, deps, understanding, now)
     cid = state["conversation_id"]
     code = _vault(deps).get(understanding.code) or ""
     key = f"{cid}:t{state.get('turn', 0)}:check_code"

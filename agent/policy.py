@@ -42,8 +42,9 @@ class RunbookFacts:
         """The step's facts, if the runbook declares them."""
         return self.steps[index] if 0 <= index < len(self.steps) else None
 
-    # How the customer proves who they are: a code by mail to the address on file, or by text to the line.
-    verify_by: Literal["email", "sms"] = "email"
+    # How the customer proves who they are: a code by mail to the address on file, or by text to the
+    # line, or facts (the line's number and a date of birth) matched against the record on file.
+    verify_by: Literal["email", "sms", "knowledge"] = "email"
 
 
 @dataclass(frozen=True)
@@ -273,6 +274,7 @@ def _switch_target(facts: Facts, policy: Policy) -> Scored | None:
         or u.email
         or u.code
         or u.phone
+        or u.dob
         or top.runbook_id == facts.runbook_id
         or top.score < policy.routing.min_score
         or u.margin < policy.routing.min_margin
@@ -391,6 +393,30 @@ def _before_step(facts: Facts, runbook: RunbookFacts) -> Decision | None:
     return None
 
 
+def _by_knowledge(facts: Facts, policy: Policy) -> Decision:
+    """Identity by facts: ask for the line's number and date of birth, check them, ask again or hand off.
+
+    A wrong answer and an unknown number read the same (reason ``code_mismatch``); past
+    ``limits.max_code_attempts`` wrong answers the conversation hands off (``verification_failed``).
+    """
+    u = facts.understanding
+    rid = facts.runbook_id
+    limits = policy.limits
+    if facts.count("tool_failed"):
+        # The pack's lookup tool failed: a person takes over.
+        return _handoff("tool_failed", facts)
+    if u.phone and u.dob and not facts.consumed:
+        return Decision(action="check_code", reasons=["identity_provided"], runbook_id=rid)
+    wrong = facts.count("code_attempts")
+    if wrong >= limits.max_code_attempts:
+        return _handoff("verification_failed", facts)
+    # Asks after a wrong answer do not count against the asks for facts never given.
+    if facts.count("identity_asks") - wrong >= limits.max_identity_asks:
+        return _handoff("identity_not_provided", facts)
+    reason: ReasonCode = "code_mismatch" if facts.consumed and wrong else "identity_required"
+    return Decision(action="ask_identity", reasons=[reason], runbook_id=rid)
+
+
 def _in_runbook(facts: Facts, policy: Policy) -> Decision:
     """Identity first when the runbook needs it, then the steps."""
     assert facts.runbook_id is not None
@@ -400,6 +426,8 @@ def _in_runbook(facts: Facts, policy: Policy) -> Decision:
     rid = facts.runbook_id
     # What identifies the account: the address (a code by mail) or the line's number (a code by text).
     given = u.phone if runbook.verify_by == "sms" else u.email
+    if runbook.verify and not facts.verified and runbook.verify_by == "knowledge":
+        return _by_knowledge(facts, policy)
     if runbook.verify and not facts.verified:
         if facts.count("tool_failed"):
             # The pack's lookup or SMS tool failed while sending the code: a person takes over.

@@ -353,7 +353,9 @@ class Resolver:
             # Only the redacted message reaches the graph (and so its checkpoints); the addresses and
             # codes a tool may need wait in the vault, by reference.
             assert self.deps.toolbox.vault is not None
-            redacted, held = hold(self.deps.toolbox.vault, conversation_id, message)
+            redacted, held = hold(
+                self.deps.toolbox.vault, conversation_id, message, dates=self._asks_birth_date(config)
+            )
             inputs: dict[str, Any] = {
                 "inbox": {"text": redacted, "held": held, "at": self.deps.clock().isoformat()},
                 "conversation_id": conversation_id,
@@ -370,6 +372,16 @@ class Resolver:
             if client_message_id is not None:
                 self.client_messages.answer(conversation_id, client_message_id, replace(result, resumed=[]))
         return result
+
+    def _asks_birth_date(self, config: RunnableConfig) -> bool:
+        """Whether the last question asked for identity facts (``verify: knowledge``), a birth date among them.
+
+        Only then is every whole date in the answer held as a date of birth; elsewhere only a date
+        after words such as "born" is one, so "my bill of 3 March 2026" stays as written.
+        """
+        values = self.graph.get_state(config).values
+        runbook = self.deps.pack.runbooks.get(values.get("runbook_id") or "")
+        return values.get("stage") == "identity" and runbook is not None and runbook.meta.verify == "knowledge"
 
     @staticmethod
     def _result(conversation_id: str, values: dict[str, Any], elapsed_ms: float, resumed: list[str]) -> TurnResult:

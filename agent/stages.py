@@ -19,7 +19,7 @@ Event = Literal[
     "identity_asked",  # reply: asked for the email address on the account
     "code_sent",  # act: a one-time code went to the contact on file
     "code_asked",  # reply: asked for the code
-    "identity_verified",  # act: the code matched
+    "identity_verified",  # act: the code matched (or, verify: knowledge, the facts named did)
     "step_presented",  # reply: the current step shown, with its check question
     "step_did_not_work",  # act: the customer said no, the next step comes
     "outcome_matched",  # act: the answer matched an outcome that leads to a named step
@@ -68,6 +68,15 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition("code", "code_asked", "code", "asked for the code just sent, or again after a wrong one"),
     Transition("code", "code_sent", "code", "another address while a code was awaited: a code went there instead"),
     Transition("code", "identity_verified", "steps", "the code matched: the customer is verified, the steps begin"),
+    Transition(
+        "identity", "identity_verified", "steps", "knowledge: the facts given matched the record, the steps begin"
+    ),
+    Transition(
+        "steps", "identity_verified", "steps", "verify: knowledge: the facts came with the problem and matched at once"
+    ),
+    Transition(
+        "confirm", "identity_verified", "steps", "verify: knowledge: the verification expired, the facts matched again"
+    ),
     Transition("code", "topic_changed", "steps", "the message clearly fits another runbook: that one begins"),
     Transition(
         "code", "step_presented", "confirm", "identity no longer needed: the runbook's pack changed since the code"

@@ -159,6 +159,8 @@ class Understanding(BaseModel):
     code: str | None = None
     # A phone number the message held (a vault reference in state), for a code texted to the line.
     phone: str | None = None
+    # A date of birth the message held (a vault reference), for identity by facts (verify: knowledge).
+    dob: str | None = None
     affirm: bool = False
     deny: bool = False
     wants_human: bool = False

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from core.errors import PackError, PackProblem
-from core.pack_tools import DeclaredTools, Verification, check_verification, lint_tools
+from core.pack_tools import DeclaredTools, Verification, check_verification, knowledge_field, lint_tools
 
 Impact = Literal["single_user", "team", "organisation"]
 Urgency = Literal["low", "normal", "high"]
@@ -148,8 +148,10 @@ class FrontMatter(BaseModel):
     examples: list[str] = Field(min_length=1)
     # How the customer proves the account is theirs before a tool acts on it: "otp" (the same as
     # "otp_email": a code mailed to the address on file), "otp_sms" (a code texted to the number on
-    # file, through the pack's declared tools; policy.yaml `verification.otp_sms`), or "none".
-    verify: Literal["none", "otp", "otp_email", "otp_sms"] = "none"
+    # file, through the pack's declared tools; policy.yaml `verification.otp_sms`), "knowledge" (facts
+    # such as the line's number and a date of birth matched against the record a declared lookup tool
+    # finds; policy.yaml `verification.knowledge`), or "none".
+    verify: Literal["none", "otp", "otp_email", "otp_sms", "knowledge"] = "none"
     tools: list[str] = Field(default_factory=list)
     impact: Impact = "single_user"
     urgency: Urgency = "normal"
@@ -793,6 +795,25 @@ def lint_pack(root: Path) -> tuple[Pack | None, list[PackProblem]]:
                     "otp_sms needs `verification.otp_sms` in policy.yaml (docs/runbook-format.md)",
                 )
             )
+        if runbook.meta.verify == "knowledge" and policy.verification.knowledge is None:
+            problems.append(
+                PackProblem(
+                    runbook.path,
+                    "verify",
+                    "knowledge needs `verification.knowledge` in policy.yaml (docs/runbook-format.md)",
+                )
+            )
+        elif runbook.meta.verify == "knowledge" and policy.verification.knowledge is not None:
+            unaskable = [f for f in policy.verification.knowledge.fields if knowledge_field(f) is None]
+            if unaskable:
+                problems.append(
+                    PackProblem(
+                        runbook.path,
+                        "verify",
+                        f"knowledge in a conversation asks for a phone number and a date of birth only; "
+                        f"`verification.knowledge.fields` also names {', '.join(unaskable)} (docs/runbook-format.md)",
+                    )
+                )
     if problems:
         return None, problems
     return Pack(root=root, runbooks=runbooks, policy=policy, tools=declared), []

@@ -223,6 +223,20 @@ class Knowledge(BaseModel):
     max_attempts: int = Field(default=3, gt=0, le=10)
 
 
+def knowledge_field(field: str) -> str | None:
+    """What a conversation asks for to fill this field: ``phone``, ``dob``, or None (not askable in chat yet).
+
+    A chat holds phone numbers and dates of birth in the vault (core/redact.py); other facts (a
+    postcode, a customer id) would sit in clear in the transcript, so they cannot be asked for yet.
+    """
+    name = field.casefold()
+    if "phone" in name or "msisdn" in name:
+        return "phone"
+    if "birth" in name or "dob" in name:
+        return "dob"
+    return None
+
+
 class Verification(BaseModel):
     """How a pack's customers can prove who they are, besides an email code (``otp_email``)."""
 

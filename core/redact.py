@@ -10,7 +10,9 @@ valid), ``[ip]`` (v4 and v6), ``[national_id]`` (US SSN, UK NI number, Spanish D
 check letter, Dutch BSN with its 11-check, Indian Aadhaar with its Verhoeff digit, and any value
 after words such as "passport number" or "tax id"), ``[address]`` (street addresses in English,
 German, Dutch, French, Spanish and Italian forms), ``[secret]`` (passwords, API keys, bearer
-tokens, JWTs, private keys, long hex or base64 blobs) and ``[code]`` (one-time codes).
+tokens, JWTs, private keys, long hex or base64 blobs), ``[code]`` (one-time codes) and ``[dob]``
+(a whole date after "born" or "date of birth", or any whole date in an answer to a question that
+asked for one: ``find(text, dates=True)``).
 
 Detection is rules and check digits only: no model, no network; about 0.1 ms for a typical
 message and under 0.1 s for the longest one accepted (8,000 characters), adversarial shapes
@@ -24,11 +26,12 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-Kind = Literal["email", "phone", "card", "iban", "ip", "national_id", "address", "secret", "code"]
+Kind = Literal["email", "phone", "card", "iban", "ip", "national_id", "address", "secret", "code", "dob"]
+# Every kind ``find`` reports in any message; a date of birth (``dob``) only where one is surely meant.
 KINDS: tuple[Kind, ...] = ("email", "phone", "card", "iban", "ip", "national_id", "address", "secret", "code")
 
 # When two findings overlap, the one of the earlier kind here wins.
-_ORDER: tuple[Kind, ...] = ("secret", "email", "iban", "card", "national_id", "ip", "address", "phone", "code")
+_ORDER: tuple[Kind, ...] = ("secret", "email", "iban", "card", "national_id", "ip", "address", "dob", "phone", "code")
 _PRIORITY: dict[Kind, int] = {k: i for i, k in enumerate(_ORDER)}
 
 
@@ -106,6 +109,22 @@ _PHONE_CONTEXT = re.compile(
     r"(?i)\b(?:call|phone|mobile|cell|tel|telephone|number|reach|ring|whatsapp|sms|text|landline|fax|ext)\b[^.\n]{0,25}$"
 )
 _DATE = re.compile(r"^\d{1,4}[./-]\d{1,2}[./-]\d{1,4}$")
+
+# --- dates of birth ------------------------------------------------------------------------------
+
+# A whole date, year included ("03/04/1990", "1990-04-03", "3rd of April 1990", "April 3, 1990"):
+# a date without a year ("my bill of 3 March") or a time ("since 05:04 pm") is never one.
+_MONTH = (
+    r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sept?(?:ember)?|"
+    r"oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
+)
+_FULL_DATE = re.compile(
+    r"(?i)(?<![\w./-])(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.](?:\d{4}|\d{2})"
+    rf"|\d{{1,2}}(?:st|nd|rd|th)?(?:\s+of)?\s+{_MONTH}\.?,?\s+\d{{4}}"
+    rf"|{_MONTH}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}})(?![\w/-]|\.\d)"
+)
+# Words after which a date is a date of birth, in any message.
+_BIRTH_BEFORE = re.compile(r"(?i)\b(?:born|birth(?:day|date)?|dob|d\.o\.b\.?)\b[^.\n\d]{0,25}$")
 
 # --- money ---------------------------------------------------------------------------------------
 
@@ -271,9 +290,28 @@ def _phone_ok(text: str, start: int, value: str) -> bool:
     return len(separators) >= 2 and len(digits) >= 9
 
 
-def find(text: str) -> list[Span]:
-    """Every PII or secret span in the text, left to right, without overlaps."""
+def _dates_of_birth(text: str, dates: bool) -> list[Span]:
+    """Whole dates after "born", "date of birth", "DOB"; with ``dates``, every whole date."""
+    return [
+        Span(m.start(), m.end(), "dob")
+        for m in _FULL_DATE.finditer(text)
+        if dates or _BIRTH_BEFORE.search(text[max(0, m.start() - 40) : m.start()])
+    ]
+
+
+def find(text: str, *, dates: bool = False) -> list[Span]:
+    """Every PII or secret span in the text, left to right, without overlaps.
+
+    A date is a date of birth after words such as "born" or "date of birth"; ``dates`` makes every
+    whole date (year included) one, for an answer to a question that asked for a date of birth.
+    """
     found: list[Span] = []
+    births = _dates_of_birth(text, dates)
+    found.extend(births)
+    # Phone numbers are looked for with the dates blanked, so "07700 900123 03/04/1990" is both.
+    blanked = text
+    for span in births:
+        blanked = blanked[: span.start] + " " * (span.end - span.start) + blanked[span.end :]
 
     def add(start: int, end: int, kind: Kind) -> None:
         if end > start:
@@ -333,9 +371,9 @@ def find(text: str) -> list[Span]:
     for m in _ADDRESS.finditer(text):
         tail = _ADDRESS_TAIL.match(text[m.end() :])
         add(m.start(), m.end() + (tail.end() if tail else 0), "address")
-    for m in _PHONE_CANDIDATE.finditer(text):
+    for m in _PHONE_CANDIDATE.finditer(blanked):
         value = m.group(0).rstrip(" -/(")
-        if _phone_ok(text, m.start(), value):
+        if _phone_ok(blanked, m.start(), value):
             add(m.start(), m.start() + len(value), "phone")
     for m in _CODE_AFTER_WORD.finditer(text):
         add(m.start(1), m.end(1), "code")
@@ -356,13 +394,16 @@ def placeholder(kind: Kind) -> str:
     return f"[{kind}]"
 
 
-def redact_spans(text: str) -> tuple[str, list[tuple[Span, Span]]]:
-    """Redact the text; also return each (span in the original, span of its placeholder in the result)."""
+def redact_spans(text: str, *, dates: bool = False) -> tuple[str, list[tuple[Span, Span]]]:
+    """Redact the text; also return each (span in the original, span of its placeholder in the result).
+
+    ``dates``: every whole date is a date of birth (see ``find``).
+    """
     out: list[str] = []
     pairs: list[tuple[Span, Span]] = []
     at = 0
     length = 0
-    for span in find(text):
+    for span in find(text, dates=dates):
         out.append(text[at : span.start])
         length += span.start - at
         mark = placeholder(span.kind)
@@ -375,7 +416,7 @@ def redact_spans(text: str) -> tuple[str, list[tuple[Span, Span]]]:
 
 
 def redact(text: str) -> str:
-    """Replace every email, phone number, card, IBAN, IP, national id, address, secret and code."""
+    """Replace every email, phone number, card, IBAN, IP, national id, address, secret, code and birth date."""
     return redact_spans(text)[0]
 
 

@@ -248,20 +248,21 @@ class Vault:
 
 
 # The kinds of value a tool may need; every other finding stays a placeholder, even for the brain.
-HELD_KINDS = ("email", "code", "phone")
-# The held kinds the brain reads in clear (and routing matches); a held phone number stays a
-# placeholder for it, and reaches only the tool that texts a code (agent/nodes.py).
+HELD_KINDS = ("email", "code", "phone", "dob")
+# The held kinds the brain reads in clear (and routing matches); a held phone number or date of
+# birth stays a placeholder for it, and reaches only the tool that checks it (agent/nodes.py).
 REVEALED_KINDS = ("email", "code")
 
 
 def hold(
-    vault: Vault, conversation_id: str, text: str, kinds: tuple[str, ...] = HELD_KINDS
+    vault: Vault, conversation_id: str, text: str, kinds: tuple[str, ...] = HELD_KINDS, *, dates: bool = False
 ) -> tuple[str, list[dict[str, object]]]:
     """Redact a message; put its addresses and codes in the vault, noting where each placeholder sits.
 
     ``kinds`` may add a kind the conversation asked for (a phone number, when a runbook's slot wants one).
+    ``dates``: the message answers a question for a date of birth, so every whole date in it is one.
     """
-    redacted, pairs = redact_spans(text)
+    redacted, pairs = redact_spans(text, dates=dates)
     held: list[dict[str, object]] = []
     for original, mark in pairs:
         if original.kind in kinds:

@@ -11,14 +11,14 @@ from typing import Any
 import httpx
 
 from core.errors import NotAuthorized, ToolError
-from core.pack_tools import Verification
+from core.pack_tools import Verification, knowledge_field
 from core.redact import mask_email
 from core.vault import Vault
 from tools.base import Directory, Outbox, ServiceStatus, StatusPage, ToolResult, VerifiedAccount, make_verified
 from tools.declared import DeclaredRunner, arguments_for
 from tools.identity import CODE_SENT, check_code, send_code
 from tools.ledger import Ledger
-from tools.verification import check_sms_code, send_sms_code
+from tools.verification import check_sms_code, send_sms_code, verify_knowledge
 
 # A verification is good for this long; after that the customer proves it again.
 VERIFICATION_TTL = timedelta(minutes=30)
@@ -240,6 +240,29 @@ class Toolbox:
                 key, conversation_id, "send_sms_code", None, failed.model_dump(), ok=False, detail=str(exc)
             )
             return failed
+
+    def verify_knowledge(
+        self, given: dict[str, str], verification: Verification, *, conversation_id: str, key: str
+    ) -> VerifiedAccount | None:
+        """Identity by facts (tools.verification): ``given`` holds a ``phone`` and a ``dob`` from the chat.
+
+        Each of the policy's fields takes the fact of its kind (``knowledge_field``). A failing lookup
+        raises ToolError with the API's status; a wrong fact or an unknown number is None alike.
+        """
+        knowledge = verification.knowledge
+        if self.declared is None or knowledge is None:
+            raise ToolError("knowledge needs the pack's declared tools and `verification.knowledge` in policy.yaml")
+        facts = {field: given.get(knowledge_field(field) or "", "") for field in knowledge.fields}
+        return verify_knowledge(
+            facts,
+            conversation_id=conversation_id,
+            key=key,
+            config=knowledge,
+            account_field=verification.account_field,
+            runner=self.declared,
+            ledger=self.ledger,
+            clock=self.clock,
+        )
 
     def check_code(self, code: str, *, conversation_id: str, key: str, by_sms: bool = False) -> VerifiedAccount | None:
         """Check a one-time code typed in the conversation, once per key (a replay gets the same answer).

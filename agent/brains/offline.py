@@ -221,6 +221,20 @@ class OfflineBrain:
             return f'Just to be sure I pick the right fix: is this about "{first}" or "{second}"?'
         if d.action == "ask_identity":
             assert rb is not None
+            if rb.meta.verify == "knowledge":
+                # The same words whether the number is unknown or a fact did not match.
+                if "code_mismatch" in d.reasons:
+                    left = ctx.code_attempts_left
+                    return (
+                        "That doesn't match what we have on file. Please check the mobile number of the line "
+                        f"and your date of birth and send both again ({left} {'try' if left == 1 else 'tries'} left)."
+                    )
+                if ctx.repeat:
+                    return "I still need the mobile number of the line and your date of birth before I can look at it."
+                return (
+                    f"I can help with that ({rb.meta.title.lower()}). First I need to make sure the line is "
+                    "yours: what's the mobile number of the line, and your date of birth (for example 03/04/1990)?"
+                )
             if rb.meta.verify == "otp_sms":
                 if ctx.repeat:
                     return "I still need the mobile number of your line before I can change anything on it."

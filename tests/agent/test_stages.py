@@ -30,6 +30,10 @@ EXPECTED: list[tuple[Stage, Event, Stage]] = [
     ("code", "code_asked", "code"),
     ("code", "code_sent", "code"),
     ("code", "identity_verified", "steps"),
+    # verify: knowledge: the facts are checked where they were asked for (or came with the problem).
+    ("identity", "identity_verified", "steps"),
+    ("steps", "identity_verified", "steps"),
+    ("confirm", "identity_verified", "steps"),
     ("code", "topic_changed", "steps"),
     ("code", "step_presented", "confirm"),
     ("code", "handoff", "handed_off"),

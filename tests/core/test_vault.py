@@ -92,6 +92,20 @@ def test_hold_keeps_addresses_codes_and_phone_numbers_and_the_brain_sees_no_numb
     assert reveal(vault, redacted, held) == redacted
 
 
+def test_hold_keeps_a_birth_date_asked_for_and_the_brain_sees_a_placeholder(
+    tmp_path: Path, key: str, clock: Clock
+) -> None:
+    vault = Vault(tmp_path / "v.sqlite", key, clock)
+    redacted, held = hold(vault, "c_1", "+44 7700 900123 and 3 April 1990", dates=True)
+    assert redacted == "[phone] and [dob]"
+    assert [h["kind"] for h in held] == ["phone", "dob"]
+    assert vault.get(str(held[1]["ref"])) == "3 April 1990"
+    for_brain = [h for h in held if h["kind"] in REVEALED_KINDS]
+    assert reveal(vault, redacted, for_brain) == "[phone] and [dob]"
+    # Not asked for: a date with no birth words is left as written.
+    assert hold(vault, "c_1", "down since 3 April 2026")[0] == "down since 3 April 2026"
+
+
 def test_subjects_are_found_by_address_without_keeping_it(tmp_path: Path, key: str, clock: Clock) -> None:
     vault = Vault(tmp_path / "v.sqlite", key, clock)
     vault.link_subject("c_1", "Jane.Doe@example.com ")

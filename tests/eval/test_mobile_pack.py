@@ -114,3 +114,17 @@ def test_an_eval_given_a_client_uses_it_instead_of_the_standin(tmp_path: Path, e
     report = Evaluator(MOBILE, embedder=embedder, settings=settings, tool_client=client).run(one)
     assert seen == ["/network/status"]
     assert report["cases"][0]["replies"][0].count("summary: all fine") == 1
+
+
+def test_bill_payment_verifies_by_number_and_birth_date_alike_for_a_wrong_date_and_an_unknown_number(
+    embedder: MiniLMEmbedder,
+) -> None:
+    ids = ("knowledge-flow-001", "knowledge-wrong-date-001", "knowledge-unknown-number-001")
+    cases = [c for c in load_case_file(MOBILE / "eval" / "cases.yaml").cases if c.id in ids]
+    rows = {row["id"]: row for row in Evaluator(MOBILE, embedder=embedder).run(cases)["cases"]}
+    for case in ids:
+        assert rows[case]["passed"], (case, rows[case]["failures"])
+    # The wrong date and the unknown number got word for word the same answer.
+    wrong, unknown = rows["knowledge-wrong-date-001"]["replies"][1], rows["knowledge-unknown-number-001"]["replies"][1]
+    assert "doesn't match" in wrong and wrong == unknown
+    assert rows["knowledge-wrong-date-001"]["reasons"] == ["verification_failed"]
