@@ -90,7 +90,7 @@ def test_the_mobile_pack_passes_its_own_gates(embedder: MiniLMEmbedder) -> None:
     graph = [row for row in report["cases"] if row["id"].startswith("diag-")]
     assert len(graph) == 15 and all(row["passed"] for row in graph), [r["failures"] for r in graph if not r["passed"]]
     assert {row["id"] for row in report["cases"] if not row["passed"]} <= {"roam-003"}
-    assert report["summary"]["cases"] == 51 and report["summary"]["wrong_resolution_rate"] == 0.0
+    assert report["summary"]["cases"] == 54 and report["summary"]["wrong_resolution_rate"] == 0.0
     # The multi-turn case follows the graph into the declared tool: free words matched to outcomes,
     # 2 GB asked for (a 5 asked again), the price confirmed, then top_up_data with 2 GB.
     top_up = rows["diag-top-up-001"]
