@@ -95,6 +95,7 @@ def test_calibrate_command_shows_the_curve_the_suggestion_and_the_confusions(
     assert "min_score" in (pack / "policy.yaml").read_text()
 
 
+@pytest.mark.model  # the command embeds the pack with the real model
 def test_sweep_warns_without_handoff_cases_and_writes_nothing_into_the_working_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
