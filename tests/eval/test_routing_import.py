@@ -68,6 +68,7 @@ def test_a_bad_file_is_named_with_its_item_and_field(tmp_path: Path, content: st
     assert str(pairs) in str(raised.value) and where in str(raised.value)
 
 
+@pytest.mark.model  # runs the command, which embeds the pack with the real model
 def test_import_command_calibrates_an_awkward_pack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TIERONE_DATA_DIR", str(tmp_path / "data"))
     pairs = tmp_path / "pairs.json"

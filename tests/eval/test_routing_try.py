@@ -36,6 +36,7 @@ def test_try_routes_what_the_service_routes() -> None:
     assert "jane@example.com" in routed and "123456" in routed and "4111" not in routed
 
 
+@pytest.mark.model  # runs the command, which embeds the pack with the real model
 def test_try_shows_the_thresholds_and_writes_nothing_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("TIERONE_DATA_DIR", raising=False)
