@@ -17,12 +17,10 @@ from pydantic import SecretStr
 from app.runtime import Runtime, open_runtime
 from core.pack import lint_pack
 from core.settings import Settings
-from tests.agent.test_sms_verification import RUNBOOK, TOOLS
+from tests.agent.test_sms_verification import API, LINE, RUNBOOK, TOOLS
 from tests.conftest import Clock
 from tests.fakes import HashingEmbedder
 
-API = "https://api.mobile.test"
-LINE = {"account_id": "line-7001", "phone": "+44 7700 900123", "date_of_birth": "1990-04-03"}
 POLICY = (
     "routing: {scorer: nearest, min_score: 0.5, clarify_floor: 0.3}\n"
     "verification: {knowledge: {lookup: find_line_by_phone, fields: [phone, date_of_birth]}}\n"
