@@ -1076,16 +1076,17 @@ def insights(
     from vectorstore.index import RunbookIndex, open_client
 
     settings = _settings(runbooks)
-
-    def routing_index() -> RunbookIndex:  # opened only when the period has handoffs to cluster
-        index = RunbookIndex(open_client(settings.chroma_dir), load_pack(settings.runbooks), MiniLMEmbedder())
-        index.sync()
-        return index
-
-    gaps = gaps_provider(HandoffQueue(settings.desk_db, utc_now), routing_index)
     try:
+        pack = load_pack(settings.runbooks)
+
+        def routing_index() -> RunbookIndex:  # opened only when the period has handoffs to cluster
+            index = RunbookIndex(open_client(settings.chroma_dir), pack, MiniLMEmbedder())
+            index.sync()
+            return index
+
+        gaps = gaps_provider(HandoffQueue(settings.desk_db, utc_now), routing_index)
         period = Period.of(parse_moment(since, "--since"), parse_moment(as_of, "--as-of"))
-        report = open_insights(settings, load_pack(settings.runbooks), gaps).report(period)
+        report = open_insights(settings, pack, gaps).report(period)
     except TieroneError as exc:
         _fail(exc)
     if as_json:
