@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import httpx
@@ -52,8 +53,10 @@ def note(hypothesis: str = "Likely an expired password.", summary: str = "Cannot
 
 
 def text_reply(content: str, prompt: int = 200, done: int = 40) -> httpx.Response:
-    message = {"role": "assistant", "content": content, "refusal": None}
-    return httpx.Response(200, json=completion(message, "stop", prompt, done))
+    """A reworded reply, streamed a few words at a time: the brain reads every rewording as a stream."""
+    words = re.findall(r"\S+\s*", content)
+    pieces = ["".join(words[i : i + 3]) for i in range(0, len(words), 3)] or [content]
+    return sse(pieces, prompt=prompt, done=done)
 
 
 def sse_body(pieces: list[str], prompt: int = 210, done: int = 33, finish: str = "stop") -> bytes:
@@ -82,8 +85,8 @@ def body(request: httpx.Request) -> dict[str, Any]:
 
 
 def kind(request: httpx.Request) -> str:
-    """Which of the brain's calls a request is: understand, hypothesis, stream or reply."""
+    """Which of the brain's calls a request is: understand, hypothesis or reply (always streamed)."""
     data = body(request)
     if data.get("tools"):
         return "understand" if data["tools"][0]["function"]["name"] == "MessageReading" else "hypothesis"
-    return "stream" if data.get("stream") else "reply"
+    return "reply"

@@ -57,6 +57,8 @@ _URL = re.compile(r"(?:https?://|www\.)\S+|\b(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\
 _PHONE = re.compile(r"\+?\(?\d[\d\s().-]{5,}\d")
 _DIGITS = re.compile(r"\d+")
 _LANGUAGE = re.compile(r"^[a-z]{2}$")
+# Words a reworded reply in another language's conversation holds before its language is guessed.
+_LANGUAGE_WORDS = 12
 # Where a streamed reply may be cut into checked spans: where the meaning check cuts sentences.
 _SPAN_END = SENTENCE_END
 
@@ -295,6 +297,12 @@ class LLMBrain:
         )
         return usage.model_copy(update={"estimated_cost": round(self.cost(usage), 8)})
 
+    def _estimated_usage(self, messages: list[BaseMessage], written: str) -> Usage:
+        """The tokens of a call cut short before the model reported them: its prompt and what it wrote."""
+        prompt = sum(self._tokens(m.content) for m in messages if isinstance(m.content, str))
+        usage = Usage(prompt_tokens=prompt, completion_tokens=self._tokens(written))
+        return usage.model_copy(update={"estimated_cost": round(self.cost(usage), 8)})
+
     def _over_budget(self, spent_tokens: int) -> bool:
         if spent_tokens < self.config.max_conversation_tokens:
             return False
@@ -469,7 +477,12 @@ class LLMBrain:
         return base, messages, sources
 
     def reply(self, ctx: ReplyContext) -> Reply:
-        """Word the reply: the model rewords the offline text, which is kept unless grounded.
+        """Word the reply: the model rewords the offline text, which is kept unless the rewording passes.
+
+        The model's answer is read as a stream even when the caller wants it whole: each sentence is
+        grounded and meaning-checked as soon as it is complete, while the model writes the next one,
+        so the checks add to the turn about one sentence's time, not the whole reply's, and a
+        runaway reply is cut at three times the draft's length instead of being read to its end.
 
         Args:
             ctx: The decision and what the reply may be written from.
@@ -477,45 +490,31 @@ class LLMBrain:
         Returns:
             The reworded reply, or the offline text with ``fallback=True`` when refused or failed.
         """
-        request = self._reply_request(ctx)
-        if request is None:
-            base = self._fallback.text_for(ctx)
-            return Reply(text=base, fallback=ctx.decision.action not in _VERBATIM_ACTIONS)
-        base, messages, sources = request
-        rb = ctx.runbook
-        try:
-            message = self._chat.invoke(messages)
-        except Exception as exc:  # any failure keeps the offline wording
-            log.warning("LLM reply failed (%s); using the offline wording", type(exc).__name__)
-            return Reply(text=base, fallback=True)
-        usage = self._usage(message)
-        rewrite = message.content.strip() if isinstance(message.content, str) else ""
-        if rb is not None and rewrite and not rewrite.endswith(f"[{rb.id}]"):
-            rewrite = f"{rewrite} [{rb.id}]"
-        if not grounded(rewrite, base, sources):
-            log.warning("LLM reply refused by the grounding check; using the offline wording")
-            return Reply(text=base, usage=usage, fallback=True)
-        meaning = self._meaning(ctx, base, rewrite)
-        if meaning is not None:
-            meaning.add(rewrite)
-            refusal = meaning.refusal(finished=True)
-            if refusal:
-                log.warning("LLM reply refused by the meaning check (%s); using the offline wording", refusal)
-                return Reply(text=base, usage=usage, fallback=True)
-        return Reply(text=rewrite, usage=usage)
+        stream = self.reply_stream(ctx)
+        for _ in stream.deltas:
+            pass
+        if stream.reply is None:  # the deltas always set it once exhausted
+            raise RuntimeError("the reply stream ended without a reply")
+        return stream.reply
 
-    def _meaning(self, ctx: ReplyContext, base: str, rewrite: str) -> DraftMeaning | None:
+    def _unworded(self, ctx: ReplyContext) -> Reply:
+        """The offline text, for a reply the model must not reword (a verbatim action, the budget spent)."""
+        base = self._fallback.text_for(ctx)
+        return Reply(text=base, fallback=ctx.decision.action not in _VERBATIM_ACTIONS)
+
+    def _meaning(self, ctx: ReplyContext, base: str) -> DraftMeaning | None:
         """The meaning check of rewordings of ``base``; None when it is turned off.
 
         The embedding model reads English only: a reply in the customer's other language is
-        checked for the tool result's addresses and numbers alone. A reply that reads as English
-        is judged in full, whatever language the model reported for the customer.
+        checked for the tool result's addresses and numbers alone (and for claims and insults). A
+        reply that reads as English is judged in full, whatever language the model reported for the
+        customer. In another language's conversation that is decided once the reply holds
+        ``_LANGUAGE_WORDS`` words (or has ended): a short first sentence does not tell the language.
         """
         if self.meaning is None:
             return None
-        semantic = ctx.language == "en" or guess_language(rewrite) != ctx.language
         tool_result = ctx.tool_message if ctx.tool_message and ctx.tool_message in base else ""
-        return self.meaning.draft(base, tool_result, semantic=semantic)
+        return self.meaning.draft(base, tool_result, semantic=True if ctx.language == "en" else None)
 
     def reply_stream(self, ctx: ReplyContext) -> ReplyStream:
         """Word the reply as a stream: each sentence is released once it passes the grounding check.
@@ -539,7 +538,7 @@ class LLMBrain:
     def _stream_deltas(self, ctx: ReplyContext, stream: ReplyStream) -> Iterator[Delta]:
         request = self._reply_request(ctx)
         if request is None:
-            stream.reply = self.reply(ctx)
+            stream.reply = self._unworded(ctx)
             yield Delta(stream.reply.text)
             return
         base, messages, sources = request
@@ -547,6 +546,8 @@ class LLMBrain:
         released: list[str] = []
         pending = ""
         usage = Usage()
+        answered = False
+        received = ""
         meaning: DraftMeaning | None = None
 
         def unfit(span: str, *, last: bool = False) -> str | None:
@@ -554,26 +555,33 @@ class LLMBrain:
             if not span_grounded(span, sources):
                 return "ungrounded span"
             if meaning is None:
-                # Made at the first span, whose language says whether the embedding model can judge.
-                meaning = self._meaning(ctx, base, span)
+                meaning = self._meaning(ctx, base)
                 if meaning is None:
                     return None
             meaning.add(span)
+            if meaning.semantic is None and (last or len(meaning.text.split()) >= _LANGUAGE_WORDS):
+                meaning.decide(guess_language(meaning.text) != ctx.language)
             refusal = meaning.refusal(finished=last)
             return f"meaning: {refusal}" if refusal else None
 
         def refuse(why: str) -> Iterator[Delta]:
             log.warning("streamed LLM reply stopped (%s); replacing it with the offline wording", why)
-            stream.reply = Reply(text=base, usage=usage, fallback=True)
+            spent = usage
+            if answered and not usage.prompt_tokens:
+                # Stopped before the usage chunk: what the model read and wrote so far, counted here.
+                spent = self._estimated_usage(messages, received)
+            stream.reply = Reply(text=base, usage=spent, fallback=True)
             yield Delta(base, replace=True)
 
         try:
             for chunk in self._chat.stream(messages):
+                answered = True
                 if getattr(chunk, "usage_metadata", None):
                     usage = self._usage(chunk)
                 piece = chunk.content if isinstance(chunk.content, str) else ""
                 if not piece:
                     continue
+                received += piece
                 pending += piece
                 if sum(map(len, released)) + len(pending) > 3 * len(base):
                     yield from refuse("too long")

@@ -162,7 +162,9 @@ class DraftMeaning:
         draft: The offline reply the model rewords.
         tool_result: The tool's result the draft carries ("" when none): it must be kept.
         semantic: False where the embedding model cannot judge (a reply in another language):
-            only the tool result's addresses and numbers are checked.
+            only the tool result's addresses and numbers are checked. None: not known yet (a
+            streamed reply whose first words cannot tell its language); claims and insults are
+            checked at once, the rest when ``decide`` is called.
         floors: The cosine floors ``refusal`` judges by.
     """
 
@@ -172,7 +174,7 @@ class DraftMeaning:
         draft: str,
         tool_result: str = "",
         *,
-        semantic: bool = True,
+        semantic: bool | None = True,
         floors: Floors | None = None,
     ) -> None:
         self._check = check
@@ -199,7 +201,26 @@ class DraftMeaning:
         self._draft_vectors: Vector | None = None
         self._seen: list[Vector] = []
         self._text: list[str] = []
+        self._undecided: list[str] = []
         self.measures = Measures()
+
+    @property
+    def semantic(self) -> bool | None:
+        """Whether the embedding model judges this rewording (None: not decided yet)."""
+        return self._semantic
+
+    @property
+    def text(self) -> str:
+        """The rewording checked so far."""
+        return "".join(self._text)
+
+    def decide(self, semantic: bool) -> Measures:
+        """Say whether the embedding model can judge the rewording, and judge what came before."""
+        self._semantic = semantic
+        held, self._undecided = self._undecided, []
+        if semantic and held:
+            self._measure(held)
+        return self.measures
 
     def add(self, text: str) -> Measures:
         """Check the next part of the rewording (one streamed sentence, or the whole reply)."""
@@ -209,8 +230,16 @@ class DraftMeaning:
         m.claims += sorted(_claims(text) - self._draft_claims)
         m.claims += [f"insult {match.group(0).lower()!r}" for match in _INSULT.finditer(text)]
         judged = [s for s in found if not _COURTESY.match(s)]
+        if self._semantic is None:
+            self._undecided += judged
+            return m
         if not judged or not self._semantic:
             return m
+        return self._measure(judged)
+
+    def _measure(self, judged: list[str]) -> Measures:
+        """Embed the sentences (those not word for word in the draft) and measure them against it."""
+        m = self.measures
         fresh = [s for s in judged if _plain(s) not in self._verbatim]
         if self._draft_vectors is None:
             vectors = self._check.vectors(self._draft, fresh)
@@ -236,6 +265,8 @@ class DraftMeaning:
         m = self.measures
         whole = " ".join(self._text)
         m.lost = [f"result {t!r}" for t in self._tokens if t.lower() not in whole.lower()]
+        if self._semantic is None:
+            self.decide(True)
         if not self._semantic:
             return m
         if self._draft_vectors is None or not self._seen:  # nothing but courtesies: none of the draft was said
@@ -278,7 +309,7 @@ class MeaningCheck:
         self._cache: OrderedDict[str, Vector] = OrderedDict()
         self._lock = threading.Lock()
 
-    def draft(self, draft: str, tool_result: str = "", *, semantic: bool = True) -> DraftMeaning:
+    def draft(self, draft: str, tool_result: str = "", *, semantic: bool | None = True) -> DraftMeaning:
         """Start checking rewordings of ``draft`` (see ``DraftMeaning``)."""
         return DraftMeaning(self, draft, tool_result, semantic=semantic, floors=self.floors)
 

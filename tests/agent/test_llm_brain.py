@@ -232,7 +232,8 @@ def test_ungrounded_rewrite_falls_back(brain: LLMBrain, api: respx.MockRouter, i
     reply = brain.reply(ctx)
     assert reply.fallback
     assert reply.text == brain._fallback.text_for(ctx)
-    assert reply.usage.prompt_tokens == 200
+    # Cut short before the model reported its usage, the call's tokens are counted all the same.
+    assert reply.usage.prompt_tokens > 0 and reply.usage.completion_tokens > 0
 
 
 def test_grounded_rewrite_is_used_with_the_runbook_tag(brain: LLMBrain, api: respx.MockRouter) -> None:

@@ -43,12 +43,8 @@ class Model:
             return note("Likely a stale cached password.", "The customer cannot sign in after a reset.")
         data = json.loads(body(request)["messages"][1]["content"])
         text = self.reword(data)
-        if what == "stream":
-            pieces = (
-                self.stream_pieces(text) if self.stream_pieces else [text[i : i + 7] for i in range(0, len(text), 7)]
-            )
-            return sse(pieces)
-        return text_reply(text)
+        pieces = self.stream_pieces(text) if self.stream_pieces else [text[i : i + 7] for i in range(0, len(text), 7)]
+        return sse(pieces)
 
     def sent(self, what: str) -> list[dict[str, Any]]:
         return [body(r) for r in self.requests if kind(r) == what]
@@ -122,7 +118,7 @@ def test_password_reset_keeps_pii_out_of_every_prompt(llm_runtime: Callable[...,
     # The identity and code turns are worded verbatim (security wording), the step is reworded.
     assert len(model.sent("reply")) == 2
     usage = runtime.resolver.view(cid)["usage"]
-    assert usage["prompt_tokens"] == 3 * 120 + 2 * 200
+    assert usage["prompt_tokens"] == 3 * 120 + 2 * 210
     assert usage["estimated_cost"] > 0
 
 
@@ -307,12 +303,16 @@ def test_streamed_turn_passes_deltas_through_the_resolver(llm_runtime: Callable[
     result = runtime.resolver.send(cid, "my vpn keeps disconnecting every few minutes", on_delta=deltas.append)
     assert len(deltas) >= 2 and not any(d.replace for d in deltas)
     assert "".join(d.text for d in deltas) == result.replies[0]
-    streamed = model.sent("stream")
-    assert len(streamed) == 1 and streamed[0]["stream_options"] == {"include_usage": True}
+    streamed = model.sent("reply")
+    assert len(streamed) == 1 and streamed[0]["stream"] is True
+    assert streamed[0]["stream_options"] == {"include_usage": True}
     assert runtime.resolver.view(cid)["transcript"][-1]["text"] == result.replies[0]
-    # A later turn without on_delta does not stream.
-    runtime.resolver.send(cid, "yes that fixed it")
-    assert len(model.sent("stream")) == 1
+    # A later turn without on_delta reads the model's reply as a stream too (each sentence is checked
+    # while the next is written), but hands the caller the whole reply, no deltas.
+    shown = len(deltas)
+    later = runtime.resolver.send(cid, "yes that fixed it")
+    assert [b["stream"] for b in model.sent("reply")] == [True, True]
+    assert len(deltas) == shown and later.replies
 
 
 def test_the_first_delta_reaches_the_caller_while_the_model_is_still_writing(
@@ -326,7 +326,7 @@ def test_the_first_delta_reaches_the_caller_while_the_model_is_still_writing(
     total: list[int] = []
 
     def answer(request: httpx.Request) -> httpx.Response:
-        if kind(request) != "stream":
+        if kind(request) != "reply":
             return model(request)
         model.requests.append(request)
         draft = json.loads(body(request)["messages"][1]["content"])["draft"]

@@ -106,7 +106,8 @@ def test_each_off_script_kind_is_refused_and_the_offline_text_sent(
     reply = brain.reply(ctx)
     assert reply.fallback
     assert reply.text == base
-    assert reply.usage.prompt_tokens == 200
+    # Cut short before the model reported its usage, the call's tokens are counted all the same.
+    assert reply.usage.prompt_tokens > 0 and reply.usage.completion_tokens > 0
 
 
 def test_without_the_meaning_check_the_same_rewording_would_be_sent(brain: LLMBrain, api: respx.MockRouter) -> None:
@@ -168,12 +169,13 @@ def test_draft_and_rewording_share_one_batch_and_the_draft_is_embedded_once(
     counting.batches.clear()
     api.post(URL).mock(return_value=text_reply(FAITHFUL))
     assert not brain.reply(ctx).fallback
-    # The draft's vectors are kept from the streamed reply: one batch of the new sentences only.
-    assert counting.batches == [[said[0], said[2], said[3]]]
+    # A whole reply is read as a stream too, each sentence checked once complete; the draft's
+    # vectors are kept from the streamed reply, so only the new sentences are embedded.
+    assert counting.batches == [[said[0]], [said[2]], [said[3]]]
     counting.batches.clear()
     brain.meaning = MeaningCheck(counting)
     assert not brain.reply(ctx).fallback
-    assert counting.batches == [[*draft, said[0], said[2], said[3]]]
+    assert counting.batches == [[*draft, said[0]], [said[2]], [said[3]]]
 
 
 def test_english_off_script_text_is_judged_whatever_language_the_model_reported(
