@@ -64,11 +64,18 @@ _REWORD = re.compile(r"(?:^|(?<=[.!?] )|(?<=[.!?]\) )|(?<=\n))(?=\S)")
 class MockModel:
     """Canned chat-completions answers after a fixed delay; logs (start, first chunk, end) per request."""
 
-    def __init__(self, delay_s: float) -> None:
+    def __init__(self, delay_s: float, word_s: float = 0.0) -> None:
         self.delay_s = delay_s
+        self.word_s = word_s
         self.log: list[tuple[float, float, float]] = []
         self.streamed: list[bool] = []
+        self.inflight = 0
         self._lock = threading.Lock()
+
+    def settled(self) -> None:
+        """Wait until every request taken so far is logged (a request ends in the server's thread)."""
+        while self.inflight:
+            time.sleep(0.001)
 
     def answer(self, raw: bytes) -> tuple[str, list[bytes]]:
         """Content type and body parts for one request body."""
@@ -124,6 +131,8 @@ class MockModel:
 
             def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
                 start = time.perf_counter()
+                with model._lock:
+                    model.inflight += 1
                 raw = self.rfile.read(int(self.headers.get("content-length", 0)))
                 time.sleep(model.delay_s)
                 content_type, parts = model.answer(raw)
@@ -133,11 +142,22 @@ class MockModel:
                 self.send_header("content-length", str(len(body)))
                 self.end_headers()
                 first = time.perf_counter()
-                self.wfile.write(body)
-                self.wfile.flush()
+                try:
+                    if content_type == "text/event-stream" and model.word_s:
+                        for i, part in enumerate(parts):  # one word per event, at the model's pace
+                            if i:
+                                time.sleep(model.word_s)
+                            self.wfile.write(part)
+                            self.wfile.flush()
+                    else:
+                        self.wfile.write(body)
+                        self.wfile.flush()
+                except OSError:  # the client stopped reading (a refused reply): the model's time ends here
+                    pass
                 with model._lock:
                     model.log.append((start, first, time.perf_counter()))
                     model.streamed.append(content_type == "text/event-stream")
+                    model.inflight -= 1
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the stdlib's name)
                 pass
@@ -195,6 +215,7 @@ def play(runtime: Runtime, model: MockModel, script: list[str], stream: bool) ->
         runtime.resolver.send(cid, text, on_delta=on_delta if stream else None)
         ended = time.perf_counter()
         cpu = time.process_time() - cpu
+        model.settled()
         calls = model.log[seen:]
         streamed = [f for (_, f, _), was in zip(calls, model.streamed[seen:], strict=True) if was]
         row = {
@@ -249,10 +270,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10, help="times each script is played, per mode")
     parser.add_argument("--delay-ms", type=float, default=50.0, help="the mock model's delay per request")
+    parser.add_argument("--word-ms", type=float, default=0.0, help="streamed replies: the mock's time per word")
     parser.add_argument("--meaning", choices=["on", "off", "both"], default="on", help="the meaning check")
     args = parser.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    model = MockModel(args.delay_ms / 1000)
+    model = MockModel(args.delay_ms / 1000, args.word_ms / 1000)
     server = model.serve()
     base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
     refusals = Refusals()
