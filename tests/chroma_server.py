@@ -62,6 +62,11 @@ class ChromaServer:
         self.stop()
         raise RuntimeError(f"chroma run did not answer within {STARTUP_LIMIT_S:g} s: {self.log_tail()}")
 
+    @property
+    def pid(self) -> int:
+        assert self._process is not None, "the server is not running"
+        return self._process.pid
+
     def stop(self) -> None:
         """Stop the server (its data stays in ``path``)."""
         if self._process is not None and self._process.poll() is None:
