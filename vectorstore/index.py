@@ -9,17 +9,19 @@ needs no Chroma server: one that goes away makes /readyz fail, not the turns.
 from __future__ import annotations
 
 import hashlib
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 import chromadb
 import httpx
 import numpy as np
 from chromadb.api import ClientAPI
+from chromadb.api.types import Where
 from chromadb.config import Settings as ChromaSettings
 
 from core.errors import TieroneError
@@ -171,12 +173,14 @@ class RunbookIndex:
             # has a "legacy" configuration whenever it reads one back to compare or change it.
             warnings.filterwarnings("ignore", "legacy embedding function config", DeprecationWarning)
             # Chroma stores the vectors; queries are scored exactly, in memory, never by its approximate search.
+            self._shared = on_server(client)
             self._collection = client.get_or_create_collection(
-                collection_name(pack, embedder, shared=on_server(client)),
+                collection_name(pack, embedder, shared=self._shared),
                 configuration={"hnsw": {"space": "cosine"}},
                 embedding_function=None,
             )
         self.pack = pack
+        self._client = client
         self._head_cache = head_cache if head_cache is not None else model_cache_dir() / "heads"
         self._progress = progress
         self._scorer: Scorer | None = None
@@ -207,31 +211,64 @@ class RunbookIndex:
             stale += sorted(set(have) - set(want))
         removed = [rid for rid in rows if rid not in self.pack.runbooks]
         stale += [item for rid in removed for item in sorted(rows[rid])]
+        # On a server, a runbook whose content an older pack's collection already holds is copied from
+        # there: a deploy that changes one runbook embeds that one, as a folder's update in place does.
+        found = self._stored_elsewhere(added + updated) if self._shared else {}
         texts: list[str] = []
         ids: list[str] = []
         metadatas: list[Any] = []
+        vectors: list[Any] = []
         for rid in added + updated:
             runbook = self.pack.runbooks[rid]
             row_texts = [runbook.meta.title, *runbook.meta.examples]
             texts += row_texts
             ids += _row_ids(rid, len(row_texts))
             metadatas += [{"runbook": rid, "hash": runbook.content_hash} for _ in row_texts]
-        if texts:
-            vectors = self.embedder.embed(texts)
-            for start in range(0, len(texts), 1000):
-                end = start + 1000
-                self._collection.upsert(
-                    ids=ids[start:end],
-                    embeddings=vectors[start:end],
-                    documents=texts[start:end],
-                    metadatas=metadatas[start:end],
-                )
+            vectors += found.get(rid) or [None] * len(row_texts)
+        missing = [i for i, vector in enumerate(vectors) if vector is None]
+        if missing:
+            for i, vector in zip(missing, self.embedder.embed([texts[i] for i in missing]), strict=True):
+                vectors[i] = vector
+        for start in range(0, len(texts), 1000):
+            end = start + 1000
+            self._collection.upsert(
+                ids=ids[start:end],
+                embeddings=np.asarray(vectors[start:end], dtype=np.float32),
+                documents=texts[start:end],
+                metadatas=metadatas[start:end],
+            )
         if stale:
             self._collection.delete(ids=stale)
         unchanged = len(self.pack.runbooks) - len(added) - len(updated)
         self._scorer = None
         self._load_scorer()
         return SyncReport(added=added, updated=updated, removed=removed, unchanged=unchanged, head=self.head_state)
+
+    def _stored_elsewhere(self, rids: list[str]) -> dict[str, list[Any]]:
+        """Vectors of these runbooks, at their current content, in the server's other collections of this model."""
+        want = {rid: self.pack.runbooks[rid].content_hash for rid in rids}
+        if not want:
+            return {}
+        # Another pack's collection of the same model: the same name but for the fingerprint.
+        same_model = re.compile(re.escape(f"runbooks-{self.embedder.name}-") + "[0-9a-f]{16}")
+        found: dict[str, list[Any]] = {}
+        for other in self._client.list_collections():
+            if not same_model.fullmatch(other.name) or other.name == self._collection.name:
+                continue
+            if not (todo := {rid: h for rid, h in want.items() if rid not in found}):
+                break
+            where = cast(Where, {"hash": {"$in": sorted(set(todo.values()))}})
+            got = other.get(where=where, include=["embeddings", "metadatas"])
+            rows: dict[str, dict[str, Any]] = {}
+            vectors = [] if got["embeddings"] is None else list(got["embeddings"])
+            for item, meta, vector in zip(got["ids"], got["metadatas"] or [], vectors, strict=True):
+                if todo.get(str(meta["runbook"])) == meta["hash"]:
+                    rows.setdefault(str(meta["runbook"]), {})[item] = vector
+            for rid, by_id in rows.items():
+                ids = _row_ids(rid, 1 + len(self.pack.runbooks[rid].meta.examples))
+                if set(by_id) == set(ids):  # only a runbook stored whole
+                    found[rid] = [by_id[i] for i in ids]
+        return found
 
     @property
     def examples(self) -> ExampleVectors:

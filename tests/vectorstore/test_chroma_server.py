@@ -168,6 +168,19 @@ def test_settings_keep_a_well_formed_url_and_fill_in_the_port() -> None:
     assert Settings(chroma_url="").chroma_url is None and Settings().chroma_url is None
 
 
+def wait_until_stopped(pid: int) -> None:
+    """Return once every thread of the process is stopped (a signal is delivered after kill returns)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        states = [
+            (task / "stat").read_text().rsplit(")", 1)[1].split()[0] for task in Path(f"/proc/{pid}/task").iterdir()
+        ]
+        if all(state in ("T", "t") for state in states):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} did not stop")
+
+
 @pytest.fixture
 def own_server(tmp_path: Path) -> Iterator[ChromaServer]:
     """A server of this test's own, to stop and start."""
@@ -218,6 +231,7 @@ def test_a_server_that_hangs_fails_calls_and_readiness_within_the_bound(
     with TestClient(create_app(settings, runtime=runtime)) as http:
         os.kill(pid, signal.SIGSTOP)  # the process keeps its port and answers nothing
         try:
+            wait_until_stopped(pid)
             with pytest.raises(httpx.TimeoutException):
                 index.count()
             assert index.query("the printer jams", 3) == before

@@ -78,34 +78,43 @@ def test_the_folder_and_the_server_route_alike_with_memory(open_backend: OpenCli
     assert [there.query(m, 5) for m in messages] == [here.query(m, 5) for m in messages]
 
 
-def test_sync_reembeds_only_changed_runbooks(tmp_path: Path) -> None:
+def test_sync_reembeds_only_changed_runbooks(open_backend: OpenClient, tmp_path: Path) -> None:
     pack_dir = tmp_path / "pack"
     shutil.copytree(BUNDLED_RUNBOOKS, pack_dir)
     counting = CountingEmbedder(HashingEmbedder())
-    chroma = tmp_path / "chroma"
     heads = tmp_path / "heads"
 
-    first = RunbookIndex(open_client(chroma), load_pack(pack_dir), counting, head_cache=heads).sync()
+    first = RunbookIndex(open_backend(), load_pack(pack_dir), counting, head_cache=heads).sync()
     assert len(first.added) == 25 and first.unchanged == 0 and first.head == "trained"
     total = counting.texts
 
-    # A new process on the same folder finds everything in place, its routing head included.
-    again = RunbookIndex(open_client(chroma), load_pack(pack_dir), counting, head_cache=heads).sync()
+    # A new process finds everything in place, its routing head included.
+    again = RunbookIndex(open_backend(), load_pack(pack_dir), counting, head_cache=heads).sync()
     assert again.added == [] and again.updated == [] and again.unchanged == 25 and again.head == "cached"
     assert counting.texts == total
 
     printer = pack_dir / "devices" / "printer-problem.md"
     printer.write_text(printer.read_text().replace("examples:\n", "examples:\n  - the plotter jams\n", 1))
     (pack_dir / "devices" / "disk-full.md").unlink()
-    index = RunbookIndex(open_client(chroma), load_pack(pack_dir), counting, head_cache=heads)
+    client = open_backend()
+    index = RunbookIndex(client, load_pack(pack_dir), counting, head_cache=heads)
     changed = index.sync()
-    assert changed.updated == ["printer-problem"] and changed.removed == ["disk-full"] and changed.head == "trained"
+    if on_server(client):
+        # A collection of the new content's own, filled from the older one but for the changed runbook.
+        assert len(changed.added) == 24 and changed.updated == changed.removed == []
+    else:
+        assert changed.updated == ["printer-problem"] and changed.removed == ["disk-full"]
+    assert changed.head == "trained" and index.count() == rows(index.pack)
     runbook = index.pack.runbooks["printer-problem"]
     # The changed runbook's texts, and the out-of-scope messages the new head trains against.
     strays = len(bundled_out_of_scope("train"))
     assert counting.texts == total + 1 + len(runbook.meta.examples) + strays
     assert index.query("the plotter jams", 1)[0].runbook_id == "printer-problem"
     assert all(c.runbook_id != "disk-full" for c in index.query("my C drive is full", 5))
+    # Copied vectors are the ones the model gives: the index routes as one built from scratch does.
+    scratch = RunbookIndex(open_client(None), load_pack(pack_dir), HashingEmbedder(), head_cache=tmp_path / "h2")
+    scratch.sync()
+    assert np.allclose(index.examples.vectors, scratch.examples.vectors, atol=1e-6)
 
 
 def test_query_ranks_the_fitting_runbook_first(bundled_index: RunbookIndex) -> None:
