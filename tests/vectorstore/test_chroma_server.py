@@ -240,3 +240,24 @@ def test_a_server_that_hangs_fails_calls_and_readiness_within_the_bound(
         finally:
             os.kill(pid, signal.SIGCONT)
         assert http.get("/readyz").status_code == 200
+
+
+def test_tierone_index_names_an_unreachable_server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("TIERONE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("TIERONE_CHROMA_URL", f"http://127.0.0.1:{free_port()}")
+    result = CliRunner().invoke(cli_app, ["index"])
+    assert result.exit_code == 2 and "TIERONE_CHROMA_URL" in " ".join(result.output.split())
+    assert not (tmp_path / "data" / "chroma").exists()
+
+
+@pytest.mark.model
+def test_tierone_index_builds_the_servers_collection_and_no_folder(
+    chroma_server: ChromaServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("TIERONE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("TIERONE_CHROMA_URL", chroma_server.url)
+    first = CliRunner().invoke(cli_app, ["index"])
+    assert first.exit_code == 0, first.output
+    again = CliRunner().invoke(cli_app, ["index"])
+    assert again.exit_code == 0 and "0 added, 0 updated, 0 removed, 25 unchanged" in again.output, again.output
+    assert not (tmp_path / "data" / "chroma").exists()
