@@ -8,6 +8,7 @@ needs no Chroma server: one that goes away makes /readyz fail, not the turns.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import warnings
@@ -93,7 +94,7 @@ def open_client(
 def server_heartbeat(url: str, timeout_s: float = SERVER_TIMEOUT_S) -> None:
     """Return once the Chroma server at ``url`` answers its heartbeat; raise TieroneError after ``timeout_s``."""
     try:
-        response = httpx.get(f"{url.rstrip('/')}/api/v2/heartbeat", timeout=timeout_s)
+        response = _probe().get(f"{url.rstrip('/')}/api/v2/heartbeat", timeout=timeout_s)
         response.raise_for_status()
         int(response.json()["nanosecond heartbeat"])
     except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
@@ -102,6 +103,12 @@ def server_heartbeat(url: str, timeout_s: float = SERVER_TIMEOUT_S) -> None:
             f"the Chroma server at {url} ({_SETTING}) did not answer its heartbeat within {timeout_s:g} s "
             f"({reason}); start it, or unset {_SETTING} to keep the routing index in a folder"
         ) from exc
+
+
+@functools.cache
+def _probe() -> httpx.Client:
+    # One client for every heartbeat of the process: /readyz is polled, and a new client costs tens of ms.
+    return httpx.Client()
 
 
 def _server_client(url: str, settings: ChromaSettings, timeout_s: float) -> ClientAPI:
