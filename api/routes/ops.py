@@ -48,22 +48,21 @@ def _chroma_answers(url: str) -> str:
 
 @router.get("/readyz", responses={503: error_doc("Not ready; the body says which check failed")})
 def readyz(request: Request, settings: AppSettings) -> JSONResponse:
-    """200 when the routing index holds the pack (its Chroma server answering, when set) and the databases answer."""
+    """200 when the routing index holds the pack and both SQLite databases answer a query."""
     runtime: Runtime | None = getattr(request.app.state, "runtime", None)
     checks: dict[str, str] = {}
     if runtime is None:
         checks["runtime"] = "starting"
     else:
-        if settings.chroma_url:  # a short heartbeat: a server that hangs must not hang the probe
+        if settings.chroma_url:  # a short heartbeat first: a server that hangs must not hang the probe
             checks["chroma_server"] = _chroma_answers(settings.chroma_url)
-        if checks.get("chroma_server", "ok") != "ok":
-            checks["index"] = "not checked: the Chroma server is down (turns route on the vectors loaded at start)"
-        else:
-            try:
-                vectors = runtime.index.count()
-                checks["index"] = "ok" if vectors > 0 else "the routing index is empty; run `tierone index`"
-            except Exception as exc:  # noqa: BLE001 - any failure means not ready, and says so
-                checks["index"] = f"unreachable: {type(exc).__name__}"
+        try:
+            if checks.get("chroma_server", "ok") != "ok":
+                raise ConnectionError("not asked: turns route on the vectors loaded at start")
+            vectors = runtime.index.count()
+            checks["index"] = "ok" if vectors > 0 else "the routing index is empty; run `tierone index`"
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready, and says so
+            checks["index"] = f"unreachable: {type(exc).__name__}"
         checks["desk_db"] = _answers(settings.desk_db)
         checks["conversations_db"] = _answers(settings.conversations_db)
     ready = bool(checks) and all(v == "ok" for v in checks.values())
