@@ -26,6 +26,14 @@ def healthz(request: Request) -> dict[str, str]:
     return {"status": "ok"}
 
 
+def _chroma_answers(url: str) -> str:
+    try:
+        server_heartbeat(url, timeout_s=2.0)
+        return "ok"
+    except TieroneError as exc:
+        return f"unreachable: {exc}"
+
+
 def _answers(path: Path) -> str:
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)
@@ -35,14 +43,6 @@ def _answers(path: Path) -> str:
             conn.close()
         return "ok"
     except sqlite3.Error as exc:
-        return f"unreachable: {exc}"
-
-
-def _chroma_answers(url: str) -> str:
-    try:
-        server_heartbeat(url, timeout_s=2.0)
-        return "ok"
-    except TieroneError as exc:
         return f"unreachable: {exc}"
 
 
