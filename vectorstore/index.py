@@ -24,6 +24,7 @@ import numpy as np
 from chromadb.api import ClientAPI
 from chromadb.api.types import Where
 from chromadb.config import Settings as ChromaSettings
+from chromadb.errors import ChromaError
 
 from core.errors import TieroneError
 from core.pack import Pack
@@ -119,7 +120,7 @@ def _server_client(url: str, settings: ChromaSettings, timeout_s: float) -> Clie
         client = chromadb.HttpClient(
             host=parts.hostname or "", port=parts.port or (443 if https else 8000), ssl=https, settings=settings
         )
-    except (ValueError, httpx.HTTPError) as exc:
+    except (ValueError, httpx.HTTPError, ChromaError) as exc:
         raise TieroneError(f"the Chroma server at {url} ({_SETTING}) refused the client: {exc}") from exc
     # No setting reaches the client's HTTP session, so its timeout is set here (chromadb 1.5).
     session = getattr(getattr(client, "_server", None), "_session", None)
@@ -179,8 +180,8 @@ class RunbookIndex:
             # Chroma notes that a collection without an embedding function (vectors come from here)
             # has a "legacy" configuration whenever it reads one back to compare or change it.
             warnings.filterwarnings("ignore", "legacy embedding function config", DeprecationWarning)
-            # Chroma stores the vectors; queries are scored exactly, in memory, never by its approximate search.
             self._shared = on_server(client)
+            # Chroma stores the vectors; queries are scored exactly, in memory, never by its approximate search.
             self._collection = client.get_or_create_collection(
                 collection_name(pack, embedder, shared=self._shared),
                 configuration={"hnsw": {"space": "cosine"}},
