@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -41,7 +42,10 @@ RunbooksOpt = Annotated[Path | None, typer.Option("--runbooks", help="Runbook pa
 
 
 def _settings(runbooks: Path | None = None) -> Settings:
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:  # each wrong setting by name, never its value (it may hold a secret)
+        _fail(TieroneError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())))
     return settings.model_copy(update={"runbooks": runbooks}) if runbooks else settings
 
 
@@ -144,9 +148,10 @@ def index(runbooks: RunbooksOpt = None) -> None:
     settings = _settings(runbooks)
     try:
         pack = load_pack(settings.runbooks)
+        client = open_client(settings.chroma_dir, url=settings.chroma_url)
     except TieroneError as exc:
         _fail(exc)
-    index = RunbookIndex(open_client(settings.chroma_dir), pack, MiniLMEmbedder(), progress=_training_bar)
+    index = RunbookIndex(client, pack, MiniLMEmbedder(), progress=_training_bar)
     report = index.sync()
     head = {
         "trained": f"routing head trained and cached ({index.head_file()})",
@@ -915,7 +920,9 @@ def _gaps(runbooks: Path | None, since: str | None, until: str | None, distance:
         raise TieroneError(f"--until {until} is not after --since {since or start.isoformat()}; swap them")
     if not 0 < distance < 2:
         raise TieroneError(f"--distance must be between 0 and 2 (cosine distance), not {distance}")
-    index = RunbookIndex(open_client(settings.chroma_dir), load_pack(settings.runbooks), MiniLMEmbedder())
+    index = RunbookIndex(
+        open_client(settings.chroma_dir, url=settings.chroma_url), load_pack(settings.runbooks), MiniLMEmbedder()
+    )
     index.sync()
     return find_gaps(HandoffQueue(settings.desk_db, utc_now), index, since=start, until=end, distance=distance)
 
@@ -1080,7 +1087,7 @@ def insights(
         pack = load_pack(settings.runbooks)
 
         def routing_index() -> RunbookIndex:  # opened only when the period has handoffs to cluster
-            index = RunbookIndex(open_client(settings.chroma_dir), pack, MiniLMEmbedder())
+            index = RunbookIndex(open_client(settings.chroma_dir, url=settings.chroma_url), pack, MiniLMEmbedder())
             index.sync()
             return index
 

@@ -110,8 +110,9 @@ class Runtime:
 
 
 def _open_index(settings: Settings, embedder: Embedder | None) -> RunbookIndex:
-    """The pack's routing index, synced with the pack on disk."""
-    index = RunbookIndex(open_client(settings.chroma_dir), load_pack(settings.runbooks), embedder or MiniLMEmbedder())
+    """The pack's routing index, synced with the pack: on the Chroma server when one is set, else in a folder."""
+    client = open_client(settings.chroma_dir, url=settings.chroma_url)
+    index = RunbookIndex(client, load_pack(settings.runbooks), embedder or MiniLMEmbedder())
     index.sync()
     return index
 

@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -60,6 +61,8 @@ class Settings(BaseSettings):
     llm_record: bool = False
     data_dir: Path = Path("data")
     runbooks: Path = BUNDLED_RUNBOOKS
+    # A Chroma server for the routing index, http://host:port (shared by replicas); unset: DATA_DIR/chroma.
+    chroma_url: str | None = None
     # Longest customer message accepted, in characters.
     max_message_chars: int = 8000
     # A real identity provider / ITSM REST API (tools/http_backend.py); unset: the embedded directory.
@@ -129,6 +132,28 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return [part.strip().rstrip("/") for part in text.split(",") if part.strip()]
         return value
+
+    @field_validator("chroma_url")
+    @classmethod
+    def _check_chroma_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or port == -1
+            or parts.username is not None
+            or parts.path.strip("/")
+            or parts.query
+        ):
+            raise ValueError("TIERONE_CHROMA_URL must be a Chroma server's http://host:port, without user or path")
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        return f"{parts.scheme}://{host}:{port or (443 if parts.scheme == 'https' else 8000)}"
 
     @property
     def conversations_db(self) -> Path:

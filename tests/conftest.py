@@ -21,6 +21,9 @@ from core.settings import BUNDLED_RUNBOOKS, Settings
 from vectorstore.embeddings import MiniLMEmbedder
 from vectorstore.index import RunbookIndex, open_client
 
+# The session's Chroma server (``chroma_server``), started only for the tests that ask for it.
+pytest_plugins = ["tests.chroma_server"]
+
 
 class Clock:
     """A clock the test moves by hand."""

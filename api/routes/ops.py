@@ -12,6 +12,8 @@ from api.deps import AppMetrics, AppSettings
 from api.errors import error_doc
 from app.metrics import CONTENT_TYPE
 from app.runtime import Runtime
+from core.errors import TieroneError
+from vectorstore.index import server_heartbeat
 
 router = APIRouter(tags=["operations"])
 
@@ -22,6 +24,14 @@ def healthz(request: Request) -> dict[str, str]:
     if getattr(request.app.state, "runtime", None) is None:
         raise HTTPException(503, "starting")
     return {"status": "ok"}
+
+
+def _chroma_answers(url: str) -> str:
+    try:
+        server_heartbeat(url, timeout_s=2.0)
+        return "ok"
+    except TieroneError as exc:
+        return f"unreachable: {exc}"
 
 
 def _answers(path: Path) -> str:
@@ -44,7 +54,11 @@ def readyz(request: Request, settings: AppSettings) -> JSONResponse:
     if runtime is None:
         checks["runtime"] = "starting"
     else:
+        if settings.chroma_url:  # a short heartbeat first: a server that hangs must not hang the probe
+            checks["chroma_server"] = _chroma_answers(settings.chroma_url)
         try:
+            if checks.get("chroma_server", "ok") != "ok":
+                raise ConnectionError("not asked: turns route on the vectors loaded at start")
             vectors = runtime.index.count()
             checks["index"] = "ok" if vectors > 0 else "the routing index is empty; run `tierone index`"
         except Exception as exc:  # noqa: BLE001 - any failure means not ready, and says so
