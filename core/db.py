@@ -48,6 +48,8 @@ Path and no URL, else a ``PostgresDatabase``. Every ``PostgresDatabase`` of one 
   (``pg_advisory_xact_lock``; a no-op on SQLite, whose write transactions already run one at a time).
   Use it where a transaction reads, then writes what it read (a next sequence number). The module
   function ``hold(conn, key)`` does the same with only a connection at hand.
+- ``notify(conn, channel, payload)`` and ``PostgresDatabase.listen(channel, callback)``: wake other
+  processes when a transaction commits (LISTEN/NOTIFY; nothing on SQLite, where one process serves).
 - ``session_lock(key)``: a context manager holding a lock named ``key`` across processes for longer
   than one transaction (a conversation's turn); a no-op on SQLite.
 - ``migrate(schema)``: as above; on PostgreSQL serialised across processes by an advisory lock.
@@ -63,6 +65,7 @@ names ``TIERONE_DATABASE_URL`` and the host, never the password.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -446,6 +449,59 @@ def _release_pool(url: DatabaseUrl, role: str = "main") -> None:
     pool.close()
 
 
+_CHANNEL = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def notify(conn: Connection, channel: str, payload: str) -> None:
+    """Tell every process listening on ``channel`` (``listen``) when this transaction commits; nothing on SQLite."""
+    if isinstance(conn, PgConnection):
+        conn.execute("SELECT pg_notify(?, ?)", (channel, payload))
+
+
+class Listener:
+    """A thread that LISTENs on a channel on a connection of its own and hands each payload to a callback.
+
+    It reconnects when the database goes away and calls ``on_connect`` each time it (re)starts
+    listening, since what was sent meanwhile is lost. It ends with ``stop()``, or once no store of
+    this process has the database open any more.
+    """
+
+    def __init__(
+        self, url: DatabaseUrl, channel: str, callback: Callable[[str], None], on_connect: Callable[[], None]
+    ) -> None:
+        if not _CHANNEL.fullmatch(channel):
+            raise ValueError(f"{channel!r} is not a channel name (lower-case letters, digits and _)")
+        self.url, self.channel = url, channel
+        self._callback, self._on_connect = callback, on_connect
+        self.ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"listen-{channel}", daemon=True)
+        self._thread.start()
+
+    def _open(self) -> bool:
+        return not self._stop.is_set() and (self.url.url, "main") in _pools
+
+    def _run(self) -> None:
+        while self._open():
+            try:
+                with psycopg.connect(self.url.url, autocommit=True, connect_timeout=10) as conn:
+                    conn.execute(f"LISTEN {self.channel}")
+                    self._on_connect()
+                    self.ready.set()
+                    while self._open():
+                        for note in conn.notifies(timeout=0.5):
+                            self._callback(note.payload)
+            except psycopg.Error:
+                self.ready.clear()
+                self._stop.wait(1.0)  # the database went away: listen again once it is back
+
+    def stop(self) -> None:
+        """Stop listening and wait for the thread to end."""
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+
+
 class PostgresDatabase:
     """A store's handle on a PostgreSQL database: transactions on the URL's shared connection pool."""
 
@@ -455,6 +511,7 @@ class PostgresDatabase:
         self.url = url
         self.pool = _acquire_pool(url)
         self._lock_pool: ConnectionPool | None = None
+        self._listeners: list[Listener] = []
         self._guard = threading.Lock()
         self._closed = False
 
@@ -485,6 +542,15 @@ class PostgresDatabase:
             finally:
                 conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
 
+    def listen(
+        self, channel: str, callback: Callable[[str], None], on_connect: Callable[[], None] = lambda: None
+    ) -> Listener:
+        """Hand every ``notify`` on ``channel``, from any process, to ``callback`` until this handle closes."""
+        listener = Listener(self.url, channel, callback, on_connect)
+        with self._guard:
+            self._listeners.append(listener)
+        return listener
+
     def migrate(self, schema: Migrations) -> list[int]:
         """Apply the component's migrations this database lacks, each in its own transaction; return their versions."""
         return _migrate(self, schema)
@@ -499,6 +565,9 @@ class PostgresDatabase:
                 return
             self._closed = True
             lock_pool, self._lock_pool = self._lock_pool, None
+            listeners, self._listeners = self._listeners, []
+        for listener in listeners:
+            listener.stop()
         _release_pool(self.url)
         if lock_pool is not None:
             _release_pool(self.url, "locks")
