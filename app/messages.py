@@ -4,7 +4,8 @@ Every line a customer, the bot, a technician or the system writes lands here, PI
 per-conversation sequence number. The log is what `GET /conversations/{id}`, the SSE stream and the
 L2 desk show. Customer and bot lines are mirrored from the graph's checkpointed transcript inside
 the conversation's lock (so a turn that a crash cut short is mirrored when it is finished);
-technician and system lines are written directly.
+technician and system lines are written directly. On PostgreSQL each new line is announced
+(NOTIFY) when its transaction commits, so every replica's readers wake, whichever wrote it.
 """
 
 from __future__ import annotations
@@ -14,13 +15,23 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from core.db import Database, Migration, Migrations, PersonalTables
+from core.db import (
+    DatabaseTarget,
+    Migration,
+    Migrations,
+    PersonalTables,
+    PostgresDatabase,
+    hold,
+    notify,
+    open_database,
+)
 from core.redact import redact
 
 Role = Literal["customer", "bot", "technician", "system"]
+# On PostgreSQL, where every replica hears of every new line (LISTEN/NOTIFY).
+_CHANNEL = "tierone_messages"
 ROLES: tuple[Role, ...] = ("customer", "bot", "technician", "system")
 
 _SCHEMA = (
@@ -96,6 +107,13 @@ class Feed:
         with self._guard:
             return len(self._subscribers.get(conversation_id, ()))
 
+    def notify_all(self) -> None:
+        """Wake every reader (changes may have been missed: they each read their log again)."""
+        with self._guard:
+            subs = [sub for group in self._subscribers.values() for sub in group]
+        for sub in subs:
+            sub.wake()
+
     def notify(self, conversation_id: str) -> None:
         """Tell every reader of the conversation that something changed."""
         with self._guard:
@@ -160,7 +178,7 @@ class Subscription:
 
 
 class MessageLog:
-    """Conversation lines in SQLite, numbered per conversation, each written in its own transaction."""
+    """Conversation lines in the desk database, numbered per conversation, each written in its own transaction."""
 
     MIGRATIONS: ClassVar[Migrations] = Migrations("messages", Migration(1, *_SCHEMA))
     PERSONAL_TABLES: ClassVar[PersonalTables] = {
@@ -168,17 +186,27 @@ class MessageLog:
         "message_mirror": {"conversation_id": "conversation"},
     }
 
-    def __init__(self, path: Path, clock: Callable[[], datetime], feed: Feed | None = None) -> None:
-        self.path = path
-        self._db = Database(path)
+    def __init__(self, path: DatabaseTarget, clock: Callable[[], datetime], feed: Feed | None = None) -> None:
+        self.target = path
+        self._db = open_database(path)
         self._clock = clock
         self.feed = feed or Feed()
         self._db.migrate(self.MIGRATIONS)
+        if isinstance(self._db, PostgresDatabase):
+            # Lines other replicas write wake this process's readers too (each notice names a conversation).
+            listener = self._db.listen(_CHANNEL, self.feed.notify, on_connect=self.feed.notify_all)
+            listener.ready.wait(10)
+
+    def close(self) -> None:
+        """Stop listening for other processes' lines and close the database."""
+        self._db.close()
 
     @staticmethod
     def _insert(
         conn: Any, conversation_id: str, role: str, text: str, at: str, channel: str, author: str | None
     ) -> Line:
+        # Two writers of one conversation (replicas, the desk and a turn) take the next number in turn.
+        hold(conn, f"messages:{conversation_id}")
         row = conn.execute(
             "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conversation_id = ?", (conversation_id,)
         ).fetchone()
@@ -187,6 +215,7 @@ class MessageLog:
             "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?)",
             (conversation_id, line.seq, role, text, at, channel, author),
         )
+        notify(conn, _CHANNEL, conversation_id)
         return line
 
     def append(self, conversation_id: str, role: Role, text: str, channel: str, author: str | None = None) -> Line:
@@ -208,6 +237,7 @@ class MessageLog:
         """Copy the graph transcript's lines that the log lacks; safe to call again with the same transcript."""
         added: list[Line] = []
         with self._db.transaction() as conn:
+            hold(conn, f"messages:{conversation_id}")
             row = conn.execute(
                 "SELECT graph_lines FROM message_mirror WHERE conversation_id = ?", (conversation_id,)
             ).fetchone()

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     llm_recordings: Path | None = None
     llm_record: bool = False
     data_dir: Path = Path("data")
+    # postgresql://user:password@host:port/db puts every store and the conversations' checkpoints in
+    # that PostgreSQL database (core/db.py); unset: SQLite files in data_dir.
+    database_url: SecretStr | None = None
     runbooks: Path = BUNDLED_RUNBOOKS
     # A Chroma server for the routing index, http://host:port (shared by replicas); unset: DATA_DIR/chroma.
     chroma_url: str | None = None
