@@ -378,3 +378,27 @@ def test_webhook_settings_are_optional() -> None:
     assert Webhook.from_settings(Settings(handoff_webhook_url=None)) is None
     hook = Webhook.from_settings(Settings(handoff_webhook_url=URL, handoff_webhook_timeout_s=3))
     assert hook == Webhook(url=URL, secret=None, timeout_s=3)
+
+
+def test_two_workers_on_one_database_each_take_a_row_once_and_a_dead_ones_lease_runs_out(
+    open_rt: Callable[..., Runtime], helpdesk: respx.MockRouter, tmp_path: Path, clock: Clock
+) -> None:
+    receiver = Receiver()
+    helpdesk.post(URL).mock(side_effect=receiver.ok)
+    runtime = open_rt()
+    first, second = notifier(runtime), Notifier.from_settings(settings_for(tmp_path / "data"), clock)
+    assert first.worker_id != second.worker_id
+    one, two = hand_off(runtime), hand_off(runtime, "can I speak to a person")
+    assert [pid for pid, _ in first._take_due(1)] == [one]
+    assert [pid for pid, _ in second._take_due(10)] == [two]  # the row the first holds is not offered
+    assert first._take_due(10) == [] and second._take_due(10) == []
+
+    # The first worker dies holding its lease; once it runs out the second sends both rows.
+    clock.advance(seconds=first.lease_s + 1)
+    assert second.deliver_due() == 2
+    assert sorted(receiver.tickets) == sorted([one, two]) and len(receiver.requests) == 2
+    # A worker that comes back after its lease ran out cannot undo what the other recorded.
+    first._record(one, 1, "retry", 503, "late answer")
+    record = second.delivery(one)
+    assert record is not None and record["status"] == "delivered" and record["claimed_by"] is None
+    assert [a["outcome"] for a in record["attempt_log"]] == ["delivered", "retry"]
