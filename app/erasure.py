@@ -10,7 +10,14 @@ no personal data), which a bank must keep, and one ``erasures`` record that coun
 
 Each store of the desk database names the tables and columns that tie its rows to a conversation
 (``PERSONAL_TABLES``, core/db.py); erasure deletes by those rather than by what the catalogue holds.
-Deleted rows are overwritten on disk (``secure_delete``) and the write-ahead logs truncated.
+On SQLite, deleted rows are overwritten on disk (``secure_delete``), the write-ahead logs truncated
+and the checkpoint file rewritten (VACUUM). On PostgreSQL the same rows are deleted in one
+transaction, and no query, replica or ``tierone`` command can read them again; but PostgreSQL keeps
+a deleted row's bytes as a dead tuple in the table's file until VACUUM (autovacuum, within minutes
+on a busy table) reclaims its space, and even then the bytes may stay in free space until it is
+reused; the server's write-ahead log holds them until it is recycled, and any base backup, WAL
+archive or standby taken meanwhile keeps them for as long as the operator keeps those. Erasure does
+not reach those copies: the operator's backup retention bounds how long they live.
 """
 
 from __future__ import annotations
@@ -279,7 +286,7 @@ class Eraser:
         ]
 
 
-def _delete(conn: sqlite3.Connection, table: str, column: str, tie: Tie, cid: str, packets: list[str]) -> int:
+def _delete(conn: Connection, table: str, column: str, tie: Tie, cid: str, packets: list[str]) -> int:
     """Delete the rows of a table that this column ties to the conversation; return how many."""
     if tie == "conversation":
         return int(conn.execute(f'DELETE FROM "{table}" WHERE "{column}" = ?', (cid,)).rowcount)
