@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install run chat test test-unit lint eval bench clean chromium
+.PHONY: help install run chat test test-unit lint eval bench clean chromium postgres
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -37,7 +37,13 @@ chromium: ## Install /usr/bin/chromium for the browser tests, if it is missing
 	  if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y chromium; \
 	  else echo "The browser tests need /usr/bin/chromium: run 'sudo apt-get install -y chromium'" >&2; exit 1; fi; }
 
-test: $(STAMP) chromium ## Run the test suite (browser tests included)
+# The PostgreSQL tests start their own server from the Debian package's binaries (tests/pg.py).
+postgres: ## Install PostgreSQL's binaries for the PostgreSQL tests, if they are missing
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y postgresql; \
+	  else echo "The PostgreSQL tests need initdb: run 'sudo apt-get install -y postgresql'" >&2; exit 1; fi; }
+
+test: $(STAMP) chromium postgres ## Run the test suite (browser and PostgreSQL tests included)
 	$(BIN)/python -m pytest -q
 
 test-unit: $(STAMP) ## The fast tests: no embedding model, no browser (seconds)

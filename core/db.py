@@ -2,12 +2,12 @@
 
 A store declares its schema in one place, as the numbered migrations of its component
 (``Migrations("desk", Migration(1, "CREATE TABLE ..."), Migration(2, ...))``), and applies them when it opens
-(``Database.migrate``). Each migration runs in its own transaction and is recorded in
-``schema_migrations`` (component, version, applied_at), so it runs once per database.
+(``migrate``). Each migration runs in its own transaction and is recorded in ``schema_migrations``
+(component, version, applied_at), so it runs once per database.
 
 A step of a migration is SQL that every dialect runs, SQL per dialect (``{"sqlite": ...,
 "postgresql": ...}``, ``None`` where a dialect has nothing to do), or a function of the connection and
-the dialect, for an upgrade that first looks whether it is needed. SQLite is the one dialect built.
+the dialect, for an upgrade that first looks whether it is needed.
 
 A store that holds customers' conversations also declares ``PERSONAL_TABLES``: which columns tie a
 row to a conversation, so that erasure (app/erasure.py) finds every row without reading the catalogue.
@@ -15,27 +15,90 @@ row to a conversation, so that erasure (app/erasure.py) finds every row without 
 The runner is written here rather than taken from alembic: the stores speak plain SQL without
 SQLAlchemy, and what they need (ordered versions per component, a transaction each, a record) fits
 on this page, where alembic would bring SQLAlchemy and a second description of every table.
+
+Two backends, one contract
+--------------------------
+``TIERONE_DATABASE_URL`` (``Settings.database_url``) unset: every store is a SQLite file, as before.
+Set to ``postgresql://...``: every store lives in that one PostgreSQL database.
+
+How a store is told where its data lives (the pattern every store follows):
+
+- A store's constructor takes a ``DatabaseTarget``: a ``Path`` (a SQLite file) or a ``DatabaseUrl``
+  (PostgreSQL). Tests and old callers keep passing a ``Path``; nothing else changes for them.
+- The store opens it with ``self._db = open_database(target)`` (``secure_delete=True`` where it did)
+  and keeps using ``self._db.transaction()``, ``migrate``, ``checkpoint`` and ``close``.
+- The wiring (app/runtime.py, cli.py) turns a settings path into a target with
+  ``database_target(settings.desk_db, settings.database_url)``: the path when no URL is set, else the URL.
+  ``Settings.desk_db``, ``conversations_db`` and ``vault_db`` stay Paths.
+
+``open_database(target, *, settings_url=None, secure_delete=False)`` returns ``Database`` (SQLite) for a
+Path and no URL, else a ``PostgresDatabase``. Every ``PostgresDatabase`` of one URL shares ONE
+``psycopg_pool.ConnectionPool`` (counted; the last ``close()`` closes it). Both classes offer:
+
+- ``dialect``: ``"sqlite"`` or ``"postgresql"``.
+- ``transaction()``: a context manager yielding a connection for one transaction (commit on success,
+  roll back on error). ``conn.execute(sql, params)`` takes the stores' SQLite ``?`` placeholders on
+  both backends (on PostgreSQL they become ``%s``, once per statement text; ``%`` and ``?`` inside
+  string literals are left as written). It returns a cursor: ``fetchone()``, ``fetchall()``,
+  iteration, ``rowcount``; rows read by name and by index (``Row``). There is no ``lastrowid``:
+  use ``RETURNING``.
+- ``hold(conn, key)``: inside a transaction, wait for and hold a lock named ``key`` until it ends
+  (``pg_advisory_xact_lock``; a no-op on SQLite, whose write transactions already run one at a time).
+  Use it where a transaction reads, then writes what it read (a next sequence number).
+- ``migrate(schema)``: as above; on PostgreSQL serialised across processes by an advisory lock.
+- ``checkpoint()`` (a no-op on PostgreSQL) and ``close()``.
+
+SQL both run: ``INSERT ... ON CONFLICT ... DO NOTHING/UPDATE`` (not ``INSERT OR IGNORE/REPLACE``),
+``RETURNING`` (not ``lastrowid``), ``COALESCE``; per dialect in migrations: ``INTEGER PRIMARY KEY
+AUTOINCREMENT`` / ``BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY``, ``BLOB`` / ``BYTEA``. PRAGMAs
+are SQLite's only. Python ``bool`` parameters are sent as 0/1 on both, as SQLite stores them; keep
+such columns INTEGER. A wrong or unreachable URL fails at open with ``DatabaseUnavailable``, which
+names ``TIERONE_DATABASE_URL`` and the host, never the password.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool
+from pydantic import SecretStr
+
 from core.clock import utc_now
-from core.errors import MigrationFailed
+from core.errors import DatabaseUnavailable, MigrationFailed
 
 Dialect = Literal["sqlite", "postgresql"]
 
 
-class Connection(Protocol):
-    """What a migration step may use of a connection (sqlite3's, and psycopg's once PostgreSQL comes)."""
+class Cursor(Protocol):
+    """What a store may use of a statement's result: sqlite3's cursor, or psycopg's with ``Row`` rows."""
 
-    def execute(self, sql: str, parameters: Any = ..., /) -> Any:
+    @property
+    def rowcount(self) -> int:
+        """Rows the statement changed."""
+
+    def fetchone(self) -> Any:
+        """The next row, or None."""
+
+    def fetchall(self) -> list[Any]:
+        """Every row left."""
+
+    def __iter__(self) -> Iterator[Any]:
+        """The rows, one by one."""
+
+
+class Connection(Protocol):
+    """What a store may use of a connection: sqlite3's, or ``PgConnection`` on PostgreSQL."""
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Cursor:
         """Run one statement."""
 
 
@@ -106,6 +169,17 @@ def sqlite_columns(conn: Connection, table: str) -> set[str]:
     return {row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')}
 
 
+def table_columns(conn: Connection, dialect: Dialect, table: str) -> set[str]:
+    """The column names of a table in either dialect (none when it does not exist)."""
+    if dialect == "sqlite":
+        return sqlite_columns(conn, table)
+    rows = conn.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = ?",
+        (table,),
+    )
+    return {row[0] for row in rows}
+
+
 class Database:
     """One connection to a SQLite file, shared by a store's threads one transaction at a time."""
 
@@ -138,31 +212,12 @@ class Database:
                 raise
             self._conn.execute("COMMIT")
 
+    def hold(self, conn: Connection, key: str) -> None:
+        """Nothing to take: a SQLite write transaction (BEGIN IMMEDIATE) already excludes every other."""
+
     def migrate(self, schema: Migrations) -> list[int]:
         """Apply the component's migrations this database lacks, each in its own transaction; return their versions."""
-        with self.transaction() as conn:
-            conn.execute(_LEDGER)
-            done = _versions(conn, schema.component)
-        applied = []
-        for migration in schema.migrations:
-            if migration.version in done:
-                continue
-            try:
-                with self.transaction() as conn:
-                    # Another process may have applied it since we looked.
-                    if migration.version in _versions(conn, schema.component):
-                        continue
-                    migration.apply(conn, self.dialect, schema.component)
-                    conn.execute(
-                        "INSERT INTO schema_migrations (component, version, applied_at) VALUES (?, ?, ?)",
-                        (schema.component, migration.version, utc_now().isoformat()),
-                    )
-            except MigrationFailed:
-                raise
-            except Exception as exc:
-                raise MigrationFailed(schema.component, migration.version, str(exc)) from exc
-            applied.append(migration.version)
-        return applied
+        return _migrate(self, schema)
 
     def checkpoint(self) -> None:
         """Copy the write-ahead log into the file and empty it, so no old copy of a deleted row stays there."""
@@ -175,6 +230,288 @@ class Database:
             self._conn.close()
 
 
-def _versions(conn: sqlite3.Connection, component: str) -> set[int]:
+# -- PostgreSQL -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatabaseUrl:
+    """Where a PostgreSQL database is: a ``postgresql://`` URL. Its repr and ``safe`` never show the password."""
+
+    url: str = field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"DatabaseUrl({self.safe!r})"
+
+    @property
+    def safe(self) -> str:
+        """The URL's host, port and database name, for messages."""
+        try:
+            parts = conninfo_to_dict(self.url)
+        except psycopg.ProgrammingError:
+            return "an unreadable URL"
+        host = parts.get("host") or "localhost"
+        port = parts.get("port") or "5432"
+        return f"{host}:{port}/{parts.get('dbname') or ''}"
+
+
+DatabaseTarget = Path | DatabaseUrl
+
+
+def database_target(path: Path, url: SecretStr | str | None) -> DatabaseTarget:
+    """Where a store of that SQLite path lives: the path itself, or the PostgreSQL database when a URL is set."""
+    if url is None:
+        return path
+    text = url.get_secret_value() if isinstance(url, SecretStr) else url
+    return DatabaseUrl(text) if text else path
+
+
+class _Columns:
+    """A result's column names, in order, and where each name first appears (as sqlite3.Row finds it)."""
+
+    __slots__ = ("index", "names")
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        self.index: dict[str, int] = {}
+        for i, name in enumerate(names):
+            self.index.setdefault(name, i)
+
+
+class Row(tuple[Any, ...]):
+    """A PostgreSQL row read like ``sqlite3.Row``: by index, by column name, ``keys()`` and ``dict(row)``."""
+
+    _columns: _Columns
+
+    def __new__(cls, values: Sequence[Any], columns: _Columns) -> Row:  # noqa: D102
+        row = super().__new__(cls, values)
+        row._columns = columns
+        return row
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            try:
+                return tuple.__getitem__(self, self._columns.index[key])
+            except KeyError:
+                raise IndexError(f"no such column: {key}") from None
+        return tuple.__getitem__(self, key)
+
+    def keys(self) -> list[str]:
+        """The column names, in order."""
+        return list(self._columns.names)
+
+
+def _row_factory(cursor: Any) -> Callable[[Sequence[Any]], Row]:
+    columns = _Columns([column.name for column in cursor.description or ()])
+    return lambda values: Row(values, columns)
+
+
+@lru_cache(maxsize=2048)
+def pg_sql(sql: str) -> str:
+    """A statement with ``?`` placeholders as psycopg's ``%s``; ``%`` doubled, quoted text and comments kept."""
+    out: list[str] = []
+    i, n = 0, len(sql)
+    while i < n:
+        ch = sql[i]
+        if ch in "'\"":
+            end = i + 1
+            while end < n:
+                if sql[end] == ch:
+                    if end + 1 < n and sql[end + 1] == ch:  # a doubled quote inside the literal
+                        end += 2
+                        continue
+                    break
+                end += 1
+            out.append(sql[i : end + 1].replace("%", "%%"))
+            i = end + 1
+        elif sql.startswith("--", i):
+            end = sql.find("\n", i)
+            end = n if end < 0 else end
+            out.append(sql[i:end].replace("%", "%%"))
+            i = end
+        elif sql.startswith("/*", i):
+            end = sql.find("*/", i + 2)
+            end = n if end < 0 else end + 2
+            out.append(sql[i:end].replace("%", "%%"))
+            i = end
+        elif ch == "?":
+            out.append("%s")
+            i += 1
+        elif ch == "%":
+            out.append("%%")
+            i += 1
+        else:
+            out.append(ch)
+            i += 1
+    return "".join(out)
+
+
+class PgConnection:
+    """A psycopg connection inside one transaction that speaks the stores' SQLite-style statements."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.raw = conn
+
+    def execute(self, sql: str, parameters: Any = (), /) -> Cursor:
+        """Run one statement with ``?`` placeholders; bools go as 0/1, as SQLite stores them."""
+        params = tuple(int(p) if isinstance(p, bool) else p for p in parameters or ())
+        cursor = self.raw.cursor(row_factory=_row_factory)
+        return cursor.execute(pg_sql(sql), params)
+
+
+_pools: dict[str, tuple[ConnectionPool, int]] = {}
+_pools_lock = threading.Lock()
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    # Transactions are explicit (conn.transaction()), as langgraph's PostgresSaver also expects.
+    conn.autocommit = True
+
+
+def _unavailable(url: DatabaseUrl, exc: Exception) -> DatabaseUnavailable:
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    try:
+        password = conninfo_to_dict(url.url).get("password")
+    except psycopg.ProgrammingError:
+        password = None
+    if password:
+        detail = detail.replace(str(password), "***")
+    return DatabaseUnavailable(url.safe, detail)
+
+
+def _acquire_pool(url: DatabaseUrl) -> ConnectionPool:
+    with _pools_lock:
+        if url.url in _pools:
+            shared, count = _pools[url.url]
+            _pools[url.url] = (shared, count + 1)
+            return shared
+        try:
+            conninfo_to_dict(url.url)
+        except psycopg.ProgrammingError as exc:
+            raise DatabaseUnavailable(url.safe, "it is not a PostgreSQL URL (postgresql://user@host:port/db)") from exc
+        try:
+            # One connection first: its error says what is wrong, where the pool's would only time out.
+            psycopg.connect(url.url, connect_timeout=10).close()
+        except psycopg.Error as exc:
+            raise _unavailable(url, exc) from None
+        pool: ConnectionPool = ConnectionPool(
+            url.url,
+            min_size=1,
+            max_size=20,
+            open=False,
+            configure=_configure,
+            # A connection that died with the server is found on checkout and replaced.
+            check=ConnectionPool.check_connection,
+            name="tierone",
+        )
+        pool.open(wait=True, timeout=30)
+        _pools[url.url] = (pool, 1)
+        return pool
+
+
+def _release_pool(url: DatabaseUrl) -> None:
+    with _pools_lock:
+        pool, count = _pools[url.url]
+        if count > 1:
+            _pools[url.url] = (pool, count - 1)
+            return
+        del _pools[url.url]
+    pool.close()
+
+
+class PostgresDatabase:
+    """A store's handle on a PostgreSQL database: transactions on the URL's shared connection pool."""
+
+    dialect: Dialect = "postgresql"
+
+    def __init__(self, url: DatabaseUrl) -> None:
+        self.url = url
+        self.pool = _acquire_pool(url)
+        self._closed = False
+
+    @contextmanager
+    def transaction(self) -> Iterator[PgConnection]:
+        """Run statements in one transaction: commit on success, roll back on error."""
+        with self.pool.connection() as conn, conn.transaction():
+            yield PgConnection(conn)
+
+    def hold(self, conn: Connection, key: str) -> None:
+        """Wait for, and hold until the transaction ends, the lock named ``key`` (across processes)."""
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (key,))
+
+    def migrate(self, schema: Migrations) -> list[int]:
+        """Apply the component's migrations this database lacks, each in its own transaction; return their versions."""
+        return _migrate(self, schema)
+
+    def checkpoint(self) -> None:
+        """Nothing to do: PostgreSQL has no write-ahead log for a store to empty."""
+
+    def close(self) -> None:
+        """Give the shared pool back (closed when its last user closes)."""
+        if not self._closed:
+            self._closed = True
+            _release_pool(self.url)
+
+
+AnyDatabase = Database | PostgresDatabase
+
+
+def open_database(
+    path: DatabaseTarget, *, settings_url: SecretStr | str | None = None, secure_delete: bool = False
+) -> AnyDatabase:
+    """Open a store's database: the SQLite file at ``path``, or PostgreSQL when a URL is given or is the target.
+
+    ``secure_delete`` overwrites deleted values on SQLite; PostgreSQL has no such switch (a deleted row's
+    space is reused after VACUUM), so it is ignored there.
+    """
+    target = database_target(path, settings_url) if isinstance(path, Path) else path
+    if isinstance(target, DatabaseUrl):
+        return PostgresDatabase(target)
+    return Database(target, secure_delete=secure_delete)
+
+
+# -- the migration runner -------------------------------------------------------------------------
+
+_MIGRATE_LOCK = "tierone.schema_migrations"
+
+
+def _migrate(db: AnyDatabase, schema: Migrations) -> list[int]:
+    with db.transaction() as conn:
+        # PostgreSQL: CREATE TABLE IF NOT EXISTS races another process's; the lock orders them.
+        db.hold(conn, _MIGRATE_LOCK)
+        conn.execute(_LEDGER)
+        done = _versions(conn, schema.component)
+    applied = []
+    for migration in schema.migrations:
+        if migration.version in done:
+            continue
+        try:
+            with db.transaction() as conn:
+                db.hold(conn, _MIGRATE_LOCK)
+                # Another process may have applied it since we looked.
+                if migration.version in _versions(conn, schema.component):
+                    continue
+                migration.apply(conn, db.dialect, schema.component)
+                conn.execute(
+                    "INSERT INTO schema_migrations (component, version, applied_at) VALUES (?, ?, ?)",
+                    (schema.component, migration.version, utc_now().isoformat()),
+                )
+        except MigrationFailed:
+            raise
+        except Exception as exc:
+            raise MigrationFailed(schema.component, migration.version, str(exc)) from exc
+        applied.append(migration.version)
+    return applied
+
+
+def schema_versions(db: AnyDatabase) -> dict[str, int]:
+    """The latest version recorded per component (empty when nothing was ever migrated)."""
+    with db.transaction() as conn:
+        if "component" not in table_columns(conn, db.dialect, "schema_migrations"):
+            return {}
+        rows = conn.execute("SELECT component, MAX(version) FROM schema_migrations GROUP BY component").fetchall()
+    return {row[0]: int(row[1]) for row in rows}
+
+
+def _versions(conn: Connection, component: str) -> set[int]:
     rows = conn.execute("SELECT version FROM schema_migrations WHERE component = ?", (component,))
     return {int(r[0]) for r in rows}

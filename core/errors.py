@@ -9,6 +9,8 @@ TieroneError
 ├── IncidentConflict          the incident's state does not allow the change (resolved, not attached)
 ├── CaseFileError             an eval case file cannot be read
 ├── MigrationFailed           a store's schema could not be brought up to date
+├── DatabaseUnavailable       TIERONE_DATABASE_URL is wrong, or its database cannot be reached
+├── SchemaOutdated            the database's schema is older than this code (run `tierone migrate`)
 └── ToolError                 a tool backend failed
 └── NotAuthorized         a tool was asked to act on an account it may not touch
 """
@@ -106,4 +108,26 @@ class MigrationFailed(TieroneError):
         super().__init__(
             f"migration {version} of the {component!r} schema failed: {detail}. The database is as it was"
             " before that migration; fix what this names and start again"
+        )
+
+
+class DatabaseUnavailable(TieroneError):
+    """The database of ``TIERONE_DATABASE_URL`` cannot be used; the text names the host, never the password."""
+
+    def __init__(self, where: str, detail: str) -> None:
+        self.where = where
+        super().__init__(
+            f"cannot use the database of TIERONE_DATABASE_URL ({where}): {detail}. Check the setting and that"
+            " PostgreSQL runs there and accepts this user"
+        )
+
+
+class SchemaOutdated(TieroneError):
+    """The database holds an older schema than this code needs; ``behind`` maps each component to (found, needed)."""
+
+    def __init__(self, behind: dict[str, tuple[int, int]]) -> None:
+        self.behind = behind
+        parts = ", ".join(f"{c} at {found} of {needed}" for c, (found, needed) in sorted(behind.items()))
+        super().__init__(
+            f"the database's schema is older than this version of Tierone ({parts}); run `tierone migrate`"
         )

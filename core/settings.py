@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     llm_recordings: Path | None = None
     llm_record: bool = False
     data_dir: Path = Path("data")
+    # postgresql://user:password@host:port/db puts every store and the conversations' checkpoints in
+    # that PostgreSQL database (core/db.py); unset: SQLite files in data_dir.
+    database_url: SecretStr | None = None
     runbooks: Path = BUNDLED_RUNBOOKS
     # Longest customer message accepted, in characters.
     max_message_chars: int = 8000

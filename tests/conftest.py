@@ -18,6 +18,7 @@ import pytest
 from app.runtime import Runtime, open_runtime
 from core.pack import load_pack
 from core.settings import BUNDLED_RUNBOOKS, Settings
+from tests.pg import db_backend, db_target, db_target_of, pg_url, postgres_server  # noqa: F401  (fixtures)
 from vectorstore.embeddings import MiniLMEmbedder
 from vectorstore.index import RunbookIndex, open_client
 
