@@ -14,17 +14,15 @@ UPDATE, so two technicians cannot both hold a ticket. While a ticket is claimed 
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from agent.handoff import HandoffPacket, HandoffQueue
 from app.messages import Line, MessageLog
-from core.db import Database, Migration, Migrations, PersonalTables, Step
+from core.db import Connection, DatabaseTarget, Migration, Migrations, PersonalTables, Step, open_database
 from core.errors import PacketNotFound, TieroneError
 
 Status = Literal["bot", "queued", "claimed", "resolved"]
@@ -109,7 +107,7 @@ class Desk:
 
     def __init__(
         self,
-        path: Path,
+        path: DatabaseTarget,
         clock: Callable[[], datetime],
         queue: HandoffQueue,
         log: MessageLog,
@@ -117,7 +115,7 @@ class Desk:
         reopen: Callable[[str, Literal["triage", "resolved"]], None],
         at_risk_minutes: float = 15.0,
     ) -> None:
-        self._db = Database(path)
+        self._db = open_database(path)
         self._clock = clock
         self.queue = queue
         self.log = log
@@ -129,7 +127,7 @@ class Desk:
         self._db.migrate(self.MIGRATIONS)
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self) -> Iterator[Connection]:
         with self._db.transaction() as conn:
             yield conn
 
@@ -141,7 +139,7 @@ class Desk:
             return self._status(conn, conversation_id)
 
     @staticmethod
-    def _status(conn: sqlite3.Connection, conversation_id: str) -> ConversationStatus:
+    def _status(conn: Connection, conversation_id: str) -> ConversationStatus:
         row = conn.execute(
             "SELECT status, packet_id, technician FROM conversation_status WHERE conversation_id = ?",
             (conversation_id,),
@@ -151,7 +149,7 @@ class Desk:
         return ConversationStatus(row["status"], row["packet_id"], row["technician"])
 
     def _set_status(
-        self, conn: sqlite3.Connection, conversation_id: str, new: ConversationStatus
+        self, conn: Connection, conversation_id: str, new: ConversationStatus
     ) -> tuple[ConversationStatus, ConversationStatus] | None:
         old = self._status(conn, conversation_id)
         if old == new:
@@ -172,7 +170,7 @@ class Desk:
             hook(conversation_id, *change)
 
     def _event(
-        self, conn: sqlite3.Connection, packet_id: str, conversation_id: str, actor: str, action: str, note: str | None
+        self, conn: Connection, packet_id: str, conversation_id: str, actor: str, action: str, note: str | None
     ) -> None:
         conn.execute(
             "INSERT INTO handoff_events (packet_id, conversation_id, at, actor, action, note)"
@@ -208,11 +206,11 @@ class Desk:
 
     # -- tickets ---------------------------------------------------------------------------------
 
-    def _desk_row(self, conn: sqlite3.Connection, packet_id: str) -> dict[str, Any]:
+    def _desk_row(self, conn: Connection, packet_id: str) -> dict[str, Any]:
         row = conn.execute("SELECT * FROM handoff_desk WHERE packet_id = ?", (packet_id,)).fetchone()
         return dict(row) if row else {}
 
-    def _packet_status(self, conn: sqlite3.Connection, packet_id: str) -> str:
+    def _packet_status(self, conn: Connection, packet_id: str) -> str:
         row = conn.execute("SELECT status FROM handoffs WHERE packet_id = ?", (packet_id,)).fetchone()
         if row is None:
             raise PacketNotFound(packet_id)
@@ -304,7 +302,7 @@ class Desk:
     def _channel(self, packet: HandoffPacket) -> str:
         return self.log.last_channel(packet.conversation_id) or packet.channel
 
-    def _hold(self, conn: sqlite3.Connection, packet_id: str, technician: str, admin: bool, verb: str) -> str:
+    def _hold(self, conn: Connection, packet_id: str, technician: str, admin: bool, verb: str) -> str:
         """Check the technician may act on the ticket; return its status."""
         status = self._packet_status(conn, packet_id)
         holder = self._desk_row(conn, packet_id).get("claimed_by")
@@ -343,7 +341,7 @@ class Desk:
         note: str,
         admin: bool,
         action: Literal["resolved", "returned"],
-        also: Callable[[sqlite3.Connection], None] | None = None,
+        also: Callable[[Connection], None] | None = None,
     ) -> Ticket:
         packet = self.queue.get(packet_id)
         cid = packet.conversation_id
@@ -388,7 +386,7 @@ class Desk:
         note: str = "",
         *,
         admin: bool = False,
-        also: Callable[[sqlite3.Connection], None] | None = None,
+        also: Callable[[Connection], None] | None = None,
     ) -> Ticket:
         """Close the ticket as resolved, with the technician's note; ``also`` writes in the same transaction."""
         return self._close(packet_id, technician, note, admin, "resolved", also)

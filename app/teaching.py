@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,7 +27,7 @@ import yaml
 
 from agent.handoff import HandoffPacket
 from app.desk import Desk, Ticket
-from core.db import Database, Migration, Migrations, PersonalTables
+from core.db import Connection, DatabaseTarget, Migration, Migrations, PersonalTables, open_database
 from core.errors import TieroneError
 from core.pack import Pack
 from core.redact import redact
@@ -217,13 +216,13 @@ class Suggestions:
         "suggestions": {"conversation_id": "conversation", "packet_id": "packet"}
     }
 
-    def __init__(self, path: Path, clock: Callable[[], datetime]) -> None:
+    def __init__(self, path: DatabaseTarget, clock: Callable[[], datetime]) -> None:
         self.path = path
-        self._db = Database(path)
+        self._db = open_database(path)
         self._clock = clock
         self._db.migrate(self.MIGRATIONS)
 
-    def add(self, conn: sqlite3.Connection, packet: HandoffPacket, technician: str, built: dict[str, Any]) -> str:
+    def add(self, conn: Connection, packet: HandoffPacket, technician: str, built: dict[str, Any]) -> str:
         """Store a suggestion inside the caller's transaction (the one that resolves the ticket); return its id."""
         row = conn.execute(
             "INSERT INTO suggestions (packet_id, conversation_id, kind, runbook_id, text, case_json, draft,"
@@ -250,7 +249,7 @@ class Suggestions:
         return int(digits)
 
     @staticmethod
-    def _row(row: sqlite3.Row) -> Suggestion:
+    def _row(row: Any) -> Suggestion:
         return Suggestion(
             id=f"SUG-{row['seq']}",
             kind=row["kind"],

@@ -13,11 +13,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parseaddr
-from pathlib import Path
 from typing import Any, ClassVar, Literal, cast
 
 from app.mail.inbound import InboundEmail, thread_subject, trim_references
-from core.db import Connection, Database, Migration, Migrations, PersonalTables, Step
+from core.db import Connection, Database, DatabaseTarget, Migration, Migrations, PersonalTables, Step, open_database
 from core.redact import mask_email
 from core.vault import SEALED_PREFIX, Sealer
 
@@ -137,7 +136,7 @@ class Thread:
 
 
 class MailStore:
-    """The email channel's records in SQLite: mail taken in, mail sent, threads, address links."""
+    """The email channel's records in the desk database: mail taken in, mail sent, threads, address links."""
 
     MIGRATIONS: ClassVar[Migrations] = Migrations("mail", Migration(1, *_SCHEMA), Migration(2, *_LEASES))
     PERSONAL_TABLES: ClassVar[PersonalTables] = {
@@ -149,14 +148,14 @@ class MailStore:
 
     def __init__(
         self,
-        path: Path,
+        path: DatabaseTarget,
         clock: Callable[[], datetime],
         *,
         hash_address: Callable[[str], str] = address_hash,
         sealer: Sealer | None = None,
     ) -> None:
         # A dropped body or address is overwritten on disk, not left behind in a free page.
-        self._db = Database(path, secure_delete=True)
+        self._db = open_database(path, secure_delete=True)
         self._clock = clock
         # The service passes the vault's keyed hash (Vault.subject): without the key, no dictionary reverses it.
         self._hash = hash_address
@@ -459,6 +458,7 @@ class MailStore:
         """
         if self._db.dialect != "sqlite":
             return False
+        assert isinstance(self._db, Database)
         conn = sqlite3.connect(self._db.path, timeout=0.2)
         try:
             busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import psycopg
+import pytest
 
 from app.mail.store import SEND_LEASE, MailStore, Pending
+from core.db import DatabaseTarget, DatabaseUrl
 from core.vault import Sealer
 from tests.conftest import Clock
 
@@ -13,10 +15,12 @@ def reply(n: int, conversation: str = "c1", inbound: str | None = None) -> Pendi
     return Pending(f"<r{n}@us>", conversation, "Jane Doe <jane@example.com>", "Re: VPN", f"body {n}", inbound, ())
 
 
-def test_two_senders_never_take_the_same_reply_and_a_dead_ones_replies_are_taken_over(tmp_path: Path) -> None:
+def test_two_senders_never_take_the_same_reply_and_a_dead_ones_replies_are_taken_over(
+    db_target: DatabaseTarget,
+) -> None:
     clock, sealer = Clock(), Sealer.ephemeral()
-    first = MailStore(tmp_path / "desk.sqlite", clock, sealer=sealer)
-    second = MailStore(tmp_path / "desk.sqlite", clock, sealer=sealer)
+    first = MailStore(db_target, clock, sealer=sealer)
+    second = MailStore(db_target, clock, sealer=sealer)
     assert first.sender_id != second.sender_id
     first.record(reply(1))
     clock.advance(seconds=1)
@@ -34,7 +38,7 @@ def test_two_senders_never_take_the_same_reply_and_a_dead_ones_replies_are_taken
     assert first.claim() == [reply(3)]  # reply 2 is still the second's
     # Both senders die mid-send; once the leases have run out a new one takes both replies over.
     clock.advance(seconds=SEND_LEASE.total_seconds() + 1)
-    third = MailStore(tmp_path / "desk.sqlite", clock, sealer=sealer)
+    third = MailStore(db_target, clock, sealer=sealer)
     assert [p.message_id for p in third.claim()] == ["<r2@us>", "<r3@us>"]
     assert first.claim() == [] and second.claim() == []
     assert [(r["message_id"], r["status"]) for r in first.outgoing("c1")] == [
@@ -42,3 +46,20 @@ def test_two_senders_never_take_the_same_reply_and_a_dead_ones_replies_are_taken
         ("<r2@us>", "pending"),
         ("<r3@us>", "pending"),
     ]
+
+
+@pytest.mark.postgres
+def test_on_postgresql_a_reply_another_sender_is_claiming_is_skipped_not_waited_for(pg_url: str) -> None:
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        # Were the claim to wait for the lock, it would fail after this instead of hanging the suite.
+        admin.execute(f"ALTER DATABASE {pg_url.rsplit('/', 1)[1]} SET lock_timeout = '10s'")
+    clock, sealer = Clock(), Sealer.ephemeral()
+    first = MailStore(DatabaseUrl(pg_url), clock, sealer=sealer)
+    second = MailStore(DatabaseUrl(pg_url), clock, sealer=sealer)
+    first.record(reply(1))
+    clock.advance(seconds=1)
+    first.record(reply(2))
+    with psycopg.connect(pg_url) as other:  # another replica, between its SELECT and its UPDATE
+        other.execute("SELECT 1 FROM mail_out WHERE message_id = '<r1@us>' FOR UPDATE")
+        assert [p.message_id for p in second.claim()] == ["<r2@us>"]
+    assert [p.message_id for p in first.claim()] == ["<r1@us>"]
