@@ -29,14 +29,23 @@ from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from agent.resolver import Resolver
-from core.db import Connection, Database, Dialect, Migration, Migrations, Store, Tie, sqlite_columns
+from core.db import (
+    Connection,
+    DatabaseTarget,
+    Dialect,
+    Migration,
+    Migrations,
+    Store,
+    Tie,
+    open_database,
+    sqlite_columns,
+)
 from core.errors import TieroneError
 from core.vault import Vault
 from tools.base import Directory
@@ -91,7 +100,7 @@ def _in(values: list[str]) -> str:
 class ErasureScope:
     """What erasure reaches, as the composition root (app/runtime.py) wires it."""
 
-    desk_db: Path
+    desk_db: DatabaseTarget  # a SQLite file, or the PostgreSQL database
     stores: Sequence[type[Store]]  # every store of the desk database, each naming what it holds
     vault: Vault
     resolver: Resolver  # the conversation register, the checkpoints and each conversation's lock
@@ -115,7 +124,7 @@ class Eraser:
     def __init__(self, scope: ErasureScope, clock: Callable[[], datetime] | None = None) -> None:
         self.scope = scope
         self.clock = clock or self.scope.clock
-        self._db = Database(self.scope.desk_db, secure_delete=True)
+        self._db = open_database(self.scope.desk_db, secure_delete=True)
         self._db.migrate(self.MIGRATIONS)
         # So that every table named below exists, of a store this process never opened too.
         for store in self.scope.stores:
