@@ -13,15 +13,13 @@ nothing twice.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
-from core.db import Database, Migration, Migrations, PersonalTables
+from core.db import AnyDatabase, DatabaseTarget, Migration, Migrations, PersonalTables, open_database
 
 EpisodeOutcome = Literal["in_progress", "confirmed", "handed_off", "reopened", "resolved_by_incident"]
 
@@ -114,7 +112,7 @@ def _iso(value: datetime | None) -> str | None:
 
 
 class EpisodeStore:
-    """Episodes in SQLite, by conversation, runbook and verified customer."""
+    """Episodes in the desk database, by conversation, runbook and verified customer."""
 
     MIGRATIONS: ClassVar[Migrations] = Migrations(
         "episodes",
@@ -128,15 +126,18 @@ class EpisodeStore:
     )
     PERSONAL_TABLES: ClassVar[PersonalTables] = {"episodes": {"conversation_id": "conversation"}}
 
-    def __init__(self, path: Path, clock: Callable[[], datetime], *, across_conversations: bool = True) -> None:
-        self._db = Database(path)
+    def __init__(
+        self, path: DatabaseTarget, clock: Callable[[], datetime], *, across_conversations: bool = True
+    ) -> None:
+        self.target = path
+        self._db = open_database(path)
         self._clock = clock
         # False: only a conversation's own episodes are earlier ones (eval cases are strangers to each other).
         self._across = across_conversations
         self._db.migrate(self.MIGRATIONS)
 
     @property
-    def db(self) -> Database:
+    def db(self) -> AnyDatabase:
         """The database the episodes live in (app/insights.py reads it)."""
         return self._db
 
@@ -144,7 +145,8 @@ class EpisodeStore:
         """Store a new episode; False when one with that id exists already (a replayed turn)."""
         with self._db.transaction() as conn:
             cur = conn.execute(
-                f"INSERT OR IGNORE INTO episodes ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO episodes ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
                 (
                     episode.episode_id,
                     episode.conversation_id,
@@ -207,9 +209,9 @@ class EpisodeStore:
             if step not in steps:
                 steps = [*steps, step]
             conn.execute(
-                f"UPDATE episodes SET {column} = ?, last_at = ?, fix_at = CASE WHEN ? THEN ? ELSE fix_at END"
+                f"UPDATE episodes SET {column} = ?, last_at = ?, fix_at = CASE WHEN ? = 1 THEN ? ELSE fix_at END"
                 " WHERE episode_id = ?",
-                (json.dumps(steps), now, fix, now, episode_id),
+                (json.dumps(steps), now, int(fix), now, episode_id),
             )
 
     def close(
@@ -220,7 +222,8 @@ class EpisodeStore:
         with self._db.transaction() as conn:
             conn.execute(
                 "UPDATE episodes SET outcome = ?, closed_at = COALESCE(closed_at, ?), last_at = ?,"
-                " confirmed = MAX(confirmed, ?), reason = COALESCE(?, reason), packet_id = COALESCE(?, packet_id)"
+                " confirmed = CASE WHEN ? = 1 THEN 1 ELSE confirmed END, reason = COALESCE(?, reason),"
+                " packet_id = COALESCE(?, packet_id)"
                 " WHERE episode_id = ?",
                 (outcome, now, now, int(outcome == "confirmed"), reason, packet_id, episode_id),
             )
@@ -238,14 +241,14 @@ class EpisodeStore:
         subject = subject if self._across else None
         with self._db.transaction() as conn:
             rows = conn.execute(
-                "SELECT * FROM episodes WHERE (conversation_id = ? OR (? IS NOT NULL AND subject = ?))"
+                "SELECT * FROM episodes WHERE (conversation_id = ? OR (CAST(? AS TEXT) IS NOT NULL AND subject = ?))"
                 " AND opened_at >= ? ORDER BY opened_at, episode_id",
                 (conversation_id, subject, subject, since.isoformat()),
             ).fetchall()
         return [_episode(r) for r in rows]
 
 
-def _episode(row: sqlite3.Row) -> Episode:
+def _episode(row: Any) -> Episode:
     data = dict(row)
     data["steps_tried"] = json.loads(data["steps_tried"])
     data["failed_steps"] = json.loads(data["failed_steps"])

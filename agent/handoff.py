@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
-from core.db import Database, Migration, Migrations, PersonalTables
+from core.db import DatabaseTarget, Migration, Migrations, PersonalTables, open_database
 from core.errors import PacketNotFound
 
 PacketStatus = Literal["queued", "claimed", "resolved", "returned"]
@@ -165,7 +164,7 @@ _HANDOFFS = """CREATE TABLE IF NOT EXISTS handoffs (
 
 
 class HandoffQueue:
-    """Packets in SQLite, written the moment they are created; ids make writes idempotent."""
+    """Packets in the desk database, written the moment they are created; ids make writes idempotent."""
 
     MIGRATIONS: ClassVar[Migrations] = Migrations(
         "handoffs",
@@ -175,23 +174,31 @@ class HandoffQueue:
 
     def __init__(
         self,
-        path: Path,
+        path: DatabaseTarget,
         clock: Callable[[], datetime],
         *,
-        on_store: Callable[[sqlite3.Connection, HandoffPacket], None] | None = None,
+        on_store: Callable[[Any, HandoffPacket], None] | None = None,
     ) -> None:
-        self.path = path
-        # Runs inside the transaction that stores a new packet (the delivery outbox, app/notify.py).
+        self.target = path
+        # Runs inside the transaction that stores a new packet (the delivery outbox, app/notify.py), on
+        # its connection (a core.db.Connection).
         self._on_store = on_store
-        self._db = Database(path)
+        self._db = open_database(path)
         self._clock = clock
         self._db.migrate(self.MIGRATIONS)
+
+    @property
+    def path(self) -> Path:
+        """The SQLite file of the queue (on PostgreSQL there is none: open ``target`` instead)."""
+        if not isinstance(self.target, Path):
+            raise TypeError("the handoff queue is in PostgreSQL: open_database(queue.target), not queue.path")
+        return self.target
 
     def put(self, packet: HandoffPacket) -> bool:
         """Store a packet; False when a packet with that id was already stored (a replay)."""
         with self._db.transaction() as conn:
             cur = conn.execute(
-                "INSERT OR IGNORE INTO handoffs VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO handoffs VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (
                     packet.packet_id,
                     packet.conversation_id,
@@ -238,11 +245,13 @@ class HandoffQueue:
 
     def set_summary(self, packet_id: str, summary: str) -> None:
         """Rewrite a packet's summary (an incident ticket's affected count grows as customers report)."""
+        if self._db.dialect == "sqlite":
+            update = "UPDATE handoffs SET packet = json_set(packet, '$.summary', ?) WHERE packet_id = ?"
+        else:
+            update = "UPDATE handoffs SET packet = jsonb_set(packet::jsonb, '{summary}', to_jsonb(?::text))::text"
+            update += " WHERE packet_id = ?"
         with self._db.transaction() as conn:
-            conn.execute(
-                "UPDATE handoffs SET packet = json_set(packet, '$.summary', ?) WHERE packet_id = ?",
-                (summary, packet_id),
-            )
+            conn.execute(update, (summary, packet_id))
 
     def schema(self) -> dict[str, Any]:
         """The packet's JSON Schema, for helpdesks that take packets."""

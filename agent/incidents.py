@@ -20,19 +20,18 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
-from core.db import Database, Migration, Migrations, PersonalTables
+from core.db import Connection, DatabaseTarget, Migration, Migrations, PersonalTables, open_database
 from core.errors import IncidentConflict, IncidentNotFound
 
 IncidentStatus = Literal["open", "resolved"]
+_IDENTITY = "BIGINT GENERATED ALWAYS AS IDENTITY"
 UpdateKind = Literal["opened", "update", "resolve"]
 
 _SCHEMA = (
@@ -170,6 +169,13 @@ class IncidentStore:
         Migration(1, *_SCHEMA),
         # The content words of a report no runbook fit, for clusters of them (``cluster_peers``).
         Migration(2, "ALTER TABLE incident_reports ADD COLUMN words TEXT NOT NULL DEFAULT ''"),
+        # Rows of one instant keep the order they were written in: SQLite's rowid, a column of that
+        # name on PostgreSQL, which has none.
+        Migration(
+            3,
+            {"sqlite": None, "postgresql": f"ALTER TABLE incidents ADD COLUMN rowid {_IDENTITY}"},
+            {"sqlite": None, "postgresql": f"ALTER TABLE incident_updates ADD COLUMN rowid {_IDENTITY}"},
+        ),
     )
     PERSONAL_TABLES: ClassVar[PersonalTables] = {
         "incident_members": {"conversation_id": "conversation"},
@@ -177,8 +183,11 @@ class IncidentStore:
         "incident_deliveries": {"conversation_id": "conversation"},
     }
 
-    def __init__(self, path: Path, clock: Callable[[], datetime], *, across_conversations: bool = True) -> None:
-        self._db = Database(path)
+    def __init__(
+        self, path: DatabaseTarget, clock: Callable[[], datetime], *, across_conversations: bool = True
+    ) -> None:
+        self.target = path
+        self._db = open_database(path)
         self._clock = clock
         # False: a conversation meets only incidents it opened itself (eval cases are strangers).
         self.across = across_conversations
@@ -192,8 +201,8 @@ class IncidentStore:
         """Note a new problem: routed to a runbook, or to none ("" and its words); a replayed turn writes nothing."""
         with self._db.transaction() as conn:
             conn.execute(
-                "INSERT OR IGNORE INTO incident_reports (conversation_id, episode_id, runbook_id, category, at, words)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO incident_reports (conversation_id, episode_id, runbook_id, category, at, words)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 (conversation_id, episode_id, runbook_id, category, self._clock().isoformat(), words),
             )
 
@@ -228,7 +237,7 @@ class IncidentStore:
             return self._incident_of(conn, conversation_ids)
 
     @staticmethod
-    def _incident_of(conn: sqlite3.Connection, conversation_ids: list[str]) -> str | None:
+    def _incident_of(conn: Connection, conversation_ids: list[str]) -> str | None:
         marks = ", ".join("?" for _ in conversation_ids)
         row = conn.execute(
             "SELECT m.incident_id FROM incident_members m JOIN incidents i ON i.incident_id = m.incident_id"
@@ -266,7 +275,7 @@ class IncidentStore:
             return self._matching(conn, category, conversation_id, wide, related)
 
     def _matching(
-        self, conn: sqlite3.Connection, category: str | None, cid: str, wide: bool, related: tuple[str, ...] = ()
+        self, conn: Connection, category: str | None, cid: str, wide: bool, related: tuple[str, ...] = ()
     ) -> str | None:
         query = "SELECT incident_id, category FROM incidents WHERE status = 'open'"
         args: list[Any] = []
@@ -327,12 +336,13 @@ class IncidentStore:
             incident_id = found or incident_id_for(seed)
             if opened:
                 conn.execute(
-                    "INSERT OR IGNORE INTO incidents (incident_id, status, title, category, runbook_id, cause,"
-                    " opened_at, opened_by) VALUES (?, 'open', ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO incidents (incident_id, status, title, category, runbook_id, cause,"
+                    " opened_at, opened_by) VALUES (?, 'open', ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     (incident_id, title, category, runbook_id, cause, now, opened_by),
                 )
                 conn.execute(
-                    "INSERT OR IGNORE INTO incident_updates VALUES (?, ?, 'opened', ?, 'bot', ?)",
+                    "INSERT INTO incident_updates (update_id, incident_id, kind, text, author, at)"
+                    " VALUES (?, ?, 'opened', ?, 'bot', ?) ON CONFLICT DO NOTHING",
                     (f"{incident_id}:u0", incident_id, summary, now),
                 )
             for conversation_id, episode_id in members:
@@ -361,17 +371,19 @@ class IncidentStore:
                 (incident_id, title, category, now.isoformat(), f"desk:{technician}", technician),
             )
             conn.execute(
-                "INSERT INTO incident_updates VALUES (?, ?, 'opened', ?, ?, ?)",
+                "INSERT INTO incident_updates (update_id, incident_id, kind, text, author, at)"
+                " VALUES (?, ?, 'opened', ?, ?, ?)",
                 (f"{incident_id}:u0", incident_id, text or "We are looking into it.", technician, now.isoformat()),
             )
         return self.get(incident_id)
 
     @staticmethod
-    def _attach(conn: sqlite3.Connection, incident_id: str, cid: str, episode_id: str | None, now: str) -> None:
+    def _attach(conn: Connection, incident_id: str, cid: str, episode_id: str | None, now: str) -> None:
         # A conversation detached before and reporting again is attached again.
         conn.execute(
             "INSERT INTO incident_members VALUES (?, ?, ?, ?, NULL) ON CONFLICT (incident_id, conversation_id)"
-            " DO UPDATE SET detached_at = NULL, episode_id = COALESCE(excluded.episode_id, episode_id)",
+            " DO UPDATE SET detached_at = NULL,"
+            " episode_id = COALESCE(excluded.episode_id, incident_members.episode_id)",
             (incident_id, cid, now, episode_id),
         )
 
@@ -423,7 +435,8 @@ class IncidentStore:
             ).fetchone()[0]
             update_id = f"{incident_id}:u{number}"
             conn.execute(
-                "INSERT INTO incident_updates VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO incident_updates (update_id, incident_id, kind, text, author, at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
                 (update_id, incident_id, kind, text, author, now),
             )
             conn.execute(
@@ -449,7 +462,7 @@ class IncidentStore:
             ).fetchall()
         return [Delivery(**dict(r)) for r in rows]
 
-    def deliver(self, delivery: Delivery, write: Callable[[sqlite3.Connection], None]) -> bool:
+    def deliver(self, delivery: Delivery, write: Callable[[Any], None]) -> bool:
         """Run ``write`` and mark the delivery made, in one transaction; False when it was made already.
 
         ``write`` writes the message on the same connection (transcript line, mail outbox row): the
@@ -472,11 +485,11 @@ class IncidentStore:
     # -- reading ----------------------------------------------------------------------------------
 
     @staticmethod
-    def _row(conn: sqlite3.Connection, incident_id: str) -> sqlite3.Row:
+    def _row(conn: Connection, incident_id: str) -> Any:
         row = conn.execute("SELECT * FROM incidents WHERE incident_id = ?", (incident_id,)).fetchone()
         if row is None:
             raise IncidentNotFound(incident_id)
-        return row  # type: ignore[no-any-return]
+        return row
 
     def get(self, incident_id: str) -> Incident:
         """One incident, with its affected count and updates; IncidentNotFound when there is none."""
@@ -514,7 +527,7 @@ class IncidentStore:
         return str(row[0]) if row else None
 
     @staticmethod
-    def _incident(conn: sqlite3.Connection, row: sqlite3.Row) -> Incident:
+    def _incident(conn: Connection, row: Any) -> Incident:
         incident_id = row["incident_id"]
         counts = conn.execute(
             "SELECT COUNT(*), MIN(attached_at), MAX(attached_at) FROM incident_members"

@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
-from pathlib import Path
 from typing import Any, ClassVar, Literal, cast
 
 from langchain_core.runnables import RunnableConfig
@@ -25,7 +24,16 @@ from agent.deps import Deps
 from agent.graph import build_graph
 from agent.stages import Event, advance
 from agent.state import ConversationState
-from core.db import Connection, Database, Dialect, Migration, Migrations, PersonalTables, sqlite_columns
+from core.db import (
+    Connection,
+    DatabaseTarget,
+    Dialect,
+    Migration,
+    Migrations,
+    PersonalTables,
+    open_database,
+    sqlite_columns,
+)
 from core.errors import ConversationNotFound, MessageRejected
 from core.vault import hold
 
@@ -79,9 +87,9 @@ class Conversations:
     )
     PERSONAL_TABLES: ClassVar[PersonalTables] = {"conversations": {"conversation_id": "conversation"}}
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._db = Database(path)
+    def __init__(self, path: DatabaseTarget) -> None:
+        self.target = path
+        self._db = open_database(path)
         self._db.migrate(self.MIGRATIONS)
 
     def add(self, conversation_id: str, channel: str, at: datetime) -> None:
@@ -142,10 +150,10 @@ class ClientMessages:
     )
     PERSONAL_TABLES: ClassVar[PersonalTables] = {"client_messages": {"conversation_id": "conversation"}}
 
-    def __init__(self, path: Path, key: bytes) -> None:
+    def __init__(self, path: DatabaseTarget, key: bytes) -> None:
         self._key = key
         self._key_id = hashlib.sha256(b"tierone-client-message-key:" + key).hexdigest()[:8] + ":"
-        self._db = Database(path)
+        self._db = open_database(path)
         self._db.migrate(self.MIGRATIONS)
 
     def digest(self, text: str) -> str:
@@ -156,6 +164,8 @@ class ClientMessages:
         """The stored answer if this message was answered before; otherwise note it and return None."""
         digest = self.digest(text)
         with self._db.transaction() as conn:
+            # Two replicas taking the same message at once: one notes it, the other finds it.
+            self._db.hold(conn, f"client_message:{conversation_id}:{client_message_id}")
             row = conn.execute(
                 "SELECT text_hmac, result FROM client_messages WHERE conversation_id = ? AND client_message_id = ?",
                 (conversation_id, client_message_id),
@@ -208,7 +218,7 @@ class Resolver:
         # The client-message hashes are keyed from the vault's key (without a vault: a key for this process only).
         vault = deps.toolbox.vault
         key = bytes.fromhex(vault.subject("tierone-client-messages")) if vault else secrets.token_bytes(32)
-        self.client_messages = ClientMessages(conversations.path, key)
+        self.client_messages = ClientMessages(conversations.target, key)
         self.max_message_chars = max_message_chars
         # Per conversation: its lock and how many callers hold or wait for it (dropped at zero, so
         # the map holds only conversations in use, not every conversation since start-up).

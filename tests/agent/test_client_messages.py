@@ -14,6 +14,7 @@ import pytest
 
 from agent.resolver import ClientMessages, TurnResult
 from app.runtime import Runtime
+from core.db import DatabaseTarget
 from core.errors import MessageRejected
 from tests.conftest import latest_code
 
@@ -36,8 +37,10 @@ def test_a_six_digit_code_is_not_recovered_by_trying_every_code(tmp_path: Path) 
     assert ClientMessages(tmp_path / "e.sqlite", secrets.token_bytes(32)).digest("482913") != stored
 
 
-def test_a_named_message_sent_again_gets_its_first_answer_and_a_changed_one_is_refused(tmp_path: Path) -> None:
-    store = ClientMessages(tmp_path / "d.sqlite", b"k" * 32)
+def test_a_named_message_sent_again_gets_its_first_answer_and_a_changed_one_is_refused(
+    db_target: DatabaseTarget,
+) -> None:
+    store = ClientMessages(db_target, b"k" * 32)
     assert store.take("c1", "m1", "my account is locked") is None
     assert store.unanswered("c1", "m1")
     store.answer("c1", "m1", answer("c1", "What is the address on the account?"))
@@ -48,7 +51,7 @@ def test_a_named_message_sent_again_gets_its_first_answer_and_a_changed_one_is_r
     # The same id in another conversation is another message.
     assert store.take("c2", "m1", "something else") is None
     # Reopened under the same key (a restart): the replay still matches.
-    reopened = ClientMessages(tmp_path / "d.sqlite", b"k" * 32)
+    reopened = ClientMessages(db_target, b"k" * 32)
     assert reopened.take("c1", "m1", "my account is locked") == again
     with pytest.raises(MessageRejected):
         reopened.take("c1", "m1", "my account is NOT locked")
@@ -86,8 +89,8 @@ def test_an_old_table_with_plain_hashes_upgrades_and_forgets_them(tmp_path: Path
         again.take("c1", "m3", "999999")
 
 
-def test_a_row_hashed_under_another_key_counts_as_unknown(tmp_path: Path) -> None:
-    path = tmp_path / "d.sqlite"
+def test_a_row_hashed_under_another_key_counts_as_unknown(db_target: DatabaseTarget) -> None:
+    path = db_target
     ClientMessages(path, b"a" * 32).take("c1", "m1", "hello")
     rotated = ClientMessages(path, b"b" * 32)
     # The text cannot be compared any more: the id is taken as the same message, not refused.

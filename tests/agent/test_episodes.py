@@ -7,6 +7,7 @@ from pathlib import Path
 
 from agent.episodes import Episode, EpisodeStore
 from agent.handoff import HandoffPacket
+from core.db import DatabaseTarget
 from tests.conftest import Clock
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -20,9 +21,9 @@ def episode(
     )
 
 
-def test_open_is_idempotent_and_records_steps_and_outcome(tmp_path: Path) -> None:
+def test_open_is_idempotent_and_records_steps_and_outcome(db_target: DatabaseTarget) -> None:
     clock = Clock(T0)
-    store = EpisodeStore(tmp_path / "desk.sqlite", clock)
+    store = EpisodeStore(db_target, clock)
     assert store.open(episode("c1:e0"))
     assert not store.open(episode("c1:e0", runbook_id="printer-problem"))  # a replayed turn
     store.tried("c1:e0", 0)
@@ -40,8 +41,8 @@ def test_open_is_idempotent_and_records_steps_and_outcome(tmp_path: Path) -> Non
     assert store.get("missing") is None
 
 
-def test_earlier_by_conversation_and_verified_subject_within_the_window(tmp_path: Path) -> None:
-    store = EpisodeStore(tmp_path / "desk.sqlite", Clock(T0))
+def test_earlier_by_conversation_and_verified_subject_within_the_window(db_target: DatabaseTarget) -> None:
+    store = EpisodeStore(db_target, Clock(T0))
     store.open(episode("c1:e0"))
     store.open(episode("c2:e0", conversation_id="c2", subject="hash-a"))
     store.open(episode("c3:e0", conversation_id="c3", subject="hash-b"))
@@ -56,8 +57,8 @@ def test_earlier_by_conversation_and_verified_subject_within_the_window(tmp_path
     assert [e.episode_id for e in store.for_conversation("c2")] == ["c2:e0"]
 
 
-def test_without_links_across_conversations_only_the_conversations_own(tmp_path: Path) -> None:
-    store = EpisodeStore(tmp_path / "desk.sqlite", Clock(T0), across_conversations=False)
+def test_without_links_across_conversations_only_the_conversations_own(db_target: DatabaseTarget) -> None:
+    store = EpisodeStore(db_target, Clock(T0), across_conversations=False)
     store.open(episode("c1:e0", subject="hash-a"))
     store.open(episode("c2:e0", conversation_id="c2", subject="hash-a"))
     assert [e.episode_id for e in store.earlier("c1", "hash-a", T0 - timedelta(hours=1))] == ["c1:e0"]

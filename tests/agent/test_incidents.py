@@ -13,6 +13,7 @@ from agent.incidents import IncidentStore, content_words
 from agent.policy import Facts, decide
 from agent.state import Understanding
 from app.runtime import Runtime
+from core.db import DatabaseTarget
 from core.pack import Policy
 from tests.agent.test_policy import PW, RUNBOOKS, VPN, u
 from tests.conftest import Clock
@@ -153,8 +154,8 @@ def test_the_offline_reader_sees_wide_impact(text: str, wide: bool) -> None:
 # -- the store: windows and restarts ------------------------------------------------------------
 
 
-def test_peers_count_inside_the_window_and_its_edge(tmp_path: Path, clock: Clock) -> None:
-    store = IncidentStore(tmp_path / "d.sqlite", clock)
+def test_peers_count_inside_the_window_and_its_edge(db_target: DatabaseTarget, clock: Clock) -> None:
+    store = IncidentStore(db_target, clock)
     store.report("c1", "c1:e0", "vpn-connection", "network")
     clock.advance(minutes=5)
     store.report("c2", "c2:e0", "vpn-connection", "network")
@@ -168,13 +169,11 @@ def test_peers_count_inside_the_window_and_its_edge(tmp_path: Path, clock: Clock
     clock.advance(seconds=1)
     assert store.peers("vpn-connection", 10, "c9") == [("c2", "c2:e0")]
     # Strangers (the eval's cases) never count each other.
-    assert (
-        IncidentStore(tmp_path / "d.sqlite", clock, across_conversations=False).peers("vpn-connection", 10, "x") == []
-    )
+    assert IncidentStore(db_target, clock, across_conversations=False).peers("vpn-connection", 10, "x") == []
 
 
-def test_one_cause_one_incident_and_a_restart_keeps_it(tmp_path: Path, clock: Clock) -> None:
-    path = tmp_path / "d.sqlite"
+def test_one_cause_one_incident_and_a_restart_keeps_it(db_target: DatabaseTarget, clock: Clock) -> None:
+    path = db_target
     store = IncidentStore(path, clock)
     first = store.open_or_join(
         seed="a",
