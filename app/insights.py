@@ -33,7 +33,7 @@ from agent.episodes import EpisodeStore
 from agent.handoff import HandoffQueue
 from app.desk import Desk
 from core.clock import utc_now
-from core.db import Connection, Database, Dialect
+from core.db import AnyDatabase, Connection, Database, Dialect, database_target, open_database
 from core.errors import TieroneError
 from core.pack import Pack
 from core.settings import Settings
@@ -78,7 +78,8 @@ _DIALECT: dict[Dialect, dict[str, str]] = {
     "sqlite": {
         "categories": "SELECT key AS runbook_id, value AS category FROM json_each(:categories)",
         "window_end": "strftime('%Y-%m-%dT%H:%M:%f+00:00', julianday({t}) + :window_days)",
-        "minutes": "(julianday({end}) - julianday({start})) * 1440",
+        # Whole milliseconds: SQLite keeps a moment to the millisecond (rounded), so both count the same.
+        "ms": "CAST(ROUND((julianday({end}) - julianday({start})) * 86400000) AS INTEGER)",
         "resolve_due": "json_extract(h.packet, '$.sla.resolve_due')",
         "answers": "json_array_length(failed_steps)",
         "scratch": "temp.judged_episodes",
@@ -88,14 +89,16 @@ _DIALECT: dict[Dialect, dict[str, str]] = {
     "postgresql": {
         "categories": "SELECT key AS runbook_id, value AS category FROM json_each_text(CAST(:categories AS json))",
         # to_char's MS truncates where SQLite rounds to the millisecond: half a millisecond evens that.
-        "window_end": "to_char((CAST({t} AS timestamptz) + :window_days * interval '1 day'"
+        # Hours, not days: a day is 23 or 25 hours across a DST change in the session's time zone.
+        "window_end": "to_char((CAST({t} AS timestamptz) + :window_days * interval '24 hours'"
         " + interval '500 microseconds') AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"+00:00\"')",
-        "minutes": "EXTRACT(EPOCH FROM CAST({end} AS timestamptz) - CAST({start} AS timestamptz)) / 60",
+        "ms": "CAST(ROUND(EXTRACT(EPOCH FROM CAST({end} AS timestamptz)) * 1000)"
+        " - ROUND(EXTRACT(EPOCH FROM CAST({start} AS timestamptz)) * 1000) AS BIGINT)",
         "resolve_due": "(CAST(h.packet AS json) #>> '{sla,resolve_due}')",
         "answers": "json_array_length(CAST(failed_steps AS json))",
         "scratch": "pg_temp.judged_episodes",
         "create_scratch": "CREATE TEMP TABLE judged_episodes ON COMMIT DROP AS",
-        "snapshot": "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+        "snapshot": "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
     },
 }
 _NAMED = re.compile(r"(?<!:):([a-z_][a-z0-9_]*)")
@@ -177,7 +180,7 @@ class Period:
 
 
 def _percentiles(conn: Connection, values_sql: str, params: dict[str, Any]) -> dict[str, float | int | None]:
-    """Count, median and p90 (in minutes) of a one-column query, picked by rank in SQL."""
+    """Count, median and p90 (in minutes) of a one-column query of milliseconds, picked by rank in SQL."""
     # The ranks are at least 1: ranked holds a row only when total is 1 or more.
     row = conn.execute(
         *_bind(
@@ -193,8 +196,8 @@ def _percentiles(conn: Connection, values_sql: str, params: dict[str, Any]) -> d
     count = int(row[0] or 0)
     return {
         "count": count,
-        "median_minutes": round(float(row[1]), 1) if row[1] is not None else None,
-        "p90_minutes": round(float(row[2]), 1) if row[2] is not None else None,
+        "median_minutes": round(int(row[1]) / 60000, 1) if row[1] is not None else None,
+        "p90_minutes": round(int(row[2]) / 60000, 1) if row[2] is not None else None,
     }
 
 
@@ -203,7 +206,7 @@ class Insights:
 
     def __init__(
         self,
-        db: Database,
+        db: AnyDatabase,
         pack: Pack,
         gaps: GapsProvider | None = None,
         *,
@@ -220,9 +223,10 @@ class Insights:
         )
         # Figures are read in one snapshot that never holds the write lock the resolver and the desk
         # need, so a long report (a scrape of /metrics, the page) never stalls a turn: on SQLite a
-        # read-only connection of their own; on PostgreSQL a read-only repeatable-read transaction.
+        # read-only connection of their own; on PostgreSQL a repeatable-read transaction (it writes only its
+        # temporary scratch table).
         self._read: sqlite3.Connection | None = None
-        if db.dialect == "sqlite":
+        if isinstance(db, Database):
             self._read = sqlite3.connect(
                 db.path.resolve().as_uri() + "?mode=ro",
                 uri=True,
@@ -340,11 +344,11 @@ class Insights:
             "FROM handoffs h LEFT JOIN handoff_desk d ON d.packet_id = h.packet_id"
             " WHERE h.created_at <= :until AND (CAST(:since AS TEXT) IS NULL OR h.created_at >= :since)"
         )
-        minutes, resolve_due = self._sql["minutes"], self._sql["resolve_due"]
+        ms, resolve_due = self._sql["ms"], self._sql["resolve_due"]
         first = _percentiles(
             conn,
             "SELECT "
-            + minutes.format(start="h.created_at", end="d.first_response_at")
+            + ms.format(start="h.created_at", end="d.first_response_at")
             + " AS x "
             + window
             + " AND d.first_response_at <= :as_of",
@@ -353,7 +357,7 @@ class Insights:
         resolve = _percentiles(
             conn,
             "SELECT "
-            + minutes.format(start="h.created_at", end="d.closed_at")
+            + ms.format(start="h.created_at", end="d.closed_at")
             + " AS x "
             + window
             + " AND h.status = 'resolved' AND d.closed_at <= :as_of",
@@ -440,7 +444,7 @@ def open_insights(
     settings: Settings, pack: Pack, gaps: GapsProvider | None = None, *, clock: Callable[[], datetime] = utc_now
 ) -> Insights:
     """The lead's figures over the deployment's desk database (its schema brought up to date first)."""
-    return Insights(Database(settings.desk_db), pack, gaps, clock=clock)
+    return Insights(open_database(database_target(settings.desk_db, settings.database_url)), pack, gaps, clock=clock)
 
 
 def summary_lines(report: dict[str, Any]) -> list[str]:

@@ -47,13 +47,21 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import httpx
 
 from agent.handoff import HandoffPacket, HandoffQueue
-from core.db import Connection, Database, Migration, Migrations, PersonalTables, Step
+from core.db import (
+    Connection,
+    DatabaseTarget,
+    Migration,
+    Migrations,
+    PersonalTables,
+    Step,
+    database_target,
+    open_database,
+)
 from core.errors import PacketNotFound
 from core.settings import Settings
 from core.signing import sign
@@ -160,7 +168,7 @@ class Notifier:
 
     def __init__(
         self,
-        path: Path,
+        path: DatabaseTarget,
         webhook: Webhook | None,
         clock: Callable[[], datetime],
         *,
@@ -181,7 +189,7 @@ class Notifier:
         self.lease_s = (webhook.timeout_s if webhook else 10.0) + 5.0
         # Names this worker in the leases it holds (several processes may share the database).
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-        self._db = Database(path)
+        self._db = open_database(path)
         self._db.migrate(self.MIGRATIONS)
         self._packets = HandoffQueue(path, clock)
         self._client: httpx.Client | None = None
@@ -193,7 +201,7 @@ class Notifier:
     def from_settings(cls, settings: Settings, clock: Callable[[], datetime]) -> Notifier:
         """A notifier on the desk database, delivering to the configured webhook (if any)."""
         return cls(
-            settings.desk_db,
+            database_target(settings.desk_db, settings.database_url),
             Webhook.from_settings(settings),
             clock,
             retry_base_s=settings.handoff_retry_base_s,

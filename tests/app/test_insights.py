@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
 from agent.episodes import Episode, EpisodeStore
 from app.insights import Insights, Period, PeriodRejected, containment, parse_moment
+from core.db import DatabaseTarget
 from core.pack import Pack, load_pack
 from core.settings import BUNDLED_RUNBOOKS
 from tests.conftest import Clock
@@ -24,9 +24,9 @@ def pack() -> Pack:
 class Timeline:
     """Episodes written through the store's own calls, at scripted moments."""
 
-    def __init__(self, tmp_path: Path, pack: Pack) -> None:
+    def __init__(self, target: DatabaseTarget, pack: Pack) -> None:
         self.clock = Clock(T0)
-        self.store = EpisodeStore(tmp_path / "desk.sqlite", self.clock)
+        self.store = EpisodeStore(target, self.clock)
         self.insights = Insights(self.store.db, pack)
 
     def at(self, when: timedelta) -> Timeline:
@@ -53,8 +53,8 @@ class Timeline:
 
 
 @pytest.fixture
-def timeline(tmp_path: Path, pack: Pack) -> Timeline:
-    return Timeline(tmp_path, pack)
+def timeline(db_target: DatabaseTarget, pack: Pack) -> Timeline:
+    return Timeline(db_target, pack)
 
 
 def h(hours: float, minutes: float = 0) -> timedelta:
@@ -245,8 +245,10 @@ def test_desk_times_are_nearest_rank_median_and_p90_and_late_tickets_are_breache
         )
         desk.append((f"p{n}", first.isoformat(), closed.isoformat() if closed else None))
     with timeline.store.db.transaction() as conn:
-        conn.executemany("INSERT INTO handoffs VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-        conn.executemany("INSERT INTO handoff_desk (packet_id, first_response_at, closed_at) VALUES (?, ?, ?)", desk)
+        for row in rows:
+            conn.execute("INSERT INTO handoffs VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+        for row in desk:
+            conn.execute("INSERT INTO handoff_desk (packet_id, first_response_at, closed_at) VALUES (?, ?, ?)", row)
     report = timeline.insights.report(Period.of(None, T0 + h(40)))
     first, resolve = report["handoff_times"]["first_response"], report["handoff_times"]["resolve"]
     assert (first["count"], first["median_minutes"], first["p90_minutes"]) == (10, 50.0, 90.0)
