@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 from sklearn.cluster import AgglomerativeClustering, Birch
 
 from agent.handoff import HandoffQueue
-from core.db import Database, Migration, Migrations, PersonalTables
+from core.db import AnyDatabase, Migration, Migrations, PersonalTables, open_database
 from core.errors import TieroneError
 from core.redact import redact
 from vectorstore.index import RunbookIndex
@@ -92,7 +92,7 @@ class GapVectors:
     )
     PERSONAL_TABLES: ClassVar[PersonalTables] = {"gap_vectors": {"packet_id": "packet"}}
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: AnyDatabase) -> None:
         self._db = db
         db.migrate(self.MIGRATIONS)
 
@@ -140,7 +140,7 @@ _REASON_CODES = {
 }
 
 
-def gap_handoffs(db: Database, since: datetime | None, until: datetime | None) -> list[_Handoff]:
+def gap_handoffs(db: AnyDatabase, since: datetime | None, until: datetime | None) -> list[_Handoff]:
     """The handoffs of the period handed off because no runbook fitted or the bot could not choose."""
     if since and until and until <= since:
         raise GapsError(f"--until {until.isoformat()} is not after --since {since.isoformat()}; swap them")
@@ -195,7 +195,7 @@ def find_gaps(
         until: End of the period (exclusive); None: up to now.
         distance: Largest average cosine distance within a gap (0..2); smaller makes more, tighter gaps.
     """
-    db = Database(queue.path)
+    db = open_database(queue.target)
     try:
         handoffs = gap_handoffs(db, since, until)
         vectors = GapVectors(db).vectors(handoffs, index.embedder)
@@ -283,7 +283,7 @@ def gaps_provider(
         if isinstance(index, RunbookIndex):
             routing = index
         else:
-            db = Database(queue.path)
+            db = open_database(queue.target)
             try:
                 if not gap_handoffs(db, since, until):
                     return []
