@@ -13,10 +13,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import ClassVar, Literal, cast
 
-from core.db import Database, Migration, Migrations, PersonalTables
+from core.db import DatabaseTarget, Migration, Migrations, PersonalTables, open_database
 from core.errors import TieroneError
 
 # lead: a support lead, who reads insights and audits and never acts on tickets.
@@ -66,10 +65,10 @@ class ApiKeys:
     # Technicians' and admins' keys: nothing of a customer's conversation.
     PERSONAL_TABLES: ClassVar[PersonalTables] = {}
 
-    def __init__(self, path: Path, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(self, path: DatabaseTarget, clock: Callable[[], datetime] | None = None) -> None:
         from core.clock import utc_now
 
-        self._db = Database(path)
+        self._db = open_database(path)
         self._clock = clock or utc_now
         self._db.migrate(self.MIGRATIONS)
 
@@ -132,8 +131,8 @@ class CustomerTokens:
     )
     PERSONAL_TABLES: ClassVar[PersonalTables] = {"conversation_tokens": {"conversation_id": "conversation"}}
 
-    def __init__(self, path: Path) -> None:
-        self._db = Database(path)
+    def __init__(self, path: DatabaseTarget) -> None:
+        self._db = open_database(path)
         self._db.migrate(self.MIGRATIONS)
 
     def issue(self, conversation_id: str) -> str:

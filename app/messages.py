@@ -14,10 +14,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from core.db import Database, Migration, Migrations, PersonalTables
+from core.db import DatabaseTarget, Migration, Migrations, PersonalTables, hold, open_database
 from core.redact import redact
 
 Role = Literal["customer", "bot", "technician", "system"]
@@ -160,7 +159,7 @@ class Subscription:
 
 
 class MessageLog:
-    """Conversation lines in SQLite, numbered per conversation, each written in its own transaction."""
+    """Conversation lines in the desk database, numbered per conversation, each written in its own transaction."""
 
     MIGRATIONS: ClassVar[Migrations] = Migrations("messages", Migration(1, *_SCHEMA))
     PERSONAL_TABLES: ClassVar[PersonalTables] = {
@@ -168,9 +167,9 @@ class MessageLog:
         "message_mirror": {"conversation_id": "conversation"},
     }
 
-    def __init__(self, path: Path, clock: Callable[[], datetime], feed: Feed | None = None) -> None:
-        self.path = path
-        self._db = Database(path)
+    def __init__(self, path: DatabaseTarget, clock: Callable[[], datetime], feed: Feed | None = None) -> None:
+        self.target = path
+        self._db = open_database(path)
         self._clock = clock
         self.feed = feed or Feed()
         self._db.migrate(self.MIGRATIONS)
@@ -179,6 +178,8 @@ class MessageLog:
     def _insert(
         conn: Any, conversation_id: str, role: str, text: str, at: str, channel: str, author: str | None
     ) -> Line:
+        # Two writers of one conversation (replicas, the desk and a turn) take the next number in turn.
+        hold(conn, f"messages:{conversation_id}")
         row = conn.execute(
             "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conversation_id = ?", (conversation_id,)
         ).fetchone()
@@ -208,6 +209,7 @@ class MessageLog:
         """Copy the graph transcript's lines that the log lacks; safe to call again with the same transcript."""
         added: list[Line] = []
         with self._db.transaction() as conn:
+            hold(conn, f"messages:{conversation_id}")
             row = conn.execute(
                 "SELECT graph_lines FROM message_mirror WHERE conversation_id = ?", (conversation_id,)
             ).fetchone()

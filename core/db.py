@@ -24,7 +24,9 @@ Set to ``postgresql://...``: every store lives in that one PostgreSQL database.
 How a store is told where its data lives (the pattern every store follows):
 
 - A store's constructor takes a ``DatabaseTarget``: a ``Path`` (a SQLite file) or a ``DatabaseUrl``
-  (PostgreSQL). Tests and old callers keep passing a ``Path``; nothing else changes for them.
+  (PostgreSQL). Tests and old callers keep passing a ``Path``; nothing else changes for them. A store
+  that exposed its path keeps the target as ``self.target`` (open another handle with
+  ``open_database(store.target)``).
 - The store opens it with ``self._db = open_database(target)`` (``secure_delete=True`` where it did)
   and keeps using ``self._db.transaction()``, ``migrate``, ``checkpoint`` and ``close``.
 - The wiring (app/runtime.py, cli.py) turns a settings path into a target with
@@ -44,7 +46,8 @@ Path and no URL, else a ``PostgresDatabase``. Every ``PostgresDatabase`` of one 
   use ``RETURNING``.
 - ``hold(conn, key)``: inside a transaction, wait for and hold a lock named ``key`` until it ends
   (``pg_advisory_xact_lock``; a no-op on SQLite, whose write transactions already run one at a time).
-  Use it where a transaction reads, then writes what it read (a next sequence number).
+  Use it where a transaction reads, then writes what it read (a next sequence number). The module
+  function ``hold(conn, key)`` does the same with only a connection at hand.
 - ``migrate(schema)``: as above; on PostgreSQL serialised across processes by an advisory lock.
 - ``checkpoint()`` (a no-op on PostgreSQL) and ``close()``.
 
@@ -214,6 +217,7 @@ class Database:
 
     def hold(self, conn: Connection, key: str) -> None:
         """Nothing to take: a SQLite write transaction (BEGIN IMMEDIATE) already excludes every other."""
+        hold(conn, key)
 
     def migrate(self, schema: Migrations) -> list[int]:
         """Apply the component's migrations this database lacks, each in its own transaction; return their versions."""
@@ -358,6 +362,16 @@ class PgConnection:
         return cursor.execute(pg_sql(sql), params)
 
 
+def hold(conn: Connection, key: str) -> None:
+    """Inside a transaction on ``conn``, wait for and hold the lock named ``key`` until the transaction ends.
+
+    On PostgreSQL a transaction-level advisory lock; on SQLite nothing, as its write transactions
+    already run one at a time. For code that has a connection but not its database (``append_on``).
+    """
+    if isinstance(conn, PgConnection):
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (key,))
+
+
 _pools: dict[str, tuple[ConnectionPool, int]] = {}
 _pools_lock = threading.Lock()
 
@@ -436,7 +450,7 @@ class PostgresDatabase:
 
     def hold(self, conn: Connection, key: str) -> None:
         """Wait for, and hold until the transaction ends, the lock named ``key`` (across processes)."""
-        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (key,))
+        hold(conn, key)
 
     def migrate(self, schema: Migrations) -> list[int]:
         """Apply the component's migrations this database lacks, each in its own transaction; return their versions."""

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from core.db import Database, Migration, Migrations
+from core.db import DatabaseTarget, Migration, Migrations, Step, open_database
 from core.errors import TieroneError
 from core.redact import redact_spans
 
@@ -35,15 +35,17 @@ log = logging.getLogger("tierone")
 
 REF_PREFIX = "vault:"
 
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS entries (
+_ENTRIES = """CREATE TABLE IF NOT EXISTS entries (
         ref TEXT PRIMARY KEY,
         conversation_id TEXT NOT NULL,
         kind TEXT NOT NULL,
-        secret BLOB NOT NULL,
+        secret {blob} NOT NULL,
         created_at TEXT NOT NULL,
         expires_at TEXT NOT NULL
-    )""",
+    )"""
+
+_SCHEMA: tuple[Step, ...] = (
+    {"sqlite": _ENTRIES.format(blob="BLOB"), "postgresql": _ENTRIES.format(blob="BYTEA")},
     "CREATE INDEX IF NOT EXISTS entries_conversation ON entries (conversation_id)",
     "CREATE INDEX IF NOT EXISTS entries_expiry ON entries (expires_at)",
     """CREATE TABLE IF NOT EXISTS subjects (
@@ -141,7 +143,7 @@ class Vault:
 
     def __init__(
         self,
-        path: Path | str,
+        path: DatabaseTarget | str,
         key: str,
         clock: Callable[[], datetime],
         *,
@@ -152,7 +154,7 @@ class Vault:
         # The subject hash and the one-time codes have keys of their own, derived from the vault key.
         self._subject_key = _derived_key(b"tierone-vault-subject:", key)
         self._code_key = _derived_key(b"tierone-vault-code:", key)
-        self._db = Database(Path(path), secure_delete=True)
+        self._db = open_database(Path(path) if isinstance(path, str) else path, secure_delete=True)
         self._clock = clock
         self.retention = retention
         self._db.migrate(self.MIGRATIONS)
@@ -169,8 +171,10 @@ class Vault:
         with self._db.transaction() as conn:
             conn.execute("DELETE FROM entries WHERE expires_at < ?", (now.isoformat(),))
             conn.execute(
-                "INSERT OR REPLACE INTO entries (ref, conversation_id, kind, secret, created_at, expires_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO entries (ref, conversation_id, kind, secret, created_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (ref) DO UPDATE SET conversation_id = excluded.conversation_id,"
+                " kind = excluded.kind, secret = excluded.secret, created_at = excluded.created_at,"
+                " expires_at = excluded.expires_at",
                 (
                     ref,
                     conversation_id,
@@ -221,7 +225,7 @@ class Vault:
         """Remember that this conversation gave this address, as a keyed hash only."""
         with self._db.transaction() as conn:
             conn.execute(
-                "INSERT OR IGNORE INTO subjects (subject, conversation_id) VALUES (?, ?)",
+                "INSERT INTO subjects (subject, conversation_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
                 (self.subject(email), conversation_id),
             )
 

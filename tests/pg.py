@@ -21,12 +21,13 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
 from core import db as core_db
-from core.db import DatabaseTarget, DatabaseUrl
+from core.db import DatabaseTarget, DatabaseUrl, open_database
 
 _BIN_GLOB = "/usr/lib/postgresql/*/bin"
 
@@ -112,3 +113,13 @@ def db_target_of(db_backend: str, tmp_path: Path, request: pytest.FixtureRequest
 def db_target(db_target_of: Callable[[str], DatabaseTarget]) -> DatabaseTarget:
     """The desk database's place on this test's backend."""
     return db_target_of("desk.sqlite")
+
+
+def table_rows(target: DatabaseTarget, table: str) -> list[tuple[Any, ...]]:
+    """Every row of a table as stored, on either backend (a look at what is at rest)."""
+    database = open_database(target)
+    try:
+        with database.transaction() as conn:
+            return [tuple(row) for row in conn.execute(f'SELECT * FROM "{table}"')]
+    finally:
+        database.close()

@@ -1,16 +1,26 @@
-"""The tool ledger: idempotency records, the audit log and pending one-time codes, in SQLite."""
+"""The tool ledger: idempotency records, the audit log and pending one-time codes, in the desk database."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any, ClassVar
 
-from core.db import Database, Migration, Migrations, PersonalTables
+from core.db import DatabaseTarget, Migration, Migrations, PersonalTables, Step, open_database
 
-_SCHEMA = [
+_AUDIT = """CREATE TABLE IF NOT EXISTS audit (
+        seq {seq},
+        at TEXT NOT NULL,
+        conversation_id TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        account_id TEXT,
+        key TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT ''
+    )"""
+
+_SCHEMA: list[Step] = [
     """CREATE TABLE IF NOT EXISTS tool_runs (
         key TEXT PRIMARY KEY,
         conversation_id TEXT NOT NULL,
@@ -21,16 +31,10 @@ _SCHEMA = [
         started_at TEXT NOT NULL,
         finished_at TEXT
     )""",
-    """CREATE TABLE IF NOT EXISTS audit (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        at TEXT NOT NULL,
-        conversation_id TEXT NOT NULL,
-        tool TEXT NOT NULL,
-        account_id TEXT,
-        key TEXT NOT NULL,
-        outcome TEXT NOT NULL,
-        detail TEXT NOT NULL DEFAULT ''
-    )""",
+    {
+        "sqlite": _AUDIT.format(seq="INTEGER PRIMARY KEY AUTOINCREMENT"),
+        "postgresql": _AUDIT.format(seq="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"),
+    },
     """CREATE TABLE IF NOT EXISTS codes (
         conversation_id TEXT PRIMARY KEY,
         account_id TEXT,
@@ -51,9 +55,9 @@ class Ledger:
         "codes": {"conversation_id": "conversation"},
     }
 
-    def __init__(self, path: Path, clock: Callable[[], datetime]) -> None:
-        self.path = path
-        self._db = Database(path)
+    def __init__(self, path: DatabaseTarget, clock: Callable[[], datetime]) -> None:
+        self.target = path
+        self._db = open_database(path)
         self._clock = clock
         self._db.migrate(self.MIGRATIONS)
 
@@ -67,8 +71,8 @@ class Ledger:
         """Record the intent to run before acting (kept if the process dies mid-action)."""
         with self._db.transaction() as conn:
             conn.execute(
-                "INSERT OR IGNORE INTO tool_runs (key, conversation_id, tool, account_id, status, started_at)"
-                " VALUES (?, ?, ?, ?, 'started', ?)",
+                "INSERT INTO tool_runs (key, conversation_id, tool, account_id, status, started_at)"
+                " VALUES (?, ?, ?, ?, 'started', ?) ON CONFLICT DO NOTHING",
                 (key, conversation_id, tool, account_id, self._clock().isoformat()),
             )
 
@@ -140,8 +144,9 @@ class Ledger:
         """Store the pending code of a conversation, replacing an older one."""
         with self._db.transaction() as conn:
             conn.execute(
-                "INSERT OR REPLACE INTO codes (conversation_id, account_id, code_hash, expires_at, attempts)"
-                " VALUES (?, ?, ?, ?, 0)",
+                "INSERT INTO codes (conversation_id, account_id, code_hash, expires_at, attempts)"
+                " VALUES (?, ?, ?, ?, 0) ON CONFLICT (conversation_id) DO UPDATE SET account_id = excluded.account_id,"
+                " code_hash = excluded.code_hash, expires_at = excluded.expires_at, attempts = 0",
                 (conversation_id, account_id, code_hash, expires_at.isoformat()),
             )
 

@@ -6,10 +6,9 @@ import json
 import secrets
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any, ClassVar
 
-from core.db import Database, Migration, Migrations, PersonalTables
+from core.db import DatabaseTarget, Migration, Migrations, PersonalTables, Step, open_database
 from core.errors import ToolError
 from core.redact import mask_email
 from tools.base import Account, ServiceStatus
@@ -69,12 +68,18 @@ DEMO_SERVICES = [
     ServiceStatus(name="api", state="operational", aliases=["rest api", "webhooks"]),
 ]
 
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS accounts (
+_SCHEMA: tuple[Step, ...] = (
+    {
+        "sqlite": """CREATE TABLE IF NOT EXISTS accounts (
     account_id TEXT PRIMARY KEY,
     email TEXT NOT NULL UNIQUE COLLATE NOCASE,
     data TEXT NOT NULL
 )""",
+        # No NOCASE collation: one address in any case is one account by a unique index on lower(email).
+        "postgresql": "CREATE TABLE IF NOT EXISTS accounts (account_id TEXT PRIMARY KEY, email TEXT NOT NULL,"
+        " data TEXT NOT NULL)",
+    },
+    {"sqlite": None, "postgresql": "CREATE UNIQUE INDEX IF NOT EXISTS accounts_email ON accounts (lower(email))"},
     """CREATE TABLE IF NOT EXISTS directory_actions (
     key TEXT PRIMARY KEY,
     account_id TEXT NOT NULL,
@@ -90,19 +95,26 @@ _SCHEMA = (
 
 
 class SqliteDirectory:
-    """Accounts in a local SQLite file; every action is deduplicated by its idempotency key."""
+    """Accounts in the desk database (SQLite or PostgreSQL); every action is deduplicated by its idempotency key."""
 
     MIGRATIONS: ClassVar[Migrations] = Migrations("directory", Migration(1, *_SCHEMA))
     # An action's key starts with the conversation it was taken in; the accounts are the customers' own
     # records in the account system, not a conversation's.
     PERSONAL_TABLES: ClassVar[PersonalTables] = {"directory_actions": {"key": "key"}}
 
-    def __init__(self, path: Path, clock: Callable[[], datetime], *, seed: bool = True) -> None:
-        self.path = path
-        self._db = Database(path)
+    def __init__(self, path: DatabaseTarget, clock: Callable[[], datetime], *, seed: bool = True) -> None:
+        self.target = path
+        self._db = open_database(path)
         self._clock = clock
         self._db.migrate(self.MIGRATIONS)
+        # Matched whatever its case: SQLite's column compares without case, PostgreSQL's index is on lower().
+        self._by_email = (
+            "SELECT data FROM accounts WHERE email = ?"
+            if self._db.dialect == "sqlite"
+            else "SELECT data FROM accounts WHERE lower(email) = lower(?)"
+        )
         with self._db.transaction() as conn:
+            self._db.hold(conn, "directory.seed")  # two replicas starting at once seed once
             empty = conn.execute("SELECT COUNT(*) FROM accounts").fetchone()[0] == 0
             if seed and empty:
                 for account in DEMO_ACCOUNTS:
@@ -116,7 +128,8 @@ class SqliteDirectory:
     @staticmethod
     def _put(conn: Any, account: Account) -> None:
         conn.execute(
-            "INSERT OR REPLACE INTO accounts (account_id, email, data) VALUES (?, ?, ?)",
+            "INSERT INTO accounts (account_id, email, data) VALUES (?, ?, ?)"
+            " ON CONFLICT (account_id) DO UPDATE SET email = excluded.email, data = excluded.data",
             (account.account_id, account.email, account.model_dump_json()),
         )
 
@@ -128,7 +141,7 @@ class SqliteDirectory:
     def find_by_email(self, email: str) -> Account | None:
         """The account with this contact email, or None."""
         with self._db.transaction() as conn:
-            row = conn.execute("SELECT data FROM accounts WHERE email = ?", (email.strip(),)).fetchone()
+            row = conn.execute(self._by_email, (email.strip(),)).fetchone()
         return Account.model_validate_json(row["data"]) if row else None
 
     def get(self, account_id: str) -> Account | None:
@@ -210,6 +223,6 @@ class SqliteDirectory:
         """Publish a service's state on the embedded status page."""
         with self._db.transaction() as conn:
             conn.execute(
-                "INSERT OR REPLACE INTO services (name, data) VALUES (?, ?)",
+                "INSERT INTO services (name, data) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET data = excluded.data",
                 (status.name, status.model_dump_json()),
             )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -10,20 +9,22 @@ from typer.testing import CliRunner
 
 from app.auth import ApiKeyRejected, ApiKeys, CustomerTokens, Principal, RateLimiter
 from cli import app
+from core.db import DatabaseTarget
+from tests.pg import table_rows
 
 
-def test_keys_are_stored_hashed_and_verify(tmp_path: Path) -> None:
-    keys = ApiKeys(tmp_path / "t.sqlite")
+def test_keys_are_stored_hashed_and_verify(db_target: DatabaseTarget) -> None:
+    keys = ApiKeys(db_target)
     key = keys.create("Alex", "l2")
     assert keys.verify(key) == Principal("Alex", "l2")
     assert keys.verify(key + "x") is None
     assert keys.verify("") is None
-    stored = sqlite3.connect(tmp_path / "t.sqlite").execute("SELECT * FROM api_keys").fetchall()
+    stored = table_rows(db_target, "api_keys")
     assert stored and all(key not in str(row) for row in stored)
 
 
-def test_revoked_keys_stop_working(tmp_path: Path) -> None:
-    keys = ApiKeys(tmp_path / "t.sqlite")
+def test_revoked_keys_stop_working(db_target: DatabaseTarget) -> None:
+    keys = ApiKeys(db_target)
     first, second = keys.create("Alex", "l2"), keys.create("Alex", "admin")
     other = keys.create("Sam", "l2")
     assert keys.revoke("Alex") == 2
@@ -38,21 +39,21 @@ def test_revoked_keys_stop_working(tmp_path: Path) -> None:
     ("name", "role", "words"),
     [("Alex", "root", "unknown role 'root'"), ("", "l2", "not usable"), ("<script>", "l2", "not usable")],
 )
-def test_bad_key_requests_say_why(tmp_path: Path, name: str, role: str, words: str) -> None:
-    keys = ApiKeys(tmp_path / "t.sqlite")
+def test_bad_key_requests_say_why(db_target: DatabaseTarget, name: str, role: str, words: str) -> None:
+    keys = ApiKeys(db_target)
     with pytest.raises(ApiKeyRejected, match=words):
         keys.create(name, role)
     assert keys.list() == []
 
 
-def test_customer_tokens_open_only_their_conversation(tmp_path: Path) -> None:
-    tokens = CustomerTokens(tmp_path / "t.sqlite")
+def test_customer_tokens_open_only_their_conversation(db_target: DatabaseTarget) -> None:
+    tokens = CustomerTokens(db_target)
     a, b = tokens.issue("c_a"), tokens.issue("c_b")
     assert a != b
     assert tokens.verify("c_a", a) and tokens.verify("c_b", b)
     assert not tokens.verify("c_a", b) and not tokens.verify("c_missing", a)
     assert tokens.known(a) and not tokens.known("guess")
-    stored = sqlite3.connect(tmp_path / "t.sqlite").execute("SELECT * FROM conversation_tokens").fetchall()
+    stored = table_rows(db_target, "conversation_tokens")
     assert all(a not in str(row) and b not in str(row) for row in stored)
 
 

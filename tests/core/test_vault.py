@@ -8,10 +8,12 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 from cryptography.fernet import Fernet
 
 from app.runtime import Runtime, open_runtime
+from core.db import DatabaseTarget, DatabaseUrl
 from core.settings import BUNDLED_RUNBOOKS, Settings
 from core.vault import REVEALED_KINDS, Vault, VaultKeyError, hold, load_key, reveal
 from tests.conftest import Clock, latest_code
@@ -33,8 +35,8 @@ def test_values_round_trip_and_are_encrypted_on_disk(tmp_path: Path, key: str, c
     assert b"jdoe@corp.example" not in raw and b"corp.example" not in raw
 
 
-def test_entries_expire_and_are_purged(tmp_path: Path, key: str, clock: Clock) -> None:
-    vault = Vault(tmp_path / "v.sqlite", key, clock, retention=timedelta(hours=2))
+def test_entries_expire_and_are_purged(db_target: DatabaseTarget, key: str, clock: Clock) -> None:
+    vault = Vault(db_target, key, clock, retention=timedelta(hours=2))
     ref = vault.put("c_1", "code", "123456")
     clock.advance(hours=1)
     assert vault.get(ref) == "123456"
@@ -44,20 +46,20 @@ def test_entries_expire_and_are_purged(tmp_path: Path, key: str, clock: Clock) -
     assert vault.purge() == 0
 
 
-def test_a_value_under_another_key_reads_as_gone(tmp_path: Path, key: str, clock: Clock) -> None:
-    ref = Vault(tmp_path / "v.sqlite", key, clock).put("c_1", "email", "a@b.example")
-    other = Vault(tmp_path / "v.sqlite", Fernet.generate_key().decode(), clock)
+def test_a_value_under_another_key_reads_as_gone(db_target: DatabaseTarget, key: str, clock: Clock) -> None:
+    ref = Vault(db_target, key, clock).put("c_1", "email", "a@b.example")
+    other = Vault(db_target, Fernet.generate_key().decode(), clock)
     assert other.get(ref) is None
 
 
-def test_keys_rotate_new_first_old_still_reads(tmp_path: Path, key: str, clock: Clock) -> None:
-    old = Vault(tmp_path / "v.sqlite", key, clock)
+def test_keys_rotate_new_first_old_still_reads(db_target: DatabaseTarget, key: str, clock: Clock) -> None:
+    old = Vault(db_target, key, clock)
     ref = old.put("c_1", "email", "a@b.example")
     new_key = Fernet.generate_key().decode()
-    rotated = Vault(tmp_path / "v.sqlite", f"{new_key},{key}", clock)
+    rotated = Vault(db_target, f"{new_key},{key}", clock)
     assert rotated.get(ref) == "a@b.example"
     fresh = rotated.put("c_1", "email", "c@d.example")
-    assert Vault(tmp_path / "v.sqlite", new_key, clock).get(fresh) == "c@d.example"
+    assert Vault(db_target, new_key, clock).get(fresh) == "c@d.example"
 
 
 @pytest.mark.parametrize("bad", ["not-a-key", "abc,def", " , "])
@@ -114,6 +116,20 @@ def test_subjects_are_found_by_address_without_keeping_it(tmp_path: Path, key: s
     assert vault.conversations_of("JANE.DOE@example.com") == ["c_1", "c_2"]
     vault.close()
     assert b"jane" not in (tmp_path / "v.sqlite").read_bytes().lower()
+
+
+@pytest.mark.postgres
+def test_on_postgresql_values_and_addresses_are_stored_sealed_and_hashed(pg_url: str, key: str, clock: Clock) -> None:
+    vault = Vault(DatabaseUrl(pg_url), key, clock)
+    ref = vault.put("c_1", "email", "jdoe@corp.example")
+    vault.link_subject("c_1", "jdoe@corp.example")
+    assert vault.get(ref) == "jdoe@corp.example" and vault.conversations_of("JDOE@corp.example") == ["c_1"]
+    vault.close()
+    with psycopg.connect(pg_url) as conn:
+        rows = conn.execute("SELECT ref, conversation_id, kind, secret::text, created_at, expires_at FROM entries")
+        stored = repr(rows.fetchall()) + repr(conn.execute("SELECT * FROM subjects").fetchall())
+    assert "c_1" in stored and "jdoe" not in stored and "corp.example" not in stored
+    assert "6a646f65" not in stored  # nor its bytes ("jdoe" in hex)
 
 
 def _files(data_dir: Path, name: str) -> bytes:

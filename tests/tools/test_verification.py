@@ -10,6 +10,7 @@ import httpx
 import pytest
 import respx
 
+from core.db import DatabaseTarget
 from core.errors import ToolError
 from core.pack import lint_pack
 from core.pack_tools import DeclaredTools, Knowledge, SmsCode
@@ -56,8 +57,8 @@ def runner() -> DeclaredRunner:
 
 
 @pytest.fixture
-def ledger(tmp_path: Path, clock: Clock) -> Ledger:
-    return Ledger(tmp_path / "desk.sqlite", clock)
+def ledger(db_target: DatabaseTarget, clock: Clock) -> Ledger:
+    return Ledger(db_target, clock)
 
 
 def serve_lines(router: respx.MockRouter) -> respx.Route:
