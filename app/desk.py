@@ -324,8 +324,9 @@ class Desk:
         line = self.log.append(packet.conversation_id, "technician", text, self._channel(packet), author=technician)
         with self._tx() as conn:
             conn.execute(
-                "INSERT INTO handoff_desk (packet_id, first_response_at) VALUES (?, ?) ON CONFLICT (packet_id)"
-                " DO UPDATE SET first_response_at = COALESCE(first_response_at, excluded.first_response_at)",
+                "INSERT INTO handoff_desk (packet_id, first_response_at) VALUES (?, ?)"
+                " ON CONFLICT (packet_id) DO UPDATE SET"
+                " first_response_at = COALESCE(handoff_desk.first_response_at, excluded.first_response_at)",
                 (packet_id, line.at),
             )
             self._event(conn, packet_id, packet.conversation_id, technician, "replied", None)
