@@ -45,6 +45,13 @@ def _settings(runbooks: Path | None = None) -> Settings:
     return settings.model_copy(update={"runbooks": runbooks}) if runbooks else settings
 
 
+def _desk(settings: Settings) -> Any:
+    """The desk database of these settings: its SQLite file, or TIERONE_DATABASE_URL's PostgreSQL."""
+    from app.runtime import desk_target
+
+    return desk_target(settings)
+
+
 def _fail(exc: Exception) -> None:
     err.print(f"[red]error:[/red] {exc}", highlight=False)
     raise typer.Exit(2)
@@ -83,6 +90,13 @@ def serve(
 
     settings = _settings(runbooks)
     logs.configure(settings.log_format, settings.log_level)
+    try:
+        # On PostgreSQL: a wrong URL, or a schema older than this code, stops here (`tierone migrate`).
+        from app.runtime import require_current_schema
+
+        require_current_schema(settings)
+    except TieroneError as exc:
+        _fail(exc)
     # No uvicorn access log: it would print query strings (the SSE stream's ?token=); api/middleware.py
     # logs each request by route instead. On SIGTERM, turns in flight finish; open SSE streams are cut
     # after the grace period and their EventSource reconnects from its last line.
@@ -105,7 +119,7 @@ def keys_create(
     from app.auth import ApiKeys
 
     try:
-        key = ApiKeys(_settings().desk_db).create(name, role)
+        key = ApiKeys(_desk(_settings())).create(name, role)
     except TieroneError as exc:
         _fail(exc)
     err.print(f"API key for {name} ({role}); keep it now, it is not shown again:", highlight=False)
@@ -117,7 +131,7 @@ def keys_list() -> None:
     """Every API key's holder, role and state (never the keys)."""
     from app.auth import ApiKeys
 
-    for info in ApiKeys(_settings().desk_db).list():
+    for info in ApiKeys(_desk(_settings())).list():
         state = f"revoked {info.revoked_at}" if info.revoked_at else "live"
         typer.echo(f"{info.name}\t{info.role}\t{info.prefix}…\t{info.created_at}\t{state}")
 
@@ -128,7 +142,7 @@ def keys_revoke(name: Annotated[str, typer.Argument(help="Whose keys to revoke."
     from app.auth import ApiKeys
 
     try:
-        count = ApiKeys(_settings().desk_db).revoke(name)
+        count = ApiKeys(_desk(_settings())).revoke(name)
     except TieroneError as exc:
         _fail(exc)
     console.print(f"revoked {count} key(s) of {name}", highlight=False)
@@ -340,7 +354,7 @@ def handoffs_list(
     from core.clock import utc_now
 
     settings = _settings()
-    queue = HandoffQueue(settings.desk_db, utc_now)
+    queue = HandoffQueue(_desk(settings), utc_now)
     packets = queue.packets(None if status == "all" else status)  # type: ignore[arg-type]
     table = Table(title=f"Handoffs ({status})")
     for column in ("packet", "priority", "first reply due", "runbook", "reasons", "customer", "summary"):
@@ -366,7 +380,7 @@ def handoffs_show(packet_id: str) -> None:
     from core.clock import utc_now
 
     settings = _settings()
-    queue = HandoffQueue(settings.desk_db, utc_now)
+    queue = HandoffQueue(_desk(settings), utc_now)
     try:
         packet = queue.get(packet_id)
     except TieroneError as exc:
@@ -1145,6 +1159,29 @@ def simulate(
     except TieroneError as exc:
         _fail(exc)
     typer.echo(json.dumps(summary(tally)))
+
+
+@app.command()
+def migrate() -> None:
+    """Bring every store's schema up to date on the configured database, and say what was applied.
+
+    With TIERONE_DATABASE_URL set, the PostgreSQL database (LangGraph's checkpoint tables included),
+    which `tierone serve` needs before it starts; without it, the SQLite files in TIERONE_DATA_DIR.
+    """
+    from app.runtime import migrate_databases
+    from core.db import DatabaseUrl
+
+    settings = _settings()
+    url = settings.database_url.get_secret_value() if settings.database_url else None
+    where = f"PostgreSQL {DatabaseUrl(url).safe}" if url else f"SQLite files in {settings.data_dir}"
+    try:
+        applied = migrate_databases(settings)
+    except TieroneError as exc:
+        _fail(exc)
+    ran = {component: versions for component, versions in applied.items() if versions}
+    for component, versions in sorted(ran.items()):
+        typer.echo(f"{component}: applied {', '.join(str(v) for v in versions)}")
+    typer.echo(f"{where}: {'up to date' if ran else 'already up to date; nothing applied'}")
 
 
 def main() -> None:

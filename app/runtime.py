@@ -8,9 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any, cast
 
 import httpx
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.postgres import PostgresSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from agent.brains.factory import make_brain
@@ -22,7 +24,7 @@ from agent.outcomes import OutcomeMatcher
 from agent.resolver import ClientMessages, Conversations, Resolver, validate_message
 from app.auth import ApiKeys, CustomerTokens
 from app.desk import Desk, DeskConflict
-from app.erasure import ErasureScope
+from app.erasure import Eraser, ErasureScope
 from app.gaps import GapVectors, gaps_provider
 from app.incidents import IncidentDesk, IncidentStatusPage
 from app.insights import Insights, open_insights
@@ -33,7 +35,18 @@ from app.metrics import Metrics
 from app.notify import Notifier
 from app.teaching import Suggestions
 from core.clock import utc_now
-from core.db import Database, Store
+from core.db import (
+    Database,
+    DatabaseTarget,
+    DatabaseUrl,
+    Migrations,
+    PostgresDatabase,
+    Store,
+    database_target,
+    open_database,
+    schema_versions,
+)
+from core.errors import SchemaOutdated
 from core.pack import Pack, load_pack
 from core.settings import Settings
 from core.vault import Vault, load_key
@@ -78,6 +91,115 @@ def open_sqlite_checkpointer(path: Path) -> SqliteSaver:
     # redacted text) in the page's free space, and they outlive the erasure of the rows themselves.
     conn.execute("PRAGMA secure_delete=ON")
     return SqliteSaver(conn)
+
+
+# -- PostgreSQL (TIERONE_DATABASE_URL): where each store lives, its schema, LangGraph's checkpoints ---
+
+
+def desk_target(settings: Settings) -> DatabaseTarget:
+    """The desk database: its SQLite file, or the PostgreSQL database of ``TIERONE_DATABASE_URL``."""
+    return database_target(settings.desk_db, settings.database_url)
+
+
+def vault_target(settings: Settings) -> DatabaseTarget:
+    """The vault's database (on PostgreSQL the same database as the desk's; its tables differ)."""
+    return database_target(settings.vault_db, settings.database_url)
+
+
+def _schemas(
+    settings: Settings, stores: tuple[type[Store], ...] | None = None
+) -> list[tuple[DatabaseTarget, tuple[Migrations, ...]]]:
+    desk = (*(store.MIGRATIONS for store in (DESK_STORES if stores is None else stores)), Eraser.MIGRATIONS)
+    return [(desk_target(settings), desk), (vault_target(settings), (Vault.MIGRATIONS,))]
+
+
+_CHECKPOINTS_LOCK = "tierone.checkpoints"
+
+
+def _checkpoints_behind(db: PostgresDatabase) -> tuple[int, int] | None:
+    """(found, needed) when LangGraph's checkpoint tables are not at the installed package's version."""
+    needed = len(PostgresSaver.MIGRATIONS) - 1
+    with db.transaction() as conn:
+        exists = conn.execute("SELECT to_regclass('checkpoint_migrations') IS NOT NULL").fetchone()[0]
+        found = conn.execute("SELECT MAX(v) FROM checkpoint_migrations").fetchone()[0] if exists else None
+    found = -1 if found is None else int(found)
+    return None if found >= needed else (found + 1, needed + 1)
+
+
+def _setup_checkpoints(db: PostgresDatabase) -> bool:
+    """Create or upgrade LangGraph's checkpoint tables; True when anything was to do.
+
+    ``PostgresSaver.setup`` builds indexes CONCURRENTLY, which no transaction may hold: it runs on a
+    connection of its own while a session advisory lock keeps a second process from running it at once.
+    """
+    if _checkpoints_behind(db) is None:
+        return False
+    with db.pool.connection() as lock:
+        lock.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (_CHECKPOINTS_LOCK,))
+        try:
+            PostgresSaver(cast(Any, db.pool)).setup()
+        finally:
+            lock.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (_CHECKPOINTS_LOCK,))
+    return True
+
+
+def migrate_databases(settings: Settings, stores: tuple[type[Store], ...] | None = None) -> dict[str, list[int]]:
+    """Apply every store's missing migrations (and, on PostgreSQL, LangGraph's); return what ran, by component.
+
+    ``stores``: the desk stores to migrate (default: every one of ``DESK_STORES``).
+    """
+    applied: dict[str, list[int]] = {}
+    for target, schemas in _schemas(settings, stores):
+        db = open_database(target)
+        try:
+            for schema in schemas:
+                applied[schema.component] = applied.get(schema.component, []) + db.migrate(schema)
+            if isinstance(db, PostgresDatabase):
+                behind = _checkpoints_behind(db)
+                if behind is not None and _setup_checkpoints(db):
+                    # Numbered 1, 2, 3... like the stores' (LangGraph's own ledger counts from 0).
+                    applied["langgraph_checkpoints"] = list(range(behind[0] + 1, behind[1] + 1))
+        finally:
+            db.close()
+    return applied
+
+
+def schema_behind(settings: Settings, stores: tuple[type[Store], ...] | None = None) -> dict[str, tuple[int, int]]:
+    """Components whose recorded version is older than this code's: {component: (found, needed)}."""
+    behind: dict[str, tuple[int, int]] = {}
+    for target, schemas in _schemas(settings, stores):
+        db = open_database(target)
+        try:
+            found = schema_versions(db)
+            for schema in schemas:
+                if found.get(schema.component, 0) < schema.latest:
+                    behind[schema.component] = (found.get(schema.component, 0), schema.latest)
+            if isinstance(db, PostgresDatabase) and (checkpoints := _checkpoints_behind(db)) is not None:
+                behind["langgraph_checkpoints"] = checkpoints
+        finally:
+            db.close()
+    return behind
+
+
+def require_current_schema(settings: Settings) -> None:
+    """On PostgreSQL, refuse a database at an older schema (``tierone migrate`` brings it up to date).
+
+    SQLite files keep migrating themselves as their stores open, as they always have.
+    """
+    if settings.database_url is None:
+        return
+    behind = schema_behind(settings)
+    if behind:
+        raise SchemaOutdated(behind)
+
+
+def open_checkpointer(settings: Settings) -> BaseCheckpointSaver[str]:
+    """LangGraph's checkpointer: PostgresSaver on the shared pool with a URL set, else the SQLite file's."""
+    target = database_target(settings.conversations_db, settings.database_url)
+    if isinstance(target, DatabaseUrl):
+        # Held for the process's life: the pool stays open while the graph runs.
+        return PostgresSaver(cast(Any, PostgresDatabase(target).pool))
+    return open_sqlite_checkpointer(target)
 
 
 @dataclass
@@ -147,7 +269,7 @@ def _toolbox(
         directory=directory,
         status_page=status_page,
         outbox=mailer,
-        ledger=Ledger(settings.desk_db, clock),
+        ledger=Ledger(desk_target(settings), clock),
         clock=clock,
         limits=limits,
         vault=vault,
@@ -212,32 +334,34 @@ def open_runtime(
 
     ``tool_client`` carries the calls of the pack's declared tools (an eval's stand-in API, a test's respx).
     """
+    require_current_schema(settings)
     index = index or _open_index(settings, embedder)
-    embedded = SqliteDirectory(settings.desk_db, clock)
+    desk_db = desk_target(settings)
+    embedded = SqliteDirectory(desk_db, clock)
     outbox = FileOutbox(settings.outbox_dir, clock)
     # Codes and mail replies go out by SMTP when a relay is set, else into the file outbox.
     mailer = open_mailer(settings, outbox, clock)
     vault_key = load_key(settings.vault_key.get_secret_value() if settings.vault_key else None, settings.data_dir)
-    vault = Vault(settings.vault_db, vault_key, clock, retention=timedelta(hours=settings.vault_retention_hours))
+    vault = Vault(vault_target(settings), vault_key, clock, retention=timedelta(hours=settings.vault_retention_hours))
     toolbox = _toolbox(settings, clock, embedded, mailer, vault, _declared(settings, index.pack, tool_client))
     notifier = Notifier.from_settings(settings, clock)
     deps = Deps(
         pack=index.pack,
         brain=make_brain(settings, index),
         toolbox=toolbox,
-        handoffs=HandoffQueue(settings.desk_db, clock, on_store=notifier.enqueue if notifier.enabled else None),
-        episodes=EpisodeStore(settings.desk_db, clock),
+        handoffs=HandoffQueue(desk_db, clock, on_store=notifier.enqueue if notifier.enabled else None),
+        episodes=EpisodeStore(desk_db, clock),
         clock=clock,
         outcomes=OutcomeMatcher(index.embedder),
-        incidents=IncidentStore(settings.desk_db, clock),
+        incidents=IncidentStore(desk_db, clock),
     )
     resolver = Resolver(
         deps,
-        checkpointer or open_sqlite_checkpointer(settings.conversations_db),
-        Conversations(settings.desk_db),
+        checkpointer or open_checkpointer(settings),
+        Conversations(desk_db),
         max_message_chars=settings.max_message_chars,
     )
-    messages = MessageLog(settings.desk_db, clock)
+    messages = MessageLog(desk_db, clock)
     desk = Desk(
         settings.desk_db,
         clock,

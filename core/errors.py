@@ -127,6 +127,9 @@ class SchemaOutdated(TieroneError):
 
     def __init__(self, behind: dict[str, tuple[int, int]]) -> None:
         self.behind = behind
+        if all(found == 0 for found, _ in behind.values()):
+            super().__init__("the database holds no Tierone schema yet; run `tierone migrate` to create it")
+            return
         parts = ", ".join(f"{c} at {found} of {needed}" for c, (found, needed) in sorted(behind.items()))
         super().__init__(
             f"the database's schema is older than this version of Tierone ({parts}); run `tierone migrate`"
