@@ -11,6 +11,7 @@ from app.desk import ConversationStatus, Desk, DeskConflict
 from app.messages import MessageLog
 from app.runtime import Runtime
 from core.db import DatabaseTarget
+from tests.app.backends import runtime_on_backend  # noqa: F401  (the runtime fixture, on both backends)
 from tests.app.test_teaching import packet as handoff_packet
 from tests.conftest import Clock
 
