@@ -31,6 +31,6 @@ def runtime_on_backend(
     if db_backend == "sqlite":
         return make_runtime()
     url = request.getfixturevalue("pg_url")
-    settings = Settings(data_dir=tmp_path / "data", runbooks=BUNDLED_RUNBOOKS, database_url=url)  # type: ignore[arg-type]
+    settings = Settings(data_dir=tmp_path / "data", runbooks=BUNDLED_RUNBOOKS, database_url=url)
     migrate_databases(settings)
     return open_runtime(settings, clock=clock, index=bundled_index)
