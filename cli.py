@@ -899,7 +899,7 @@ def _suggestions() -> Any:
     from app.teaching import Suggestions
     from core.clock import utc_now
 
-    return Suggestions(Settings().desk_db, utc_now)
+    return Suggestions(_desk(Settings()), utc_now)
 
 
 def _when(option: str, value: str | None) -> Any:
@@ -938,7 +938,7 @@ def _gaps(runbooks: Path | None, since: str | None, until: str | None, distance:
         open_client(settings.chroma_dir, url=settings.chroma_url), load_pack(settings.runbooks), MiniLMEmbedder()
     )
     index.sync()
-    return find_gaps(HandoffQueue(settings.desk_db, utc_now), index, since=start, until=end, distance=distance)
+    return find_gaps(HandoffQueue(_desk(settings), utc_now), index, since=start, until=end, distance=distance)
 
 
 SinceOpt = Annotated[str | None, typer.Option("--since", help="Start of the period, ISO (default: 30 days ago).")]
@@ -1105,7 +1105,7 @@ def insights(
             index.sync()
             return index
 
-        gaps = gaps_provider(HandoffQueue(settings.desk_db, utc_now), routing_index)
+        gaps = gaps_provider(HandoffQueue(_desk(settings), utc_now), routing_index)
         period = Period.of(parse_moment(since, "--since"), parse_moment(as_of, "--as-of"))
         report = open_insights(settings, pack, gaps).report(period)
     except TieroneError as exc:

@@ -26,7 +26,7 @@ from api.errors import add_error_handlers
 from api.middleware import add_middleware
 from api.routes import admin, conversations, desk, inbound, incidents, lead, ops
 from app.auth import ApiKeys, CustomerTokens
-from app.runtime import Runtime, open_runtime
+from app.runtime import Runtime, desk_target, open_runtime
 from core.settings import Settings
 from pages import mount_pages
 
@@ -64,8 +64,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.runtime = runtime
     app.state.metrics = None
-    app.state.keys = ApiKeys(settings.desk_db)
-    app.state.tokens = CustomerTokens(settings.desk_db)
+    app.state.keys = ApiKeys(desk_target(settings))
+    app.state.tokens = CustomerTokens(desk_target(settings))
     app.state.limits = RateLimits.from_settings(settings)
     add_middleware(app, settings)
     add_error_handlers(app)

@@ -10,7 +10,14 @@ no personal data), which a bank must keep, and one ``erasures`` record that coun
 
 Each store of the desk database names the tables and columns that tie its rows to a conversation
 (``PERSONAL_TABLES``, core/db.py); erasure deletes by those rather than by what the catalogue holds.
-Deleted rows are overwritten on disk (``secure_delete``) and the write-ahead logs truncated.
+On SQLite, deleted rows are overwritten on disk (``secure_delete``), the write-ahead logs truncated
+and the checkpoint file rewritten (VACUUM). On PostgreSQL the same rows are deleted in one
+transaction, and no query, replica or ``tierone`` command can read them again; but PostgreSQL keeps
+a deleted row's bytes as a dead tuple in the table's file until VACUUM (autovacuum, within minutes
+on a busy table) reclaims its space, and even then the bytes may stay in free space until it is
+reused; the server's write-ahead log holds them until it is recycled, and any base backup, WAL
+archive or standby taken meanwhile keeps them for as long as the operator keeps those. Erasure does
+not reach those copies: the operator's backup retention bounds how long they live.
 """
 
 from __future__ import annotations
@@ -22,14 +29,23 @@ from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from agent.resolver import Resolver
-from core.db import Connection, Database, Dialect, Migration, Migrations, Store, Tie, sqlite_columns
+from core.db import (
+    Connection,
+    DatabaseTarget,
+    Dialect,
+    Migration,
+    Migrations,
+    Store,
+    Tie,
+    open_database,
+    sqlite_columns,
+)
 from core.errors import TieroneError
 from core.vault import Vault
 from tools.base import Directory
@@ -84,7 +100,7 @@ def _in(values: list[str]) -> str:
 class ErasureScope:
     """What erasure reaches, as the composition root (app/runtime.py) wires it."""
 
-    desk_db: Path
+    desk_db: DatabaseTarget  # a SQLite file, or the PostgreSQL database
     stores: Sequence[type[Store]]  # every store of the desk database, each naming what it holds
     vault: Vault
     resolver: Resolver  # the conversation register, the checkpoints and each conversation's lock
@@ -108,7 +124,7 @@ class Eraser:
     def __init__(self, scope: ErasureScope, clock: Callable[[], datetime] | None = None) -> None:
         self.scope = scope
         self.clock = clock or self.scope.clock
-        self._db = Database(self.scope.desk_db, secure_delete=True)
+        self._db = open_database(self.scope.desk_db, secure_delete=True)
         self._db.migrate(self.MIGRATIONS)
         # So that every table named below exists, of a store this process never opened too.
         for store in self.scope.stores:
@@ -279,7 +295,7 @@ class Eraser:
         ]
 
 
-def _delete(conn: sqlite3.Connection, table: str, column: str, tie: Tie, cid: str, packets: list[str]) -> int:
+def _delete(conn: Connection, table: str, column: str, tie: Tie, cid: str, packets: list[str]) -> int:
     """Delete the rows of a table that this column ties to the conversation; return how many."""
     if tie == "conversation":
         return int(conn.execute(f'DELETE FROM "{table}" WHERE "{column}" = ?', (cid,)).rowcount)

@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 from sklearn.cluster import AgglomerativeClustering, Birch
 
 from agent.handoff import HandoffQueue
-from core.db import Database, Migration, Migrations, PersonalTables
+from core.db import AnyDatabase, Migration, Migrations, PersonalTables, open_database
 from core.errors import TieroneError
 from core.redact import redact
 from vectorstore.index import RunbookIndex
@@ -37,7 +37,7 @@ _VECTORS = """CREATE TABLE IF NOT EXISTS gap_vectors (
     packet_id TEXT NOT NULL,
     embedder TEXT NOT NULL,
     text TEXT NOT NULL,
-    vector BLOB NOT NULL,
+    vector {blob} NOT NULL,
     PRIMARY KEY (packet_id, embedder)
 )"""
 
@@ -86,10 +86,13 @@ class _Handoff:
 class GapVectors:
     """The routing model's vector of each gap handoff's message, so a period is embedded once."""
 
-    MIGRATIONS: ClassVar[Migrations] = Migrations("gap_vectors", Migration(1, _VECTORS))
+    MIGRATIONS: ClassVar[Migrations] = Migrations(
+        "gap_vectors",
+        Migration(1, {"sqlite": _VECTORS.format(blob="BLOB"), "postgresql": _VECTORS.format(blob="BYTEA")}),
+    )
     PERSONAL_TABLES: ClassVar[PersonalTables] = {"gap_vectors": {"packet_id": "packet"}}
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: AnyDatabase) -> None:
         self._db = db
         db.migrate(self.MIGRATIONS)
 
@@ -103,16 +106,18 @@ class GapVectors:
         for h in handoffs:
             hit = cached.get(h.packet_id)
             if hit is not None and hit[0] == h.text:
-                found[h.packet_id] = np.frombuffer(hit[1], dtype=np.float32)
+                found[h.packet_id] = np.frombuffer(bytes(hit[1]), dtype=np.float32)
         missing = [h for h in handoffs if h.packet_id not in found]
         for start in range(0, len(missing), 512):
             chunk = missing[start : start + 512]
             vectors = np.asarray(embedder.embed([h.text for h in chunk]), dtype=np.float32)
             with self._db.transaction() as conn:
-                conn.executemany(
-                    "INSERT OR REPLACE INTO gap_vectors VALUES (?, ?, ?, ?)",
-                    [(h.packet_id, name, h.text, v.tobytes()) for h, v in zip(chunk, vectors, strict=True)],
-                )
+                for h, v in zip(chunk, vectors, strict=True):
+                    conn.execute(
+                        "INSERT INTO gap_vectors VALUES (?, ?, ?, ?) ON CONFLICT (packet_id, embedder)"
+                        " DO UPDATE SET text = excluded.text, vector = excluded.vector",
+                        (h.packet_id, name, h.text, v.tobytes()),
+                    )
             found.update((h.packet_id, v) for h, v in zip(chunk, vectors, strict=True))
         if not handoffs:
             return np.zeros((0, 0), dtype=np.float32)
@@ -128,14 +133,21 @@ def _problem_text(packet: dict[str, Any]) -> str | None:
     return max(turns, key=len) if turns else None
 
 
-def gap_handoffs(db: Database, since: datetime | None, until: datetime | None) -> list[_Handoff]:
+# A packet's reason codes as a one-column table (``value``), in each dialect's JSON functions.
+_REASON_CODES = {
+    "sqlite": "json_each(packet, '$.reason_codes')",
+    "postgresql": "json_array_elements_text(CAST(packet AS json) -> 'reason_codes') AS codes (value)",
+}
+
+
+def gap_handoffs(db: AnyDatabase, since: datetime | None, until: datetime | None) -> list[_Handoff]:
     """The handoffs of the period handed off because no runbook fitted or the bot could not choose."""
     if since and until and until <= since:
         raise GapsError(f"--until {until.isoformat()} is not after --since {since.isoformat()}; swap them")
     marks = ", ".join("?" for _ in GAP_REASONS)
     query = (
         "SELECT packet_id, created_at, packet FROM handoffs WHERE created_at >= ? AND created_at < ?"
-        f" AND EXISTS (SELECT 1 FROM json_each(packet, '$.reason_codes') WHERE value IN ({marks}))"
+        f" AND EXISTS (SELECT 1 FROM {_REASON_CODES[db.dialect]} WHERE value IN ({marks}))"
         " ORDER BY created_at, packet_id"
     )
     low = since.isoformat() if since else ""
@@ -183,7 +195,7 @@ def find_gaps(
         until: End of the period (exclusive); None: up to now.
         distance: Largest average cosine distance within a gap (0..2); smaller makes more, tighter gaps.
     """
-    db = Database(queue.path)
+    db = open_database(queue.target)
     try:
         handoffs = gap_handoffs(db, since, until)
         vectors = GapVectors(db).vectors(handoffs, index.embedder)
@@ -271,7 +283,7 @@ def gaps_provider(
         if isinstance(index, RunbookIndex):
             routing = index
         else:
-            db = Database(queue.path)
+            db = open_database(queue.target)
             try:
                 if not gap_handoffs(db, since, until):
                     return []

@@ -13,12 +13,14 @@ DESIGN.md, "Counting resolutions honestly", is the contract. An episode's outcom
 - ``in_progress``: anything else.
 
 containment_rate = (confirmed + no_recontact) / (episodes - pending - in_progress). Everything is
-aggregated by SQLite; Python only arranges the grouped rows into the JSON object.
+aggregated by the database (SQLite or PostgreSQL: one query, with the few functions they spell
+differently in ``_DIALECT``); Python only arranges the grouped rows into the JSON object.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -31,7 +33,7 @@ from agent.episodes import EpisodeStore
 from agent.handoff import HandoffQueue
 from app.desk import Desk
 from core.clock import utc_now
-from core.db import Database
+from core.db import AnyDatabase, Connection, Database, Dialect, database_target, open_database
 from core.errors import TieroneError
 from core.pack import Pack
 from core.settings import Settings
@@ -69,24 +71,62 @@ def parse_moment(value: str | None, what: str) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+# What the dialects spell differently, and nothing else: JSON, date arithmetic, the scratch table.
+# The window's end is written as SQLite's strftime writes it (milliseconds, "+00:00"), so that the ISO
+# strings compare the same way on both and the two backends give the same figures.
+_DIALECT: dict[Dialect, dict[str, str]] = {
+    "sqlite": {
+        "categories": "SELECT key AS runbook_id, value AS category FROM json_each(:categories)",
+        "window_end": "strftime('%Y-%m-%dT%H:%M:%f+00:00', julianday({t}) + :window_days)",
+        # Whole milliseconds: SQLite keeps a moment to the millisecond (rounded), so both count the same.
+        "ms": "CAST(ROUND((julianday({end}) - julianday({start})) * 86400000) AS INTEGER)",
+        "resolve_due": "json_extract(h.packet, '$.sla.resolve_due')",
+        "answers": "json_array_length(failed_steps)",
+        "scratch": "temp.judged_episodes",
+        "create_scratch": "CREATE TEMP TABLE judged_episodes AS",
+        "snapshot": "",
+    },
+    "postgresql": {
+        "categories": "SELECT key AS runbook_id, value AS category FROM json_each_text(CAST(:categories AS json))",
+        # to_char's MS truncates where SQLite rounds to the millisecond: half a millisecond evens that.
+        # Hours, not days: a day is 23 or 25 hours across a DST change in the session's time zone.
+        "window_end": "to_char((CAST({t} AS timestamptz) + :window_days * interval '24 hours'"
+        " + interval '500 microseconds') AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"+00:00\"')",
+        "ms": "CAST(ROUND(EXTRACT(EPOCH FROM CAST({end} AS timestamptz)) * 1000)"
+        " - ROUND(EXTRACT(EPOCH FROM CAST({start} AS timestamptz)) * 1000) AS BIGINT)",
+        "resolve_due": "(CAST(h.packet AS json) #>> '{sla,resolve_due}')",
+        "answers": "json_array_length(CAST(failed_steps AS json))",
+        "scratch": "pg_temp.judged_episodes",
+        "create_scratch": "CREATE TEMP TABLE judged_episodes ON COMMIT DROP AS",
+        "snapshot": "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+    },
+}
+_NAMED = re.compile(r"(?<!:):([a-z_][a-z0-9_]*)")
+
+
+def _bind(sql: str, params: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
+    """The query with ``?`` for each ``:name`` and its values in order (the one style both databases take)."""
+    return _NAMED.sub("?", sql), tuple(params[name] for name in _NAMED.findall(sql))
+
+
 # One row per episode opened in the period, with its outcome at :as_of. Times are compared as ISO strings
 # (all UTC, as every store writes them), which keeps the look-ups index range scans; thresholds come computed.
 _CLASSIFIED = """
-WITH cat AS (SELECT key AS runbook_id, value AS category FROM json_each(:categories)),
+WITH cat AS ({categories}),
 base AS (
     SELECT e.episode_id, e.conversation_id, e.runbook_id, e.subject, e.opened_at, e.reason, e.packet_id,
         e.failed_steps,
         CASE WHEN e.closed_at IS NOT NULL AND e.closed_at <= :as_of THEN e.outcome ELSE 'in_progress' END AS stored,
-        CASE WHEN e.confirmed = 1 AND e.closed_at <= :as_of THEN e.closed_at END AS confirmed_at,
+        CASE WHEN CAST(e.confirmed AS INTEGER) = 1 AND e.closed_at <= :as_of THEN e.closed_at END AS confirmed_at,
         CASE WHEN e.fix_at <= :as_of THEN e.fix_at END AS fix_at,
         COALESCE(e.last_at, e.opened_at) AS last_at
     FROM episodes e
-    WHERE e.opened_at <= :until AND (:since IS NULL OR e.opened_at >= :since)
+    WHERE e.opened_at <= :until AND (CAST(:since AS TEXT) IS NULL OR e.opened_at >= :since)
 ),
 anchored AS (
     SELECT b.*, COALESCE(b.confirmed_at, b.fix_at) AS anchor,
         -- The window's end as an ISO string, so the look-ups below stay index range scans.
-        strftime('%Y-%m-%dT%H:%M:%f+00:00', julianday(COALESCE(b.confirmed_at, b.fix_at)) + :window_days) AS anchor_end
+        {anchor_end} AS anchor_end
     FROM base b
 ),
 judged AS (
@@ -139,22 +179,25 @@ class Period:
         return cls(since, until)
 
 
-def _percentiles(conn: sqlite3.Connection, values_sql: str, params: dict[str, Any]) -> dict[str, float | int | None]:
-    """Count, median and p90 (in minutes) of a one-column query, picked by rank in SQL."""
+def _percentiles(conn: Connection, values_sql: str, params: dict[str, Any]) -> dict[str, float | int | None]:
+    """Count, median and p90 (in minutes) of a one-column query of milliseconds, picked by rank in SQL."""
+    # The ranks are at least 1: ranked holds a row only when total is 1 or more.
     row = conn.execute(
-        f"""WITH v AS (SELECT x FROM ({values_sql}) WHERE x IS NOT NULL),
+        *_bind(
+            f"""WITH v AS (SELECT x FROM ({values_sql}) AS s WHERE x IS NOT NULL),
         ranked AS (SELECT x, ROW_NUMBER() OVER (ORDER BY x) AS n, COUNT(*) OVER () AS total FROM v)
         SELECT MAX(total),
-            MAX(CASE WHEN n = MAX(1, CAST((total * 50 + 99) / 100 AS INTEGER)) THEN x END),
-            MAX(CASE WHEN n = MAX(1, CAST((total * 90 + 99) / 100 AS INTEGER)) THEN x END)
+            MAX(CASE WHEN n = CAST((total * 50 + 99) / 100 AS INTEGER) THEN x END),
+            MAX(CASE WHEN n = CAST((total * 90 + 99) / 100 AS INTEGER) THEN x END)
         FROM ranked""",
-        params,
+            params,
+        )
     ).fetchone()
     count = int(row[0] or 0)
     return {
         "count": count,
-        "median_minutes": round(row[1], 1) if row[1] is not None else None,
-        "p90_minutes": round(row[2], 1) if row[2] is not None else None,
+        "median_minutes": round(int(row[1]) / 60000, 1) if row[1] is not None else None,
+        "p90_minutes": round(int(row[2]) / 60000, 1) if row[2] is not None else None,
     }
 
 
@@ -163,7 +206,7 @@ class Insights:
 
     def __init__(
         self,
-        db: Database,
+        db: AnyDatabase,
         pack: Pack,
         gaps: GapsProvider | None = None,
         *,
@@ -172,12 +215,26 @@ class Insights:
         # The tables it reads, in case no resolver or desk has opened this database yet.
         for store in (EpisodeStore, HandoffQueue, Desk):
             db.migrate(store.MIGRATIONS)
-        # Figures are read on a read-only connection of their own, in one snapshot: a long report (a
-        # scrape of /metrics, the page) never holds the write lock the resolver and the desk need.
-        self._read = sqlite3.connect(
-            db.path.resolve().as_uri() + "?mode=ro", uri=True, isolation_level=None, check_same_thread=False, timeout=10
+        self._db = db
+        self._sql = _DIALECT[db.dialect]
+        self._classified = _CLASSIFIED.format(
+            categories=self._sql["categories"],
+            anchor_end=self._sql["window_end"].format(t="COALESCE(b.confirmed_at, b.fix_at)"),
         )
-        self._read.row_factory = sqlite3.Row
+        # Figures are read in one snapshot that never holds the write lock the resolver and the desk
+        # need, so a long report (a scrape of /metrics, the page) never stalls a turn: on SQLite a
+        # read-only connection of their own; on PostgreSQL a repeatable-read transaction (it writes only its
+        # temporary scratch table).
+        self._read: sqlite3.Connection | None = None
+        if isinstance(db, Database):
+            self._read = sqlite3.connect(
+                db.path.resolve().as_uri() + "?mode=ro",
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=10,
+            )
+            self._read.row_factory = sqlite3.Row
         self._read_lock = threading.Lock()
         self._pack = pack
         self._gaps = gaps
@@ -185,7 +242,12 @@ class Insights:
         self._categories = json.dumps({rid: rb.meta.category for rid, rb in pack.runbooks.items()})
 
     @contextmanager
-    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+    def _snapshot(self) -> Iterator[Connection]:
+        if self._read is None:
+            with self._db.transaction() as conn:
+                conn.execute(self._sql["snapshot"])
+                yield conn
+            return
         with self._read_lock:
             self._read.execute("BEGIN")
             try:
@@ -211,15 +273,19 @@ class Insights:
     def outcomes(self, period: Period) -> list[dict[str, Any]]:
         """Every episode of the period with its category and outcome (for tests and small exports)."""
         with self._snapshot() as conn:
-            rows = conn.execute(_CLASSIFIED + " ORDER BY j.opened_at, j.episode_id", self._params(period)).fetchall()
+            rows = conn.execute(
+                *_bind(self._classified + " ORDER BY j.opened_at, j.episode_id", self._params(period))
+            ).fetchall()
         return [dict(r) for r in rows]
 
     def totals(self, period: Period) -> dict[str, Any]:
         """Episodes, each outcome's count and the containment rate (what /metrics reads at scrape time)."""
         with self._snapshot() as conn:
             grouped = conn.execute(
-                "SELECT category, outcome, reason, COUNT(*) AS n FROM (" + _CLASSIFIED + ") GROUP BY outcome",
-                self._params(period),
+                *_bind(
+                    "SELECT outcome, COUNT(*) AS n FROM (" + self._classified + ") AS j GROUP BY outcome",
+                    self._params(period),
+                )
             ).fetchall()
         return _totals(grouped)
 
@@ -227,23 +293,25 @@ class Insights:
         """The insights object: totals, categories, gaps, and what the page charts."""
         params = self._params(period)
         with self._snapshot() as conn:
-            conn.execute("DROP TABLE IF EXISTS temp.judged_episodes")
-            conn.execute("CREATE TEMP TABLE judged_episodes AS " + _CLASSIFIED, params)
+            scratch = self._sql["scratch"]
+            conn.execute(f"DROP TABLE IF EXISTS {scratch}")
+            conn.execute(*_bind(f"{self._sql['create_scratch']} {self._classified}", params))
             grouped = conn.execute(
                 "SELECT category, outcome, COALESCE(reason, 'unknown') AS reason, COUNT(*) AS n"
-                " FROM temp.judged_episodes GROUP BY category, outcome, reason"
+                f" FROM {scratch} GROUP BY category, outcome, reason"
             ).fetchall()
             timeline = conn.execute(
-                "SELECT substr(opened_at, 1, 10) AS day, outcome, COUNT(*) AS n FROM temp.judged_episodes"
+                f"SELECT substr(opened_at, 1, 10) AS day, outcome, COUNT(*) AS n FROM {scratch}"
                 " GROUP BY day, outcome ORDER BY day"
             ).fetchall()
+            answers = self._sql["answers"]
             didnt_work = conn.execute(
-                "SELECT runbook_id, SUM(json_array_length(failed_steps)) AS answers, COUNT(*) AS episodes"
-                " FROM temp.judged_episodes WHERE runbook_id IS NOT NULL GROUP BY runbook_id"
-                " HAVING answers > 0 ORDER BY answers DESC, runbook_id LIMIT 10"
+                f"SELECT runbook_id, SUM({answers}) AS answers, COUNT(*) AS episodes"
+                f" FROM {scratch} WHERE runbook_id IS NOT NULL GROUP BY runbook_id"
+                f" HAVING SUM({answers}) > 0 ORDER BY answers DESC, runbook_id LIMIT 10"
             ).fetchall()
             desk = self._desk_figures(conn, params)
-            conn.execute("DROP TABLE temp.judged_episodes")
+            conn.execute(f"DROP TABLE {scratch}")
         result = _totals(grouped)
         result |= {
             "since": params["since"],
@@ -260,47 +328,57 @@ class Insights:
         """What L2 wrote when they resolved the period's handed-off episodes, with category and reason."""
         with self._snapshot() as conn:
             rows = conn.execute(
-                "WITH j AS (" + _CLASSIFIED + ") SELECT j.category, j.runbook_id, j.reason, ev.note, ev.at"
-                " FROM j JOIN handoff_events ev ON ev.packet_id = j.packet_id"
-                " WHERE j.outcome = 'handed_off' AND ev.action = 'resolved' AND ev.at <= :as_of"
-                " ORDER BY j.category, ev.at",
-                self._params(period),
+                *_bind(
+                    "WITH j AS (" + self._classified + ") SELECT j.category, j.runbook_id, j.reason, ev.note, ev.at"
+                    " FROM j JOIN handoff_events ev ON ev.packet_id = j.packet_id"
+                    " WHERE j.outcome = 'handed_off' AND ev.action = 'resolved' AND ev.at <= :as_of"
+                    " ORDER BY j.category, ev.at",
+                    self._params(period),
+                )
             ).fetchall()
         return [dict(r) for r in rows]
 
-    @staticmethod
-    def _desk_figures(conn: sqlite3.Connection, params: dict[str, Any]) -> dict[str, Any]:
+    def _desk_figures(self, conn: Connection, params: dict[str, Any]) -> dict[str, Any]:
         """Times to first human response and to resolve, and SLA breaches, of the period's handoffs."""
         window = (
             "FROM handoffs h LEFT JOIN handoff_desk d ON d.packet_id = h.packet_id"
-            " WHERE h.created_at <= :until AND (:since IS NULL OR h.created_at >= :since)"
+            " WHERE h.created_at <= :until AND (CAST(:since AS TEXT) IS NULL OR h.created_at >= :since)"
         )
+        ms, resolve_due = self._sql["ms"], self._sql["resolve_due"]
         first = _percentiles(
             conn,
-            "SELECT (julianday(d.first_response_at) - julianday(h.created_at)) * 1440 AS x "
+            "SELECT "
+            + ms.format(start="h.created_at", end="d.first_response_at")
+            + " AS x "
             + window
             + " AND d.first_response_at <= :as_of",
             params,
         )
         resolve = _percentiles(
             conn,
-            "SELECT (julianday(d.closed_at) - julianday(h.created_at)) * 1440 AS x "
+            "SELECT "
+            + ms.format(start="h.created_at", end="d.closed_at")
+            + " AS x "
             + window
             + " AND h.status = 'resolved' AND d.closed_at <= :as_of",
             params,
         )
         late = conn.execute(
-            "SELECT"
-            " COALESCE(SUM(CASE WHEN COALESCE(d.first_response_at, :as_of) > h.first_response_due THEN 1 END), 0),"
-            " COALESCE(SUM(CASE WHEN COALESCE(d.closed_at, :as_of) > json_extract(h.packet, '$.sla.resolve_due')"
-            " THEN 1 END), 0), COUNT(*) " + window,
-            params,
+            *_bind(
+                "SELECT"
+                " COALESCE(SUM(CASE WHEN COALESCE(d.first_response_at, :as_of) > h.first_response_due THEN 1 END), 0),"
+                f" COALESCE(SUM(CASE WHEN COALESCE(d.closed_at, :as_of) > {resolve_due}"
+                " THEN 1 END), 0), COUNT(*) " + window,
+                params,
+            )
         ).fetchone()
         by_priority = conn.execute(
-            "SELECT h.priority, COUNT(*) AS n " + window + " AND (COALESCE(d.first_response_at, :as_of) >"
-            " h.first_response_due OR COALESCE(d.closed_at, :as_of) > json_extract(h.packet, '$.sla.resolve_due'))"
-            " GROUP BY h.priority ORDER BY h.priority",
-            params,
+            *_bind(
+                "SELECT h.priority, COUNT(*) AS n " + window + " AND (COALESCE(d.first_response_at, :as_of) >"
+                f" h.first_response_due OR COALESCE(d.closed_at, :as_of) > {resolve_due})"
+                " GROUP BY h.priority ORDER BY h.priority",
+                params,
+            )
         ).fetchall()
         return {
             "handoff_times": {"first_response": first, "resolve": resolve},
@@ -313,7 +391,7 @@ class Insights:
         }
 
 
-def _totals(grouped: list[sqlite3.Row]) -> dict[str, Any]:
+def _totals(grouped: list[Any]) -> dict[str, Any]:
     counts = dict.fromkeys(OUTCOMES, 0)
     for row in grouped:
         counts[row["outcome"]] += int(row["n"])
@@ -328,7 +406,7 @@ def containment(counts: dict[str, int]) -> float:
     return round(resolved / decided, 4) if decided else 0.0
 
 
-def _categories(grouped: list[sqlite3.Row]) -> list[dict[str, Any]]:
+def _categories(grouped: list[Any]) -> list[dict[str, Any]]:
     table: dict[str, dict[str, Any]] = {}
     for row in grouped:
         entry = table.setdefault(row["category"], {"category": row["category"], **dict.fromkeys(OUTCOMES, 0)})
@@ -355,7 +433,7 @@ def _categories(grouped: list[sqlite3.Row]) -> list[dict[str, Any]]:
     return result
 
 
-def _timeline(rows: list[sqlite3.Row]) -> list[dict[str, Any]]:
+def _timeline(rows: list[Any]) -> list[dict[str, Any]]:
     days: dict[str, dict[str, Any]] = {}
     for row in rows:
         days.setdefault(row["day"], {"day": row["day"], **dict.fromkeys(OUTCOMES, 0)})[row["outcome"]] = int(row["n"])
@@ -366,7 +444,7 @@ def open_insights(
     settings: Settings, pack: Pack, gaps: GapsProvider | None = None, *, clock: Callable[[], datetime] = utc_now
 ) -> Insights:
     """The lead's figures over the deployment's desk database (its schema brought up to date first)."""
-    return Insights(Database(settings.desk_db), pack, gaps, clock=clock)
+    return Insights(open_database(database_target(settings.desk_db, settings.database_url)), pack, gaps, clock=clock)
 
 
 def summary_lines(report: dict[str, Any]) -> list[str]:

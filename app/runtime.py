@@ -36,7 +36,6 @@ from app.notify import Notifier
 from app.teaching import Suggestions
 from core.clock import utc_now
 from core.db import (
-    Database,
     DatabaseTarget,
     DatabaseUrl,
     Migrations,
@@ -284,7 +283,7 @@ def _email_channel(settings: Settings, mailer: Mailer, resolver: Resolver, desk:
     vault, directory, clock = deps.toolbox.vault, deps.toolbox.directory, deps.clock
     assert vault is not None
     return EmailChannel(
-        MailStore(settings.desk_db, clock, hash_address=vault.subject, sealer=vault.sealer),
+        MailStore(desk_target(settings), clock, hash_address=vault.subject, sealer=vault.sealer),
         mailer,
         resolver,
         sender=settings.mail_from,
@@ -364,7 +363,7 @@ def open_runtime(
     )
     messages = MessageLog(desk_db, clock)
     desk = Desk(
-        settings.desk_db,
+        desk_db,
         clock,
         deps.handoffs,
         messages,
@@ -379,7 +378,7 @@ def open_runtime(
     resolver.after_turn += [desk.after_turn, email.after_turn, metrics.after_turn]
     desk.on_reply.append(email.on_desk_reply)
     erasure = ErasureScope(
-        desk_db=settings.desk_db,
+        desk_db=desk_db,
         stores=DESK_STORES,
         vault=vault,
         resolver=resolver,
@@ -389,7 +388,7 @@ def open_runtime(
         clock=clock,
     )
     # Knowledge gaps keep message vectors (app/gaps.py): their table exists from the start, for erasure.
-    gap_db = Database(settings.desk_db)
+    gap_db = open_database(desk_db)
     gap_db.migrate(GapVectors.MIGRATIONS)
     gap_db.close()
     return Runtime(
@@ -404,7 +403,7 @@ def open_runtime(
         desk=desk,
         metrics=metrics,
         erasure=erasure,
-        suggestions=Suggestions(settings.desk_db, clock),
+        suggestions=Suggestions(desk_db, clock),
         notifier=notifier,
         email=email,
         insights=insights,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import psycopg
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -12,6 +13,7 @@ from api.deps import AppMetrics, AppSettings
 from api.errors import error_doc
 from app.metrics import CONTENT_TYPE
 from app.runtime import Runtime
+from core.db import DatabaseUrl, database_target
 from core.errors import TieroneError
 from vectorstore.index import server_heartbeat
 
@@ -46,9 +48,19 @@ def _answers(path: Path) -> str:
         return f"unreachable: {exc}"
 
 
+def _pg_answers(url: DatabaseUrl) -> str:
+    # A connection of its own, bounded in time: a probe must answer even when the pool is stuck waiting.
+    try:
+        with psycopg.connect(url.url, connect_timeout=2) as conn:
+            conn.execute("SELECT 1").fetchone()
+        return "ok"
+    except psycopg.Error as exc:
+        return f"unreachable: {url.safe} ({type(exc).__name__})"  # never the URL: it may hold the password
+
+
 @router.get("/readyz", responses={503: error_doc("Not ready; the body says which check failed")})
 def readyz(request: Request, settings: AppSettings) -> JSONResponse:
-    """200 when the routing index holds the pack and both SQLite databases answer a query."""
+    """200 when the routing index holds the pack and the databases (both SQLite files, or PostgreSQL) answer."""
     runtime: Runtime | None = getattr(request.app.state, "runtime", None)
     checks: dict[str, str] = {}
     if runtime is None:
@@ -63,8 +75,12 @@ def readyz(request: Request, settings: AppSettings) -> JSONResponse:
             checks["index"] = "ok" if vectors > 0 else "the routing index is empty; run `tierone index`"
         except Exception as exc:  # noqa: BLE001 - any failure means not ready, and says so
             checks["index"] = f"unreachable: {type(exc).__name__}"
-        checks["desk_db"] = _answers(settings.desk_db)
-        checks["conversations_db"] = _answers(settings.conversations_db)
+        target = database_target(settings.desk_db, settings.database_url)
+        if isinstance(target, DatabaseUrl):
+            checks["database"] = _pg_answers(target)
+        else:
+            checks["desk_db"] = _answers(settings.desk_db)
+            checks["conversations_db"] = _answers(settings.conversations_db)
     ready = bool(checks) and all(v == "ok" for v in checks.values())
     return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks}, 200 if ready else 503)
 

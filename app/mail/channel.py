@@ -197,7 +197,7 @@ class EmailChannel:
         error = None
         # One sender at a time, so that two retries never send the same reply twice.
         with self._send_lock:
-            pending = self.store.pending(inbound_id)
+            pending = self.store.claim(inbound_id)  # leased: another process sending at once skips these
             for reply in pending:
                 try:
                     self.mailer.deliver(

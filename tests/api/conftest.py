@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.auth import ApiKeys
-from app.runtime import Runtime
+from app.runtime import Runtime, desk_target
 from server import create_app
 
 
@@ -21,7 +21,7 @@ def client(runtime: Runtime) -> Iterator[TestClient]:
 @pytest.fixture
 def keys(runtime: Runtime) -> dict[str, dict[str, str]]:
     """Bearer headers of two L2 technicians (Alex, Sam) and an admin (Root)."""
-    store = ApiKeys(runtime.settings.desk_db)
+    store = ApiKeys(desk_target(runtime.settings))
     return {
         name: {"Authorization": f"Bearer {store.create(name, role)}"}
         for name, role in (("Alex", "l2"), ("Sam", "l2"), ("Root", "admin"))

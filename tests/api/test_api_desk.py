@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 
 from fastapi.testclient import TestClient
 
+from tests.app.backends import runtime_on_backend  # noqa: F401  (the runtime fixture, on both backends)
 from tests.conftest import Clock
 
 

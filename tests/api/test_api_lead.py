@@ -5,11 +5,12 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from app.auth import ApiKeys
-from app.runtime import Runtime
+from app.runtime import Runtime, desk_target
+from tests.app.backends import runtime_on_backend  # noqa: F401  (the runtime fixture, on both backends)
 
 
 def bearer(runtime: Runtime, name: str, role: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {ApiKeys(runtime.settings.desk_db).create(name, role)}"}
+    return {"Authorization": f"Bearer {ApiKeys(desk_target(runtime.settings)).create(name, role)}"}
 
 
 def test_a_lead_reads_insights_and_cannot_act_on_tickets(client: TestClient, runtime: Runtime) -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from app.runtime import Runtime
 from server import create_app
@@ -50,6 +52,26 @@ def test_readyz_says_what_is_not_ready(runtime: Runtime, tmp_path: Path) -> None
         response = client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["checks"]["conversations_db"].startswith("unreachable")
+
+
+@pytest.mark.postgres
+def test_readyz_checks_postgresql_when_the_url_is_set_and_never_shows_the_password(
+    runtime: Runtime, pg_url: str
+) -> None:
+    with client_for(runtime, database_url=SecretStr(pg_url)) as client:
+        response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json()["checks"] == {"index": "ok", "database": "ok"}
+    # A server that does not answer (a port nothing listens on), reached with a password.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    down = f"postgresql://tierone:hunter2secret@127.0.0.1:{port}/tierone"
+    with client_for(runtime, database_url=SecretStr(down)) as client:
+        response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["database"] == f"unreachable: 127.0.0.1:{port}/tierone (OperationalError)"
+    assert "hunter2secret" not in response.text
 
 
 def test_metrics_count_turns_handoffs_and_latency(client: TestClient) -> None:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Callable
-
 from fastapi.testclient import TestClient
 
 from app.erasure import Eraser
-from app.runtime import Runtime
+from app.runtime import Runtime, desk_target, open_runtime
+from core.db import open_database
 from tests.api.test_api_desk import handed_off
+from tests.app.backends import runtime_on_backend  # noqa: F401  (the runtime fixture, on both backends)
 
 PROBLEM = "let me talk to a human: the wifi on floor 3 drops every few minutes, mail me at jane@example.com"
 
@@ -21,7 +20,7 @@ def claimed(client: TestClient, keys: dict[str, dict[str, str]], text: str = PRO
 
 
 def test_bot_could_have_becomes_a_redacted_example_with_a_regression_case(
-    client: TestClient, keys: dict[str, dict[str, str]], runtime: Runtime, make_runtime: Callable[..., Runtime]
+    client: TestClient, keys: dict[str, dict[str, str]], runtime: Runtime
 ) -> None:
     packet_id = claimed(client, keys)
     body = {"note": "walked them through forgetting the network", "bot_could_have": {"runbook_id": "wifi-connection"}}
@@ -39,7 +38,7 @@ def test_bot_could_have_becomes_a_redacted_example_with_a_regression_case(
     assert listed["case"]["turns"] == [listed["text"]]
     assert listed["packet_id"] == packet_id and listed["technician"] == "Alex"
     # Kept in the desk database: a restarted process reads the same suggestion.
-    again = make_runtime(runtime.settings.data_dir)
+    again = open_runtime(runtime.settings, index=runtime.index)
     assert [s.as_dict() for s in again.suggestions.list()] == [listed]
 
 
@@ -104,12 +103,11 @@ def test_forgetting_the_conversation_erases_its_suggestions_and_gap_vectors(
     for packet_id in (kept_packet, gone_packet):
         body = {"bot_could_have": {"runbook_id": "wifi-connection"}}
         assert client.post(f"/handoffs/{packet_id}/resolve", json=body, headers=keys["Alex"]).status_code == 200
-    with sqlite3.connect(runtime.settings.desk_db) as conn:
-        conn.executemany(
-            "INSERT INTO gap_vectors VALUES (?, 'hashing', 'text', x'00')", [(kept_packet,), (gone_packet,)]
-        )
+    with open_database(desk_target(runtime.settings)).transaction() as conn:
+        for packet_id in (kept_packet, gone_packet):
+            conn.execute("INSERT INTO gap_vectors VALUES (?, 'hashing', 'text', ?)", (packet_id, b"\x00"))
     gone = runtime.desk.ticket(gone_packet).packet.conversation_id
     Eraser(runtime.erasure).forget(conversation_id=gone)
     assert [s.packet_id for s in runtime.suggestions.list("all")] == [kept_packet]
-    with sqlite3.connect(runtime.settings.desk_db) as conn:
-        assert conn.execute("SELECT packet_id FROM gap_vectors").fetchall() == [(kept_packet,)]
+    with open_database(desk_target(runtime.settings)).transaction() as conn:
+        assert [tuple(r) for r in conn.execute("SELECT packet_id FROM gap_vectors")] == [(kept_packet,)]

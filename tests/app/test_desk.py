@@ -1,4 +1,4 @@
-"""The desk's lifecycle on a real runtime: atomic claims, status changes, and handing back to the bot."""
+"""The desk's lifecycle on a real runtime, and on both backends with two replicas: atomic claims, status changes."""
 
 from __future__ import annotations
 
@@ -6,8 +6,14 @@ import threading
 
 import pytest
 
-from app.desk import ConversationStatus, DeskConflict
+from agent.handoff import HandoffQueue
+from app.desk import ConversationStatus, Desk, DeskConflict
+from app.messages import MessageLog
 from app.runtime import Runtime
+from core.db import DatabaseTarget
+from tests.app.backends import runtime_on_backend  # noqa: F401  (the runtime fixture, on both backends)
+from tests.app.test_teaching import packet as handoff_packet
+from tests.conftest import Clock
 
 
 def handoff(runtime: Runtime) -> tuple[str, str]:
@@ -132,3 +138,58 @@ def test_catch_up_mirrors_missing_lines_and_keeps_resolved(runtime: Runtime) -> 
     runtime.desk.catch_up(other, runtime.resolver.view(other))
     assert [entry.role for entry in runtime.messages.lines(other)] == ["customer", "bot"]
     assert runtime.desk.status(other).status == "queued"
+
+
+def test_two_replicas_claim_a_ticket_once_and_its_holder_works_it_through_either(
+    db_target: DatabaseTarget, clock: Clock
+) -> None:
+    queue = HandoffQueue(db_target, clock)
+    reopened: list[tuple[str, str]] = []
+
+    def replica() -> Desk:
+        log = MessageLog(db_target, clock)
+        return Desk(db_target, clock, HandoffQueue(db_target, clock), log, reopen=lambda c, s: reopened.append((c, s)))
+
+    a, b = replica(), replica()
+    winners = []
+    for n in range(6):
+        cid = f"c{n}"
+        packet = handoff_packet("my monitor flickers", packet_id=f"HO-{n}")
+        queue.put(packet.model_copy(update={"conversation_id": cid, "created_at": clock()}))
+        a.after_turn(cid, {"stage": "handed_off", "handoff": {"packet_id": packet.packet_id}, "transcript": []})
+        assert b.status(cid) == ConversationStatus("queued", packet.packet_id)
+        barrier = threading.Barrier(2)
+        outcomes: dict[str, str] = {}
+
+        def claim(
+            desk: Desk,
+            name: str,
+            pid: str = packet.packet_id,
+            barrier: threading.Barrier = barrier,
+            outcomes: dict[str, str] = outcomes,
+        ) -> None:
+            barrier.wait()
+            try:
+                desk.claim(pid, name)
+                outcomes[name] = "won"
+            except DeskConflict:
+                outcomes[name] = "refused"
+
+        threads = [threading.Thread(target=claim, args=args) for args in ((a, "Alex"), (b, "Sam"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        assert sorted(outcomes.values()) == ["refused", "won"], outcomes
+        winners.append(next(name for name, outcome in outcomes.items() if outcome == "won"))
+        assert a.ticket(packet.packet_id).claimed_by == b.ticket(packet.packet_id).claimed_by == winners[-1]
+
+    # Claimed through one replica, answered and resolved through the other.
+    holder, other = (a, b) if winners[0] == "Alex" else (b, a)
+    other.reply("HO-0", winners[0], "Hi, I am on it.")
+    assert holder.ticket("HO-0").first_response_at == clock()
+    other.resolve("HO-0", winners[0], "replaced the cable")
+    assert holder.status("c0") == ConversationStatus("resolved", "HO-0", winners[0])
+    assert [e["action"] for e in holder.events("HO-0")] == ["queued", "claimed", "replied", "resolved"]
+    assert reopened == [("c0", "resolved")]
+    assert [t.packet.packet_id for t in holder.tickets()] == [f"HO-{n}" for n in range(1, 6)]

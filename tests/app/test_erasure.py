@@ -7,14 +7,17 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+import psycopg
 import pytest
 from typer.testing import CliRunner
 
 from app.erasure import Eraser, ErasureRequestError
-from app.runtime import Runtime
+from app.runtime import Runtime, migrate_databases, open_runtime
 from cli import app
 from core.errors import ConversationNotFound
-from tests.conftest import latest_code
+from core.settings import BUNDLED_RUNBOOKS, Settings
+from tests.conftest import Clock, latest_code
+from vectorstore.index import RunbookIndex
 
 JANE, BOB = "jane.doe@example.com", "bob.smith@example.com"
 
@@ -119,3 +122,49 @@ def test_cli_forget_by_email(
     printed = json.loads(result.stdout)
     assert printed["conversations"] == [cid] and printed["deleted"]["checkpoints"] > 0
     assert CliRunner().invoke(app, ["forget"]).exit_code == 2
+
+
+def pg_rows_of(url: str, cid: str) -> dict[str, int]:
+    """How many rows of each PostgreSQL table name this conversation, in any column."""
+    found: dict[str, int] = {}
+    with psycopg.connect(url) as conn:
+        tables = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+        ).fetchall()
+        for (table,) in tables:
+            columns = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT column_name FROM information_schema.columns"
+                    " WHERE table_schema = current_schema() AND table_name = %s",
+                    (table,),
+                )
+            ]
+            where = " OR ".join(f'CAST("{c}" AS TEXT) LIKE %s' for c in columns)
+            row = conn.execute(f'SELECT COUNT(*) FROM "{table}" WHERE {where}', [f"%{cid}%"] * len(columns)).fetchone()
+            if row and row[0]:
+                found[table] = row[0]
+    return found
+
+
+@pytest.mark.postgres
+def test_on_postgresql_forgetting_an_address_deletes_every_row_of_its_conversations(
+    pg_url: str, tmp_path: Path, bundled_index: RunbookIndex, clock: Clock
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data", runbooks=BUNDLED_RUNBOOKS, database_url=pg_url)  # type: ignore[arg-type]
+    migrate_databases(settings)
+    runtime = open_runtime(settings, clock=clock, index=bundled_index)
+    first = converse(runtime, "I forgot my password", JANE, "{otp}", "no, get me a human")
+    second = converse(runtime, "my account is locked", f"it's {JANE}")
+    bobs = converse(runtime, "my account is locked", BOB, "{otp}")
+    assert {"handoffs", "messages", "checkpoints"} <= set(pg_rows_of(pg_url, first))
+    report = Eraser(runtime.erasure).forget(email=JANE)
+    assert report.conversations == sorted([first, second])
+    assert report.deleted["checkpoints"] > 0 and report.deleted["handoffs"] == 1 and report.deleted["vault"] >= 2
+    for cid in (first, second):
+        with pytest.raises(ConversationNotFound):
+            runtime.resolver.view(cid)
+        # Only the audit log (ids and outcomes) and the erasure record still name it.
+        assert set(pg_rows_of(pg_url, cid)) <= {"audit", "erasures"}
+    assert runtime.resolver.view(bobs)["stage"] == "confirm" and "checkpoints" in pg_rows_of(pg_url, bobs)
+    assert [r["erasure_id"] for r in Eraser(runtime.erasure).history()] == [report.erasure_id]

@@ -10,6 +10,7 @@ import pytest
 
 from agent.handoff import HandoffQueue
 from app.gaps import GapsError, cluster, draft_runbook, find_gaps, gaps_provider
+from core.db import DatabaseTarget
 from core.pack import lint_pack, load_pack
 from tests.app.test_teaching import T0, packet
 from tests.conftest import Clock
@@ -34,8 +35,8 @@ def index(tmp_path: Path) -> RunbookIndex:
 
 
 @pytest.fixture
-def queue(tmp_path: Path) -> HandoffQueue:
-    q = HandoffQueue(tmp_path / "desk.sqlite", Clock(T0))
+def queue(db_target: DatabaseTarget) -> HandoffQueue:
+    q = HandoffQueue(db_target, Clock(T0))
     n = 0
 
     def put(text: str, reason: str, hours: float) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import pytest
 
 from agent.episodes import Episode, EpisodeStore
 from app.insights import Insights, Period, PeriodRejected, containment, parse_moment
+from core.db import DatabaseTarget, DatabaseUrl
 from core.pack import Pack, load_pack
 from core.settings import BUNDLED_RUNBOOKS
 from tests.conftest import Clock
@@ -24,9 +27,9 @@ def pack() -> Pack:
 class Timeline:
     """Episodes written through the store's own calls, at scripted moments."""
 
-    def __init__(self, tmp_path: Path, pack: Pack) -> None:
+    def __init__(self, target: DatabaseTarget, pack: Pack) -> None:
         self.clock = Clock(T0)
-        self.store = EpisodeStore(tmp_path / "desk.sqlite", self.clock)
+        self.store = EpisodeStore(target, self.clock)
         self.insights = Insights(self.store.db, pack)
 
     def at(self, when: timedelta) -> Timeline:
@@ -53,8 +56,8 @@ class Timeline:
 
 
 @pytest.fixture
-def timeline(tmp_path: Path, pack: Pack) -> Timeline:
-    return Timeline(tmp_path, pack)
+def timeline(db_target: DatabaseTarget, pack: Pack) -> Timeline:
+    return Timeline(db_target, pack)
 
 
 def h(hours: float, minutes: float = 0) -> timedelta:
@@ -245,8 +248,10 @@ def test_desk_times_are_nearest_rank_median_and_p90_and_late_tickets_are_breache
         )
         desk.append((f"p{n}", first.isoformat(), closed.isoformat() if closed else None))
     with timeline.store.db.transaction() as conn:
-        conn.executemany("INSERT INTO handoffs VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-        conn.executemany("INSERT INTO handoff_desk (packet_id, first_response_at, closed_at) VALUES (?, ?, ?)", desk)
+        for row in rows:
+            conn.execute("INSERT INTO handoffs VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+        for row in desk:
+            conn.execute("INSERT INTO handoff_desk (packet_id, first_response_at, closed_at) VALUES (?, ?, ?)", row)
     report = timeline.insights.report(Period.of(None, T0 + h(40)))
     first, resolve = report["handoff_times"]["first_response"], report["handoff_times"]["resolve"]
     assert (first["count"], first["median_minutes"], first["p90_minutes"]) == (10, 50.0, 90.0)
@@ -258,3 +263,65 @@ def test_desk_times_are_nearest_rank_median_and_p90_and_late_tickets_are_breache
         "resolve_breached": 6,
         "breached_by_priority": {"P2": 6},  # the same six tickets, late both ways
     }
+
+
+def _seed(t: Timeline) -> None:
+    """A month of episodes at moments with microseconds, the recontact window's edges and desk handoffs."""
+    rng = random.Random(15)
+    runbooks = ["vpn-connection", "printer-problem", "password-reset", "disk-full", None]
+    for n in range(80):
+        opened = timedelta(hours=rng.uniform(0, 700), microseconds=rng.randrange(1_000_000))
+        eid, runbook = f"c{n % 23}:e{n}", rng.choice(runbooks)
+        t.at(opened).open(eid, runbook, subject=f"s{n % 7}" if n % 3 == 0 else None)
+        roll = rng.random()
+        if roll < 0.6 and runbook:
+            t.at(opened + timedelta(minutes=rng.uniform(1, 20))).store.tried(eid, 0)
+            if rng.random() < 0.3:
+                t.store.did_not_work(eid, rng.randrange(3))
+            if rng.random() < 0.5:
+                t.at(opened + timedelta(minutes=rng.uniform(20, 40))).store.close(eid, "confirmed")
+        elif roll < 0.8:
+            t.at(opened + timedelta(minutes=2)).store.close(eid, "handed_off", reason="no_runbook_fits", packet_id=eid)
+        else:
+            t.at(opened + timedelta(minutes=rng.uniform(1, 90))).store.touch(eid)
+    # Returns about the same runbook at the window's edge: just inside, exactly at it, just past it.
+    for n, back in enumerate([h(72) - timedelta(microseconds=600), h(72), h(72) + timedelta(milliseconds=1)]):
+        fix = h(100 + n, 0) + timedelta(microseconds=123_456)
+        t.at(h(100 + n)).open(f"edge{n}:e0", "disk-full")
+        t.at(fix).store.tried(f"edge{n}:e0", 0)
+        t.at(fix + back).open(f"edge{n}:e1", "disk-full")
+    with t.store.db.transaction() as conn:
+        for n in range(12):
+            created = T0 + h(n * 7, n) + timedelta(microseconds=n * 37_001)
+            first = created + timedelta(minutes=7 * n, seconds=3 * n, microseconds=n * 499)
+            closed = created + h(n, 1) if n % 4 else None
+            packet = json.dumps({"sla": {"resolve_due": (created + h(4)).isoformat()}})
+            row = (f"p{n}", f"c{n}", created.isoformat(), f"P{1 + n % 3}", (created + h(0, 45)).isoformat())
+            conn.execute(
+                "INSERT INTO handoffs VALUES (?, ?, ?, ?, ?, ?, ?)", (*row, "resolved" if closed else "queued", packet)
+            )
+            conn.execute(
+                "INSERT INTO handoff_desk (packet_id, first_response_at, closed_at) VALUES (?, ?, ?)",
+                (f"p{n}", first.isoformat(), closed.isoformat() if closed else None),
+            )
+
+
+@pytest.mark.postgres
+def test_sqlite_and_postgresql_give_the_same_figures_for_the_same_episodes(
+    tmp_path: Path, pg_url: str, pack: Pack
+) -> None:
+    on_sqlite, on_postgresql = Timeline(tmp_path / "desk.sqlite", pack), Timeline(DatabaseUrl(pg_url), pack)
+    _seed(on_sqlite)
+    _seed(on_postgresql)
+    edges = on_sqlite.outcomes(as_of=h(800))
+    assert [edges[f"edge{n}:e0"] for n in range(3)] == ["reopened", "no_recontact", "no_recontact"]
+    for as_of in (h(30), h(200), h(500, 17), h(800)):
+        for since in (None, h(20)):
+            period = Period.of(T0 + since if since is not None else None, T0 + as_of)
+            sqlite_report, postgresql_report = on_sqlite.insights.report(period), on_postgresql.insights.report(period)
+            assert sqlite_report == postgresql_report, (as_of, since)
+            assert on_sqlite.insights.outcomes(period) == on_postgresql.insights.outcomes(period)
+    report = on_sqlite.insights.report(Period.of(None, T0 + h(800)))
+    assert report["episodes"] == 86 and report["sla"]["handoffs"] == 12 and report["didnt_work"]
+    assert all(report[o] > 0 for o in ("confirmed", "no_recontact", "reopened", "abandoned", "handed_off"))
+    assert report["handoff_times"]["first_response"]["count"] == 12

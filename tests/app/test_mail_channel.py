@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import sqlite3
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -14,8 +13,10 @@ import pytest
 from agent.resolver import validate_message
 from app.mail.channel import EmailChannel
 from app.mail.inbound import InboundEmail, parse_inbound
-from app.runtime import Runtime
+from app.runtime import Runtime, desk_target
+from core.db import open_database
 from core.errors import ToolError
+from tests.app.backends import runtime_on_backend  # noqa: F401  (the runtime fixture, on both backends)
 from tests.conftest import Clock
 from tools.outbox import FileOutbox
 
@@ -358,14 +359,14 @@ def test_mail_addresses_are_stored_as_keyed_hashes_and_erasure_finds_mail_conver
     got = channel_of(runtime).receive(Mailbox("Pat Lee <pat.lee@example.org>").mail("the vpn drops every hour"))
     cid = got.conversation_id
     assert cid is not None
-    with sqlite3.connect(runtime.settings.desk_db) as conn:
-        [(stored,)] = conn.execute("SELECT address_hash FROM mail_contacts").fetchall()
+    with open_database(desk_target(runtime.settings)).transaction() as conn:
+        [(stored,)] = [tuple(r) for r in conn.execute("SELECT address_hash FROM mail_contacts")]
     # Keyed by the vault's key: the plain SHA-256 a dictionary would try is not what is stored.
     assert stored != address_hash("pat.lee@example.org") and "pat.lee" not in stored
     # An address that never wrote in a chat is still found by `tierone forget --email`.
     report = Eraser(runtime.erasure).forget(email="Pat.Lee@example.org")
     assert report.conversations == [cid]
-    with sqlite3.connect(runtime.settings.desk_db) as conn:
+    with open_database(desk_target(runtime.settings)).transaction() as conn:
         for table in ("mail_in", "mail_out", "mail_threads", "mail_contacts"):
             assert conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] == 0, table
 

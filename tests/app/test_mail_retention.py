@@ -10,6 +10,7 @@ from typing import Any
 from app.mail.inbound import InboundEmail
 from app.mail.store import MAX_SEND_ATTEMPTS, MailStore, Pending, masked_address
 from app.runtime import Runtime
+from core.db import DatabaseTarget, open_database
 from core.vault import Sealer
 from tests.app.test_mail_channel import FlakyMailer, channel_of, hand_off_by_mail, replies_to
 from tests.core.test_vault import _files, _rows
@@ -127,8 +128,8 @@ def test_clear_rows_an_older_version_wrote_are_sealed_on_open(tmp_path: Path) ->
     assert (pending.to, pending.body) == (f"Jane Doe <{ADDRESS}>", SECRET_LINE)
 
 
-def test_a_mail_sealed_under_a_retired_key_is_given_up_not_sent_garbled(tmp_path: Path) -> None:
-    db = tmp_path / "desk.sqlite"
+def test_a_mail_sealed_under_a_retired_key_is_given_up_not_sent_garbled(db_target: DatabaseTarget) -> None:
+    db = db_target
     old = MailStore(db, _clock, sealer=Sealer.ephemeral())
     reply = Pending("<r1@us>", "c1", f"Jane Doe <{ADDRESS}>", "Re: VPN", SECRET_LINE, "<1@client>", ())
     old.take("<1@client>")
@@ -139,5 +140,5 @@ def test_a_mail_sealed_under_a_retired_key_is_given_up_not_sent_garbled(tmp_path
     assert new.thread("c1") is None
     (row,) = new.outgoing("c1")
     assert (row["status"], row["error"]) == ("failed", "sealed under a key no longer configured")
-    with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT to_addr, body FROM mail_out").fetchone() == ("[email]", None)
+    with open_database(db).transaction() as conn:
+        assert tuple(conn.execute("SELECT to_addr, body FROM mail_out").fetchone()) == ("[email]", None)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 import respx
 from fastapi.testclient import TestClient
@@ -23,8 +24,10 @@ from agent.handoff import HandoffQueue
 from app.notify import Notifier, Webhook, backoff_s, describe, retry_after_s
 from app.runtime import Runtime, open_runtime
 from cli import app as cli_app
+from core.db import DatabaseTarget, DatabaseUrl
 from core.settings import BUNDLED_RUNBOOKS, Settings
 from server import create_app
+from tests.app.test_teaching import packet as packet_for_gaps
 from tests.conftest import Clock
 from vectorstore.index import RunbookIndex
 
@@ -378,3 +381,72 @@ def test_webhook_settings_are_optional() -> None:
     assert Webhook.from_settings(Settings(handoff_webhook_url=None)) is None
     hook = Webhook.from_settings(Settings(handoff_webhook_url=URL, handoff_webhook_timeout_s=3))
     assert hook == Webhook(url=URL, secret=None, timeout_s=3)
+
+
+def test_two_workers_on_one_database_each_take_a_row_once_and_a_dead_ones_lease_runs_out(
+    open_rt: Callable[..., Runtime], helpdesk: respx.MockRouter, tmp_path: Path, clock: Clock
+) -> None:
+    receiver = Receiver()
+    helpdesk.post(URL).mock(side_effect=receiver.ok)
+    runtime = open_rt()
+    first, second = notifier(runtime), Notifier.from_settings(settings_for(tmp_path / "data"), clock)
+    assert first.worker_id != second.worker_id
+    one, two = hand_off(runtime), hand_off(runtime, "can I speak to a person")
+    assert [pid for pid, _ in first._take_due(1)] == [one]
+    assert [pid for pid, _ in second._take_due(10)] == [two]  # the row the first holds is not offered
+    assert first._take_due(10) == [] and second._take_due(10) == []
+
+    # The first worker dies holding its lease; once it runs out the second sends both rows.
+    clock.advance(seconds=first.lease_s + 1)
+    assert second.deliver_due() == 2
+    assert sorted(receiver.tickets) == sorted([one, two]) and len(receiver.requests) == 2
+    # A worker that comes back after its lease ran out cannot undo what the other recorded.
+    first._record(one, 1, "retry", 503, "late answer")
+    record = second.delivery(one)
+    assert record is not None and record["status"] == "delivered" and record["claimed_by"] is None
+    assert [a["outcome"] for a in record["attempt_log"]] == ["delivered", "retry"]
+
+
+def stored_packets(target: DatabaseTarget, clock: Clock, worker: Notifier, count: int) -> list[str]:
+    """Packets stored as the resolver stores them, each queued for delivery in the same transaction."""
+    queue = HandoffQueue(target, clock, on_store=worker.enqueue)
+    ids = []
+    for n in range(count):
+        packet = packet_for_gaps("my monitor flickers", packet_id=f"HO-{n}")
+        queue.put(packet.model_copy(update={"created_at": clock()}))
+        ids.append(packet.packet_id)
+        clock.advance(seconds=1)
+    return ids
+
+
+def test_replicas_on_one_database_share_the_deliveries_once_each(
+    db_target: DatabaseTarget, helpdesk: respx.MockRouter, clock: Clock
+) -> None:
+    receiver = Receiver()
+    helpdesk.post(URL).mock(side_effect=receiver.ok)
+    first, second = (Notifier(db_target, Webhook(URL, SECRET), clock) for _ in range(2))
+    one, two, three = stored_packets(db_target, clock, first, 3)
+    assert [pid for pid, _ in first._take_due(2)] == [one, two]
+    assert second.deliver_due() == 1 and sorted(receiver.tickets) == [three]
+    assert first.deliver_due() == 0 and second.deliver_due() == 0  # the first still holds its two
+    # The first replica died mid-send: once its lease has run out the second delivers its rows.
+    clock.advance(seconds=first.lease_s + 1)
+    assert second.deliver_due() == 2
+    assert sorted(receiver.tickets) == sorted([one, two, three]) and len(receiver.requests) == 3
+    assert second.counts() == {"delivered": 3}
+
+
+@pytest.mark.postgres
+def test_on_postgresql_a_delivery_another_replica_is_claiming_is_skipped_not_waited_for(
+    pg_url: str, clock: Clock
+) -> None:
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        # Were the claim to wait for the lock, it would fail after this instead of hanging the suite.
+        admin.execute(f"ALTER DATABASE {pg_url.rsplit('/', 1)[1]} SET lock_timeout = '10s'")
+    target = DatabaseUrl(pg_url)
+    first, second = (Notifier(target, Webhook(URL), clock) for _ in range(2))
+    one, two = stored_packets(target, clock, first, 2)
+    with psycopg.connect(pg_url) as other:  # another replica, between its SELECT and its UPDATE
+        other.execute("SELECT 1 FROM handoff_deliveries WHERE packet_id = %s FOR UPDATE", (one,))
+        assert [pid for pid, _ in second._take_due(10)] == [two]
+    assert [pid for pid, _ in first._take_due(10)] == [one]

@@ -22,7 +22,7 @@ from app.teaching import (
     lesson_from,
     slug,
 )
-from core.db import Database
+from core.db import DatabaseTarget, open_database
 from core.pack import Pack, load_pack
 from eval.cases import load_case_file
 from tests.conftest import Clock
@@ -111,11 +111,11 @@ def test_lessons_the_pack_cannot_take_are_refused(pack: Pack) -> None:
     }
 
 
-def test_suggestions_move_from_open_to_one_decision_and_keep_the_reason(tmp_path: Path, pack: Pack) -> None:
+def test_suggestions_move_from_open_to_one_decision_and_keep_the_reason(db_target: DatabaseTarget, pack: Pack) -> None:
     clock = Clock(T0)
-    store = Suggestions(tmp_path / "desk.sqlite", clock)
+    store = Suggestions(db_target, clock)
     p = packet("the vpn keeps dropping at home")
-    with Database(tmp_path / "desk.sqlite").transaction() as conn:
+    with open_database(db_target).transaction() as conn:
         first = store.add(conn, p, "Alex", lesson_from(p, BotCouldHave("vpn-connection"), pack))
         second = store.add(conn, p, "Sam", lesson_from(p, NewRunbook("Home router advice", ["Restart it"]), pack))
     assert [s.id for s in store.list()] == [first, second] == ["SUG-1", "SUG-2"]
@@ -129,8 +129,8 @@ def test_suggestions_move_from_open_to_one_decision_and_keep_the_reason(tmp_path
         store.decide(first, "accepted", "")
     assert [s.id for s in store.list()] == [second]
     assert [s.id for s in store.list("all")] == [first, second]
-    # A second process on the same file sees the same states.
-    again = Suggestions(tmp_path / "desk.sqlite", clock)
+    # A second process on the same database sees the same states.
+    again = Suggestions(db_target, clock)
     assert again.get(first) == rejected and again.get(second).draft["title"] == "Home router advice"
     for missing in ("SUG-9", "nine"):
         with pytest.raises(SuggestionNotFound, match=repr(missing)):
