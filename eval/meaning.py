@@ -58,12 +58,27 @@ class Pair:
     ctx: ReplyContext | None = None
 
 
+def _content(entry: dict[str, Any]) -> str | None:
+    """The text a recorded answer carries: a whole completion's, or a streamed one's deltas joined."""
+    if not entry.get("content_type", "").startswith("text/event-stream"):
+        body = json.loads(entry["body"])
+        content = (body.get("choices") or [{}])[0].get("message", {}).get("content")
+        return content if isinstance(content, str) else None
+    pieces = []
+    for event in entry["body"].split("\n\n"):
+        data = event.removeprefix("data: ").strip()
+        if not data or data == "[DONE]":
+            continue
+        for choice in json.loads(data).get("choices") or []:
+            pieces.append(choice.get("delta", {}).get("content") or "")
+    return "".join(pieces) or None
+
+
 def recorded_pairs(path: Path = RECORDINGS) -> list[Pair]:
     """The recorded rewordings of a recordings file, each with the draft it echoes."""
     pairs = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        body = json.loads(json.loads(line)["body"])
-        content = (body.get("choices") or [{}])[0].get("message", {}).get("content")
+        content = _content(json.loads(line))
         if not content:
             continue
         draft = content.rsplit(" [", 1)[0] if content.endswith("]") else content

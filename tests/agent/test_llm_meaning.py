@@ -208,7 +208,7 @@ def test_the_floors_are_the_ones_the_sweep_picks(bundled_index: RunbookIndex) ->
     chosen, caught = choose(keep, offscript, "nearest")
     assert chosen == Floors() == Floors(SENTENCE_FLOOR, COVER_FLOOR, WHOLE_FLOOR)
     # The figures SECURITY.md reports: no faithful rewording refused, 44 of 48 off-script caught.
-    assert rate(sets["recorded"], chosen, "nearest") == 0 and len(sets["recorded"]) == 83
+    assert rate(sets["recorded"], chosen, "nearest") == 0 and len(sets["recorded"]) == 81
     assert rate(sets["faithful"], chosen, "nearest") == 0 and len(sets["faithful"]) == 36
     assert sum(refused(m, chosen, "nearest") for _, m in offscript) == 44 and len(offscript) == 48
     assert caught == pytest.approx(44 / 48)
