@@ -77,7 +77,7 @@ from typing import Any, ClassVar, Literal, Protocol
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import SecretStr
 
 from core.clock import utc_now
@@ -406,6 +406,12 @@ def _unavailable(url: DatabaseUrl, exc: Exception) -> DatabaseUnavailable:
     return DatabaseUnavailable(url.safe, detail)
 
 
+def _connection_lost(exc: psycopg.OperationalError) -> bool:
+    # No SQLSTATE (the socket went), class 08 (connection exception), or 57P0x (the server shut down).
+    state = exc.sqlstate
+    return state is None or state.startswith("08") or state in {"57P01", "57P02", "57P03"}
+
+
 def _acquire_pool(url: DatabaseUrl, role: str = "main") -> ConnectionPool:
     key = (url.url, role)
     with _pools_lock:
@@ -432,6 +438,8 @@ def _acquire_pool(url: DatabaseUrl, role: str = "main") -> ConnectionPool:
             # A connection that died with the server is found on checkout and replaced.
             check=ConnectionPool.check_connection,
             name=f"tierone-{role}",
+            # While the database is away a request fails within seconds (503), not after half a minute.
+            timeout=5,
         )
         pool.open(wait=low > 0, timeout=30)
         _pools[key] = (pool, 1)
@@ -517,9 +525,21 @@ class PostgresDatabase:
 
     @contextmanager
     def transaction(self) -> Iterator[PgConnection]:
-        """Run statements in one transaction: commit on success, roll back on error."""
-        with self.pool.connection() as conn, conn.transaction():
-            yield PgConnection(conn)
+        """Run statements in one transaction: commit on success, roll back on error.
+
+        A database that cannot be reached (down, restarting, every connection busy past the pool's
+        timeout) raises ``DatabaseUnavailable``, which the service answers with 503; the pool
+        reconnects by itself once the database is back.
+        """
+        try:
+            with self.pool.connection() as conn, conn.transaction():
+                yield PgConnection(conn)
+        except PoolTimeout as exc:
+            raise DatabaseUnavailable(self.url.safe, "no connection within the pool's timeout") from exc
+        except psycopg.OperationalError as exc:
+            if not _connection_lost(exc):
+                raise
+            raise _unavailable(self.url, exc) from exc
 
     def hold(self, conn: Connection, key: str) -> None:
         """Wait for, and hold until the transaction ends, the lock named ``key`` (across processes)."""
