@@ -54,7 +54,7 @@ def _as_owner(argv: list[str]) -> list[str]:
 class PgServer:
     """A PostgreSQL server in a temporary folder on a free loopback port, that a test may stop and start."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, fsync: bool = False) -> None:
         binaries = bin_dir()
         self.root = Path(tempfile.mkdtemp(prefix="tierone-pg-"))
         self.root.chmod(0o755)
@@ -65,7 +65,10 @@ class PgServer:
         self.port = _free_port()
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}"
         self._ctl = [str(binaries / "pg_ctl"), "-D", str(data), "-l", str(data / "log"), "-w", "-t", "60"]
-        self._options = f"-p {self.port} -k {data} -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off"
+        # The tests need no durability against power loss (fsync off); a benchmark does.
+        self._options = f"-p {self.port} -k {data} -c listen_addresses=127.0.0.1 -c max_connections=300" + (
+            "" if fsync else " -c fsync=off"
+        )
         initdb = [str(binaries / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"]
         self._run(initdb)
         self.start()
