@@ -65,6 +65,8 @@ names ``TIERONE_DATABASE_URL`` and the host, never the password.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 import sqlite3
 import threading
@@ -498,7 +500,10 @@ class Listener:
                     self.ready.set()
                     while self._open():
                         for note in conn.notifies(timeout=0.5):
-                            self._callback(note.payload)
+                            try:
+                                self._callback(note.payload)
+                            except Exception:  # one reader's failure must not stop the others' wake-ups
+                                logging.getLogger("tierone").exception("a %s listener failed", self.channel)
             except psycopg.Error:
                 self.ready.clear()
                 self._stop.wait(1.0)  # the database went away: listen again once it is back
@@ -560,7 +565,9 @@ class PostgresDatabase:
             try:
                 yield
             finally:
-                conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
+                # A session that died (the database restarted) took its lock with it.
+                with contextlib.suppress(psycopg.OperationalError):
+                    conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
 
     def listen(
         self, channel: str, callback: Callable[[str], None], on_connect: Callable[[], None] = lambda: None
