@@ -59,8 +59,11 @@ SQL both run: ``INSERT ... ON CONFLICT ... DO NOTHING/UPDATE`` (not ``INSERT OR 
 ``RETURNING`` (not ``lastrowid``), ``COALESCE``; per dialect in migrations: ``INTEGER PRIMARY KEY
 AUTOINCREMENT`` / ``BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY``, ``BLOB`` / ``BYTEA``. PRAGMAs
 are SQLite's only. Python ``bool`` parameters are sent as 0/1 on both, as SQLite stores them; keep
-such columns INTEGER. A wrong or unreachable URL fails at open with ``DatabaseUnavailable``, which
-names ``TIERONE_DATABASE_URL`` and the host, never the password.
+such columns INTEGER. ``?`` outside quotes is always a placeholder, so jsonb's ``?`` operators are
+out of reach (use ``jsonb_exists``). ``table_columns`` and ``schema_versions`` read the catalogue and
+the ledger on either dialect. A wrong or unreachable URL fails at open with ``DatabaseUnavailable``,
+which names ``TIERONE_DATABASE_URL`` and the host, never the password; a database lost mid-run
+raises it from ``transaction()`` within the pool's 5 s timeout (the API answers 503).
 """
 
 from __future__ import annotations
