@@ -11,7 +11,7 @@ import threading
 import time
 import unicodedata
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any, ClassVar, Literal, cast
@@ -104,6 +104,10 @@ class Conversations:
         if row is None:
             raise ConversationNotFound(conversation_id)
         return dict(row)
+
+    def turn(self, conversation_id: str) -> AbstractContextManager[None]:
+        """Hold a conversation across processes (replicas on PostgreSQL) while one of its turns runs."""
+        return self._db.session_lock(f"turn:{conversation_id}")
 
     def ids(self) -> list[str]:
         """Every conversation id, oldest first."""
@@ -235,7 +239,8 @@ class Resolver:
             lock, users = self._locks.get(conversation_id, (threading.Lock(), 0))
             self._locks[conversation_id] = (lock, users + 1)
         try:
-            with lock:
+            # Then across processes: another replica's turn of this conversation finishes first.
+            with lock, self.conversations.turn(conversation_id):
                 yield
         finally:
             with self._locks_guard:

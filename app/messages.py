@@ -4,7 +4,8 @@ Every line a customer, the bot, a technician or the system writes lands here, PI
 per-conversation sequence number. The log is what `GET /conversations/{id}`, the SSE stream and the
 L2 desk show. Customer and bot lines are mirrored from the graph's checkpointed transcript inside
 the conversation's lock (so a turn that a crash cut short is mirrored when it is finished);
-technician and system lines are written directly.
+technician and system lines are written directly. On PostgreSQL each new line is announced
+(NOTIFY) when its transaction commits, so every replica's readers wake, whichever wrote it.
 """
 
 from __future__ import annotations
@@ -16,10 +17,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
-from core.db import DatabaseTarget, Migration, Migrations, PersonalTables, hold, open_database
+from core.db import (
+    DatabaseTarget,
+    Migration,
+    Migrations,
+    PersonalTables,
+    PostgresDatabase,
+    hold,
+    notify,
+    open_database,
+)
 from core.redact import redact
 
 Role = Literal["customer", "bot", "technician", "system"]
+# On PostgreSQL, where every replica hears of every new line (LISTEN/NOTIFY).
+_CHANNEL = "tierone_messages"
 ROLES: tuple[Role, ...] = ("customer", "bot", "technician", "system")
 
 _SCHEMA = (
@@ -94,6 +106,13 @@ class Feed:
         """How many readers listen to a conversation now."""
         with self._guard:
             return len(self._subscribers.get(conversation_id, ()))
+
+    def notify_all(self) -> None:
+        """Wake every reader (changes may have been missed: they each read their log again)."""
+        with self._guard:
+            subs = [sub for group in self._subscribers.values() for sub in group]
+        for sub in subs:
+            sub.wake()
 
     def notify(self, conversation_id: str) -> None:
         """Tell every reader of the conversation that something changed."""
@@ -173,6 +192,14 @@ class MessageLog:
         self._clock = clock
         self.feed = feed or Feed()
         self._db.migrate(self.MIGRATIONS)
+        if isinstance(self._db, PostgresDatabase):
+            # Lines other replicas write wake this process's readers too (each notice names a conversation).
+            listener = self._db.listen(_CHANNEL, self.feed.notify, on_connect=self.feed.notify_all)
+            listener.ready.wait(10)
+
+    def close(self) -> None:
+        """Stop listening for other processes' lines and close the database."""
+        self._db.close()
 
     @staticmethod
     def _insert(
@@ -188,6 +215,7 @@ class MessageLog:
             "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?)",
             (conversation_id, line.seq, role, text, at, channel, author),
         )
+        notify(conn, _CHANNEL, conversation_id)
         return line
 
     def append(self, conversation_id: str, role: Role, text: str, channel: str, author: str | None = None) -> Line:

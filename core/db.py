@@ -48,6 +48,10 @@ Path and no URL, else a ``PostgresDatabase``. Every ``PostgresDatabase`` of one 
   (``pg_advisory_xact_lock``; a no-op on SQLite, whose write transactions already run one at a time).
   Use it where a transaction reads, then writes what it read (a next sequence number). The module
   function ``hold(conn, key)`` does the same with only a connection at hand.
+- ``notify(conn, channel, payload)`` and ``PostgresDatabase.listen(channel, callback)``: wake other
+  processes when a transaction commits (LISTEN/NOTIFY; nothing on SQLite, where one process serves).
+- ``session_lock(key)``: a context manager holding a lock named ``key`` across processes for longer
+  than one transaction (a conversation's turn); a no-op on SQLite.
 - ``migrate(schema)``: as above; on PostgreSQL serialised across processes by an advisory lock.
 - ``checkpoint()`` (a no-op on PostgreSQL) and ``close()``.
 
@@ -61,6 +65,7 @@ names ``TIERONE_DATABASE_URL`` and the host, never the password.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -219,6 +224,11 @@ class Database:
         """Nothing to take: a SQLite write transaction (BEGIN IMMEDIATE) already excludes every other."""
         hold(conn, key)
 
+    @contextmanager
+    def session_lock(self, key: str) -> Iterator[None]:
+        """Nothing to take: on SQLite one server process serves, and it serialises turns itself."""
+        yield
+
     def migrate(self, schema: Migrations) -> list[int]:
         """Apply the component's migrations this database lacks, each in its own transaction; return their versions."""
         return _migrate(self, schema)
@@ -372,8 +382,12 @@ def hold(conn: Connection, key: str) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (key,))
 
 
-_pools: dict[str, tuple[ConnectionPool, int]] = {}
+# One pool per URL and role: "main" for transactions, "locks" for the sessions that hold a lock for
+# longer than a transaction (a turn), so that turns waiting for each other never take the connections
+# their own transactions need.
+_pools: dict[tuple[str, str], tuple[ConnectionPool, int]] = {}
 _pools_lock = threading.Lock()
+_POOL_SIZES = {"main": (1, 20), "locks": (0, 64)}
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
@@ -392,11 +406,12 @@ def _unavailable(url: DatabaseUrl, exc: Exception) -> DatabaseUnavailable:
     return DatabaseUnavailable(url.safe, detail)
 
 
-def _acquire_pool(url: DatabaseUrl) -> ConnectionPool:
+def _acquire_pool(url: DatabaseUrl, role: str = "main") -> ConnectionPool:
+    key = (url.url, role)
     with _pools_lock:
-        if url.url in _pools:
-            shared, count = _pools[url.url]
-            _pools[url.url] = (shared, count + 1)
+        if key in _pools:
+            shared, count = _pools[key]
+            _pools[key] = (shared, count + 1)
             return shared
         try:
             conninfo_to_dict(url.url)
@@ -407,29 +422,84 @@ def _acquire_pool(url: DatabaseUrl) -> ConnectionPool:
             psycopg.connect(url.url, connect_timeout=10).close()
         except psycopg.Error as exc:
             raise _unavailable(url, exc) from None
+        low, high = _POOL_SIZES[role]
         pool: ConnectionPool = ConnectionPool(
             url.url,
-            min_size=1,
-            max_size=20,
+            min_size=low,
+            max_size=high,
             open=False,
             configure=_configure,
             # A connection that died with the server is found on checkout and replaced.
             check=ConnectionPool.check_connection,
-            name="tierone",
+            name=f"tierone-{role}",
         )
-        pool.open(wait=True, timeout=30)
-        _pools[url.url] = (pool, 1)
+        pool.open(wait=low > 0, timeout=30)
+        _pools[key] = (pool, 1)
         return pool
 
 
-def _release_pool(url: DatabaseUrl) -> None:
+def _release_pool(url: DatabaseUrl, role: str = "main") -> None:
+    key = (url.url, role)
     with _pools_lock:
-        pool, count = _pools[url.url]
+        pool, count = _pools[key]
         if count > 1:
-            _pools[url.url] = (pool, count - 1)
+            _pools[key] = (pool, count - 1)
             return
-        del _pools[url.url]
+        del _pools[key]
     pool.close()
+
+
+_CHANNEL = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def notify(conn: Connection, channel: str, payload: str) -> None:
+    """Tell every process listening on ``channel`` (``listen``) when this transaction commits; nothing on SQLite."""
+    if isinstance(conn, PgConnection):
+        conn.execute("SELECT pg_notify(?, ?)", (channel, payload))
+
+
+class Listener:
+    """A thread that LISTENs on a channel on a connection of its own and hands each payload to a callback.
+
+    It reconnects when the database goes away and calls ``on_connect`` each time it (re)starts
+    listening, since what was sent meanwhile is lost. It ends with ``stop()``, or once no store of
+    this process has the database open any more.
+    """
+
+    def __init__(
+        self, url: DatabaseUrl, channel: str, callback: Callable[[str], None], on_connect: Callable[[], None]
+    ) -> None:
+        if not _CHANNEL.fullmatch(channel):
+            raise ValueError(f"{channel!r} is not a channel name (lower-case letters, digits and _)")
+        self.url, self.channel = url, channel
+        self._callback, self._on_connect = callback, on_connect
+        self.ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"listen-{channel}", daemon=True)
+        self._thread.start()
+
+    def _open(self) -> bool:
+        return not self._stop.is_set() and (self.url.url, "main") in _pools
+
+    def _run(self) -> None:
+        while self._open():
+            try:
+                with psycopg.connect(self.url.url, autocommit=True, connect_timeout=10) as conn:
+                    conn.execute(f"LISTEN {self.channel}")
+                    self._on_connect()
+                    self.ready.set()
+                    while self._open():
+                        for note in conn.notifies(timeout=0.5):
+                            self._callback(note.payload)
+            except psycopg.Error:
+                self.ready.clear()
+                self._stop.wait(1.0)  # the database went away: listen again once it is back
+
+    def stop(self) -> None:
+        """Stop listening and wait for the thread to end."""
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
 
 
 class PostgresDatabase:
@@ -440,6 +510,9 @@ class PostgresDatabase:
     def __init__(self, url: DatabaseUrl) -> None:
         self.url = url
         self.pool = _acquire_pool(url)
+        self._lock_pool: ConnectionPool | None = None
+        self._listeners: list[Listener] = []
+        self._guard = threading.Lock()
         self._closed = False
 
     @contextmanager
@@ -452,6 +525,32 @@ class PostgresDatabase:
         """Wait for, and hold until the transaction ends, the lock named ``key`` (across processes)."""
         hold(conn, key)
 
+    @contextmanager
+    def session_lock(self, key: str) -> Iterator[None]:
+        """Hold the lock named ``key`` across processes for the block (a whole turn, many transactions).
+
+        A session advisory lock on a connection of its own: a process that dies lets go with its connection.
+        """
+        with self._guard:
+            if self._lock_pool is None:
+                self._lock_pool = _acquire_pool(self.url, "locks")
+            pool = self._lock_pool
+        with pool.connection() as conn:
+            conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (key,))
+            try:
+                yield
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
+
+    def listen(
+        self, channel: str, callback: Callable[[str], None], on_connect: Callable[[], None] = lambda: None
+    ) -> Listener:
+        """Hand every ``notify`` on ``channel``, from any process, to ``callback`` until this handle closes."""
+        listener = Listener(self.url, channel, callback, on_connect)
+        with self._guard:
+            self._listeners.append(listener)
+        return listener
+
     def migrate(self, schema: Migrations) -> list[int]:
         """Apply the component's migrations this database lacks, each in its own transaction; return their versions."""
         return _migrate(self, schema)
@@ -460,10 +559,18 @@ class PostgresDatabase:
         """Nothing to do: PostgreSQL has no write-ahead log for a store to empty."""
 
     def close(self) -> None:
-        """Give the shared pool back (closed when its last user closes)."""
-        if not self._closed:
+        """Give the shared pools back (each closed when its last user closes)."""
+        with self._guard:
+            if self._closed:
+                return
             self._closed = True
-            _release_pool(self.url)
+            lock_pool, self._lock_pool = self._lock_pool, None
+            listeners, self._listeners = self._listeners, []
+        for listener in listeners:
+            listener.stop()
+        _release_pool(self.url)
+        if lock_pool is not None:
+            _release_pool(self.url, "locks")
 
 
 AnyDatabase = Database | PostgresDatabase

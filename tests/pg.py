@@ -87,7 +87,7 @@ def pg_url(postgres_server: str) -> Iterator[str]:
     url = f"{postgres_server}/{name}"
     yield url
     # A store the test left open must not keep its pool's connections for the rest of the session.
-    for key in [k for k in core_db._pools if k == url]:
+    for key in [k for k in core_db._pools if k[0] == url]:
         pool, _ = core_db._pools.pop(key)
         pool.close()
     with psycopg.connect(f"{postgres_server}/postgres", autocommit=True) as conn:

@@ -26,7 +26,7 @@ class Gate(Conversations):
     """
 
     def __init__(self, inner: Conversations) -> None:
-        super().__init__(inner.path)
+        super().__init__(inner.target)
         self.barrier: threading.Barrier | None = None
 
     def get(self, conversation_id: str) -> dict[str, Any]:

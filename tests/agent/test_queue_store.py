@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 
 from agent.handoff import CustomerState, HandoffPacket, HandoffQueue, Sentiment, Sla
 from agent.resolver import Conversations
-from core.db import DatabaseTarget
+from core.db import DatabaseTarget, DatabaseUrl
 from core.errors import ConversationNotFound, PacketNotFound
 from tests.conftest import Clock
 
@@ -69,3 +71,33 @@ def test_the_conversation_register(db_target: DatabaseTarget) -> None:
     assert conversations.ids() == ["c1", "c2"]
     with pytest.raises(ConversationNotFound):
         conversations.get("c3")
+
+
+@pytest.mark.postgres
+def test_a_turn_holds_its_conversation_against_another_process(pg_url: str) -> None:
+    here, there = Conversations(DatabaseUrl(pg_url)), Conversations(DatabaseUrl(pg_url))
+    order: list[str] = []
+
+    def other_replica() -> None:
+        with there.turn("c1"):
+            order.append("there")
+
+    with here.turn("c1"):
+        waiting = threading.Thread(target=other_replica)
+        waiting.start()
+        # The other session waits on the advisory lock (seen in pg_stat_activity, not guessed by time).
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            for _ in range(600):
+                blocked = conn.execute(
+                    "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'"
+                ).fetchone()
+                if blocked and blocked[0] == 1:
+                    break
+                threading.Event().wait(0.05)
+            else:
+                pytest.fail("the other replica's turn did not wait for this one")
+        with there.turn("c2"):  # another conversation is not held up
+            order.append("c2")
+        order.append("here")
+    waiting.join()
+    assert order == ["c2", "here", "there"]

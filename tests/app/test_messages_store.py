@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
 
 from app.messages import MessageLog
-from core.db import DatabaseTarget, open_database
+from core.db import DatabaseTarget, DatabaseUrl, open_database
 from tests.conftest import Clock
 
 
@@ -56,3 +61,29 @@ def test_writers_at_once_get_one_number_each(db_target: DatabaseTarget, clock: C
         seqs = list(pool.map(lambda i: logs[i % 4].append("c1", "customer", f"m{i}", "chat").seq, range(40)))
     assert sorted(seqs) == list(range(1, 41))
     assert sorted(line.text for line in logs[0].lines("c1")) == sorted(f"m{i}" for i in range(40))
+
+
+@pytest.mark.postgres
+@pytest.mark.asyncio
+async def test_a_reader_on_one_replica_wakes_for_a_line_written_on_another(pg_url: str, clock: Clock) -> None:
+    replica_a, replica_b = MessageLog(DatabaseUrl(pg_url), clock), MessageLog(DatabaseUrl(pg_url), clock)
+    assert replica_a.feed is not replica_b.feed
+    try:
+        reader = replica_a.feed.subscribe("c1")
+        elsewhere = replica_a.feed.subscribe("c2")
+        await asyncio.to_thread(replica_b.append, "c1", "technician", "On it", "chat", "Sam")
+        assert await reader.wait(timeout=30)
+        assert [line.text for line in replica_a.lines("c1")] == ["On it"]
+        assert not elsewhere._event.is_set()  # only that conversation's readers woke
+        reader.close()
+        elsewhere.close()
+    finally:
+        replica_a.close()
+        replica_b.close()
+
+
+def test_on_sqlite_a_log_starts_no_listener(tmp_path: Path, clock: Clock) -> None:
+    before = {t.name for t in threading.enumerate()}
+    log = MessageLog(tmp_path / "desk.sqlite", clock)
+    assert {t.name for t in threading.enumerate()} - before == set()
+    log.close()
