@@ -461,3 +461,23 @@ def test_on_postgresql_a_delivery_another_replica_is_claiming_is_skipped_not_wai
         other.execute("SELECT 1 FROM handoff_deliveries WHERE packet_id = %s FOR UPDATE", (one,))
         assert [pid for pid, _ in second._take_due(10)] == [two]
     assert [pid for pid, _ in first._take_due(10)] == [one]
+
+
+def test_two_running_workers_on_one_database_deliver_each_packet_exactly_once(
+    db_target: DatabaseTarget, helpdesk: respx.MockRouter, clock: Clock
+) -> None:
+    receiver = Receiver()
+    helpdesk.post(URL).mock(side_effect=receiver.ok)
+    workers = [Notifier(db_target, Webhook(URL), clock, poll_s=0.02) for _ in range(2)]
+    ids = stored_packets(db_target, clock, workers[0], 30)
+    for worker in workers:
+        worker.start()
+    try:
+        wait_for(lambda: workers[1].counts() == {"delivered": 30}, "both workers to deliver every packet")
+    finally:
+        for worker in workers:
+            worker.stop()
+    sent = [r.headers["idempotency-key"] for r in receiver.requests]
+    assert sorted(sent) == sorted(ids)  # each packet once: no delivery was taken by both workers
+    attempts = {workers[0].delivery(pid)["attempt_log"][0]["attempt"] for pid in ids}  # type: ignore[index]
+    assert attempts == {1}
