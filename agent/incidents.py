@@ -328,6 +328,8 @@ class IncidentStore:
         """
         now = self._clock().isoformat()
         with self._db.transaction() as conn:
+            # On PostgreSQL as on SQLite, one opener at a time (replicas reporting one outage at once).
+            self._db.hold(conn, "incidents.open")
             # The incident the other members (a spike's conversations) are in already, else one of the cause.
             others = [cid for cid, _ in members if cid != opened_by]
             found = self._incident_of(conn, others) if others else None
@@ -352,6 +354,7 @@ class IncidentStore:
     def join(self, incident_id: str, members: list[tuple[str, str | None]]) -> Joined | None:
         """Attach ``members`` to this incident while it is open; None when it is not (resolved since)."""
         with self._db.transaction() as conn:
+            self._db.hold(conn, f"incident:{incident_id}")
             row = conn.execute("SELECT status FROM incidents WHERE incident_id = ?", (incident_id,)).fetchone()
             if row is None or row["status"] != "open":
                 return None
@@ -395,6 +398,7 @@ class IncidentStore:
     def claim(self, incident_id: str, technician: str) -> Incident:
         """A technician takes the incident; 409 when it is resolved or someone else holds it."""
         with self._db.transaction() as conn:
+            self._db.hold(conn, f"incident:{incident_id}")
             row = self._row(conn, incident_id)
             if row["status"] != "open":
                 raise IncidentConflict(f"{incident_id} is already resolved; there is nothing to claim")
@@ -406,6 +410,7 @@ class IncidentStore:
     def detach(self, incident_id: str, conversation_id: str) -> Member:
         """Take a conversation off the incident; 409 when it is not attached."""
         with self._db.transaction() as conn:
+            self._db.hold(conn, f"incident:{incident_id}")
             row = self._row(conn, incident_id)
             if row["status"] != "open":
                 raise IncidentConflict(f"{incident_id} is already resolved; its conversations stay as they were")
@@ -427,6 +432,8 @@ class IncidentStore:
         """Record an update (or the resolution) and one delivery per attached conversation, in one transaction."""
         now = self._clock().isoformat()
         with self._db.transaction() as conn:
+            # Its updates are numbered in turn, and none is posted after its resolution.
+            self._db.hold(conn, f"incident:{incident_id}")
             row = self._row(conn, incident_id)
             if row["status"] != "open":
                 raise IncidentConflict(f"{incident_id} is already resolved; nothing was sent")
@@ -469,6 +476,8 @@ class IncidentStore:
         message and the mark commit together or not at all, so no copy is lost or sent twice.
         """
         with self._db.transaction() as conn:
+            # Two replicas delivering at once: the second finds it made, and writes nothing.
+            self._db.hold(conn, f"incident_delivery:{delivery.update_id}:{delivery.conversation_id}")
             done = conn.execute(
                 "SELECT sent_at FROM incident_deliveries WHERE update_id = ? AND conversation_id = ?",
                 (delivery.update_id, delivery.conversation_id),

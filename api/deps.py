@@ -16,9 +16,10 @@ from fastapi import Depends, HTTPException, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.schemas import CustomerMessage
-from app.auth import ApiKeys, CustomerTokens, Principal, RateLimiter
+from app.auth import ApiKeys, CustomerTokens, Principal, RateLimiter, SharedRateLimiter
 from app.metrics import Metrics
 from app.runtime import Runtime
+from core.db import DatabaseUrl
 from core.errors import ConversationNotFound
 from core.settings import Settings
 
@@ -27,12 +28,20 @@ from core.settings import Settings
 class RateLimits:
     """The app's rate limiters: one bucket per conversation, one per client address."""
 
-    conversation: RateLimiter
-    ip: RateLimiter
+    conversation: RateLimiter | SharedRateLimiter
+    ip: RateLimiter | SharedRateLimiter
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RateLimits:
-        """The limiters the settings ask for."""
+        """The limiters the settings ask for; on PostgreSQL their buckets are shared by every replica."""
+        if settings.database_url is not None:
+            url = DatabaseUrl(settings.database_url.get_secret_value())
+            return cls(
+                SharedRateLimiter(
+                    url, "conversation", settings.rate_conversation_per_minute, settings.rate_conversation_burst
+                ),
+                SharedRateLimiter(url, "ip", settings.rate_ip_per_minute, settings.rate_ip_burst),
+            )
         return cls(
             RateLimiter(settings.rate_conversation_per_minute, settings.rate_conversation_burst),
             RateLimiter(settings.rate_ip_per_minute, settings.rate_ip_burst),
@@ -78,7 +87,7 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 # -- rate limits -----------------------------------------------------------------------------------
 
 
-def _take(request: Request, limiter: RateLimiter, key: str, what: str) -> None:
+def _take(request: Request, limiter: RateLimiter | SharedRateLimiter, key: str, what: str) -> None:
     wait = limiter.take(key)
     if wait > 0:
         metrics: Metrics | None = request.app.state.metrics

@@ -2,16 +2,20 @@
 
 Every error in the table answers ``{"detail": str(error)}``; the most specific class listed wins
 (a MessageRejected is a 422, any other TieroneError a 400). Errors that need headers (401 with
-WWW-Authenticate, 429 with Retry-After) are raised as HTTPException where they happen.
+WWW-Authenticate, 429 with Retry-After) are raised as HTTPException where they happen; a database
+that cannot be reached is a 503 with Retry-After, whose body names nothing of the database.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from psycopg_pool import PoolTimeout
 
 from app.auth import ApiKeyRejected
 from app.desk import DeskConflict
@@ -20,6 +24,7 @@ from app.insights import PeriodRejected
 from app.teaching import SuggestionNotFound, TeachingError
 from core.errors import (
     ConversationNotFound,
+    DatabaseUnavailable,
     IncidentConflict,
     IncidentNotFound,
     MessageRejected,
@@ -50,10 +55,26 @@ def _answer(status: int) -> Callable[[Request, Exception], Awaitable[Response]]:
     return answer
 
 
+# PostgreSQL away (restarting, failing over) or its pool exhausted: the client should try again soon.
+UNAVAILABLE: tuple[type[Exception], ...] = (DatabaseUnavailable, PoolTimeout, psycopg.OperationalError)
+RETRY_AFTER_S = 5
+
+
+async def _unavailable(_: Request, exc: Exception) -> Response:
+    logging.getLogger("tierone").warning("database unavailable: %s", exc)
+    return JSONResponse(
+        status_code=503,
+        content={"detail": "the service's database is unavailable for a moment; try again shortly"},
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
 def add_error_handlers(app: FastAPI) -> None:
-    """Answer every error class in STATUS with its status and the error's message."""
+    """Answer every error class in STATUS with its status and the error's message; UNAVAILABLE with 503."""
     for error, status in STATUS.items():
         app.add_exception_handler(error, _answer(status))
+    for error in UNAVAILABLE:
+        app.add_exception_handler(error, _unavailable)
 
 
 def error_doc(description: str) -> dict[str, Any]:

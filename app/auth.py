@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar, Literal, cast
 
-from core.db import DatabaseTarget, Migration, Migrations, PersonalTables, open_database
+from core.db import DatabaseTarget, DatabaseUrl, Migration, Migrations, PersonalTables, open_database
 from core.errors import TieroneError
 
 # lead: a support lead, who reads insights and audits and never acts on tickets.
@@ -198,3 +198,64 @@ class RateLimiter:
         full = [k for k, (t, then) in self._buckets.items() if t + (now - then) * self.rate >= self.burst]
         for key in full:
             del self._buckets[key]
+
+
+_TAKE = """INSERT INTO rate_buckets AS b (scope, key_hash, tokens, at, granted)
+VALUES (?, ?, ?, EXTRACT(EPOCH FROM clock_timestamp())::float8, 1)
+ON CONFLICT (scope, key_hash) DO UPDATE SET
+    tokens = CASE WHEN {full} >= 1 THEN {full} - 1 ELSE {full} END,
+    granted = CASE WHEN {full} >= 1 THEN 1 ELSE 0 END,
+    at = excluded.at
+RETURNING tokens, granted""".format(full="LEAST(?, b.tokens + (excluded.at - b.at) * ?)")
+
+
+class SharedRateLimiter:
+    """``RateLimiter``'s token buckets in PostgreSQL, so that every replica spends from the same ones.
+
+    One statement refills and spends a bucket under its row lock, timed by the database's clock (one
+    clock for every replica). Keys are stored as SHA-256 hashes: no conversation id or address sits there.
+    """
+
+    MIGRATIONS: ClassVar[Migrations] = Migrations(
+        "rate_buckets",
+        Migration(
+            1,
+            "CREATE TABLE IF NOT EXISTS rate_buckets (scope TEXT NOT NULL, key_hash TEXT NOT NULL,"
+            " tokens DOUBLE PRECISION NOT NULL, at DOUBLE PRECISION NOT NULL, granted INTEGER NOT NULL,"
+            " PRIMARY KEY (scope, key_hash))",
+        ),
+    )
+
+    def __init__(self, url: DatabaseUrl, scope: str, rate_per_minute: float, burst: int) -> None:
+        self.scope = scope
+        self.rate = rate_per_minute / 60.0
+        self.burst = float(max(1, burst))
+        self._db = open_database(url)
+        self._db.migrate(self.MIGRATIONS)
+        self._takes = 0
+
+    @property
+    def enabled(self) -> bool:
+        """False when the rate is 0 (the limit is off)."""
+        return self.rate > 0
+
+    def take(self, key: str) -> float:
+        """Spend one token of ``key``'s bucket; return 0.0, or the seconds to wait when it is empty."""
+        if not self.enabled:
+            return 0.0
+        params = (self.scope, _hash(key), self.burst - 1, *(self.burst, self.rate) * 4)
+        with self._db.transaction() as conn:
+            tokens, granted = conn.execute(_TAKE, params).fetchone()
+            self._takes += 1
+            if self._takes % 1000 == 0:
+                # Buckets full again by now are as good as absent: forget them.
+                conn.execute(
+                    "DELETE FROM rate_buckets WHERE scope = ?"
+                    " AND at < EXTRACT(EPOCH FROM clock_timestamp())::float8 - ?",
+                    (self.scope, self.burst / self.rate),
+                )
+        return 0.0 if granted else (1.0 - float(tokens)) / self.rate
+
+    def close(self) -> None:
+        """Give the database back."""
+        self._db.close()

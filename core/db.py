@@ -59,12 +59,17 @@ SQL both run: ``INSERT ... ON CONFLICT ... DO NOTHING/UPDATE`` (not ``INSERT OR 
 ``RETURNING`` (not ``lastrowid``), ``COALESCE``; per dialect in migrations: ``INTEGER PRIMARY KEY
 AUTOINCREMENT`` / ``BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY``, ``BLOB`` / ``BYTEA``. PRAGMAs
 are SQLite's only. Python ``bool`` parameters are sent as 0/1 on both, as SQLite stores them; keep
-such columns INTEGER. A wrong or unreachable URL fails at open with ``DatabaseUnavailable``, which
-names ``TIERONE_DATABASE_URL`` and the host, never the password.
+such columns INTEGER. ``?`` outside quotes is always a placeholder, so jsonb's ``?`` operators are
+out of reach (use ``jsonb_exists``). ``table_columns`` and ``schema_versions`` read the catalogue and
+the ledger on either dialect. A wrong or unreachable URL fails at open with ``DatabaseUnavailable``,
+which names ``TIERONE_DATABASE_URL`` and the host, never the password; a database lost mid-run
+raises it from ``transaction()`` within the pool's 5 s timeout (the API answers 503).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 import sqlite3
 import threading
@@ -77,7 +82,7 @@ from typing import Any, ClassVar, Literal, Protocol
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import SecretStr
 
 from core.clock import utc_now
@@ -406,6 +411,12 @@ def _unavailable(url: DatabaseUrl, exc: Exception) -> DatabaseUnavailable:
     return DatabaseUnavailable(url.safe, detail)
 
 
+def _connection_lost(exc: psycopg.OperationalError) -> bool:
+    # No SQLSTATE (the socket went), class 08 (connection exception), or 57P0x (the server shut down).
+    state = exc.sqlstate
+    return state is None or state.startswith("08") or state in {"57P01", "57P02", "57P03"}
+
+
 def _acquire_pool(url: DatabaseUrl, role: str = "main") -> ConnectionPool:
     key = (url.url, role)
     with _pools_lock:
@@ -432,6 +443,8 @@ def _acquire_pool(url: DatabaseUrl, role: str = "main") -> ConnectionPool:
             # A connection that died with the server is found on checkout and replaced.
             check=ConnectionPool.check_connection,
             name=f"tierone-{role}",
+            # While the database is away a request fails within seconds (503), not after half a minute.
+            timeout=5,
         )
         pool.open(wait=low > 0, timeout=30)
         _pools[key] = (pool, 1)
@@ -490,7 +503,10 @@ class Listener:
                     self.ready.set()
                     while self._open():
                         for note in conn.notifies(timeout=0.5):
-                            self._callback(note.payload)
+                            try:
+                                self._callback(note.payload)
+                            except Exception:  # one reader's failure must not stop the others' wake-ups
+                                logging.getLogger("tierone").exception("a %s listener failed", self.channel)
             except psycopg.Error:
                 self.ready.clear()
                 self._stop.wait(1.0)  # the database went away: listen again once it is back
@@ -517,9 +533,21 @@ class PostgresDatabase:
 
     @contextmanager
     def transaction(self) -> Iterator[PgConnection]:
-        """Run statements in one transaction: commit on success, roll back on error."""
-        with self.pool.connection() as conn, conn.transaction():
-            yield PgConnection(conn)
+        """Run statements in one transaction: commit on success, roll back on error.
+
+        A database that cannot be reached (down, restarting, every connection busy past the pool's
+        timeout) raises ``DatabaseUnavailable``, which the service answers with 503; the pool
+        reconnects by itself once the database is back.
+        """
+        try:
+            with self.pool.connection() as conn, conn.transaction():
+                yield PgConnection(conn)
+        except PoolTimeout as exc:
+            raise DatabaseUnavailable(self.url.safe, "no connection within the pool's timeout") from exc
+        except psycopg.OperationalError as exc:
+            if not _connection_lost(exc):
+                raise
+            raise _unavailable(self.url, exc) from exc
 
     def hold(self, conn: Connection, key: str) -> None:
         """Wait for, and hold until the transaction ends, the lock named ``key`` (across processes)."""
@@ -540,7 +568,9 @@ class PostgresDatabase:
             try:
                 yield
             finally:
-                conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
+                # A session that died (the database restarted) took its lock with it.
+                with contextlib.suppress(psycopg.OperationalError):
+                    conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
 
     def listen(
         self, channel: str, callback: Callable[[str], None], on_connect: Callable[[], None] = lambda: None

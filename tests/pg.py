@@ -51,31 +51,57 @@ def _as_owner(argv: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
 
 
+class PgServer:
+    """A PostgreSQL server in a temporary folder on a free loopback port, that a test may stop and start."""
+
+    def __init__(self, *, fsync: bool = False) -> None:
+        binaries = bin_dir()
+        self.root = Path(tempfile.mkdtemp(prefix="tierone-pg-"))
+        self.root.chmod(0o755)
+        data = self.root / "data"
+        data.mkdir()
+        if os.geteuid() == 0:
+            shutil.chown(data, "postgres")
+        self.port = _free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}"
+        self._ctl = [str(binaries / "pg_ctl"), "-D", str(data), "-l", str(data / "log"), "-w", "-t", "60"]
+        # The tests need no durability against power loss (fsync off); a benchmark does.
+        self._options = f"-p {self.port} -k {data} -c listen_addresses=127.0.0.1 -c max_connections=300" + (
+            "" if fsync else " -c fsync=off"
+        )
+        initdb = [str(binaries / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"]
+        self._run(initdb)
+        self.start()
+
+    def _run(self, argv: list[str]) -> None:
+        try:
+            subprocess.run(_as_owner(argv), check=True, capture_output=True, text=True)
+        except subprocess.CalledProcessError as exc:
+            self.remove()
+            pytest.fail(f"PostgreSQL failed ({argv[-1]}): {exc.stderr or exc.stdout}", pytrace=False)
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
+        self._run([*self._ctl, "-o", self._options, "start"])
+
+    def stop(self) -> None:
+        """Stop it at once, as a crash or a failover would (open connections are cut)."""
+        self._run([*self._ctl, "-m", "immediate", "stop"])
+
+    def remove(self) -> None:
+        """Stop it if it runs and delete its folder."""
+        subprocess.run(_as_owner([*self._ctl, "-m", "immediate", "stop"]), capture_output=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
     """Start PostgreSQL on a free loopback port for the session; yield the URL of its server (no database)."""
-    binaries = bin_dir()
-    root = Path(tempfile.mkdtemp(prefix="tierone-pg-"))
-    root.chmod(0o755)
-    data = root / "data"
-    data.mkdir()
-    if os.geteuid() == 0:
-        shutil.chown(data, "postgres")
-    port = _free_port()
-    ctl = [str(binaries / "pg_ctl"), "-D", str(data), "-l", str(data / "log"), "-w", "-t", "60"]
-    options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off"
+    server = PgServer()
     try:
-        initdb = [str(binaries / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"]
-        subprocess.run(_as_owner(initdb), check=True, capture_output=True, text=True)
-        subprocess.run(_as_owner([*ctl, "-o", options, "start"]), check=True, capture_output=True, text=True)
-    except subprocess.CalledProcessError as exc:
-        shutil.rmtree(root, ignore_errors=True)
-        pytest.fail(f"PostgreSQL did not start: {exc.stderr or exc.stdout}", pytrace=False)
-    try:
-        yield f"postgresql://postgres@127.0.0.1:{port}"
+        yield server.url
     finally:
-        subprocess.run(_as_owner([*ctl, "-m", "immediate", "stop"]), capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+        server.remove()
 
 
 @pytest.fixture

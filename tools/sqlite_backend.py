@@ -155,6 +155,8 @@ class SqliteDirectory:
     ) -> dict[str, Any]:
         # The change and its idempotency record commit together: a replay returns the first result.
         with self._db.transaction() as conn:
+            # One change of an account at a time, across processes too (the account is read, then written).
+            self._db.hold(conn, f"account:{account_id}")
             done = conn.execute(
                 "SELECT account_id, action, result FROM directory_actions WHERE key = ?", (key,)
             ).fetchone()

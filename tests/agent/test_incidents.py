@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -342,3 +343,25 @@ def test_a_tight_cluster_no_runbook_fits_opens_one_incident(runtime: Runtime) ->
     assert attached == {t.conversation_id for t in [*first, fifth]}
     sixth = runtime.resolver.send(runtime.resolver.start(), "kiosk in canteen: error E42, card rejected again")
     assert (sixth.stage, sixth.reasons) == ("incident", ["incident_known"])
+
+
+def test_replicas_posting_and_delivering_at_once_number_and_send_each_once(
+    db_target: DatabaseTarget, clock: Clock
+) -> None:
+    here, there = IncidentStore(db_target, clock), IncidentStore(db_target, clock)
+    incident = here.declare("VPN down", "network", "Sam", "Looking into it")
+    assert there.join(incident.id, [("c1", None), ("c2", None)]) is not None
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        posted = list(pool.map(lambda i: (here, there)[i % 2].post(incident.id, "update", f"u{i}", "Sam"), range(12)))
+    assert len({u.update_id for u in posted}) == 12
+    writes: list[str] = []
+    deliveries = here.pending()
+    assert len(deliveries) == 24
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        made = list(
+            pool.map(
+                lambda job: (here, there)[job[0]].deliver(job[1], lambda conn: writes.append(job[1].update_id)),
+                [(side, d) for d in deliveries for side in (0, 1)],
+            )
+        )
+    assert made.count(True) == 24 and len(writes) == 24 and here.pending() == []

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from app.auth import ApiKeyRejected, ApiKeys, CustomerTokens, Principal, RateLimiter
+from app.auth import ApiKeyRejected, ApiKeys, CustomerTokens, Principal, RateLimiter, SharedRateLimiter
 from cli import app
-from core.db import DatabaseTarget
+from core.db import DatabaseTarget, DatabaseUrl
 from tests.pg import table_rows
 
 
@@ -109,3 +109,34 @@ def test_keys_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     revoked = runner.invoke(app, ["keys", "revoke", "Alex Doe"])
     assert revoked.exit_code == 0 and "revoked 1 key(s)" in revoked.stdout
     assert ApiKeys(tmp_path / "data" / "tierone.sqlite").verify(key) is None
+
+
+@pytest.mark.postgres
+def test_replicas_spend_from_one_shared_bucket(pg_url: str) -> None:
+    # 1 token a minute: nothing refills within the test; a burst of 3 across two replicas.
+    replica_a = SharedRateLimiter(DatabaseUrl(pg_url), "conversation", 1.0, 3)
+    replica_b = SharedRateLimiter(DatabaseUrl(pg_url), "conversation", 1.0, 3)
+    other_scope = SharedRateLimiter(DatabaseUrl(pg_url), "ip", 1.0, 1)
+    try:
+        assert [replica_a.take("c_1"), replica_b.take("c_1"), replica_a.take("c_1")] == [0.0, 0.0, 0.0]
+        wait = replica_b.take("c_1")
+        assert 50 < wait <= 60  # the fourth waits for a token: about a minute at this rate
+        assert replica_a.take("c_2") == 0.0  # another conversation has its own bucket
+        assert other_scope.take("c_1") == 0.0 and other_scope.take("c_1") > 0
+        assert all("c_1" not in str(row) for row in table_rows(DatabaseUrl(pg_url), "rate_buckets"))
+        assert not SharedRateLimiter(DatabaseUrl(pg_url), "x", 0.0, 1).enabled
+    finally:
+        for limiter in (replica_a, replica_b, other_scope):
+            limiter.close()
+
+
+@pytest.mark.postgres
+def test_the_server_shares_its_buckets_only_on_postgresql(pg_url: str, tmp_path: Path) -> None:
+    from api.deps import RateLimits
+    from core.settings import Settings
+
+    shared = RateLimits.from_settings(Settings(data_dir=tmp_path, database_url=pg_url))  # type: ignore[arg-type]
+    assert isinstance(shared.conversation, SharedRateLimiter) and isinstance(shared.ip, SharedRateLimiter)
+    assert (shared.conversation.scope, shared.ip.scope) == ("conversation", "ip")
+    local = RateLimits.from_settings(Settings(data_dir=tmp_path))
+    assert isinstance(local.conversation, RateLimiter) and isinstance(local.ip, RateLimiter)

@@ -24,7 +24,7 @@ from core.db import (
     schema_versions,
 )
 from core.errors import DatabaseUnavailable, MigrationFailed
-from tests.pg import bin_dir
+from tests.pg import PgServer, bin_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -242,3 +242,33 @@ def test_missing_postgresql_binaries_fail_and_say_how_to_install_them(tmp_path: 
     with pytest.raises(pytest.fail.Exception, match="run `make postgres`"):
         bin_dir(str(tmp_path / "nowhere" / "*" / "bin"))
     assert (bin_dir() / "pg_ctl").exists()
+
+
+@pytest.mark.postgres
+def test_a_database_that_goes_away_fails_clearly_and_is_used_again_once_back() -> None:
+    server = PgServer()  # its own server: this test stops it
+    try:
+        database = open_database(DatabaseUrl(f"{server.url}/postgres"))
+        database.migrate(NOTES)
+        with database.transaction() as conn:
+            conn.execute("INSERT INTO notes (body) VALUES (?)", ("before",))
+        server.stop()
+        with pytest.raises(DatabaseUnavailable, match=r"TIERONE_DATABASE_URL \(127\.0\.0\.1:\d+/postgres\)"):
+            with database.transaction() as conn:
+                conn.execute("SELECT body FROM notes")
+        server.start()
+        # The pool reconnects by itself; a request or two may still find it reconnecting.
+        for _ in range(10):
+            try:
+                with database.transaction() as conn:
+                    conn.execute("INSERT INTO notes (body) VALUES (?)", ("after",))
+                    bodies = sorted(r[0] for r in conn.execute("SELECT body FROM notes"))
+                break
+            except DatabaseUnavailable:
+                continue
+        else:
+            pytest.fail("the database was not used again after it came back")
+        assert bodies == ["after", "before"]
+        database.close()
+    finally:
+        server.remove()
