@@ -1,4 +1,4 @@
-"""The support lead's commands: insights (and, as they come, audit and simulate)."""
+"""The support lead's commands: insights (and, as they come, audit and simulate), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from agent.episodes import Episode, EpisodeStore
+from app.runtime import desk_target
 from cli import app
 from core.settings import Settings
 from tests.conftest import Clock
@@ -19,15 +20,17 @@ T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture(autouse=True)
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db_backend: str, request: pytest.FixtureRequest) -> Path:
     monkeypatch.setenv("TIERONE_DATA_DIR", str(tmp_path / "data"))
+    if db_backend == "postgresql":
+        monkeypatch.setenv("TIERONE_DATABASE_URL", request.getfixturevalue("pg_url"))
     return tmp_path / "data"
 
 
 @pytest.fixture
 def store() -> EpisodeStore:
     clock = Clock(T0)
-    store = EpisodeStore(Settings().desk_db, clock)
+    store = EpisodeStore(desk_target(Settings()), clock)
     for n, runbook in enumerate(("vpn-connection", "printer-problem", "password-reset")):
         store.open(Episode(episode_id=f"c{n}:e0", conversation_id=f"c{n}", runbook_id=runbook, opened_at=T0))
     store.tried("c0:e0", 0)

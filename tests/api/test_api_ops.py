@@ -67,7 +67,10 @@ def test_readyz_checks_postgresql_when_the_url_is_set_and_never_shows_the_passwo
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     down = f"postgresql://tierone:hunter2secret@127.0.0.1:{port}/tierone"
-    with client_for(runtime, database_url=SecretStr(down)) as client:
+    # A server that went away after start (one that is down at start does not start: serve refuses it).
+    app = create_app(runtime.settings.model_copy(update={"database_url": SecretStr(pg_url)}), runtime=runtime)
+    app.state.settings = runtime.settings.model_copy(update={"database_url": SecretStr(down)})
+    with TestClient(app) as client:
         response = client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["checks"]["database"] == f"unreachable: 127.0.0.1:{port}/tierone (OperationalError)"

@@ -250,8 +250,8 @@ def test_desk_times_are_nearest_rank_median_and_p90_and_late_tickets_are_breache
     with timeline.store.db.transaction() as conn:
         for row in rows:
             conn.execute("INSERT INTO handoffs VALUES (?, ?, ?, ?, ?, ?, ?)", row)
-        for row in desk:
-            conn.execute("INSERT INTO handoff_desk (packet_id, first_response_at, closed_at) VALUES (?, ?, ?)", row)
+        for times in desk:
+            conn.execute("INSERT INTO handoff_desk (packet_id, first_response_at, closed_at) VALUES (?, ?, ?)", times)
     report = timeline.insights.report(Period.of(None, T0 + h(40)))
     first, resolve = report["handoff_times"]["first_response"], report["handoff_times"]["resolve"]
     assert (first["count"], first["median_minutes"], first["p90_minutes"]) == (10, 50.0, 90.0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import psycopg
 import pytest
 
@@ -41,6 +43,8 @@ def test_two_senders_never_take_the_same_reply_and_a_dead_ones_replies_are_taken
     third = MailStore(db_target, clock, sealer=sealer)
     assert [p.message_id for p in third.claim()] == ["<r2@us>", "<r3@us>"]
     assert first.claim() == [] and second.claim() == []
+    # SQLite empties its write-ahead log of the dropped bodies; PostgreSQL has none to empty, and says so.
+    assert first.compact() is isinstance(db_target, Path)
     assert [(r["message_id"], r["status"]) for r in first.outgoing("c1")] == [
         ("<r1@us>", "sent"),
         ("<r2@us>", "pending"),

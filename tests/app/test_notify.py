@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,11 +21,12 @@ from typer.testing import CliRunner
 
 from agent.handoff import HandoffQueue
 from app.notify import Notifier, Webhook, backoff_s, describe, retry_after_s
-from app.runtime import Runtime, open_runtime
+from app.runtime import Runtime, desk_target, migrate_databases, open_runtime
 from cli import app as cli_app
-from core.db import DatabaseTarget, DatabaseUrl
+from core.db import DatabaseTarget, DatabaseUrl, open_database
 from core.settings import BUNDLED_RUNBOOKS, Settings
 from server import create_app
+from tests.app.backends import runtime_on_backend  # noqa: F401  (the runtime fixture, on both backends)
 from tests.app.test_teaching import packet as packet_for_gaps
 from tests.conftest import Clock
 from vectorstore.index import RunbookIndex
@@ -46,9 +46,17 @@ def settings_for(data_dir: Path, **extra: Any) -> Settings:
 
 
 @pytest.fixture
-def open_rt(tmp_path: Path, bundled_index: RunbookIndex, clock: Clock) -> Callable[..., Runtime]:
+def open_rt(
+    db_backend: str, request: pytest.FixtureRequest, tmp_path: Path, bundled_index: RunbookIndex, clock: Clock
+) -> Callable[..., Runtime]:
+    """Runtimes with the webhook set, on this test's backend (PostgreSQL: migrated as `tierone migrate` does)."""
+    database = {"database_url": request.getfixturevalue("pg_url")} if db_backend == "postgresql" else {}
+
     def make(**extra: Any) -> Runtime:
-        return open_runtime(settings_for(tmp_path / "data", **extra), clock=clock, index=bundled_index)
+        settings = settings_for(tmp_path / "data", **database, **extra)
+        if database:
+            migrate_databases(settings)
+        return open_runtime(settings, clock=clock, index=bundled_index)
 
     return make
 
@@ -110,7 +118,7 @@ def test_packet_and_outbox_row_are_written_in_one_transaction(open_rt: Callable[
     def broken(conn: Any, packet: Any) -> None:
         raise RuntimeError("disk full")
 
-    queue = HandoffQueue(runtime.settings.desk_db, runtime.resolver.deps.clock, on_store=broken)
+    queue = HandoffQueue(desk_target(runtime.settings), runtime.resolver.deps.clock, on_store=broken)
     packet = runtime.resolver.deps.handoffs.get(packet_id).model_copy(update={"packet_id": "HO-OTHER"})
     with pytest.raises(RuntimeError, match="disk full"):
         queue.put(packet)
@@ -280,7 +288,7 @@ def test_a_packet_erased_before_it_was_sent_is_dropped_not_retried(
     route = helpdesk.post(URL).mock(return_value=httpx.Response(200))
     runtime = open_rt()
     packet_id = hand_off(runtime)
-    with sqlite3.connect(runtime.settings.desk_db) as conn:
+    with open_database(desk_target(runtime.settings)).transaction() as conn:
         conn.execute("DELETE FROM handoffs WHERE packet_id = ?", (packet_id,))
     worker = notifier(runtime)
     assert worker.deliver_due() == 1
@@ -296,13 +304,14 @@ def test_a_new_process_sends_what_the_old_one_stored_but_never_sent(
     receiver = Receiver()
     helpdesk.post(URL).mock(side_effect=receiver.ok)
     first = open_rt()
+    settings = first.settings
     stored_only = hand_off(first)  # the process dies right after storing: never sent
     leased = hand_off(first, "can I speak to a person")
     # ... or dies mid-send, holding both rows' leases:
     assert len(notifier(first)._take_due(10)) == 2
     del first
 
-    second = Notifier.from_settings(settings_for(tmp_path / "data"), clock)
+    second = Notifier.from_settings(settings, clock)
     assert second.deliver_due() == 0  # the dead worker's leases have not run out yet
     clock.advance(seconds=second.lease_s + 1)
     assert second.deliver_due() == 2
@@ -367,6 +376,8 @@ def test_cli_show_says_how_delivery_went(
     notifier(runtime).deliver_due()
     monkeypatch.setenv("TIERONE_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("TIERONE_HANDOFF_WEBHOOK_URL", URL)
+    if runtime.settings.database_url is not None:
+        monkeypatch.setenv("TIERONE_DATABASE_URL", runtime.settings.database_url.get_secret_value())
     shown = CliRunner().invoke(cli_app, ["handoffs", "show", packet_id], env={"COLUMNS": "300"})
     assert shown.exit_code == 0, shown.output
     assert json.loads(shown.stdout)["packet_id"] == packet_id
@@ -389,7 +400,7 @@ def test_two_workers_on_one_database_each_take_a_row_once_and_a_dead_ones_lease_
     receiver = Receiver()
     helpdesk.post(URL).mock(side_effect=receiver.ok)
     runtime = open_rt()
-    first, second = notifier(runtime), Notifier.from_settings(settings_for(tmp_path / "data"), clock)
+    first, second = notifier(runtime), Notifier.from_settings(runtime.settings, clock)
     assert first.worker_id != second.worker_id
     one, two = hand_off(runtime), hand_off(runtime, "can I speak to a person")
     assert [pid for pid, _ in first._take_due(1)] == [one]
@@ -450,3 +461,23 @@ def test_on_postgresql_a_delivery_another_replica_is_claiming_is_skipped_not_wai
         other.execute("SELECT 1 FROM handoff_deliveries WHERE packet_id = %s FOR UPDATE", (one,))
         assert [pid for pid, _ in second._take_due(10)] == [two]
     assert [pid for pid, _ in first._take_due(10)] == [one]
+
+
+def test_two_running_workers_on_one_database_deliver_each_packet_exactly_once(
+    db_target: DatabaseTarget, helpdesk: respx.MockRouter, clock: Clock
+) -> None:
+    receiver = Receiver()
+    helpdesk.post(URL).mock(side_effect=receiver.ok)
+    workers = [Notifier(db_target, Webhook(URL), clock, poll_s=0.02) for _ in range(2)]
+    ids = stored_packets(db_target, clock, workers[0], 30)
+    for worker in workers:
+        worker.start()
+    try:
+        wait_for(lambda: workers[1].counts() == {"delivered": 30}, "both workers to deliver every packet")
+    finally:
+        for worker in workers:
+            worker.stop()
+    sent = [r.headers["idempotency-key"] for r in receiver.requests]
+    assert sorted(sent) == sorted(ids)  # each packet once: no delivery was taken by both workers
+    attempts = {workers[0].delivery(pid)["attempt_log"][0]["attempt"] for pid in ids}  # type: ignore[index]
+    assert attempts == {1}
