@@ -31,8 +31,9 @@ before it was sent (a customer's erasure request) is marked ``dropped``.
 
 Rows are leased while being sent (``claimed_by``, ``lease_until``): of several processes on one
 database (replicas on PostgreSQL, where ``FOR UPDATE SKIP LOCKED`` hands each row to one of them),
-only the lease holder sends a row. A worker that dies mid-send leaves a row that becomes due again
-once its lease ends, and whichever worker looks next sends it again.
+only the lease holder sends a row, and it renews the lease just before sending. A worker that dies
+mid-send leaves a row that becomes due again once its lease ends, and whichever worker looks next
+sends it again.
 """
 
 from __future__ import annotations
