@@ -31,8 +31,9 @@ before it was sent (a customer's erasure request) is marked ``dropped``.
 
 Rows are leased while being sent (``claimed_by``, ``lease_until``): of several processes on one
 database (replicas on PostgreSQL, where ``FOR UPDATE SKIP LOCKED`` hands each row to one of them),
-only the lease holder sends a row. A worker that dies mid-send leaves a row that becomes due again
-once its lease ends, and whichever worker looks next sends it again.
+only the lease holder sends a row, and it renews the lease just before sending. A worker that dies
+mid-send leaves a row that becomes due again once its lease ends, and whichever worker looks next
+sends it again.
 """
 
 from __future__ import annotations
@@ -279,10 +280,27 @@ class Notifier:
         """Send every delivery that is due now (at most ``limit``); return how many were tried."""
         if self.webhook is None:
             return 0
-        taken = self._take_due(limit)
-        for packet_id, attempts in taken:
-            self._deliver(packet_id, attempts + 1)
-        return len(taken)
+        tried = 0
+        for packet_id, attempts in self._take_due(limit):
+            if self._hold(packet_id):
+                self._deliver(packet_id, attempts + 1)
+                tried += 1
+        return tried
+
+    def _hold(self, packet_id: str) -> bool:
+        """Renew this worker's lease on a row just before sending it; False once another worker took it over.
+
+        The rows of one pass are sent one after another: without this, the last of a slow pass could
+        outlive its lease and be sent by two workers.
+        """
+        now = self._clock().timestamp()
+        with self._db.transaction() as conn:
+            renewed = conn.execute(
+                "UPDATE handoff_deliveries SET lease_until = ? WHERE packet_id = ? AND claimed_by = ?"
+                " AND status = 'pending'",
+                (now + self.lease_s, packet_id, self.worker_id),
+            ).rowcount
+        return bool(renewed)
 
     def _http(self) -> httpx.Client:
         if self._client is None:

@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from app.runtime import desk_target, migrate_databases
 from app.teaching import BotCouldHave, Suggestions, lesson_from
 from cli import app
-from core.db import Database
+from core.db import open_database
 from core.pack import load_pack
+from core.settings import Settings
 from tests.app.test_teaching import T0, packet
 from tests.conftest import Clock
 from tests.routing_pack import write_pack
@@ -20,15 +22,19 @@ runner = CliRunner()
 
 
 @pytest.fixture(autouse=True)
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db_backend: str, request: pytest.FixtureRequest) -> Path:
     monkeypatch.setenv("TIERONE_DATA_DIR", str(tmp_path / "data"))
+    if db_backend == "postgresql":
+        monkeypatch.setenv("TIERONE_DATABASE_URL", request.getfixturevalue("pg_url"))
+        migrate_databases(Settings())  # as `tierone migrate` does before anything runs on PostgreSQL
     return tmp_path / "data"
 
 
 def suggest(data_dir: Path, pack_dir: Path, text: str, runbook_id: str) -> str:
-    store = Suggestions(data_dir / "tierone.sqlite", Clock(T0))
+    desk = desk_target(Settings())
+    store = Suggestions(desk, Clock(T0))
     p = packet(text)
-    with Database(data_dir / "tierone.sqlite").transaction() as conn:
+    with open_database(desk).transaction() as conn:
         return store.add(conn, p, "Alex", lesson_from(p, BotCouldHave(runbook_id), load_pack(pack_dir)))
 
 

@@ -199,6 +199,8 @@ class EmailChannel:
         with self._send_lock:
             pending = self.store.claim(inbound_id)  # leased: another process sending at once skips these
             for reply in pending:
+                if not self.store.hold(reply.message_id):
+                    continue  # another process took it over while this batch was sending
                 try:
                     self.mailer.deliver(
                         reply.to,

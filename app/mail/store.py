@@ -387,6 +387,19 @@ class MailStore:
             ).fetchall()
             return self._readable(conn, rows)
 
+    def hold(self, message_id: str) -> bool:
+        """Renew this sender's lease on a claimed reply just before sending it; False if it is not ours now.
+
+        It is not when the lease ran out and another sender took the reply over, or it went already. A
+        long batch thus never outlives the lease of the reply being sent.
+        """
+        with self._tx() as conn:
+            renewed = conn.execute(
+                "UPDATE mail_out SET lease_until = ? WHERE message_id = ? AND claimed_by = ? AND status = 'pending'",
+                ((self._clock() + SEND_LEASE).isoformat(), message_id, self.sender_id),
+            ).rowcount
+        return bool(renewed)
+
     def _readable(self, conn: Connection, rows: Sequence[Any]) -> list[Pending]:
         """The rows as replies to send; one sealed under a key no longer configured is given up."""
         out = []

@@ -16,6 +16,7 @@ from pydantic import SecretStr
 
 from app.runtime import Runtime
 from server import create_app
+from tests.app.backends import runtime_on_backend  # noqa: F401  (the runtime fixture, on both backends)
 
 
 def client_for(runtime: Runtime, **settings: Any) -> TestClient:
@@ -27,6 +28,7 @@ def conversation(client: TestClient) -> tuple[str, dict[str, str]]:
     return body["conversation_id"], {"Authorization": f"Bearer {body['token']}"}
 
 
+@pytest.mark.parametrize("db_backend", ["sqlite"])  # the SQLite files' checks; PostgreSQL's below
 def test_readyz_checks_the_index_and_the_databases(client: TestClient) -> None:
     response = client.get("/readyz")
     assert response.status_code == 200
@@ -36,6 +38,7 @@ def test_readyz_checks_the_index_and_the_databases(client: TestClient) -> None:
     }
 
 
+@pytest.mark.parametrize("db_backend", ["sqlite"])  # the SQLite files' checks; PostgreSQL's below
 def test_readyz_says_what_is_not_ready(runtime: Runtime, tmp_path: Path) -> None:
     class EmptyIndex:
         def count(self) -> int:
@@ -54,6 +57,7 @@ def test_readyz_says_what_is_not_ready(runtime: Runtime, tmp_path: Path) -> None
     assert response.json()["checks"]["conversations_db"].startswith("unreachable")
 
 
+@pytest.mark.parametrize("db_backend", ["sqlite"])  # its own settings name the database
 @pytest.mark.postgres
 def test_readyz_checks_postgresql_when_the_url_is_set_and_never_shows_the_password(
     runtime: Runtime, pg_url: str

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,9 +12,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.auth import ApiKeys
-from app.runtime import Runtime
+from app.runtime import Runtime, desk_target
+from core.db import open_database
 from core.signing import sign
 from server import create_app
+from tests.app.backends import runtime_on_backend  # noqa: F401  (the runtime fixture, on both backends)
 from tests.app.test_mail_channel import FlakyMailer, latest_code
 
 SECRET = "inbound-test-secret"
@@ -49,7 +50,7 @@ def basic(password: str) -> dict[str, str]:
 
 def stored(runtime: Runtime) -> tuple[int, int, int, int]:
     """What a refused post must not change: conversations, mail taken in, log lines, mail sent."""
-    with sqlite3.connect(runtime.settings.desk_db) as conn:
+    with open_database(desk_target(runtime.settings)).transaction() as conn:
         taken = conn.execute("SELECT COUNT(*) FROM mail_in").fetchone()[0]
         lines = conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
     return len(runtime.resolver.conversations.ids()), taken, lines, len(runtime.outbox.messages())
@@ -265,7 +266,7 @@ def test_a_chat_customer_continues_by_mail_and_l2_answers_by_mail(client: TestCl
     packet_id = view["handoff"]["packet_id"]
 
     # L2 sees both channels in one transcript, and answers: the reply goes out by mail.
-    tech = {"Authorization": f"Bearer {ApiKeys(runtime.settings.desk_db).create('Alex', 'l2')}"}
+    tech = {"Authorization": f"Bearer {ApiKeys(desk_target(runtime.settings)).create('Alex', 'l2')}"}
     ticket = client.get(f"/handoffs/{packet_id}", headers=tech).json()
     assert {line["channel"] for line in ticket["transcript"]} == {"chat", "email"}
     assert client.post(f"/handoffs/{packet_id}/claim", headers=tech).status_code == 200

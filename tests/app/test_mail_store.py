@@ -42,6 +42,9 @@ def test_two_senders_never_take_the_same_reply_and_a_dead_ones_replies_are_taken
     clock.advance(seconds=SEND_LEASE.total_seconds() + 1)
     third = MailStore(db_target, clock, sealer=sealer)
     assert [p.message_id for p in third.claim()] == ["<r2@us>", "<r3@us>"]
+    # A sender that was only slow, not dead, finds before sending that the reply is no longer its own.
+    assert not second.hold("<r2@us>") and not first.hold("<r3@us>") and not first.hold("<r1@us>")
+    assert third.hold("<r2@us>")
     assert first.claim() == [] and second.claim() == []
     # SQLite empties its write-ahead log of the dropped bodies; PostgreSQL has none to empty, and says so.
     assert first.compact() is isinstance(db_target, Path)

@@ -440,8 +440,12 @@ def test_replicas_on_one_database_share_the_deliveries_once_each(
     assert [pid for pid, _ in first._take_due(2)] == [one, two]
     assert second.deliver_due() == 1 and sorted(receiver.tickets) == [three]
     assert first.deliver_due() == 0 and second.deliver_due() == 0  # the first still holds its two
-    # The first replica died mid-send: once its lease has run out the second delivers its rows.
+    # The first replica stalls mid-send: once its lease has run out the second takes its rows over,
+    # and the first, waking, finds before sending that they are no longer its own.
     clock.advance(seconds=first.lease_s + 1)
+    assert sorted(pid for pid, _ in second._take_due(10)) == sorted([one, two])
+    assert not first._hold(one) and not first._hold(two) and second._hold(one)
+    clock.advance(seconds=second.lease_s + 1)  # the second stalled too; a pass of its own sends them
     assert second.deliver_due() == 2
     assert sorted(receiver.tickets) == sorted([one, two, three]) and len(receiver.requests) == 3
     assert second.counts() == {"delivered": 3}
