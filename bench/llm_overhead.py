@@ -2,10 +2,12 @@
 
 A tiny OpenAI-compatible server in this process answers every chat-completions request after a
 fixed delay (default 50 ms): the message reading with the first listed candidate, rewordings with
-the draft, each sentence opening with "So, " (streamed as SSE chunks when asked): the meaning
-check passes them but finds no sentence of the draft repeated word for word, so it embeds every
-sentence, as it would a real rewording. It notes when it took each request and
-when it finished answering, on the same clock as the turns. Per turn:
+the draft, each sentence opening with "So, ": the meaning check passes them but finds no sentence
+of the draft repeated word for word, so it embeds every sentence, as it would a real rewording.
+Rewordings are streamed (the brain asks for every rewording as a stream) one word an event, every
+``--word-ms`` (default 10 ms: 100 words a second); ``--word-ms 0`` sends them all at once, the
+worst case for the checks, which then cannot run while the model writes. It notes when it took
+each request and when it finished answering, on the same clock as the turns. Per turn:
 
     overhead = turn time - time the server spent on that turn's requests (its delay included)
 
@@ -17,7 +19,7 @@ The streaming run reports the time to the first delta, and that time less the mo
 sent its first content chunk. ``--meaning both`` plays every conversation with the meaning check
 on and off in turn (the order alternating by round), for a before/after under the same load.
 
-    .venv/bin/python bench/llm_overhead.py [--rounds 10] [--delay-ms 50] [--meaning on|off|both]
+    .venv/bin/python bench/llm_overhead.py [--rounds 10] [--delay-ms 50] [--word-ms 10] [--meaning on|off|both]
 """
 
 from __future__ import annotations
@@ -270,7 +272,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10, help="times each script is played, per mode")
     parser.add_argument("--delay-ms", type=float, default=50.0, help="the mock model's delay per request")
-    parser.add_argument("--word-ms", type=float, default=0.0, help="streamed replies: the mock's time per word")
+    parser.add_argument("--word-ms", type=float, default=10.0, help="the mock's time per word of a rewording")
     parser.add_argument("--meaning", choices=["on", "off", "both"], default="on", help="the meaning check")
     args = parser.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
