@@ -2,14 +2,18 @@
 
 Every error in the table answers ``{"detail": str(error)}``; the most specific class listed wins
 (a MessageRejected is a 422, any other TieroneError a 400). Errors that need headers (401 with
-WWW-Authenticate, 429 with Retry-After) are raised as HTTPException where they happen.
+WWW-Authenticate, 429 with Retry-After) are raised as HTTPException where they happen, except a
+database that went away (PostgreSQL stopped, unreachable, or no pooled connection free in time):
+503 with Retry-After, from whichever store met it; the pool reconnects once the database is back.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -20,6 +24,7 @@ from app.insights import PeriodRejected
 from app.teaching import SuggestionNotFound, TeachingError
 from core.errors import (
     ConversationNotFound,
+    DatabaseUnavailable,
     IncidentConflict,
     IncidentNotFound,
     MessageRejected,
@@ -50,10 +55,28 @@ def _answer(status: int) -> Callable[[Request, Exception], Awaitable[Response]]:
     return answer
 
 
+# How long a client should wait before retrying while the database is away (seconds).
+RETRY_AFTER = 5
+log = logging.getLogger("tierone")
+
+
+async def _database_away(request: Request, exc: Exception) -> Response:
+    # psycopg's OperationalError covers a refused or dropped connection and the pool's PoolTimeout;
+    # its text names the host at most, and the answer does not repeat it.
+    log.warning("database unavailable during %s %s: %s", request.method, request.url.path, type(exc).__name__)
+    return JSONResponse(
+        status_code=503,
+        content={"detail": "the database is unavailable for the moment; nothing was lost, try again shortly"},
+        headers={"Retry-After": str(RETRY_AFTER)},
+    )
+
+
 def add_error_handlers(app: FastAPI) -> None:
-    """Answer every error class in STATUS with its status and the error's message."""
+    """Answer every error class in STATUS with its status and the error's message; a database away with 503."""
     for error, status in STATUS.items():
         app.add_exception_handler(error, _answer(status))
+    for away in (psycopg.OperationalError, DatabaseUnavailable):
+        app.add_exception_handler(away, _database_away)
 
 
 def error_doc(description: str) -> dict[str, Any]:
