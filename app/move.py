@@ -66,11 +66,12 @@ def move_from_sqlite(source: Path, settings: Settings) -> list[Copied]:
     migrate_databases(settings.model_copy(update={"data_dir": source, "database_url": None}))
     migrate_databases(settings)
     _check_vault_key(source, settings)
-    target = desk_target(settings)
-    db = open_database(target)
-    assert isinstance(db, PostgresDatabase)
+    db = open_database(desk_target(settings))
     report: list[Copied] = []
     try:
+        if not isinstance(db, PostgresDatabase):
+            raise MoveRefused("TIERONE_DATABASE_URL is not a PostgreSQL URL")
+        # No store declares a foreign key, so tables go in any order; one transaction holds them all.
         with db.pool.connection() as conn, conn.transaction():
             for name in TABLE_FILES:
                 if (source / name).is_file():
@@ -195,17 +196,21 @@ def _copy_checkpoints(path: Path, conn: Connection[Any]) -> Copied:
         # The target saver works inside the move's transaction, on its connection.
         writer = PostgresSaver(cast(Any, conn))
         copied = present = 0
+        # What the target holds already, read once: (thread, namespace, id) -> (time, parent).
+        held_all = {
+            (row[0], row[1], row[2]): (row[3], row[4])
+            for row in conn.execute(
+                "SELECT thread_id, checkpoint_ns, checkpoint_id, checkpoint->>'ts', parent_checkpoint_id"
+                " FROM checkpoints"
+            )
+        }
         for item in reader.list(None):
             conf = item.config["configurable"]
             thread, ns, checkpoint_id = conf["thread_id"], conf.get("checkpoint_ns", ""), item.checkpoint["id"]
-            held = conn.execute(
-                "SELECT checkpoint->>'ts', parent_checkpoint_id FROM checkpoints"
-                " WHERE thread_id = %s AND checkpoint_ns = %s AND checkpoint_id = %s",
-                (thread, ns, checkpoint_id),
-            ).fetchone()
+            held = held_all.get((thread, ns, checkpoint_id))
             parent = (item.parent_config or {}).get("configurable", {}).get("checkpoint_id")
             if held is not None:
-                if (held[0], held[1]) != (item.checkpoint["ts"], parent):
+                if held != (item.checkpoint["ts"], parent):
                     raise MoveRefused(
                         f"{CHECKPOINT_FILE}: table checkpoints: the target already holds a different checkpoint"
                         f" {checkpoint_id!r} of thread {thread!r}; nothing was copied"
