@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from cryptography.fernet import Fernet
 from typer.testing import CliRunner
 
 from app.insights import Period
@@ -170,3 +171,22 @@ def test_bad_sources_and_targets_say_what_is_wrong(tmp_path: Path, monkeypatch: 
     monkeypatch.setenv("TIERONE_DATABASE_URL", "postgresql://tierone:s3cr%40t@127.0.0.1:1/tierone")
     empty = CliRunner().invoke(app, ["migrate", "--from-sqlite", str(tmp_path / "nowhere")])
     assert empty.exit_code == 2 and "holds no tierone.sqlite" in " ".join(empty.output.split())
+
+
+def test_the_vault_key_must_open_the_copied_values(
+    deployment: tuple[Runtime, dict[str, str]], pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = deployment[0].settings.data_dir
+    monkeypatch.setenv("TIERONE_DATA_DIR", str(tmp_path / "new"))
+    monkeypatch.setenv("TIERONE_DATABASE_URL", pg_url)
+    monkeypatch.setenv("TIERONE_VAULT_KEY", Fernet.generate_key().decode())
+    refused = CliRunner().invoke(app, ["migrate", "--from-sqlite", str(source)])
+    assert refused.exit_code == 2
+    assert "encrypted with another key" in " ".join(refused.output.split())
+    with psycopg.connect(pg_url) as conn:
+        assert one(conn.execute("SELECT COUNT(*) FROM entries")) == (0,)
+    # The old deployment's key, set as the setting: copied, and no key file is left in the new folder.
+    monkeypatch.setenv("TIERONE_VAULT_KEY", (source / "vault.key").read_text().strip())
+    moved = CliRunner().invoke(app, ["migrate", "--from-sqlite", str(source)])
+    assert moved.exit_code == 0, moved.output
+    assert "vault.sqlite entries: copied" in moved.stdout and not (tmp_path / "new" / "vault.key").exists()
