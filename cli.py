@@ -1169,11 +1169,22 @@ def simulate(
 
 
 @app.command()
-def migrate() -> None:
+def migrate(
+    from_sqlite: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-sqlite",
+            metavar="DATA_DIR",
+            help="Copy the embedded deployment in this data folder into TIERONE_DATABASE_URL's PostgreSQL.",
+        ),
+    ] = None,
+) -> None:
     """Bring every store's schema up to date on the configured database, and say what was applied.
 
     With TIERONE_DATABASE_URL set, the PostgreSQL database (LangGraph's checkpoint tables included),
     which `tierone serve` needs before it starts; without it, the SQLite files in TIERONE_DATA_DIR.
+    With --from-sqlite, then copy an embedded deployment's data into that PostgreSQL (a second run
+    copies nothing) and print what was copied per table.
     """
     from app.runtime import migrate_databases
     from core.db import DatabaseUrl
@@ -1181,6 +1192,19 @@ def migrate() -> None:
     settings = _settings()
     url = settings.database_url.get_secret_value() if settings.database_url else None
     where = f"PostgreSQL {DatabaseUrl(url).safe}" if url else f"SQLite files in {settings.data_dir}"
+    if from_sqlite is not None:
+        from app.move import move_from_sqlite
+
+        try:
+            copied = move_from_sqlite(from_sqlite, settings)
+        except TieroneError as exc:
+            _fail(exc)
+        for row in copied:
+            typer.echo(f"{row.source} {row.table}: copied {row.copied}, already there {row.present}")
+        total = sum(row.copied for row in copied)
+        typer.echo(f"{where}: copied {total} rows from {from_sqlite}" if total else f"{where}: nothing new to copy")
+        typer.echo("The routing index is not copied: the service rebuilds it from the runbook pack when it starts.")
+        return
     try:
         applied = migrate_databases(settings)
     except TieroneError as exc:

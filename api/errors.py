@@ -2,8 +2,9 @@
 
 Every error in the table answers ``{"detail": str(error)}``; the most specific class listed wins
 (a MessageRejected is a 422, any other TieroneError a 400). Errors that need headers (401 with
-WWW-Authenticate, 429 with Retry-After) are raised as HTTPException where they happen; a database
-that cannot be reached is a 503 with Retry-After, whose body names nothing of the database.
+WWW-Authenticate, 429 with Retry-After) are raised as HTTPException where they happen, except a
+database that went away (PostgreSQL stopped, unreachable, or no pooled connection free in time):
+503 with Retry-After, from whichever store met it; the pool reconnects once the database is back.
 """
 
 from __future__ import annotations

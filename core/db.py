@@ -262,8 +262,25 @@ class DatabaseUrl:
         return f"DatabaseUrl({self.safe!r})"
 
     @property
+    def misencoded(self) -> bool:
+        """A URL whose user or password holds an unescaped ``@``, ``/``, ``#`` or space.
+
+        libpq would read part of the password as the host, and every message would show it.
+        """
+        scheme = re.match(r"postgres(?:ql)?://", self.url, re.IGNORECASE)
+        if scheme is None:
+            return False
+        before_query = self.url[scheme.end() :].split("?", 1)[0]
+        if "@" not in before_query:
+            return False
+        userinfo = before_query.rsplit("@", 1)[0]
+        return any(ch in userinfo for ch in "@/# ")
+
+    @property
     def safe(self) -> str:
         """The URL's host, port and database name, for messages."""
+        if self.misencoded:
+            return "an unreadable URL"
         try:
             parts = conninfo_to_dict(self.url)
         except psycopg.ProgrammingError:
@@ -393,6 +410,10 @@ def hold(conn: Connection, key: str) -> None:
 _pools: dict[tuple[str, str], tuple[ConnectionPool, int]] = {}
 _pools_lock = threading.Lock()
 _POOL_SIZES = {"main": (1, 20), "locks": (0, 64)}
+# How long a checkout waits for a connection: past it psycopg_pool raises PoolTimeout (an
+# OperationalError), which the API answers 503 with Retry-After, so a database that went away never
+# holds a request for long. Meanwhile the pool keeps reconnecting in the background.
+CHECKOUT_TIMEOUT_S = 10.0
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
@@ -424,6 +445,11 @@ def _acquire_pool(url: DatabaseUrl, role: str = "main") -> ConnectionPool:
             shared, count = _pools[key]
             _pools[key] = (shared, count + 1)
             return shared
+        if url.misencoded:
+            raise DatabaseUnavailable(
+                url.safe,
+                "its user or password holds a character to percent-encode (@ as %40, / as %2F, # as %23, space as %20)",
+            )
         try:
             conninfo_to_dict(url.url)
         except psycopg.ProgrammingError as exc:
@@ -442,9 +468,9 @@ def _acquire_pool(url: DatabaseUrl, role: str = "main") -> ConnectionPool:
             configure=_configure,
             # A connection that died with the server is found on checkout and replaced.
             check=ConnectionPool.check_connection,
-            name=f"tierone-{role}",
             # While the database is away a request fails within seconds (503), not after half a minute.
-            timeout=5,
+            timeout=CHECKOUT_TIMEOUT_S,
+            name=f"tierone-{role}",
         )
         pool.open(wait=low > 0, timeout=30)
         _pools[key] = (pool, 1)
