@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from core import db as core_db
 from core.settings import Settings
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
@@ -54,6 +55,10 @@ def test_compose_has_the_whole_topology_in_order(compose: dict[str, Any]) -> Non
     services = compose["services"]
     assert set(services) == {"postgres", "chroma", "migrate", "proxy", *REPLICAS}
     assert services["migrate"]["command"] == ["tierone", "migrate"]
+    # Two replicas may hold 2 x 84 connections (core/db.py's pool sizes): more than the default 100.
+    sizes = sum(high for _, high in core_db._POOL_SIZES.values())
+    limit = int(next(arg for arg in services["postgres"]["command"] if "max_connections=" in arg).split("=")[1])
+    assert limit >= len(REPLICAS) * sizes + 10
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     for name in REPLICAS:
         replica = services[name]
