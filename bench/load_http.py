@@ -32,6 +32,10 @@ first replica only, ``postgresql:2`` round-robins every request (opening, each m
 across two, as a proxy would, so one conversation's messages alternate between replicas. Each round
 runs every concurrency level against every setup in turn, interleaved, and the table reports each
 cell's median over the rounds, with the load average at the start and end.
+
+``--baseline-tree DIR`` adds the setup ``before:1``: the server of another source tree (an earlier
+commit, e.g. ``git archive COMMIT | tar -x -C DIR``) on SQLite, against the same client, to see
+that the SQLite default keeps its speed: ``--setups before:1,sqlite:1 --baseline-tree DIR``.
 """
 
 from __future__ import annotations
@@ -266,10 +270,10 @@ def parse_setups(text: str) -> list[tuple[str, int]]:
     setups = []
     for part in text.split(","):
         backend, _, count = part.strip().partition(":")
-        if backend not in ("sqlite", "postgresql") or not count.isdigit() or int(count) < 1:
-            raise SystemExit(f"--setups: {part!r} is not BACKEND:REPLICAS (sqlite:1, postgresql:2, ...)")
-        if backend == "sqlite" and int(count) != 1:
-            raise SystemExit("--setups: SQLite has one writer process; use sqlite:1")
+        if backend not in ("sqlite", "postgresql", "before") or not count.isdigit() or int(count) < 1:
+            raise SystemExit(f"--setups: {part!r} is not BACKEND:REPLICAS (sqlite:1, postgresql:2, before:1)")
+        if backend != "postgresql" and int(count) != 1:
+            raise SystemExit(f"--setups: SQLite has one writer process; use {backend}:1")
         setups.append((backend, int(count)))
     return setups
 
@@ -289,8 +293,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--setups", default="sqlite:1", help="BACKEND:REPLICAS, comma-separated")
     parser.add_argument("--rounds", type=int, default=1, help="runs of every cell; the table shows medians")
+    parser.add_argument("--baseline-tree", type=Path, default=None, help="the source tree of setup before:1")
     args = parser.parse_args()
     setups = parse_setups(args.setups)
+    if any(backend == "before" for backend, _ in setups) and not (args.baseline_tree and args.baseline_tree.is_dir()):
+        raise SystemExit("--setups before:1 needs --baseline-tree DIR, the earlier source tree")
     levels = [int(n) for n in args.concurrent.split(",")]
     print(f"load average at start {load()} on {os.cpu_count()} CPUs")
     cells: dict[tuple[str, int, int], list[Cell]] = {}
@@ -300,7 +307,10 @@ def main() -> None:
             root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"tierone-load-{backend}-")))
             most = max(count for b, count in setups if b == backend)
             began = time.monotonic()
-            urls = stack.enter_context(topology(root, backend, most))
+            if backend == "before":
+                urls = stack.enter_context(topology(root, "sqlite", 1, args.baseline_tree.resolve()))
+            else:
+                urls = stack.enter_context(topology(root, backend, most))
             print(f"{backend}: {most} replica(s) up in {time.monotonic() - began:.1f} s")
             places[backend] = (urls, root / "data" / "outbox" / "mail.jsonl")
         for round_number in range(1, args.rounds + 1):

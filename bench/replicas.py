@@ -98,9 +98,9 @@ def _wait(url: str, process: subprocess.Popen[bytes], log: Path, what: str) -> N
 
 
 @contextmanager
-def _process(argv: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def _process(argv: list[str], env: dict[str, str], log: Path, tree: Path = ROOT) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("ab") as out:
-        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(argv, cwd=tree, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         yield process
     finally:
@@ -147,8 +147,13 @@ def _environment(root: Path, database_url: str | None, chroma_url: str | None) -
 
 
 @contextmanager
-def topology(root: Path, backend: str, replicas: int) -> Iterator[list[str]]:
-    """Start the topology in ``root`` and yield the replicas' base URLs once each /readyz answers 200."""
+def topology(root: Path, backend: str, replicas: int, tree: Path = ROOT) -> Iterator[list[str]]:
+    """Start the topology in ``root`` and yield the replicas' base URLs once each /readyz answers 200.
+
+    ``tree``: the source tree whose ``cli`` serves (``python -m cli`` run there comes first on the
+    path), for comparing with an earlier version; one without ``tierone migrate`` is not migrated
+    (SQLite stores migrate themselves as they open).
+    """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
     if backend == "sqlite" and replicas != 1:
@@ -158,7 +163,10 @@ def topology(root: Path, backend: str, replicas: int) -> Iterator[list[str]]:
         chroma_url = stack.enter_context(chroma(root)) if backend == "postgresql" else None
         env = _environment(root, database_url, chroma_url)
         cli = [sys.executable, "-m", "cli"]
-        migrated = subprocess.run([*cli, "migrate"], cwd=ROOT, env=env, capture_output=True, text=True)
+        has_migrate = "def migrate(" in (tree / "cli.py").read_text(encoding="utf-8")
+        migrated = subprocess.run(
+            [*cli, "migrate"] if has_migrate else ["true"], cwd=tree, env=env, capture_output=True, text=True
+        )
         if migrated.returncode != 0:
             sys.exit(f"tierone migrate failed:\n{migrated.stdout}{migrated.stderr}")
         urls, processes = [], []
@@ -166,7 +174,7 @@ def topology(root: Path, backend: str, replicas: int) -> Iterator[list[str]]:
             port = free_port()
             log = root / f"replica-{i + 1}.log"
             argv = [*cli, "serve", "--port", str(port)]
-            processes.append((stack.enter_context(_process(argv, env, log)), log))
+            processes.append((stack.enter_context(_process(argv, env, log, tree)), log))
             urls.append(f"http://127.0.0.1:{port}")
         for url, (process, log) in zip(urls, processes, strict=True):
             _wait(f"{url}/readyz", process, log, f"tierone serve on {url}")
