@@ -121,8 +121,11 @@ async def play(
     The pause after each reply is ``think`` seconds give or take half (drawn from ``rng``), as
     people do not all answer in step.
     """
-    created = await replicas.next().post("/conversations", json={"channel": "api"})
-    created.raise_for_status()
+    try:
+        created = await replicas.next().post("/conversations", json={"channel": "api"})
+        created.raise_for_status()
+    except httpx.HTTPError as exc:  # counted as a failed conversation, not a crash of the whole run
+        return Played("?", "", errors=[f"POST /conversations: {type(exc).__name__}: {exc}"])
     body = created.json()
     played = Played(body["conversation_id"], body["token"])
     auth = {"Authorization": f"Bearer {played.token}"}
@@ -152,9 +155,14 @@ async def play(
 
 async def verify(replicas: RoundRobin, played: Played) -> list[str]:
     """Problems with one conversation's transcript as the API returns it (none: an empty list)."""
-    response = await replicas.next().get(
-        f"/conversations/{played.conversation_id}", headers={"Authorization": f"Bearer {played.token}"}
-    )
+    if played.conversation_id == "?":
+        return []
+    try:
+        response = await replicas.next().get(
+            f"/conversations/{played.conversation_id}", headers={"Authorization": f"Bearer {played.token}"}
+        )
+    except httpx.HTTPError as exc:
+        return [f"{played.conversation_id}: GET failed: {type(exc).__name__}: {exc}"]
     if response.status_code != 200:
         return [f"{played.conversation_id}: GET answered {response.status_code}"]
     lines = response.json()["transcript"]
