@@ -2,6 +2,7 @@
 
     python bench/kill.py --kills 30 --seed 7            # prints what it did and every check; exit 1 on a failure
     python bench/kill.py --kills 6 --seed 1 --json OUT  # also writes the figures as JSON (tests/e2e/test_kill.py)
+    python bench/kill.py --kills 30 --replicas 2 --backend postgresql   # two replicas, kills alternating
 
 Client threads play scripted conversations (password reset, unlock, MFA reset, licence ticket, a
 request for a person, a status question) against ``tierone serve``'s app on 127.0.0.1. A killer thread
@@ -24,6 +25,13 @@ half-done; every packet the client saw is stored once and reached the helpdesk; 
 happened once (one idempotency key per account and action) and has its audit record; no tool run is
 left "started".
 
+With ``--backend postgresql`` the stores are in a PostgreSQL server and the routing index in a Chroma
+server, both started for the run as bench/replicas.py starts them (then ``tierone migrate``), and
+``--replicas N`` servers run at once on their own ports. The clients send each request to the next
+replica that is up, and a message that got no answer goes again, with the same id, to the next one;
+the kills alternate between the replicas, each restarted while the others serve. Each replica calls
+the fakes under a path of its own, so a trap kills the replica whose request reached it.
+
 Start-up: loading the embedding model takes 10-40 s on a busy 2-core machine, too slow for 30
 restarts. A "zygote" process loads it once and forks a fresh server process for every start; each
 server is the real app (``create_app(settings, open_runtime(settings, embedder=...))`` under uvicorn),
@@ -39,13 +47,13 @@ import os
 import random
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections import Counter
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -175,9 +183,10 @@ def _alive(pid: int) -> bool:
 
 @dataclass
 class Trap:
-    """A kill waiting for a matching request to reach the fakes."""
+    """A kill waiting for a matching request from one replica to reach the fakes."""
 
     kind: str
+    replica: int = 0
     fired: threading.Event = field(default_factory=threading.Event)
 
 
@@ -212,9 +221,9 @@ class Backend:
             self.by_email[email] = account_id
             return account_id
 
-    def arm(self, kind: str) -> Trap:
-        """Kill the server at the next request of this kind."""
-        trap = Trap(kind)
+    def arm(self, kind: str, replica: int = 0) -> Trap:
+        """Kill the replica at its next request of this kind."""
+        trap = Trap(kind, replica)
         with self.lock:
             self.trap = trap
         return trap
@@ -224,14 +233,14 @@ class Backend:
         with self.lock:
             self.trap = None
 
-    def spring(self, kind: str) -> bool:
-        """Kill the server if a trap of this kind is armed (one kill per trap)."""
+    def spring(self, kind: str, replica: int) -> bool:
+        """Kill the replica that asked if a trap of this kind is armed for it (one kill per trap)."""
         with self.lock:
             trap = self.trap
-            if trap is None or trap.kind != kind:
+            if trap is None or trap.kind != kind or trap.replica != replica:
                 return False
             self.trap = None
-        self._supervisor[0].kill()
+        self._supervisor[replica].kill()
         trap.fired.set()
         return True
 
@@ -239,13 +248,15 @@ class Backend:
         """Answer one request as the identity provider or the helpdesk would; return status and JSON body."""
         key = headers.get("Idempotency-Key")
         parts = [p for p in path.split("/") if p]
+        # Each replica's URLs start with /r<index> (see run()): which one is asking.
+        replica = int(parts.pop(0)[1:]) if parts and re.fullmatch(r"r\d+", parts[0]) else 0
         if method == "GET" and parts == ["accounts"]:
-            self.spring("lookup")
+            self.spring("lookup", replica)
             email = (query.get("email") or [""])[0].strip().lower()
             found = self.accounts.get(self.by_email.get(email, ""))
             return 200, {"accounts": [found] if found else []}
         if method == "GET" and len(parts) == 2 and parts[0] == "accounts":
-            self.spring("lookup")
+            self.spring("lookup", replica)
             found = self.accounts.get(parts[1])
             return (200, found) if found else (404, {"detail": "no such account"})
         if method == "POST" and len(parts) >= 3 and parts[0] == "accounts":
@@ -254,13 +265,13 @@ class Backend:
                 return 422, {"detail": f"bad request {path}"}
             with self.lock:
                 self.action_requests.append((parts[1], action, key))
-            if self.spring("action-before"):
+            if self.spring("action-before", replica):
                 return 503, {"detail": "the caller is gone"}
             with self.lock:
                 if key not in self.results:
                     self.results[key] = (parts[1], action, self._act(parts[1], action))
                 result = self.results[key][2]
-            self.spring("action-after")
+            self.spring("action-after", replica)
             return 200, result
         if method == "POST" and parts == ["tickets"]:
             with self.lock:
@@ -273,7 +284,7 @@ class Backend:
             with self.lock:
                 self.webhook_posts += 1
                 self.packets.setdefault(str(key), json.loads(body))
-            self.spring("webhook")
+            self.spring("webhook", replica)
             return 201, {"ok": True}
         return 404, {"detail": f"no route {method} {path}"}
 
@@ -387,12 +398,13 @@ class Played:
 class Clients:
     """Client threads; each re-sends a message with the same id until it gets an answer."""
 
-    def __init__(self, supervisor: Supervisor, backend: Backend, data_dir: Path, seed: int, count: int) -> None:
-        self.supervisor = supervisor
+    def __init__(self, supervisors: list[Supervisor], backend: Backend, data_dir: Path, seed: int, count: int) -> None:
+        self.supervisors = supervisors
+        self._next = 0
         self.backend = backend
         self.outbox = data_dir / "outbox" / "mail.jsonl"
         self.played: list[Played] = []
-        self.in_flight = 0
+        self.in_flight: Counter[str] = Counter()  # requests on their way, by replica URL
         self.sent_event = threading.Event()
         self.stop = threading.Event()
         self._guard = threading.Lock()
@@ -422,22 +434,34 @@ class Clients:
                 with self._guard:
                     self.played.append(Played(script.name, "?", "", "", "", error=f"{type(exc).__name__}: {exc}"[:300]))
 
+    def _replica(self) -> Supervisor:
+        """The next replica that is up, round-robin; waits while none is."""
+        while True:
+            with self._guard:
+                start = self._next
+                self._next += 1
+            for i in range(len(self.supervisors)):
+                candidate = self.supervisors[(start + i) % len(self.supervisors)]
+                if candidate.up.is_set():
+                    return candidate
+            self.supervisors[start % len(self.supervisors)].up.wait(0.05)
+
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         resends = 0
         while True:
-            self.supervisor.up.wait()
+            replica = self._replica()
             with self._guard:
-                self.in_flight += 1
+                self.in_flight[replica.url] += 1
             self.sent_event.set()
             try:
-                response = httpx.request(method, f"{self.supervisor.url}{path}", timeout=60, **kwargs)
+                response = httpx.request(method, f"{replica.url}{path}", timeout=60, **kwargs)
             except httpx.TransportError:
                 resends += 1
                 time.sleep(0.05)
                 continue
             finally:
                 with self._guard:
-                    self.in_flight -= 1
+                    self.in_flight[replica.url] -= 1
             response.extensions["resends"] = resends
             return response
 
@@ -494,19 +518,18 @@ class Kill:
     restart_s: float
 
 
-def run(kills: int, seed: int, clients: int, data_dir: Path, log: Path) -> dict[str, Any]:
-    """Play conversations while killing the server ``kills`` times; return the figures and failures."""
+def run(
+    kills: int, seed: int, clients: int, data_dir: Path, log: Path, backend_name: str = "sqlite", replicas: int = 1
+) -> dict[str, Any]:
+    """Play conversations while killing the replicas ``kills`` times in turn; return the figures and failures."""
     rng = random.Random(seed)
     ref: list[Supervisor] = []
     backend = Backend(ref)
     httpd = serve_backend(backend)
     fakes = f"http://127.0.0.1:{httpd.server_address[1]}"
-    port = _free_port()
     env = {
         **os.environ,
         "TIERONE_DATA_DIR": str(data_dir),
-        "TIERONE_DIRECTORY_URL": fakes,
-        "TIERONE_HANDOFF_WEBHOOK_URL": f"{fakes}/helpdesk",
         "TIERONE_HANDOFF_RETRY_BASE_S": "0.2",
         "TIERONE_HANDOFF_RETRY_MAX_S": "2",
         "TIERONE_RATE_CONVERSATION_PER_MINUTE": "0",
@@ -514,32 +537,58 @@ def run(kills: int, seed: int, clients: int, data_dir: Path, log: Path) -> dict[
         "TIERONE_LOG_LEVEL": "WARNING",
         "PYTHONPATH": str(ROOT),
     }
-    began = time.monotonic()
-    supervisor = Supervisor(port, env, log)
-    ref.append(supervisor)
-    zygote_s = time.monotonic() - began
     done: list[Kill] = []
     skipped: Counter[str] = Counter()
-    try:
-        supervisor.start()
-        players = Clients(supervisor, backend, data_dir, seed, clients)
+    with ExitStack() as stack:
+        stack.callback(httpd.shutdown)
+        if backend_name == "postgresql":
+            from cryptography.fernet import Fernet
+            from replicas import chroma, postgres
+
+            root = log.parent
+            env["TIERONE_DATABASE_URL"] = stack.enter_context(postgres(root))
+            env["TIERONE_CHROMA_URL"] = stack.enter_context(chroma(root))
+            env["TIERONE_VAULT_KEY"] = Fernet.generate_key().decode()
+            migrated = subprocess.run(
+                [sys.executable, "-m", "cli", "migrate"], cwd=ROOT, env=env, capture_output=True, text=True
+            )
+            if migrated.returncode != 0:
+                raise RuntimeError(f"tierone migrate failed: {migrated.stdout}{migrated.stderr}")
+        began = time.monotonic()
+        for i in range(replicas):
+            own = env | {
+                "TIERONE_DIRECTORY_URL": f"{fakes}/r{i}",
+                "TIERONE_HANDOFF_WEBHOOK_URL": f"{fakes}/r{i}/helpdesk",
+            }
+            ref.append(Supervisor(_free_port(), own, log))
+            stack.callback(ref[-1].close)
+        zygote_s = time.monotonic() - began
+        for supervisor in ref:
+            supervisor.start()
+        players = Clients(ref, backend, data_dir, seed, clients)
         players.start()
         killing = time.monotonic()
+        by_replica: Counter[int] = Counter()
         while len(done) < kills:
+            target = len(done) % replicas  # the kills alternate between the replicas
             kind = rng.choice(KINDS)
-            landed = _kill(kind, rng, supervisor, backend, players)
+            landed = _kill(kind, rng, ref[target], target, backend, players)
             if landed is None:
                 skipped[kind] += 1
                 continue
             restart = time.monotonic()
-            supervisor.start()
+            ref[target].start()
+            by_replica[target + 1] += 1
             done.append(Kill(kind, landed, time.monotonic() - restart))
             time.sleep(rng.uniform(0.05, 0.4))
         kill_s = time.monotonic() - killing
         players.join(timeout=120)
         figures = {
             "seed": seed,
+            "backend": backend_name,
+            "replicas": replicas,
             "kills": len(done),
+            "kills_by_replica": dict(sorted(by_replica.items())),
             "by_kind": dict(Counter(k.kind for k in done)),
             "landed": dict(Counter(k.landed.split(" (")[0] for k in done)),
             "kill_log": [f"{k.kind}: {k.landed}" for k in done],
@@ -548,18 +597,17 @@ def run(kills: int, seed: int, clients: int, data_dir: Path, log: Path) -> dict[
             "restart_s_median": round(sorted(k.restart_s for k in done)[len(done) // 2], 2) if done else None,
             "kill_phase_s": round(kill_s, 1),
         }
-        figures |= check(players.played, backend, data_dir, supervisor)
-    finally:
-        supervisor.close()
-        httpd.shutdown()
+        figures |= check(players.played, backend, data_dir, ref, env.get("TIERONE_DATABASE_URL"))
     return figures
 
 
-def _kill(kind: str, rng: random.Random, supervisor: Supervisor, backend: Backend, players: Clients) -> str | None:
-    """Kill the server as ``kind`` says; return where it landed, or None when no such moment came."""
+def _kill(
+    kind: str, rng: random.Random, supervisor: Supervisor, replica: int, backend: Backend, players: Clients
+) -> str | None:
+    """Kill one replica as ``kind`` says; return where it landed, or None when no such moment came."""
     if kind == "anywhere":
         time.sleep(rng.uniform(0.0, 0.5))
-        busy = players.in_flight
+        busy = players.in_flight[supervisor.url]
         supervisor.kill()
         return f"mid-turn ({busy} in flight)" if busy else "between turns"
     if kind == "mid-turn":
@@ -567,10 +615,10 @@ def _kill(kind: str, rng: random.Random, supervisor: Supervisor, backend: Backen
         if not players.sent_event.wait(10):
             return None
         time.sleep(rng.uniform(0.0, 0.04))
-        busy = players.in_flight
+        busy = players.in_flight[supervisor.url]
         supervisor.kill()
         return f"mid-turn ({busy} in flight)" if busy else "between turns"
-    trap = backend.arm(kind)
+    trap = backend.arm(kind, replica)
     if trap.fired.wait(15):
         return {
             "lookup": "during an identity lookup",
@@ -585,7 +633,7 @@ def _kill(kind: str, rng: random.Random, supervisor: Supervisor, backend: Backen
 
 
 def _check_conversation(
-    p: Played, body: dict[str, Any], expected: list[str], graph: Any, db: sqlite3.Connection, backend: Backend
+    p: Played, body: dict[str, Any], expected: list[str], graph: Any, db: Any, backend: Backend
 ) -> list[str]:
     """One played conversation against its transcript, checkpoint, packets and account changes."""
     failures: list[str] = []
@@ -603,7 +651,7 @@ def _check_conversation(
     config = {"configurable": {"thread_id": p.conversation_id}}
     if graph.get_state(config).next:
         failures.append(f"{p.script} {p.conversation_id}: a turn is left half-done")
-    rows = db.execute("SELECT packet_id FROM handoffs WHERE conversation_id = ?", (p.conversation_id,))
+    rows = db("SELECT packet_id FROM handoffs WHERE conversation_id = ?", (p.conversation_id,))
     # An incident's one ticket (HO-INC-…) is filed under the conversation that opened it, which is
     # attached to the incident, not handed off: it is not this conversation's handoff.
     stored = {r[0] for r in rows if not str(r[0]).startswith("HO-INC-")}
@@ -619,7 +667,7 @@ def _check_conversation(
     if complete and script.action and len(acted) != 1:
         failures.append(f"{p.script} {p.conversation_id}: the account change happened {len(acted)} times")
     for key in keys & set(backend.results):
-        rows = db.execute("SELECT outcome FROM audit WHERE key = ? AND outcome = 'ok'", (key,)).fetchall()
+        rows = db("SELECT outcome FROM audit WHERE key = ? AND outcome = 'ok'", (key,))
         if len(rows) != 1:
             failures.append(f"{p.script} {p.conversation_id}: {len(rows)} audit records for the change {key}")
     return failures
@@ -639,41 +687,51 @@ def _code_mails(data_dir: Path) -> tuple[Counter[str], list[str]]:
     return mails, [f"{cid}: {len(found)} different codes mailed" for cid, found in codes.items() if len(found) > 1]
 
 
-def check(played: list[Played], backend: Backend, data_dir: Path, supervisor: Supervisor) -> dict[str, Any]:
+def check(
+    played: list[Played], backend: Backend, data_dir: Path, supervisors: list[Supervisor], database_url: str | None
+) -> dict[str, Any]:
     """Every promise the durability section makes, checked against the stores and the fakes."""
     sys.path.insert(0, str(ROOT))
+    from pydantic import SecretStr
+
     from agent.graph import build_graph
-    from app.runtime import open_sqlite_checkpointer
+    from app.runtime import desk_target, open_checkpointer
+    from core.db import open_database
     from core.redact import redact
+    from core.settings import Settings
 
     failures: list[str] = []
     finished = [p for p in played if p.conversation_id != "?"]
     failures += [f"{p.script} {p.conversation_id}: {p.error}; turns: {p.trace}" for p in played if p.error]
-    db = sqlite3.connect(data_dir / "tierone.sqlite")
-    db.row_factory = sqlite3.Row
-    graph = build_graph(open_sqlite_checkpointer(data_dir / "conversations.sqlite"))
+    settings = Settings(data_dir=data_dir, database_url=SecretStr(database_url) if database_url else None)
+    desk = open_database(desk_target(settings))
+
+    def db(sql: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with desk.transaction() as conn:
+            return [tuple(row) for row in conn.execute(sql, parameters).fetchall()]
+
+    graph = build_graph(open_checkpointer(settings))
+    url = supervisors[0].url
     # Deliveries retry with a short backoff; give the restarted worker time to send what is left.
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        pending = db.execute("SELECT COUNT(*) FROM handoff_deliveries WHERE status != 'delivered'").fetchone()[0]
+        pending = db("SELECT COUNT(*) FROM handoff_deliveries WHERE status != 'delivered'")[0][0]
         if pending == 0:
             break
         time.sleep(0.2)
     messages = 0
     for p in finished:
-        view = httpx.get(
-            f"{supervisor.url}/conversations/{p.conversation_id}", headers={"Authorization": f"Bearer {p.token}"}
-        )
+        view = httpx.get(f"{url}/conversations/{p.conversation_id}", headers={"Authorization": f"Bearer {p.token}"})
         if view.status_code != 200:
             failures.append(f"{p.script} {p.conversation_id}: lost (GET answered {view.status_code})")
             continue
         messages += len(p.sent)
         failures += _check_conversation(p, view.json(), [redact(text) for text in p.sent], graph, db, backend)
-    left = db.execute("SELECT key, tool FROM tool_runs WHERE status = 'started'").fetchall()
-    failures += [f"tool run {r['key']} ({r['tool']}) left started" for r in left]
+    left = db("SELECT key, tool FROM tool_runs WHERE status = 'started'")
+    failures += [f"tool run {key} ({tool}) left started" for key, tool in left]
     mails, wrong_codes = _code_mails(data_dir)
     failures += wrong_codes
-    undelivered = db.execute("SELECT COUNT(*) FROM handoff_deliveries WHERE status != 'delivered'").fetchone()[0]
+    undelivered = db("SELECT COUNT(*) FROM handoff_deliveries WHERE status != 'delivered'")[0][0]
     if undelivered:
         failures.append(f"{undelivered} handoff deliveries not delivered")
     return {
@@ -712,18 +770,26 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=3)
     parser.add_argument("--data", type=Path, default=None, help="data folder (default: a fresh temporary one)")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here too")
+    parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--replicas", type=int, default=1, help="servers at once (PostgreSQL only, past 1)")
     args = parser.parse_args()
+    if args.command != "zygote" and args.backend == "sqlite" and args.replicas != 1:
+        parser.error("--replicas past 1 needs --backend postgresql (SQLite has one writer process)")
     if args.command == "zygote":
         zygote(args.port)
         return
     import tempfile
 
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10_000)
-    print(f"seed {seed} (python bench/kill.py --kills {args.kills} --seed {seed} --clients {args.clients} to repeat)")
+    again = f"--kills {args.kills} --seed {seed} --clients {args.clients}"
+    if args.backend != "sqlite":
+        again += f" --replicas {args.replicas} --backend {args.backend}"
+    print(f"seed {seed} (python bench/kill.py {again} to repeat)")
     with tempfile.TemporaryDirectory(prefix="tierone-kill-") as tmp:
         data = args.data or Path(tmp) / "data"
         started = time.monotonic()
-        figures = run(args.kills, seed, args.clients, data, Path(tmp) / "server.log")
+        server_log = Path(tmp) / "server.log"
+        figures = run(args.kills, seed, args.clients, data, server_log, args.backend, args.replicas)
         figures["total_s"] = round(time.monotonic() - started, 1)
         if figures["failures"]:
             log = (Path(tmp) / "server.log").read_text(errors="replace")[-4000:]
