@@ -195,21 +195,28 @@ class DirectoryStub:
 
 @dataclass
 class WebhookStub:
-    """A helpdesk webhook that records every packet it answered; ``hold()`` keeps requests waiting."""
+    """A helpdesk webhook that records every packet it answered.
+
+    After ``hold_first()``, the next request is held and then dropped unanswered once ``drop`` is set:
+    a delivery in flight whose sender is killed meanwhile.
+    """
 
     answered: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (Idempotency-Key, packet)
     received: list[str] = field(default_factory=list)
-    gate: threading.Event = field(default_factory=threading.Event)
+    drop: threading.Event = field(default_factory=threading.Event)
     guard: threading.Lock = field(default_factory=threading.Lock)
+    _holding: bool = False
 
-    def __post_init__(self) -> None:
-        self.gate.set()
+    def hold_first(self) -> None:
+        self._holding = True
 
-    def handle(self, key: str, body: dict[str, Any]) -> tuple[int, Any]:
+    def handle(self, key: str, body: dict[str, Any]) -> tuple[int | None, Any]:
         with self.guard:
             self.received.append(key)
-        if not self.gate.wait(timeout=WAIT_LIMIT_S * 3):
-            return 503, {"detail": "held"}
+            held, self._holding = self._holding, False
+        if held:
+            self.drop.wait(timeout=WAIT_LIMIT_S * 3)
+            return None, None
         with self.guard:
             self.answered.append((key, body))
         return 200, {"ok": True}
@@ -233,6 +240,8 @@ class StubServer:
                     status, body = stubs[0].handle(
                         method, parsed.path.removeprefix("/dir"), parse_qs(parsed.query), key
                     )
+                if status is None:  # dropped: the connection closes with no answer
+                    return
                 data = json.dumps(body).encode()
                 try:
                     self.send_response(status)
@@ -317,8 +326,9 @@ def replica_pair(
         "TIERONE_VAULT_KEY": Fernet.generate_key().decode(),  # replicas must read each other's vault
         "TIERONE_DIRECTORY_URL": f"{stubs.url}/dir",
         "TIERONE_HANDOFF_WEBHOOK_URL": f"{stubs.url}/hook",
-        # A webhook request that never answers is abandoned after 1 s; its lease (timeout + 5 s) then runs out.
-        "TIERONE_HANDOFF_WEBHOOK_TIMEOUT_S": "1",
+        # A delivery's lease is the webhook timeout + 5 s: short, so that a replica takes over a killed
+        # one's delivery within the test, yet far longer than the test takes to kill it once it has sent.
+        "TIERONE_HANDOFF_WEBHOOK_TIMEOUT_S": "10",
         "TIERONE_HANDOFF_RETRY_BASE_S": "0.2",
         "TIERONE_HANDOFF_RETRY_MAX_S": "1",
         "TIERONE_LOG_LEVEL": "WARNING",

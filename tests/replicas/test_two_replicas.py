@@ -114,7 +114,8 @@ def test_an_sse_client_on_one_replica_sees_lines_posted_through_the_other(replic
     customer = open_conversation(replica_pair.a)
     assert say(replica_pair.a, customer, "hi there").status_code == 200
     history = transcript(replica_pair.a, customer)
-    opened, found, seen = threading.Event(), threading.Event(), []
+    opened, found = threading.Event(), threading.Event()
+    seen: list[dict[str, Any]] = []
     want = "my printer on floor 3 is offline"
     url = f"{replica_pair.a.url}/conversations/{customer.conversation_id}/events?after={history[-1]['seq']}"
     reader = threading.Thread(target=read_sse, args=(url, customer.auth, opened, found, want, seen), daemon=True)
