@@ -16,9 +16,9 @@ from fastapi import Depends, HTTPException, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.schemas import CustomerMessage
-from app.auth import ApiKeys, CustomerTokens, Principal, RateLimiter
+from app.auth import ApiKeys, CustomerTokens, Principal, RateBuckets, RateLimiter
 from app.metrics import Metrics
-from app.runtime import Runtime
+from app.runtime import Runtime, desk_target
 from core.errors import ConversationNotFound
 from core.settings import Settings
 
@@ -32,10 +32,16 @@ class RateLimits:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RateLimits:
-        """The limiters the settings ask for."""
+        """The limiters the settings ask for; on PostgreSQL their buckets are the database's, shared by replicas."""
+        shared = RateBuckets(desk_target(settings)) if settings.database_url is not None else None
         return cls(
-            RateLimiter(settings.rate_conversation_per_minute, settings.rate_conversation_burst),
-            RateLimiter(settings.rate_ip_per_minute, settings.rate_ip_burst),
+            RateLimiter(
+                settings.rate_conversation_per_minute,
+                settings.rate_conversation_burst,
+                shared=shared,
+                scope="conversation",
+            ),
+            RateLimiter(settings.rate_ip_per_minute, settings.rate_ip_burst, shared=shared, scope="client address"),
         )
 
 

@@ -157,19 +157,84 @@ class CustomerTokens:
         return row is not None
 
 
+class RateBuckets:
+    """Token buckets kept in the database, so that every replica spends from the same ones (PostgreSQL).
+
+    A bucket is read and written in one transaction under an advisory lock on its key: two replicas
+    taking from one bucket at once take one token each, never the same one. Times are wall-clock
+    seconds (``time.time``), the only clock replicas share; buckets idle long enough to be full again
+    are deleted now and then.
+    """
+
+    MIGRATIONS: ClassVar[Migrations] = Migrations(
+        "rate_buckets",
+        Migration(
+            1,
+            {
+                "sqlite": "CREATE TABLE IF NOT EXISTS rate_buckets (scope TEXT NOT NULL, key TEXT NOT NULL,"
+                " tokens REAL NOT NULL, at REAL NOT NULL, PRIMARY KEY (scope, key))",
+                "postgresql": "CREATE TABLE IF NOT EXISTS rate_buckets (scope TEXT NOT NULL, key TEXT NOT NULL,"
+                " tokens DOUBLE PRECISION NOT NULL, at DOUBLE PRECISION NOT NULL, PRIMARY KEY (scope, key))",
+            },
+        ),
+    )
+    # A "conversation" bucket is keyed by the conversation's id; a "client address" one by an address.
+    PERSONAL_TABLES: ClassVar[PersonalTables] = {"rate_buckets": {"key": "conversation"}}
+    _SWEEP_EVERY = 1000
+
+    def __init__(self, path: DatabaseTarget) -> None:
+        self._db = open_database(path)
+        self._db.migrate(self.MIGRATIONS)
+        self._takes = 0
+
+    def take(self, scope: str, key: str, rate: float, burst: int, now: float) -> float:
+        """Spend one token of the bucket (``rate`` per second, ``burst`` at most); 0.0, or the seconds to wait."""
+        with self._db.transaction() as conn:
+            self._db.hold(conn, f"rate:{scope}:{key}")
+            row = conn.execute(
+                "SELECT tokens, at FROM rate_buckets WHERE scope = ? AND key = ?", (scope, key)
+            ).fetchone()
+            tokens = float(burst) if row is None else min(float(burst), row[0] + max(0.0, now - row[1]) * rate)
+            wait = 0.0 if tokens >= 1.0 else (1.0 - tokens) / rate
+            conn.execute(
+                "INSERT INTO rate_buckets (scope, key, tokens, at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (scope, key) DO UPDATE SET tokens = excluded.tokens, at = excluded.at",
+                (scope, key, tokens - 1.0 if wait == 0.0 else tokens, now),
+            )
+            self._takes += 1
+            if self._takes % self._SWEEP_EVERY == 0:  # full again: the same as no row at all
+                conn.execute("DELETE FROM rate_buckets WHERE scope = ? AND at < ?", (scope, now - burst / rate))
+        return wait
+
+    def close(self) -> None:
+        """Let go of the database."""
+        self._db.close()
+
+
 class RateLimiter:
     """Token buckets by key (a conversation, a client address): ``rate_per_minute`` sustained, ``burst`` at once.
 
-    Buckets that have refilled completely are forgotten, so memory stays bounded by the keys active
-    within the last refill time.
+    In this process by default; with ``shared`` (replicas on PostgreSQL) in the database, under
+    ``scope``, so that two replicas together allow one burst, not one each. Buckets in the process
+    that have refilled completely are forgotten, so memory stays bounded by the keys active within
+    the last refill time.
     """
 
-    def __init__(self, rate_per_minute: float, burst: int, clock: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        rate_per_minute: float,
+        burst: int,
+        clock: Callable[[], float] | None = None,
+        shared: RateBuckets | None = None,
+        scope: str = "",
+    ) -> None:
         import time
 
         self.rate = rate_per_minute / 60.0
         self.burst = max(1, burst)
-        self._clock = clock or time.monotonic
+        self._shared = shared
+        self._scope = scope
+        self._clock = clock or (time.time if shared is not None else time.monotonic)
         self._buckets: dict[str, tuple[float, float]] = {}
         self._guard = threading.Lock()
 
@@ -183,6 +248,8 @@ class RateLimiter:
         if not self.enabled:
             return 0.0
         now = self._clock()
+        if self._shared is not None:
+            return self._shared.take(self._scope, key, self.rate, self.burst, now)
         with self._guard:
             tokens, then = self._buckets.get(key, (float(self.burst), now))
             tokens = min(float(self.burst), tokens + (now - then) * self.rate)

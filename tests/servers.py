@@ -35,6 +35,7 @@ from tests.chroma_server import ChromaServer, free_port
 ROOT = Path(__file__).resolve().parents[2]
 START_LIMIT_S = 180.0  # a replica loads the embedding model; generous for a loaded 2-core machine
 WAIT_LIMIT_S = 60.0
+CONVERSATION_BURST = 6
 
 
 def wait_for(condition: Callable[[], Any], what: str, limit_s: float = WAIT_LIMIT_S) -> Any:
@@ -332,6 +333,10 @@ def replica_pair(
         "TIERONE_HANDOFF_RETRY_BASE_S": "0.2",
         "TIERONE_HANDOFF_RETRY_MAX_S": "1",
         "TIERONE_LOG_LEVEL": "WARNING",
+        # A conversation may send 6 messages, then practically none (one per 100 minutes): the shared
+        # bucket's count is then exact, whatever the time the turns take.
+        "TIERONE_RATE_CONVERSATION_BURST": str(CONVERSATION_BURST),
+        "TIERONE_RATE_CONVERSATION_PER_MINUTE": "0.01",
     }
     pair = Pair(Replica("a", env, tmp), Replica("b", env, tmp), env, url, directory, webhook, tmp / "data")
     migrated = pair.cli("migrate")

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.servers import Pair, open_conversation, say, transcript
+from tests.servers import CONVERSATION_BURST, Pair, open_conversation, say, transcript
 
 pytestmark = [
     pytest.mark.replicas,
@@ -154,3 +154,13 @@ def test_a_technician_claims_on_one_replica_and_replies_on_the_other(replica_pai
     # The customer, now talking to the technician through A, reaches the desk, not the bot.
     after = say(replica_pair.a, customer, "thanks Rita")
     assert after.status_code == 200 and after.json()["status"] == "claimed", after.text
+
+
+def test_two_replicas_together_allow_one_burst_of_a_conversations_messages(replica_pair: Pair) -> None:
+    customer = open_conversation(replica_pair.a)
+    statuses = []
+    for i in range(CONVERSATION_BURST + 2):
+        replica = (replica_pair.a, replica_pair.b)[i % 2]
+        statuses.append(say(replica, customer, f"still no wifi, try {i}").status_code)
+    # One bucket for the conversation on PostgreSQL: the burst once, not once per replica.
+    assert statuses == [200] * CONVERSATION_BURST + [429, 429], statuses
