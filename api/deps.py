@@ -33,7 +33,7 @@ class RateLimits:
     @classmethod
     def from_settings(cls, settings: Settings) -> RateLimits:
         """The limiters the settings ask for; on PostgreSQL their buckets are the database's, shared by replicas."""
-        shared = RateBuckets(desk_target(settings)) if settings.database_url is not None else None
+        shared = RateBuckets(desk_target(settings), lazy=True) if settings.database_url is not None else None
         return cls(
             RateLimiter(
                 settings.rate_conversation_per_minute,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar, Literal, cast
 
-from core.db import DatabaseTarget, Migration, Migrations, PersonalTables, open_database
+from core.db import Database, DatabaseTarget, Migration, Migrations, PersonalTables, PostgresDatabase, open_database
 from core.errors import TieroneError
 
 # lead: a support lead, who reads insights and audits and never acts on tickets.
@@ -182,15 +182,27 @@ class RateBuckets:
     PERSONAL_TABLES: ClassVar[PersonalTables] = {"rate_buckets": {"key": "conversation"}}
     _SWEEP_EVERY = 1000
 
-    def __init__(self, path: DatabaseTarget) -> None:
-        self._db = open_database(path)
-        self._db.migrate(self.MIGRATIONS)
+    def __init__(self, path: DatabaseTarget, *, lazy: bool = False) -> None:
+        self.target = path
+        self._db: Database | PostgresDatabase | None = None
+        self._opening = threading.Lock()
         self._takes = 0
+        if not lazy:  # lazy: opened at the first take (the app is built before its database is checked)
+            self._open()
+
+    def _open(self) -> Database | PostgresDatabase:
+        with self._opening:
+            if self._db is None:
+                db = open_database(self.target)
+                db.migrate(self.MIGRATIONS)
+                self._db = db
+            return self._db
 
     def take(self, scope: str, key: str, rate: float, burst: int, now: float) -> float:
         """Spend one token of the bucket (``rate`` per second, ``burst`` at most); 0.0, or the seconds to wait."""
-        with self._db.transaction() as conn:
-            self._db.hold(conn, f"rate:{scope}:{key}")
+        db = self._db or self._open()
+        with db.transaction() as conn:
+            db.hold(conn, f"rate:{scope}:{key}")
             row = conn.execute(
                 "SELECT tokens, at FROM rate_buckets WHERE scope = ? AND key = ?", (scope, key)
             ).fetchone()
@@ -208,7 +220,9 @@ class RateBuckets:
 
     def close(self) -> None:
         """Let go of the database."""
-        self._db.close()
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
 
 class RateLimiter:
