@@ -10,9 +10,13 @@ Every wait here is on a condition with a generous deadline; none is an assertion
 
 from __future__ import annotations
 
+import email
+import email.message
+import email.policy
 import json
 import os
 import signal
+import socketserver
 import subprocess
 import sys
 import threading
@@ -32,7 +36,7 @@ from cryptography.fernet import Fernet
 
 from tests.chroma_server import ChromaServer, free_port
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]  # the checkout whose code the replicas run
 START_LIMIT_S = 180.0  # a replica loads the embedding model; generous for a loaded 2-core machine
 WAIT_LIMIT_S = 60.0
 CONVERSATION_BURST = 6
@@ -223,6 +227,65 @@ class WebhookStub:
         return 200, {"ok": True}
 
 
+class SmtpStub:
+    """A plain SMTP relay on loopback that keeps every message it accepted.
+
+    After ``hold_first()``, the next message's DATA is held and the connection then dropped without
+    an answer once ``drop`` is set: a send in flight whose sender is killed meanwhile.
+    """
+
+    def __init__(self) -> None:
+        self.accepted: list[email.message.EmailMessage] = []
+        self.held: list[email.message.EmailMessage] = []
+        self.drop = threading.Event()
+        self._holding = False
+        self._guard = threading.Lock()
+        stub = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                self.wfile.write(b"220 stub ESMTP\r\n")
+                while line := self.rfile.readline():
+                    verb = line[:4].upper()
+                    if verb == b"DATA":
+                        self.wfile.write(b"354 go on\r\n")
+                        raw = b"".join(iter(self.rfile.readline, b".\r\n"))
+                        message = email.message_from_bytes(raw, policy=email.policy.default)
+                        assert isinstance(message, email.message.EmailMessage)
+                        if not stub.keep(message):
+                            return  # dropped: no answer, the connection closes
+                        self.wfile.write(b"250 queued\r\n")
+                    elif verb == b"QUIT":
+                        self.wfile.write(b"221 bye\r\n")
+                        return
+                    else:
+                        self.wfile.write(b"250 ok\r\n")
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = int(self.server.server_address[1])
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def hold_first(self) -> None:
+        self._holding = True
+
+    def keep(self, message: email.message.EmailMessage) -> bool:
+        with self._guard:
+            held, self._holding = self._holding, False
+        if held:
+            self.held.append(message)
+            self.drop.wait(timeout=WAIT_LIMIT_S * 3)
+            return False
+        with self._guard:
+            self.accepted.append(message)
+        return True
+
+    def close(self) -> None:
+        self.drop.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
 class StubServer:
     """One threaded HTTP server on loopback serving the directory under /dir and the webhook under /hook."""
 
@@ -290,6 +353,7 @@ class Pair:
     database_url: str
     directory: DirectoryStub
     webhook: WebhookStub
+    smtp: SmtpStub
     data_dir: Path
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -309,9 +373,15 @@ class Pair:
 
 @pytest.fixture(scope="module")
 def replica_pair(
-    postgres_server: str, chroma_server: ChromaServer, tmp_path_factory: pytest.TempPathFactory
+    postgres_server: str,
+    chroma_server: ChromaServer,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
 ) -> Iterator[Pair]:
-    """Two replicas for the module, after `tierone migrate` on a fresh database."""
+    """Two replicas for the module, after `tierone migrate` on a fresh database.
+
+    A module's ``REPLICA_ENV`` (a dict) adds to or overrides their settings.
+    """
     tmp = tmp_path_factory.mktemp("replicas")
     name = f"r_{uuid.uuid4().hex[:16]}"
     with psycopg.connect(f"{postgres_server}/postgres", autocommit=True) as conn:
@@ -319,6 +389,7 @@ def replica_pair(
     url = f"{postgres_server}/{name}"
     directory, webhook = DirectoryStub(directory_accounts()), WebhookStub()
     stubs = StubServer(directory, webhook)
+    smtp = SmtpStub()
     env = {
         **os.environ,
         "TIERONE_DATABASE_URL": url,
@@ -337,8 +408,10 @@ def replica_pair(
         # bucket's count is then exact, whatever the time the turns take.
         "TIERONE_RATE_CONVERSATION_BURST": str(CONVERSATION_BURST),
         "TIERONE_RATE_CONVERSATION_PER_MINUTE": "0.01",
+        **getattr(request.module, "REPLICA_ENV", {}),
     }
-    pair = Pair(Replica("a", env, tmp), Replica("b", env, tmp), env, url, directory, webhook, tmp / "data")
+    env = {k: v.replace("{smtp_port}", str(smtp.port)) for k, v in env.items()}
+    pair = Pair(Replica("a", env, tmp), Replica("b", env, tmp), env, url, directory, webhook, smtp, tmp / "data")
     migrated = pair.cli("migrate")
     assert migrated.returncode == 0, migrated.stderr
     try:
@@ -351,5 +424,6 @@ def replica_pair(
         pair.a.stop()
         pair.b.stop()
         stubs.close()
+        smtp.close()
         with psycopg.connect(f"{postgres_server}/postgres", autocommit=True) as conn:
             conn.execute(f"DROP DATABASE {name} WITH (FORCE)")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 
 import httpx
@@ -19,13 +18,22 @@ pytestmark = [
 ]
 
 
+INBOUND_SECRET = "inbound-test-secret"
+# Mail goes to the SMTP stub; a reply's send lease is 4 s (a live replica looks every 2 s).
+REPLICA_ENV = {
+    "TIERONE_SMTP_HOST": "127.0.0.1",
+    "TIERONE_SMTP_PORT": "{smtp_port}",
+    "TIERONE_SMTP_SECURITY": "none",
+    "TIERONE_MAIL_SEND_LEASE_S": "4",
+    "TIERONE_INBOUND_SECRET": INBOUND_SECRET,
+}
+
+
 def latest_code(pair: Pair, email: str) -> str:
     def find() -> str | None:
-        outbox = pair.data_dir / "outbox" / "mail.jsonl"
-        if not outbox.exists():
-            return None
-        mails = [json.loads(line) for line in outbox.read_text().splitlines()]
-        bodies = [m["body"] for m in mails if m.get("to") == email and "code is " in m["body"]]
+        parts = [m.get_body() for m in pair.smtp.accepted if m["To"] and email in m["To"]]
+        bodies = [str(p.get_content()) for p in parts if p is not None]
+        bodies = [b for b in bodies if "code is " in b]
         return bodies[-1].split("code is ")[1][:6] if bodies else None
 
     code: str = wait_for(find, f"a code mailed to {email}")
@@ -110,3 +118,46 @@ def test_a_webhook_delivery_owned_by_a_killed_replica_is_made_once_by_the_other(
     assert state == [("delivered", None)]
     assert [k for k, _ in webhook.answered].count(packet_id) == 1
     assert webhook.received.count(packet_id) == 2  # A's unanswered attempt, then B's
+
+
+def test_a_mail_reply_whose_replica_died_sending_it_is_sent_once_by_the_other(replica_pair: Pair) -> None:
+    a, smtp = replica_pair.a, replica_pair.smtp
+    if a.proc is None or a.proc.poll() is not None:  # a test above killed it
+        a.start()
+    smtp.hold_first()
+    mail = {
+        "from": "Cy Mail <cy.mail@example.com>",
+        "subject": "VPN drops",
+        "text": "my vpn keeps disconnecting every hour",
+        "message_id": "<replica-kill-1@example.com>",
+    }
+
+    def post_on_a() -> None:
+        try:
+            httpx.post(f"{a.url}/inbound/email", json=mail, auth=("inbound", INBOUND_SECRET), timeout=120)
+        except httpx.TransportError:
+            pass  # A is killed while it sends the reply
+
+    poster = threading.Thread(target=post_on_a)
+    poster.start()
+    # A played the mail, leased its reply and is in the middle of handing it to the relay: kill it there.
+    wait_for(lambda: smtp.held, "A's reply to reach the relay")
+    a.kill()
+    smtp.drop.set()
+    poster.join(timeout=60)
+
+    # B sends it once A's lease has run out; the relay accepts the reply once.
+    def accepted() -> list[str]:
+        return [m["Message-ID"] for m in smtp.accepted if m["In-Reply-To"] == mail["message_id"]]
+
+    wait_for(accepted, "B to send the reply")
+    assert accepted() == [smtp.held[0]["Message-ID"]]  # the same reply, not a second one
+    rows = wait_for(
+        lambda: replica_pair.query(
+            "SELECT status, claimed_by FROM mail_out WHERE message_id = %s AND status = 'sent'",
+            smtp.held[0]["Message-ID"],
+        ),
+        "the reply to be recorded as sent",
+    )
+    assert rows == [("sent", None)]
+    assert accepted() == [smtp.held[0]["Message-ID"]]
