@@ -16,9 +16,9 @@ from fastapi import Depends, HTTPException, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.schemas import CustomerMessage
-from app.auth import ApiKeys, CustomerTokens, Principal, RateBuckets, RateLimiter
+from app.auth import ApiKeys, CustomerTokens, Principal, RateLimiter
 from app.metrics import Metrics
-from app.runtime import Runtime, desk_target
+from app.runtime import Runtime
 from core.errors import ConversationNotFound
 from core.settings import Settings
 
@@ -32,16 +32,10 @@ class RateLimits:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RateLimits:
-        """The limiters the settings ask for; on PostgreSQL their buckets are the database's, shared by replicas."""
-        shared = RateBuckets(desk_target(settings), lazy=True) if settings.database_url is not None else None
+        """The limiters the settings ask for."""
         return cls(
-            RateLimiter(
-                settings.rate_conversation_per_minute,
-                settings.rate_conversation_burst,
-                shared=shared,
-                scope="conversation",
-            ),
-            RateLimiter(settings.rate_ip_per_minute, settings.rate_ip_burst, shared=shared, scope="client address"),
+            RateLimiter(settings.rate_conversation_per_minute, settings.rate_conversation_burst),
+            RateLimiter(settings.rate_ip_per_minute, settings.rate_ip_burst),
         )
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar, Literal, cast
 
-from core.db import Database, DatabaseTarget, Migration, Migrations, PersonalTables, PostgresDatabase, open_database
+from core.db import DatabaseTarget, Migration, Migrations, PersonalTables, open_database
 from core.errors import TieroneError
 
 # lead: a support lead, who reads insights and audits and never acts on tickets.
@@ -157,98 +157,19 @@ class CustomerTokens:
         return row is not None
 
 
-class RateBuckets:
-    """Token buckets kept in the database, so that every replica spends from the same ones (PostgreSQL).
-
-    A bucket is read and written in one transaction under an advisory lock on its key: two replicas
-    taking from one bucket at once take one token each, never the same one. Times are wall-clock
-    seconds (``time.time``), the only clock replicas share; buckets idle long enough to be full again
-    are deleted now and then.
-    """
-
-    MIGRATIONS: ClassVar[Migrations] = Migrations(
-        "rate_buckets",
-        Migration(
-            1,
-            {
-                "sqlite": "CREATE TABLE IF NOT EXISTS rate_buckets (scope TEXT NOT NULL, key TEXT NOT NULL,"
-                " tokens REAL NOT NULL, at REAL NOT NULL, PRIMARY KEY (scope, key))",
-                "postgresql": "CREATE TABLE IF NOT EXISTS rate_buckets (scope TEXT NOT NULL, key TEXT NOT NULL,"
-                " tokens DOUBLE PRECISION NOT NULL, at DOUBLE PRECISION NOT NULL, PRIMARY KEY (scope, key))",
-            },
-        ),
-    )
-    # A "conversation" bucket is keyed by the conversation's id; a "client address" one by an address.
-    PERSONAL_TABLES: ClassVar[PersonalTables] = {"rate_buckets": {"key": "conversation"}}
-    _SWEEP_EVERY = 1000
-
-    def __init__(self, path: DatabaseTarget, *, lazy: bool = False) -> None:
-        self.target = path
-        self._db: Database | PostgresDatabase | None = None
-        self._opening = threading.Lock()
-        self._takes = 0
-        if not lazy:  # lazy: opened at the first take (the app is built before its database is checked)
-            self._open()
-
-    def _open(self) -> Database | PostgresDatabase:
-        with self._opening:
-            if self._db is None:
-                db = open_database(self.target)
-                db.migrate(self.MIGRATIONS)
-                self._db = db
-            return self._db
-
-    def take(self, scope: str, key: str, rate: float, burst: int, now: float) -> float:
-        """Spend one token of the bucket (``rate`` per second, ``burst`` at most); 0.0, or the seconds to wait."""
-        db = self._db or self._open()
-        with db.transaction() as conn:
-            db.hold(conn, f"rate:{scope}:{key}")
-            row = conn.execute(
-                "SELECT tokens, at FROM rate_buckets WHERE scope = ? AND key = ?", (scope, key)
-            ).fetchone()
-            tokens = float(burst) if row is None else min(float(burst), row[0] + max(0.0, now - row[1]) * rate)
-            wait = 0.0 if tokens >= 1.0 else (1.0 - tokens) / rate
-            conn.execute(
-                "INSERT INTO rate_buckets (scope, key, tokens, at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (scope, key) DO UPDATE SET tokens = excluded.tokens, at = excluded.at",
-                (scope, key, tokens - 1.0 if wait == 0.0 else tokens, now),
-            )
-            self._takes += 1
-            if self._takes % self._SWEEP_EVERY == 0:  # full again: the same as no row at all
-                conn.execute("DELETE FROM rate_buckets WHERE scope = ? AND at < ?", (scope, now - burst / rate))
-        return wait
-
-    def close(self) -> None:
-        """Let go of the database."""
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-
-
 class RateLimiter:
     """Token buckets by key (a conversation, a client address): ``rate_per_minute`` sustained, ``burst`` at once.
 
-    In this process by default; with ``shared`` (replicas on PostgreSQL) in the database, under
-    ``scope``, so that two replicas together allow one burst, not one each. Buckets in the process
-    that have refilled completely are forgotten, so memory stays bounded by the keys active within
-    the last refill time.
+    Buckets that have refilled completely are forgotten, so memory stays bounded by the keys active
+    within the last refill time.
     """
 
-    def __init__(
-        self,
-        rate_per_minute: float,
-        burst: int,
-        clock: Callable[[], float] | None = None,
-        shared: RateBuckets | None = None,
-        scope: str = "",
-    ) -> None:
+    def __init__(self, rate_per_minute: float, burst: int, clock: Callable[[], float] | None = None) -> None:
         import time
 
         self.rate = rate_per_minute / 60.0
         self.burst = max(1, burst)
-        self._shared = shared
-        self._scope = scope
-        self._clock = clock or (time.time if shared is not None else time.monotonic)
+        self._clock = clock or time.monotonic
         self._buckets: dict[str, tuple[float, float]] = {}
         self._guard = threading.Lock()
 
@@ -262,8 +183,6 @@ class RateLimiter:
         if not self.enabled:
             return 0.0
         now = self._clock()
-        if self._shared is not None:
-            return self._shared.take(self._scope, key, self.rate, self.burst, now)
         with self._guard:
             tokens, then = self._buckets.get(key, (float(self.burst), now))
             tokens = min(float(self.burst), tokens + (now - then) * self.rate)

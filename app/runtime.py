@@ -22,7 +22,7 @@ from agent.handoff import HandoffQueue
 from agent.incidents import IncidentStore
 from agent.outcomes import OutcomeMatcher
 from agent.resolver import ClientMessages, Conversations, Resolver, validate_message
-from app.auth import ApiKeys, CustomerTokens, RateBuckets
+from app.auth import ApiKeys, CustomerTokens
 from app.desk import Desk, DeskConflict
 from app.erasure import Eraser, ErasureScope
 from app.gaps import GapVectors, gaps_provider
@@ -77,7 +77,6 @@ DESK_STORES: tuple[type[Store], ...] = (
     Suggestions,
     GapVectors,
     IncidentStore,
-    RateBuckets,  # used on PostgreSQL only (api/deps.py): one set of rate limits for every replica
 )
 
 

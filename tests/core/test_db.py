@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from app.auth import ApiKeys, CustomerTokens, Principal, RateBuckets
+from app.auth import ApiKeys, CustomerTokens, Principal
 from app.erasure import KEPT_TABLES, Eraser
 from app.runtime import DESK_STORES, Runtime, migrate_databases, open_runtime
 from core.db import Connection, Database, Dialect, Migration, Migrations
@@ -146,7 +146,6 @@ def test_every_store_of_an_empty_database_is_at_its_latest_version(runtime: Runt
     desk = runtime.settings.desk_db
     ApiKeys(desk)
     CustomerTokens(desk)  # the server opens these two
-    RateBuckets(desk)  # and this one on PostgreSQL (`tierone migrate` makes it on both)
     assert recorded(desk) == latest(*(s.MIGRATIONS for s in DESK_STORES))
     Eraser(runtime.erasure)
     assert recorded(desk) == latest(*(s.MIGRATIONS for s in DESK_STORES), Eraser.MIGRATIONS)
@@ -178,7 +177,6 @@ def test_a_release_0_1_database_upgrades_without_loss(
         runtime = open_runtime(settings, clock=clock, index=bundled_index)
         ApiKeys(desk)
         CustomerTokens(desk)
-        RateBuckets(desk)
         Eraser(runtime.erasure)
         return runtime
 
@@ -188,7 +186,7 @@ def test_a_release_0_1_database_upgrades_without_loss(
     # Every row survives; a store added since release 0.1 (episodes, suggestions, gap vectors, incidents) starts empty.
     added = {"episodes": [], "suggestions": [], "gap_vectors": []}
     added |= {"incidents": [], "incident_members": [], "incident_reports": []}
-    added |= {"incident_updates": [], "incident_deliveries": [], "rate_buckets": []}
+    added |= {"incident_updates": [], "incident_deliveries": []}
     # Columns added since: the leases of webhook deliveries and mail to send (claimed_by, lease_until), unheld.
     added |= {
         t: sorted([(*r, None, None) for r in rows[desk][t]], key=repr) for t in ("handoff_deliveries", "mail_out")
