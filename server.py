@@ -47,7 +47,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     notifier = runtime.notifier  # handoff delivery to the helpdesk webhook, if one is set
     if notifier is not None:
         notifier.start()
+    # Replicas on PostgreSQL: mail replies a dead replica left leased are sent by a live one.
+    email = runtime.email if runtime.settings.database_url is not None else None
+    if email is not None:
+        email.start_taking_over(runtime.settings.mail_send_lease_s / 2)
     yield
+    if email is not None:
+        email.stop_taking_over()
     if notifier is not None:
         notifier.stop()
 

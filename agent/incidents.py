@@ -475,11 +475,14 @@ class IncidentStore:
         ``write`` writes the message on the same connection (transcript line, mail outbox row): the
         message and the mark commit together or not at all, so no copy is lost or sent twice.
         """
+        # On PostgreSQL another replica may be delivering the same row: FOR UPDATE makes it wait for
+        # that transaction and then read the row as it left it (sent), so the message is written once.
+        lock = " FOR UPDATE" if self._db.dialect == "postgresql" else ""
         with self._db.transaction() as conn:
             # Two replicas delivering at once: the second finds it made, and writes nothing.
             self._db.hold(conn, f"incident_delivery:{delivery.update_id}:{delivery.conversation_id}")
             done = conn.execute(
-                "SELECT sent_at FROM incident_deliveries WHERE update_id = ? AND conversation_id = ?",
+                "SELECT sent_at FROM incident_deliveries WHERE update_id = ? AND conversation_id = ?" + lock,
                 (delivery.update_id, delivery.conversation_id),
             ).fetchone()
             if done is None or done["sent_at"] is not None:

@@ -283,7 +283,13 @@ def _email_channel(settings: Settings, mailer: Mailer, resolver: Resolver, desk:
     vault, directory, clock = deps.toolbox.vault, deps.toolbox.directory, deps.clock
     assert vault is not None
     return EmailChannel(
-        MailStore(desk_target(settings), clock, hash_address=vault.subject, sealer=vault.sealer),
+        MailStore(
+            desk_target(settings),
+            clock,
+            hash_address=vault.subject,
+            sealer=vault.sealer,
+            send_lease=timedelta(seconds=settings.mail_send_lease_s),
+        ),
         mailer,
         resolver,
         sender=settings.mail_from,

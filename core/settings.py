@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     smtp_password: str | None = None
     smtp_timeout_s: float = 10.0
     mail_from: str = "Tierone Support <support@tierone.local>"
+    # How long a process holds a mail reply it is sending; on PostgreSQL another replica sends a reply
+    # whose lease ran out (its sender died), looking every half lease.
+    mail_send_lease_s: float = 300.0
     # Shared secret of the inbound-mail webhook (POST /inbound/email); unset: the webhook refuses mail.
     inbound_secret: str | None = None
     # Largest inbound-mail post accepted, in bytes (attachments included; only the text is used).

@@ -104,6 +104,8 @@ class EmailChannel:
         self._remember_address = remember_address
         self._send_lock = threading.Lock()
         self._find_lock = threading.Lock()
+        self._taker: threading.Thread | None = None
+        self._stop_taking = threading.Event()
 
     @property
     def signature(self) -> str:
@@ -191,13 +193,17 @@ class EmailChannel:
 
     # -- outbound --------------------------------------------------------------------------------
 
-    def flush(self, inbound_id: str | None = None) -> tuple[int, int, str | None]:
-        """Send pending replies (those answering one mail, or all): (sent, still pending, last error)."""
+    def flush(self, inbound_id: str | None = None, *, abandoned: bool = False) -> tuple[int, int, str | None]:
+        """Send pending replies (those answering one mail, or all): (sent, still pending, last error).
+
+        ``abandoned``: only the replies whose sender's lease ran out (a replica that died sending).
+        """
         sent = 0
         error = None
         # One sender at a time, so that two retries never send the same reply twice.
         with self._send_lock:
-            pending = self.store.claim(inbound_id)  # leased: another process sending at once skips these
+            # Leased: another process sending at once skips these.
+            pending = self.store.claim(inbound_id, abandoned=abandoned)
             for reply in pending:
                 if not self.store.hold(reply.message_id):
                     continue  # another process took it over while this batch was sending
@@ -221,6 +227,29 @@ class EmailChannel:
             if pending:
                 self.store.compact()  # no copy of a sent or given-up body stays in the write-ahead log
         return sent, len(pending) - sent, error
+
+    def start_taking_over(self, every_s: float) -> None:
+        """Every ``every_s``, send the replies that a sender which died left leased (replicas on PostgreSQL)."""
+        if self._taker is not None:
+            return
+        self._stop_taking.clear()
+
+        def run() -> None:
+            while not self._stop_taking.wait(every_s):
+                try:
+                    self.flush(abandoned=True)
+                except Exception:  # a database that went away must not end the loop
+                    log.exception("taking over abandoned mail replies failed; trying again in %.0f s", every_s)
+
+        self._taker = threading.Thread(target=run, name="tierone-mail-takeover", daemon=True)
+        self._taker.start()
+
+    def stop_taking_over(self) -> None:
+        """Stop the loop of ``start_taking_over`` (after the send in flight)."""
+        self._stop_taking.set()
+        if self._taker is not None:
+            self._taker.join(timeout=30)
+            self._taker = None
 
     def on_desk_reply(self, reply: ReplySent) -> None:
         """Send an L2 reply by mail when the customer's latest message came by mail (a Desk hook).

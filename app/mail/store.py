@@ -153,7 +153,10 @@ class MailStore:
         *,
         hash_address: Callable[[str], str] = address_hash,
         sealer: Sealer | None = None,
+        send_lease: timedelta = SEND_LEASE,
     ) -> None:
+        # How long a sender holds a reply it took; past it, another process may send it.
+        self.send_lease = send_lease
         # A dropped body or address is overwritten on disk, not left behind in a free page.
         self._db = open_database(path, secure_delete=True)
         self._clock = clock
@@ -357,15 +360,17 @@ class MailStore:
             rows = conn.execute(query + f" ORDER BY created_at, {_RECORDED[self._db.dialect]}", args).fetchall()
             return self._readable(conn, rows)
 
-    def claim(self, inbound_id: str | None = None) -> list[Pending]:
+    def claim(self, inbound_id: str | None = None, *, abandoned: bool = False) -> list[Pending]:
         """Take the replies to send now (answering one mail, or all), oldest first, leased to this sender.
 
         A reply another sender holds under a live lease is left out, so two processes never send the
         same reply; one whose lease ran out (its sender died) is taken over. ``sent`` and ``failed``
-        end the lease.
+        end the lease. ``abandoned``: only those, the replies a sender leased and never finished.
         """
         now = self._clock()
         where = "status = 'pending' AND (lease_until IS NULL OR lease_until <= ?)"
+        if abandoned:
+            where = "status = 'pending' AND lease_until <= ?"
         args: tuple[Any, ...] = (now.isoformat(),)
         if inbound_id is not None:
             where += " AND inbound_id = ?"
@@ -377,7 +382,7 @@ class MailStore:
             taken = conn.execute(
                 "UPDATE mail_out SET claimed_by = ?, lease_until = ? WHERE message_id IN ("
                 f"SELECT message_id FROM mail_out WHERE {where}{skip_locked}) RETURNING message_id",
-                (self.sender_id, (now + SEND_LEASE).isoformat(), *args),
+                (self.sender_id, (now + self.send_lease).isoformat(), *args),
             ).fetchall()
             if not taken:
                 return []
@@ -396,7 +401,7 @@ class MailStore:
         with self._tx() as conn:
             renewed = conn.execute(
                 "UPDATE mail_out SET lease_until = ? WHERE message_id = ? AND claimed_by = ? AND status = 'pending'",
-                ((self._clock() + SEND_LEASE).isoformat(), message_id, self.sender_id),
+                ((self._clock() + self.send_lease).isoformat(), message_id, self.sender_id),
             ).rowcount
         return bool(renewed)
 
