@@ -100,6 +100,16 @@ def desk_target(settings: Settings) -> DatabaseTarget:
     return database_target(settings.desk_db, settings.database_url)
 
 
+def holds_conversations(settings: Settings) -> bool:
+    """Whether the desk database already holds a conversation (its schema must be current)."""
+    db = open_database(desk_target(settings))
+    try:
+        with db.transaction() as conn:
+            return conn.execute("SELECT 1 FROM conversations LIMIT 1").fetchone() is not None
+    finally:
+        db.close()
+
+
 def vault_target(settings: Settings) -> DatabaseTarget:
     """The vault's database (on PostgreSQL the same database as the desk's; its tables differ)."""
     return database_target(settings.vault_db, settings.database_url)

@@ -20,7 +20,7 @@ from agent.brains.offline import routing_query
 from agent.episodes import EpisodeStore
 from agent.incidents import IncidentStore
 from app.incidents import IncidentStatusPage
-from app.runtime import Runtime, open_runtime
+from app.runtime import Runtime, desk_target, holds_conversations, migrate_databases, open_runtime
 from core.clock import utc_now
 from core.errors import MessageRejected
 from core.pack import Pack, load_pack
@@ -249,12 +249,23 @@ class Evaluator:
                     **SANDBOX,
                 }
             )
+            if settings.database_url is not None:
+                # On PostgreSQL the run's stores are that database's: it must start empty, as a
+                # folder does, or earlier runs' customers would become this run's repeat contacts.
+                if repeat > 1:
+                    raise ValueError("an eval on PostgreSQL plays each case once: drop --repeat or the database URL")
+                migrate_databases(settings)
+                if holds_conversations(settings):
+                    raise ValueError(
+                        "an eval on PostgreSQL needs an empty database: TIERONE_DATABASE_URL holds conversations"
+                    )
             runtime = open_runtime(settings, index=self.index, tool_client=self.tool_client)
             runtime.resolver.deps.pack = self._pack_with(routing)
             # Cases share the directory's customers but are strangers: one case's verified address must not
             # make a later case a repeat contact.
-            runtime.resolver.deps.episodes = EpisodeStore(settings.desk_db, utc_now, across_conversations=False)
-            runtime.resolver.deps.incidents = IncidentStore(settings.desk_db, utc_now, across_conversations=False)
+            desk = desk_target(settings)
+            runtime.resolver.deps.episodes = EpisodeStore(desk, utc_now, across_conversations=False)
+            runtime.resolver.deps.incidents = IncidentStore(desk, utc_now, across_conversations=False)
             # Nor do they see each other's incidents on the status page.
             page = runtime.resolver.deps.toolbox.status_page
             if isinstance(page, IncidentStatusPage):
