@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+import threading
 from pathlib import Path
 from typing import Annotated, TypedDict
 
@@ -144,3 +145,29 @@ def test_conversation_state_is_checkpointed_in_postgresql_and_read_by_another_pr
         state = _graph(other).invoke({"seen": []}, config)  # type: ignore[attr-defined]
     assert state["seen"] == ["turn 1", "turn 2", "turn 3"]
     assert not (tmp_path / "conversations.sqlite").exists()
+
+
+@pytest.mark.postgres
+def test_the_checkpointer_lets_two_threads_query_at_once_on_its_pool(pg_url: str, tmp_path: Path) -> None:
+    # The library's saver queues every query of the process behind one lock; on a pool it need not.
+    settings = Settings(data_dir=tmp_path, database_url=pg_url)  # type: ignore[arg-type]
+    migrate_databases(settings, PORTED)
+    saver = open_checkpointer(settings)
+    assert isinstance(saver, PostgresSaver)
+    both_inside = threading.Barrier(2, timeout=30)
+    errors: list[BaseException] = []
+
+    def query() -> None:
+        try:
+            with saver._cursor() as cur:
+                cur.execute("SELECT 1")
+                both_inside.wait()  # broken (an error) if the other thread cannot get in meanwhile
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=query) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
