@@ -169,7 +169,14 @@ def _row(
 
 # An eval plays through the embedded stand-ins only: a case file must never reset a real account,
 # mail a real customer or post a packet to the real helpdesk, whatever the environment configures.
-SANDBOX: dict[str, None] = {"directory_url": None, "status_url": None, "handoff_webhook_url": None, "smtp_host": None}
+# Never the deployment's own services or database: a run plays on stores of its own.
+SANDBOX: dict[str, None] = {
+    "directory_url": None,
+    "status_url": None,
+    "handoff_webhook_url": None,
+    "smtp_host": None,
+    "database_url": None,
+}
 
 
 def pack_name(runbooks: Path) -> str:
@@ -190,7 +197,11 @@ class Evaluator:
         settings: Settings | None = None,
         progress: Callable[[int], Callable[[int, int], None] | None] | None = None,
         tool_client: httpx.Client | None = None,
+        database_url: str | None = None,
     ) -> None:
+        # database_url: play on this empty PostgreSQL database instead of a throwaway folder (the
+        # backends' parity check); never the TIERONE_DATABASE_URL of the settings, a live deployment's.
+        self.database_url = SecretStr(database_url) if database_url else None
         # tool_client carries the pack's declared tools (a test's respx); by default the stand-in API
         # (eval/tool_standin.py) answers them as the pack's eval/backend.yaml scripts.
         # The brain, its endpoint and prices come from settings; stores and the pack are the run's own.
@@ -247,18 +258,17 @@ class Evaluator:
                     "vault_key": key,
                     "tool_values": self.tool_values,
                     **SANDBOX,
+                    "database_url": self.database_url,
                 }
             )
             if settings.database_url is not None:
                 # On PostgreSQL the run's stores are that database's: it must start empty, as a
                 # folder does, or earlier runs' customers would become this run's repeat contacts.
                 if repeat > 1:
-                    raise ValueError("an eval on PostgreSQL plays each case once: drop --repeat or the database URL")
+                    raise ValueError("an eval on PostgreSQL plays each case once")
                 migrate_databases(settings)
                 if holds_conversations(settings):
-                    raise ValueError(
-                        "an eval on PostgreSQL needs an empty database: TIERONE_DATABASE_URL holds conversations"
-                    )
+                    raise ValueError("an eval on PostgreSQL needs an empty database: this one holds conversations")
             runtime = open_runtime(settings, index=self.index, tool_client=self.tool_client)
             runtime.resolver.deps.pack = self._pack_with(routing)
             # Cases share the directory's customers but are strangers: one case's verified address must not
