@@ -9,7 +9,6 @@ from typing import Any
 import httpx
 import pytest
 
-import app.auth
 from tests.servers import CONVERSATION_BURST, Pair, open_conversation, say, transcript
 
 pytestmark = [
@@ -157,10 +156,6 @@ def test_a_technician_claims_on_one_replica_and_replies_on_the_other(replica_pai
     assert after.status_code == 200 and after.json()["status"] == "claimed", after.text
 
 
-@pytest.mark.skipif(
-    not hasattr(app.auth, "SharedRateLimiter"),
-    reason="rate limits shared through PostgreSQL (app.auth.SharedRateLimiter) are on main, not on this branch yet",
-)
 def test_two_replicas_together_allow_one_burst_of_a_conversations_messages(replica_pair: Pair) -> None:
     customer = open_conversation(replica_pair.a)
     statuses = []
