@@ -55,6 +55,12 @@ breaks on tuned vectors (its out-of-fold probes come from an encoder that saw ev
 the calibrated point hands off only 45-60% of held-out messages with 17-22% wrong), and
 classification tuning of the whole model (a) takes about 4 CPU-s a step here, so three epochs of
 a 1,500-example pack would not fit 5 minutes on 2 cores.
+
+Training budget, variant c (``--train-pack``; load average 8-14 during both runs): the
+154-runbook pack of ``bench/make_pack.py`` (1,540 examples), 49 steps in 1,404 s wall, 484 s CPU;
+the bundled pack (25 runbooks, 278 examples), 12 steps in 302 s wall, 98 s CPU. Even with both
+cores to itself, 98 CPU-s is at least 49 s, over the bundled pack's 30 s; the big pack's 484 CPU-s
+is at least 242 s, at the edge of its 5 minutes.
 """
 
 from __future__ import annotations
