@@ -36,11 +36,12 @@ handoff recall / wrong at the thresholds calibration picks.
 | b2: top 2 layers | 4 ep, lr 1e-4, 72 st | 182 / 118 | 0.909 | 0.867 / 0.541 / 0.194 | 0.787 / 0.099 | 0.710 / 0.058 |
 | c: pairs | 1 ep, lr 5e-5, 20 st | 53 / 74 | - | 0.863 / 0.603 / 0.169 | 0.797 / 0.097 | 0.718 / 0.057 |
 | c: pairs | 3 ep, lr 5e-5, 60 st | 744 / 443 | 0.915 | 0.880 / 0.509 / 0.198 | 0.796 / 0.097 | 0.695 / 0.057 |
-| c (default) | 1 ep, lr 1e-4, 20 st | 92-167 / 90-121 | 0.916 | 0.868 / 0.569 / 0.179 | 0.803 / 0.098 | 0.719 / 0.057 |
+| c (default) | 1 ep, lr 1e-4, 20 st | 92-268 / 90-140 | 0.916 | 0.868 / 0.569 / 0.179 | 0.803 / 0.098 | 0.719 / 0.057 |
 
 The same nearest-centroid baseline on c's tuned vectors: 0.703 / 0.132 at recall 0.80 (0.640 /
-0.158 frozen). Determinism: c (lr 1e-4) trained three times, twice in one process and once in
-another, gave the same test scores to the bit (sha256 of the scores 177ab4cbc112 each time).
+0.158 frozen). Determinism: c (lr 1e-4) trained four times, twice in one process and twice in
+others (the last with this file as committed), gave the same test scores to the bit (sha256 of
+the scores 177ab4cbc112 each time).
 
 Answer: no. The best variant lifts routing at recall 0.80 from 0.770 to 0.803, short of the 0.82
 that would justify a "tuned" scorer and of the 0.85 target. Fine-tuning barely moves what it
@@ -55,6 +56,12 @@ breaks on tuned vectors (its out-of-fold probes come from an encoder that saw ev
 the calibrated point hands off only 45-60% of held-out messages with 17-22% wrong), and
 classification tuning of the whole model (a) takes about 4 CPU-s a step here, so three epochs of
 a 1,500-example pack would not fit 5 minutes on 2 cores.
+
+Training budget, variant c (``--train-pack``; load average 8-14 during both runs): the
+154-runbook pack of ``bench/make_pack.py`` (1,540 examples), 49 steps in 1,404 s wall, 484 s CPU;
+the bundled pack (25 runbooks, 278 examples), 12 steps in 302 s wall, 98 s CPU. Even with both
+cores to itself, 98 CPU-s is at least 49 s, over the bundled pack's 30 s; the big pack's 484 CPU-s
+is at least 242 s, at the edge of its 5 minutes.
 """
 
 from __future__ import annotations
