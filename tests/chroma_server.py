@@ -7,7 +7,6 @@ collections keyed by pack content never carry over from one test to the next.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -20,14 +19,10 @@ import httpx
 import pytest
 from chromadb.config import Settings as ChromaSettings
 
+from tests.net import free_port
+
 CHROMA = Path(sys.executable).parent / "chroma"
 STARTUP_LIMIT_S = 60.0  # seen here: up in under a second; generous for a loaded machine
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class ChromaServer:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -28,6 +27,7 @@ import pytest
 
 from core import db as core_db
 from core.db import DatabaseTarget, DatabaseUrl, open_database
+from tests.net import free_port
 
 _BIN_GLOB = "/usr/lib/postgresql/*/bin"
 
@@ -38,12 +38,6 @@ def bin_dir(pattern: str = _BIN_GLOB) -> Path:
     if not found:
         pytest.fail(f"PostgreSQL's binaries are missing ({pattern}/initdb): run `make postgres`", pytrace=False)
     return Path(found[-1])
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _as_owner(argv: list[str]) -> list[str]:
@@ -62,7 +56,7 @@ class PgServer:
         data.mkdir()
         if os.geteuid() == 0:
             shutil.chown(data, "postgres")
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}"
         self._ctl = [str(binaries / "pg_ctl"), "-D", str(data), "-l", str(data / "log"), "-w", "-t", "60"]
         # The tests need no durability against power loss (fsync off); a benchmark does.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from agent.resolver import Conversations
 from app.runtime import Runtime
 from core.redact import redact
 from server import create_app
+from tests.net import free_port
 
 
 class Gate(Conversations):
@@ -64,13 +64,6 @@ class Watch:
         finally:
             with self._guard:
                 self.running -= 1
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture

@@ -19,7 +19,8 @@ from core import db as core_db
 from core.settings import BUNDLED_RUNBOOKS, Settings
 from server import create_app
 from tests.conftest import Clock
-from tests.pg import _as_owner, _free_port, bin_dir
+from tests.net import free_port
+from tests.pg import _as_owner, bin_dir
 from vectorstore.index import RunbookIndex
 
 pytestmark = pytest.mark.postgres
@@ -40,7 +41,7 @@ class OwnPostgres:
         data.mkdir()
         if os.geteuid() == 0:
             shutil.chown(data, "postgres")
-        port = _free_port()
+        port = free_port()
         self.ctl = [str(binaries / "pg_ctl"), "-D", str(data), "-l", str(data / "log"), "-w", "-t", "60"]
         self.options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off"
         initdb = [str(binaries / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import sqlite3
 import threading
 import time
@@ -29,6 +28,7 @@ from app.auth import ApiKeys
 from app.runtime import Runtime, open_runtime
 from core.settings import BUNDLED_RUNBOOKS, Settings
 from server import create_app
+from tests.net import free_port
 from vectorstore.index import RunbookIndex
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -47,13 +47,6 @@ CUSTOMER_TZ = "America/New_York"
 SHOTS = Path(os.environ["TIERONE_SCREENSHOTS"]) if os.environ.get("TIERONE_SCREENSHOTS") else None
 # A turn takes milliseconds; the slack is for a loaded 2-core machine. Waits end as soon as the page matches.
 expect.set_options(timeout=20_000)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class ShiftedClock:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import socket
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from core.errors import ToolError
 from tests.conftest import Clock
+from tests.net import free_port
 from tools.mail import SmtpMailer, compose, new_message_id
 from tools.outbox import FileOutbox
 
@@ -35,13 +35,6 @@ class Inbox:
         self.messages.append(parsed)
         self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
         return "250 OK"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def only_support_user(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
