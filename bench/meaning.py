@@ -81,7 +81,10 @@ def _answer(text: str, stream: bool) -> httpx.Response:
 def through_brain(index: RunbookIndex, pairs: Sequence[Pair], stream: bool) -> set[str]:
     """Ids of the pairs whose rewording the LLM brain replaced with the offline text."""
     current: list[Pair] = []
-    transport = httpx.MockTransport(lambda request: _answer(current[0].rewording, stream))
+    # The brain asks for a stream for every rewording, whole reply or not: answer as asked.
+    transport = httpx.MockTransport(
+        lambda request: _answer(current[0].rewording, bool(json.loads(request.content).get("stream")))
+    )
     config = LLMConfig(model="gpt-4.1-mini", api_key="bench", max_retries=0)
     brain = LLMBrain(config, index, OfflineBrain(index), http_client=httpx.Client(transport=transport))
     fell_back = set()
