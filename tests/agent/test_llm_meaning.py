@@ -207,11 +207,13 @@ def test_the_floors_are_the_ones_the_sweep_picks(bundled_index: RunbookIndex) ->
     keep, offscript = sets["recorded"] + sets["faithful"], sets["offscript"]
     chosen, caught = choose(keep, offscript, "nearest")
     assert chosen == Floors() == Floors(SENTENCE_FLOOR, COVER_FLOOR, WHOLE_FLOOR)
-    # The figures SECURITY.md reports: no faithful rewording refused, 44 of 48 off-script caught.
+    # Measured with the 8-bit model the check embeds with (MeaningCheck over the bundled model).
+    assert MeaningCheck(bundled_index.embedder).embedder.name == "all-minilm-l6-v2-int8"
+    # The figures SECURITY.md reports: no faithful rewording refused, 45 of 48 off-script caught.
     assert rate(sets["recorded"], chosen, "nearest") == 0 and len(sets["recorded"]) == 81
     assert rate(sets["faithful"], chosen, "nearest") == 0 and len(sets["faithful"]) == 36
-    assert sum(refused(m, chosen, "nearest") for _, m in offscript) == 44 and len(offscript) == 48
-    assert caught == pytest.approx(44 / 48)
+    assert sum(refused(m, chosen, "nearest") for _, m in offscript) == 45 and len(offscript) == 48
+    assert caught == pytest.approx(45 / 48)
     # Comparing each sentence with the draft as a whole catches fewer at no false refusal.
     assert choose(keep, offscript, "whole")[1] < caught
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vectorstore.embeddings import MiniLMEmbedder, bundled_model_path, onnx_model_file
+from vectorstore.embeddings import MiniLMEmbedder, bundled_model_path, onnx_model_file, quantized_model_file
 
 # Marked model: these tests are about the embedding model itself.
 pytestmark = pytest.mark.model
@@ -59,6 +59,32 @@ def test_the_export_is_made_once_and_reused(tmp_path: Path) -> None:
     assert again == first
     assert again.stat().st_mtime_ns == made
     assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary file left behind
+
+
+def test_the_8_bit_model_is_made_once_and_gives_unit_vectors_near_the_float_ones(tmp_path: Path) -> None:
+    first = quantized_model_file(bundled_model_path(), tmp_path)
+    made = first.stat().st_mtime_ns
+    assert quantized_model_file(bundled_model_path(), tmp_path) == first
+    assert first.stat().st_mtime_ns == made
+    exported = onnx_model_file(bundled_model_path(), tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([exported.name, first.name])
+    # 8-bit weights: about a quarter of the float file.
+    assert first.stat().st_size < exported.stat().st_size / 3
+
+
+def test_the_quantized_embedder_is_a_near_copy_never_the_routing_one(
+    embedder: MiniLMEmbedder, torch_embedder: MiniLMEmbedder
+) -> None:
+    quantized = embedder.quantized()
+    assert quantized is not embedder and quantized.name == "all-minilm-l6-v2-int8"
+    texts = [t for t in TEXTS if t]
+    near, exact = quantized.embed(texts), embedder.embed(texts)
+    assert near.shape == exact.shape and near.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(near, axis=1), 1.0, atol=1e-5)
+    cosines = (near * exact).sum(axis=1)
+    # Close, not equal: which is why routing, calibrated on the float vectors, never uses them.
+    assert cosines.min() > 0.8 and cosines.max() < 0.9999
+    assert torch_embedder.quantized() is torch_embedder  # the torch runtime has no 8-bit model
 
 
 def test_a_damaged_export_is_made_again(
