@@ -254,6 +254,8 @@ class LLMBrain:
         if self._chat_model is None:
             from langchain_openai import ChatOpenAI
 
+            from agent.brains.http import KeepAliveClient
+
             self._chat_model = ChatOpenAI(
                 model=self.config.model,
                 base_url=self.config.base_url,
@@ -261,7 +263,8 @@ class LLMBrain:
                 timeout=self.config.timeout_s,
                 max_retries=self.config.max_retries,
                 temperature=self.config.temperature,
-                http_client=self._http_client,
+                # A connection outlives a streamed reply (agent/brains/http.py).
+                http_client=self._http_client or KeepAliveClient(),
                 use_responses_api=False,
                 # Streamed replies end with a usage chunk (stream_options.include_usage).
                 stream_usage=True,
