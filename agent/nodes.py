@@ -112,9 +112,6 @@ def understand(state: ConversationState, runtime: Runtime[Deps]) -> Update:
     if state.get("stage") == "handed_off":
         return {"understanding": Understanding(text=inbox["text"]).model_dump()}
     vault = _vault(runtime.context)
-    # A phone number held for a slot is read by the slot alone, never shown to the brain (an LLM).
-    held = inbox.get("held", [])
-    text = reveal(vault, inbox["text"], [h for h in held if h["kind"] != "phone"])
     held = inbox.get("held", [])
     text = reveal(vault, inbox["text"], [h for h in held if h["kind"] in REVEALED_KINDS])
     context = state.get("context_text", "") if state.get("stage") in BETWEEN_PROBLEMS else ""
