@@ -415,18 +415,22 @@ class LLMBrain:
         examples = _EXAMPLES_PER_RUNBOOK
         kept = list(candidates)
         prompt = render(text, kept, examples)
-        if history and self._tokens(prompt) > budget:
+        size = self._tokens(prompt)  # counted again only when the prompt changes
+        if history and size > budget:
             # The latest part of the history says most about the problem at hand.
-            room = budget - self._tokens(render(text, kept, examples)) + self._tokens(history)
+            room = budget - size + self._tokens(history)
             history = self._keep_end(history, room) if room > _MIN_TEXT_TOKENS else ""
             prompt = render(text, kept, examples)
-        while self._tokens(prompt) > budget and examples > 0:
+            size = self._tokens(prompt)
+        while size > budget and examples > 0:
             examples -= 1
             prompt = render(text, kept, examples)
-        while self._tokens(prompt) > budget and len(kept) > 1:
+            size = self._tokens(prompt)
+        while size > budget and len(kept) > 1:
             kept.pop()
             prompt = render(text, kept, examples)
-        if self._tokens(prompt) > budget:
+            size = self._tokens(prompt)
+        if size > budget:
             room = max(_MIN_TEXT_TOKENS, budget - self._tokens(render("", kept, examples)))
             prompt = render(self._truncate(text, room), kept, examples)
         return prompt
