@@ -31,7 +31,7 @@ import numpy as np
 from vectorstore.embeddings import Embedder, MiniLMEmbedder, Vector
 
 # Cosine floors, chosen by bench/meaning.py's sweep (SECURITY.md).
-SENTENCE_FLOOR = 0.35
+SENTENCE_FLOOR = 0.4
 COVER_FLOOR = 0.55
 WHOLE_FLOOR = 0.4
 
@@ -298,7 +298,7 @@ class MeaningCheck:
         embedder: The routing index's embedding model (``RunbookIndex.embedder``). The bundled
             model is used with 8-bit weights (``MiniLMEmbedder.quantized``): the floors were
             measured on those, and the last sentence of a reply, checked after the model's last
-            byte, costs about a third of the float model's time.
+            byte, costs half the float model's time or less.
         floors: The cosine floors; the measured ones by default.
     """
 
