@@ -36,6 +36,7 @@ from core.db import (
 )
 from core.errors import ConversationNotFound, MessageRejected
 from core.vault import hold
+from vectorstore.embeddings import one_pass
 
 CHANNELS = ("chat", "api", "email")
 
@@ -386,7 +387,8 @@ class Resolver:
             if not before:
                 inputs["started_at"] = self.deps.clock().isoformat()
             inputs["stream"] = on_delta is not None
-            values = self._run(cast(ConversationState, inputs), config, on_delta)
+            with one_pass():  # a message routed and then matched to a step's outcomes is embedded once
+                values = self._run(cast(ConversationState, inputs), config, on_delta)
             self._after_turn(conversation_id, values)
             result = self._result(conversation_id, values, (time.perf_counter() - started) * 1000, resumed)
             if client_message_id is not None:

@@ -26,7 +26,9 @@ import tempfile
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -176,6 +178,24 @@ def quantized_model_file(model_path: Path | None = None, cache_dir: Path | None 
         log.info("quantizing the embedding model to %s (once)", out)
         quantize_onnx(source, out)
     return out
+
+
+# Vectors of this pass (``one_pass``), by embedder and text; None outside one.
+_PASS: ContextVar[dict[tuple[int, str], Vector] | None] = ContextVar("tierone_embedding_pass", default=None)
+
+
+@contextmanager
+def one_pass() -> Iterator[None]:
+    """Within the block, a text this thread embeds twice with one ``MiniLMEmbedder`` is embedded once.
+
+    A turn routes the customer's message and then may match the same words to a step's outcomes:
+    one embedding, even with the vector cache off (``cache_size=0``). Nothing outlives the block.
+    """
+    token = _PASS.set({})
+    try:
+        yield
+    finally:
+        _PASS.reset(token)
 
 
 class _OnnxEncoder:
@@ -339,17 +359,22 @@ class MiniLMEmbedder:
                 self._cache.update(zip(chunk, vectors, strict=True))
 
     def embed(self, texts: Sequence[str]) -> Vector:
-        """Embed texts, reusing vectors of texts seen recently."""
+        """Embed texts, reusing vectors of texts seen recently (and in this pass, ``one_pass``)."""
         found: dict[str, Vector] = {}
         with self._lock:
             for text in texts:
                 if text in self._cache:
                     found[text] = self._cache[text]
                     self._cache.move_to_end(text)
+        this_pass = _PASS.get()
+        if this_pass is not None:
+            found.update({t: this_pass[(id(self), t)] for t in texts if t not in found and (id(self), t) in this_pass})
         missing = [t for t in dict.fromkeys(texts) if t not in found]
         if missing:
             vectors = self._encode(missing, 64, False)
             found.update(zip(missing, vectors, strict=True))
+            if this_pass is not None:
+                this_pass.update({(id(self), t): v for t, v in zip(missing, vectors, strict=True)})
             if self._cache_size:
                 with self._lock:
                     self._cache.update(zip(missing, vectors, strict=True))

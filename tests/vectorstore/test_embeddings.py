@@ -6,7 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vectorstore.embeddings import MiniLMEmbedder, bundled_model_path, onnx_model_file, quantized_model_file
+from vectorstore.embeddings import (
+    MiniLMEmbedder,
+    bundled_model_path,
+    one_pass,
+    onnx_model_file,
+    quantized_model_file,
+)
 
 # Marked model: these tests are about the embedding model itself.
 pytestmark = pytest.mark.model
@@ -50,6 +56,21 @@ def test_batches_mixing_lengths_equal_one_at_a_time(embedder: MiniLMEmbedder) ->
     warmed.warm(TEXTS)
     np.testing.assert_array_equal(warmed.embed(TEXTS), np.stack([warmed.embed([t])[0] for t in TEXTS]))
     np.testing.assert_allclose(warmed.embed(TEXTS), alone, atol=2e-5)
+
+
+def test_within_one_pass_a_text_is_embedded_once_even_with_the_cache_off() -> None:
+    embedder = MiniLMEmbedder(cache_size=0)
+    encoded: list[list[str]] = []
+    encode = embedder._encode
+    embedder._encode = lambda texts, batch, wide: encoded.append(list(texts)) or encode(texts, batch, wide)  # type: ignore[method-assign]
+    first = embedder.embed(["no"])
+    with one_pass():
+        assert np.array_equal(embedder.embed(["no"]), first)
+        assert np.array_equal(embedder.embed(["no", "still no"])[0], first[0])
+        other = MiniLMEmbedder(cache_size=0)  # another embedder's vectors are its own
+        other.embed(["no"])
+    embedder.embed(["no"])  # the pass is over: embedded again
+    assert encoded == [["no"], ["no"], ["still no"], ["no"]]
 
 
 def test_the_export_is_made_once_and_reused(tmp_path: Path) -> None:
