@@ -41,15 +41,13 @@ def build_graph(
 ) -> CompiledStateGraph[ConversationState, Deps, ConversationState, ConversationState]:
     """Compile the resolver graph; pass a checkpointer to keep conversations across runs."""
     graph = StateGraph(ConversationState, context_schema=Deps)
-    graph.add_node("intake", nodes.intake)
     graph.add_node("understand", nodes.understand)
     graph.add_node("decide", nodes.decide)
     graph.add_node("act", nodes.act)
     graph.add_node("reply", nodes.reply)
     graph.add_node("handoff", nodes.handoff)
     graph.add_node("incident", nodes.incident)
-    graph.add_edge(START, "intake")
-    graph.add_edge("intake", "understand")
+    graph.add_edge(START, "understand")
     graph.add_edge("understand", "decide")
     graph.add_conditional_edges("decide", after_decide)
     graph.add_edge("act", "decide")

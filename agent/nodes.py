@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from langgraph.runtime import Runtime
 
@@ -66,8 +66,8 @@ def _moved(state: ConversationState, event: Event) -> Stage:
     return advance(state["stage"], event)
 
 
-def intake(state: ConversationState, runtime: Runtime[Deps]) -> Update:
-    """Take the customer's message into the conversation."""
+def intake(state: ConversationState) -> Update:
+    """Take the customer's message into the conversation (the first part of ``understand``)."""
     inbox = state["inbox"]
     at = datetime.fromisoformat(inbox["at"])
     update: Update = {
@@ -103,6 +103,19 @@ def _account_state(found: Account | None) -> dict[str, Any] | None:
 
 
 def understand(state: ConversationState, runtime: Runtime[Deps]) -> Update:
+    """Take the customer's message in (``intake``) and let the brain read it.
+
+    One node for both: taking the message in needs no checkpoint of its own (run again after a
+    crash, it gives the same update from the same checkpointed inbox), and each step of the graph
+    costs a checkpoint on every turn.
+    """
+    taken = intake(state)
+    # What the brain reads sees the message taken in (the turn's number, a new conversation's stage).
+    seen = cast(ConversationState, {**state, **{k: v for k, v in taken.items() if k != "transcript"}})
+    return {**taken, **_read(seen, runtime)}
+
+
+def _read(state: ConversationState, runtime: Runtime[Deps]) -> Update:
     """Let the brain read the message (routing with earlier triage context, slots, sentiment).
 
     The inbox holds the redacted message; the brain reads it with the held values (addresses,

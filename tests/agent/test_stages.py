@@ -125,7 +125,7 @@ def test_committed_drawing_is_current() -> None:
 def test_drawing_holds_the_graph_of_the_nodes() -> None:
     text = document()
     assert "stateDiagram-v2" in text
-    for node in ("intake", "understand", "decide", "act", "reply", "handoff", "incident"):
+    for node in ("understand", "decide", "act", "reply", "handoff", "incident"):
         assert f"\t{node}({node})" in text
 
 
