@@ -126,6 +126,8 @@ def _read(state: ConversationState, runtime: Runtime[Deps]) -> Update:
         return {"understanding": Understanding(text=inbox["text"]).model_dump()}
     vault = _vault(runtime.context)
     held = inbox.get("held", [])
+    # Addresses and codes are put back for the brain (an LLM); a held phone number or date of birth
+    # stays a placeholder for it, read by the slot or the identity check alone.
     text = reveal(vault, inbox["text"], [h for h in held if h["kind"] in REVEALED_KINDS])
     context = state.get("context_text", "") if state.get("stage") in BETWEEN_PROBLEMS else ""
     routing_text = f"{context} {text}".strip() if context else text

@@ -48,7 +48,7 @@ class _DrainAfterDone(httpx.SyncByteStream):
                     read += len(chunk)
                     if read > _DRAIN_LIMIT:
                         break
-            except httpx.HTTPError:  # the server went away meanwhile: nothing to keep
+            except Exception:  # whatever stopped the reading, there is no connection to keep
                 pass
         self._stream.close()
 
@@ -59,7 +59,7 @@ class KeepAliveClient(openai.DefaultHttpxClient):
     def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
         """Send as httpx does; a streamed event-stream answer gets a body that keeps its connection."""
         response = super().send(request, **kwargs)
-        if kwargs.get("stream") and response.headers.get("content-type", "").startswith("text/event-stream"):
-            assert isinstance(response.stream, httpx.SyncByteStream)
+        streamed = kwargs.get("stream") and response.headers.get("content-type", "").startswith("text/event-stream")
+        if streamed and isinstance(response.stream, httpx.SyncByteStream):
             response.stream = _DrainAfterDone(response.stream)
         return response
