@@ -10,7 +10,8 @@ sentence-transformers instead, and is what the ONNX runtime falls back to when i
 be made.
 
 A second file holds the same export with its weights quantized to 8-bit integers (7 bits of
-range, so every x86 CPU computes the same vectors; ``quantize_onnx``), made once from the first.
+range, so CPUs with and without VNNI compute the same integers; ``quantize_onnx``), made once
+from the first.
 Its vectors differ slightly from the float ones, so routing never uses it (the calibrated
 thresholds belong to the float vectors); the LLM brain's meaning check does, with floors measured
 on it: a sentence takes half the float model's time or less.
@@ -293,6 +294,7 @@ class MiniLMEmbedder:
             self._encode = self._torch_encoder(model_path, threads)
         self._cache: OrderedDict[str, Vector] = OrderedDict()
         self._cache_size = cache_size
+        self._quantized: Embedder | None = None
         self._lock = threading.Lock()
 
     @staticmethod
@@ -334,9 +336,15 @@ class MiniLMEmbedder:
     def quantized(self) -> Embedder:
         """The same model with 8-bit weights, for what was measured on it (the meaning check).
 
-        Keeps no vectors between calls. On the torch runtime, or when its file cannot be made,
-        this embedder itself (with a warning in the second case).
+        Keeps no vectors between calls. Opened once per embedder: every check over one index
+        shares it. On the torch runtime, or when its file cannot be made, this embedder itself
+        (with a warning in the second case).
         """
+        if self._quantized is None:
+            self._quantized = self._open_quantized()
+        return self._quantized
+
+    def _open_quantized(self) -> Embedder:
         if self.runtime != "onnx":
             return self
         try:

@@ -82,7 +82,7 @@ def test_the_export_is_made_once_and_reused(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary file left behind
 
 
-def test_the_8_bit_model_is_made_once_and_gives_unit_vectors_near_the_float_ones(tmp_path: Path) -> None:
+def test_the_8_bit_model_is_made_once_and_is_a_fraction_of_the_float_file(tmp_path: Path) -> None:
     first = quantized_model_file(bundled_model_path(), tmp_path)
     made = first.stat().st_mtime_ns
     assert quantized_model_file(bundled_model_path(), tmp_path) == first
@@ -98,6 +98,7 @@ def test_the_quantized_embedder_is_a_near_copy_never_the_routing_one(
 ) -> None:
     quantized = embedder.quantized()
     assert quantized is not embedder and quantized.name == "all-minilm-l6-v2-int8"
+    assert embedder.quantized() is quantized  # opened once, shared by every check over the index
     texts = [t for t in TEXTS if t]
     near, exact = quantized.embed(texts), embedder.embed(texts)
     assert near.shape == exact.shape and near.dtype == np.float32
