@@ -36,6 +36,7 @@ from app.notify import Notifier
 from app.teaching import Suggestions
 from core.clock import utc_now
 from core.db import (
+    SQLITE_BUSY_TIMEOUT_S,
     DatabaseTarget,
     DatabaseUrl,
     Migrations,
@@ -44,6 +45,7 @@ from core.db import (
     database_target,
     open_database,
     schema_versions,
+    use_wal,
 )
 from core.errors import SchemaOutdated
 from core.pack import Pack, load_pack
@@ -83,8 +85,8 @@ DESK_STORES: tuple[type[Store], ...] = (
 def open_sqlite_checkpointer(path: Path) -> SqliteSaver:
     """A LangGraph checkpointer on a SQLite file, usable from the server's worker threads."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, check_same_thread=False, timeout=10)
-    conn.execute("PRAGMA journal_mode=WAL")
+    conn = sqlite3.connect(path, check_same_thread=False, timeout=SQLITE_BUSY_TIMEOUT_S)
+    use_wal(conn)
     conn.execute("PRAGMA synchronous=NORMAL")
     # From the start, not only while erasing: a page split leaves copies of cells (conversation ids,
     # redacted text) in the page's free space, and they outlive the erasure of the rows themselves.

@@ -73,6 +73,7 @@ import logging
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -193,6 +194,29 @@ def table_columns(conn: Connection, dialect: Dialect, table: str) -> set[str]:
     return {row[0] for row in rows}
 
 
+SQLITE_BUSY_TIMEOUT_S = 10.0
+
+
+def use_wal(conn: sqlite3.Connection, timeout_s: float = SQLITE_BUSY_TIMEOUT_S) -> None:
+    """Put the SQLite file in WAL mode, waiting out another process doing the same on a new file.
+
+    The switch takes an exclusive lock, and SQLite answers "database is locked" at once, without its
+    busy timeout, when two connections opening a new file meet there (two replicas starting, ``tierone
+    index`` beside ``serve``). Once the file is in WAL mode the pragma changes nothing and never waits.
+    """
+    deadline = time.monotonic() + timeout_s
+    pause = 0.005
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.2)
+
+
 class Database:
     """One connection to a SQLite file, shared by a store's threads one transaction at a time."""
 
@@ -202,9 +226,9 @@ class Database:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         # Several processes may write (server, CLI): wait rather than fail with "database is locked".
-        self._conn = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
+        self._conn = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA journal_mode=WAL")
+        use_wal(self._conn)
         # In WAL mode NORMAL survives a killed process; only an OS crash can lose the last commits.
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA foreign_keys=ON")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +24,7 @@ from core.db import (
     open_database,
     pg_sql,
     schema_versions,
+    use_wal,
 )
 from core.errors import DatabaseUnavailable, MigrationFailed
 from tests.pg import PgServer, bin_dir
@@ -172,14 +175,22 @@ def test_two_processes_migrating_at_once_apply_each_version_once(db_target: Data
         )
         for _ in range(2)
     ]
-    for proc in procs:
-        assert proc.stdout is not None
-        assert proc.stdout.readline() == "ready\n"
-    for proc in procs:
-        assert proc.stdin is not None
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
-    results = [proc.communicate(timeout=120) for proc in procs]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None
+            if proc.stdout.readline() != "ready\n":
+                _, err = proc.communicate(timeout=120)
+                raise AssertionError(f"a process failed to open the database (exit {proc.returncode}): {err}")
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        results = [proc.communicate(timeout=120) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
     assert [proc.returncode for proc in procs] == [0, 0], [err for _, err in results]
     applied = [json.loads(out) for out, _ in results]
     assert sorted(applied[0] + applied[1]) == list(range(1, 201))
@@ -190,6 +201,89 @@ def test_two_processes_migrating_at_once_apply_each_version_once(db_target: Data
             assert conn.execute("SELECT COUNT(*) FROM schema_migrations WHERE component = 'race'").fetchone()[0] == 200
     finally:
         database.close()
+
+
+_OPEN_AT_ONCE = textwrap.dedent(
+    """
+    import multiprocessing, sys
+    from pathlib import Path
+    from core.db import open_database
+
+    def opener(folder, rounds, barrier, failures):
+        for n in range(rounds):
+            barrier.wait()  # every process opens the same new file at the same moment
+            try:
+                open_database(Path(folder) / f"new-{n}.sqlite").close()
+            except Exception as exc:
+                failures.put(repr(exc))
+
+    if __name__ == "__main__":
+        ctx = multiprocessing.get_context("fork")
+        barrier, failures = ctx.Barrier(4), ctx.Queue()
+        procs = [ctx.Process(target=opener, args=(sys.argv[1], 25, barrier, failures)) for _ in range(4)]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join()
+        seen = []
+        while not failures.empty():
+            seen.append(failures.get())
+        print(seen)
+    """
+)
+
+
+def test_processes_opening_one_new_sqlite_file_at_once_all_open_it(tmp_path: Path) -> None:
+    # Two replicas starting, or `tierone index` beside `serve`: before use_wal waited, about one
+    # open in sixteen failed here with "database is locked" (the switch to WAL skips the busy timeout).
+    done = subprocess.run(
+        [sys.executable, "-c", _OPEN_AT_ONCE, str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    assert {p.name for p in tmp_path.glob("*.sqlite")} == {f"new-{n}.sqlite" for n in range(25)}
+
+
+class _LockedAtFirst(sqlite3.Connection):
+    """A real connection whose first switches to WAL fail as a racing process makes them fail."""
+
+    failures: list[str]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.attempts = 0
+        self.failures = []
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:  # type: ignore[override]
+        if sql == "PRAGMA journal_mode=WAL":
+            self.attempts += 1
+            if self.failures:
+                raise sqlite3.OperationalError(self.failures.pop(0))
+        return super().execute(sql, *args)
+
+
+def test_wal_is_retried_while_the_file_is_locked_and_then_set(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "new.sqlite", factory=_LockedAtFirst)
+    assert isinstance(conn, _LockedAtFirst)
+    conn.failures = ["database is locked", "database is locked"]
+    use_wal(conn)
+    assert conn.attempts == 3
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+
+
+def test_other_errors_and_a_lock_past_the_timeout_are_raised(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "new.sqlite", factory=_LockedAtFirst)
+    assert isinstance(conn, _LockedAtFirst)
+    conn.failures = ["disk I/O error"]
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+        use_wal(conn)
+    assert conn.attempts == 1
+    conn.failures = ["database is locked"] * 3
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        use_wal(conn, timeout_s=0)  # no time left to wait: the lock is reported, not hidden
+    assert conn.attempts == 2
+    conn.close()
 
 
 @pytest.mark.postgres
