@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Literal, cast
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.types import StateSnapshot
 
 from agent.brains.streaming import DELTA_SINK, Delta
 from agent.deps import Deps
@@ -266,17 +267,22 @@ class Resolver:
         self.conversations.add(conversation_id, channel, self.deps.clock())
         return conversation_id
 
-    def _finish_interrupted(self, conversation_id: str) -> list[str]:
-        """Complete a turn a crash cut short; its tool calls replay from the ledger, not again."""
+    def _finish_interrupted(self, conversation_id: str, snapshot: StateSnapshot | None = None) -> dict[str, Any] | None:
+        """Complete a turn a crash cut short; its tool calls replay from the ledger, not again.
+
+        Return the state it ended in, or None when no turn was cut short. ``snapshot``: the state the
+        caller has just read.
+        """
         config = self._config(conversation_id)
-        snapshot = self.graph.get_state(config)
+        if snapshot is None:
+            snapshot = self.graph.get_state(config)
         # A process killed after a step's nodes saved their writes but before the step's checkpoint
         # leaves `next` empty with the step's tasks still listed: that turn is unfinished too.
         if not snapshot.next and not snapshot.tasks:
-            return []
-        values = self.graph.invoke(None, config, context=self.deps, durability="sync")
+            return None
+        values = dict(self.graph.invoke(None, config, context=self.deps, durability="sync"))
         self._after_turn(conversation_id, values)
-        return list(values.get("outgoing", []))
+        return values
 
     def _after_turn(self, conversation_id: str, values: dict[str, Any]) -> None:
         for hook in self.after_turn:
@@ -360,10 +366,13 @@ class Resolver:
         came_by = channel or record["channel"]
         with self.lock(conversation_id):
             started = time.perf_counter()
-            resumed = self._finish_interrupted(conversation_id)
             config = self._config(conversation_id)
-            # One read of the state for the checks before the turn (each read is a checkpoint load).
-            before = dict(self.graph.get_state(config).values)
+            # One read of the state for the checks before the turn (each read is a checkpoint load),
+            # and a second only after finishing a turn a crash cut short.
+            snapshot = self.graph.get_state(config)
+            finished = self._finish_interrupted(conversation_id, snapshot)
+            resumed = list(finished.get("outgoing", [])) if finished is not None else []
+            before = dict((snapshot if finished is None else self.graph.get_state(config)).values)
             self._settle(conversation_id, before)
             if client_message_id is not None:
                 earlier = self.client_messages.take(conversation_id, client_message_id, message)
@@ -452,7 +461,8 @@ class Resolver:
         finished = []
         for conversation_id in self.conversations.ids():
             with self.lock(conversation_id):
-                if self._finish_interrupted(conversation_id):
+                values = self._finish_interrupted(conversation_id)
+                if values is not None and values.get("outgoing"):
                     finished.append(conversation_id)
                 self._settle(conversation_id)
         return finished
