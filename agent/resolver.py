@@ -18,7 +18,6 @@ from typing import Any, ClassVar, Literal, cast
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.types import StateSnapshot
 
 from agent.brains.streaming import DELTA_SINK, Delta
 from agent.deps import Deps
@@ -267,22 +266,22 @@ class Resolver:
         self.conversations.add(conversation_id, channel, self.deps.clock())
         return conversation_id
 
-    def _finish_interrupted(self, conversation_id: str, snapshot: StateSnapshot | None = None) -> dict[str, Any] | None:
+    def _finish_interrupted(self, conversation_id: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """Complete a turn a crash cut short; its tool calls replay from the ledger, not again.
 
-        Return the state it ended in, or None when no turn was cut short. ``snapshot``: the state the
-        caller has just read.
+        Return the conversation's state now, and the state the finished turn ended in (None when no
+        turn was cut short). The state is read once, and again only after finishing such a turn
+        (each read is a checkpoint load).
         """
         config = self._config(conversation_id)
-        if snapshot is None:
-            snapshot = self.graph.get_state(config)
+        snapshot = self.graph.get_state(config)
         # A process killed after a step's nodes saved their writes but before the step's checkpoint
         # leaves `next` empty with the step's tasks still listed: that turn is unfinished too.
         if not snapshot.next and not snapshot.tasks:
-            return None
+            return dict(snapshot.values), None
         values = dict(self.graph.invoke(None, config, context=self.deps, durability="sync"))
         self._after_turn(conversation_id, values)
-        return values
+        return dict(self.graph.get_state(config).values), values
 
     def _after_turn(self, conversation_id: str, values: dict[str, Any]) -> None:
         for hook in self.after_turn:
@@ -366,13 +365,8 @@ class Resolver:
         came_by = channel or record["channel"]
         with self.lock(conversation_id):
             started = time.perf_counter()
-            config = self._config(conversation_id)
-            # One read of the state for the checks before the turn (each read is a checkpoint load),
-            # and a second only after finishing a turn a crash cut short.
-            snapshot = self.graph.get_state(config)
-            finished = self._finish_interrupted(conversation_id, snapshot)
+            before, finished = self._finish_interrupted(conversation_id)
             resumed = list(finished.get("outgoing", [])) if finished is not None else []
-            before = dict((snapshot if finished is None else self.graph.get_state(config)).values)
             self._settle(conversation_id, before)
             if client_message_id is not None:
                 earlier = self.client_messages.take(conversation_id, client_message_id, message)
@@ -397,7 +391,7 @@ class Resolver:
                 inputs["started_at"] = self.deps.clock().isoformat()
             inputs["stream"] = on_delta is not None
             with one_pass():  # a message routed and then matched to a step's outcomes is embedded once
-                values = self._run(cast(ConversationState, inputs), config, on_delta)
+                values = self._run(cast(ConversationState, inputs), self._config(conversation_id), on_delta)
             self._after_turn(conversation_id, values)
             result = self._result(conversation_id, values, (time.perf_counter() - started) * 1000, resumed)
             if client_message_id is not None:
@@ -429,15 +423,13 @@ class Resolver:
             channel=values.get("channel", "chat"),
         )
 
-    def _settle(self, conversation_id: str, values: dict[str, Any] | None = None) -> None:
+    def _settle(self, conversation_id: str, values: dict[str, Any]) -> None:
         """Store the answer of a named message whose turn a crash cut short (and that is now finished).
 
-        ``values``: the conversation's state, when the caller has just read it.
+        ``values``: the conversation's state, as ``_finish_interrupted`` left it.
         """
         # Runs before every new turn, so a named message the graph took is settled before the next
         # one replaces the checkpointed inbox.
-        if values is None:
-            values = dict(self.graph.get_state(self._config(conversation_id)).values)
         message_id = (values.get("inbox") or {}).get("message_id")
         if message_id and self.client_messages.unanswered(conversation_id, message_id):
             # The crash may have come before the turn's hooks ran (the message log); they are safe to run again.
@@ -461,10 +453,10 @@ class Resolver:
         finished = []
         for conversation_id in self.conversations.ids():
             with self.lock(conversation_id):
-                values = self._finish_interrupted(conversation_id)
-                if values is not None and values.get("outgoing"):
+                values, cut_short = self._finish_interrupted(conversation_id)
+                if cut_short is not None and cut_short.get("outgoing"):
                     finished.append(conversation_id)
-                self._settle(conversation_id)
+                self._settle(conversation_id, values)
         return finished
 
     def view(self, conversation_id: str) -> dict[str, Any]:
