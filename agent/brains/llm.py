@@ -61,6 +61,8 @@ _LANGUAGE = re.compile(r"^[a-z]{2}$")
 _LANGUAGE_WORDS = 12
 # Where a streamed reply may be cut into checked spans: where the meaning check cuts sentences.
 _SPAN_END = SENTENCE_END
+# A streamed reply that ends like this so far may be whole: its last sentence is embedded ahead.
+_MAY_END = re.compile(r"[.!?][)\"']?$")
 
 UNDERSTAND_SYSTEM = """\
 You are the message reader of a Tier-1 IT support assistant. You never talk to the customer and \
@@ -557,18 +559,22 @@ class LLMBrain:
         received = ""
         meaning: DraftMeaning | None = None
 
-        def unfit(span: str, *, last: bool = False) -> str | None:
+        def check() -> DraftMeaning | None:
             nonlocal meaning
-            if not span_grounded(span, sources):
-                return "ungrounded span"
             if meaning is None:
                 meaning = self._meaning(ctx, base)
-                if meaning is None:
-                    return None
-            meaning.add(span)
-            if meaning.semantic is None and (last or len(meaning.text.split()) >= _LANGUAGE_WORDS):
-                meaning.decide(guess_language(meaning.text) != ctx.language)
-            refusal = meaning.refusal(finished=last)
+            return meaning
+
+        def unfit(span: str, *, last: bool = False) -> str | None:
+            if not span_grounded(span, sources):
+                return "ungrounded span"
+            judge = check()
+            if judge is None:
+                return None
+            judge.add(span)
+            if judge.semantic is None and (last or len(judge.text.split()) >= _LANGUAGE_WORDS):
+                judge.decide(guess_language(judge.text) != ctx.language)
+            refusal = judge.refusal(finished=last)
             return f"meaning: {refusal}" if refusal else None
 
         def refuse(why: str) -> Iterator[Delta]:
@@ -597,6 +603,10 @@ class LLMBrain:
                 for match in _SPAN_END.finditer(pending):
                     cut = match.end()
                 if cut is None:
+                    judge = check() if _MAY_END.search(pending) else None
+                    if judge is not None:
+                        # The reply may end here: its last sentence's vector is ready when the stream ends.
+                        judge.ahead(pending)
                     continue
                 span, pending = pending[:cut], pending[cut:]
                 if not released:

@@ -155,7 +155,7 @@ class DraftMeaning:
     The draft's sentences are embedded in the same batch as the first sentences checked (unless
     the check has them from an earlier reply) and kept for the later ones: a streamed reply checks
     each sentence as it is released. A sentence that repeats one of the draft's word for word is
-    not embedded again.
+    not embedded again; one embedded ahead (``ahead``) is not embedded twice.
 
     Args:
         check: The check whose embedding model (and cache of draft sentences) this uses.
@@ -199,6 +199,8 @@ class DraftMeaning:
         self._tokens = [*_ADDRESS.findall(tool_result), *_DIGITS.findall(tool_result)]
         self._draft_claims = _claims(draft)
         self._draft_vectors: Vector | None = None
+        # Vectors of sentences embedded before they were judged (``ahead``), until they are.
+        self._ahead: dict[str, Vector] = {}
         self._seen: list[Vector] = []
         self._text: list[str] = []
         self._undecided: list[str] = []
@@ -237,26 +239,50 @@ class DraftMeaning:
             return m
         return self._measure(judged)
 
-    def _measure(self, judged: list[str]) -> Measures:
-        """Embed the sentences (those not word for word in the draft) and measure them against it."""
-        m = self.measures
-        fresh = [s for s in judged if _plain(s) not in self._verbatim]
+    def ahead(self, text: str) -> None:
+        """Embed the sentences of ``text`` now, before ``add`` is called with them.
+
+        A streamed reply's last sentence is complete only when the stream ends, and its embedding
+        then fell after the model's last byte. Passed here as soon as the text so far ends like a
+        sentence, it is embedded while the model decides whether more follows; ``add`` then finds
+        its vector. A sentence that goes on after all ("version 3." and then "5") is embedded again
+        in full: nothing is judged here, and the vectors are those ``add`` would compute.
+        """
+        if not self._semantic:  # not judged at all, or not known yet
+            return
+        judged = [s for s in sentences(text) if not _COURTESY.match(s)]
+        if judged:
+            self._embed(judged)
+
+    def _embed(self, judged: list[str]) -> None:
+        """Embed the sentences not word for word in the draft and not embedded yet (with the draft's, first)."""
+        fresh = [s for s in dict.fromkeys(judged) if _plain(s) not in self._verbatim and s not in self._ahead]
         if self._draft_vectors is None:
             vectors = self._check.vectors(self._draft, fresh)
             self._draft_vectors, embedded = vectors[: len(self._draft)], vectors[len(self._draft) :]
-        else:
+        elif fresh:
             embedded = self._check.vectors([], fresh)
+        else:
+            return
+        self._ahead.update(zip(fresh, embedded, strict=True))
+
+    def _measure(self, judged: list[str]) -> Measures:
+        """Embed the sentences (those not word for word in the draft) and measure them against it."""
+        m = self.measures
+        self._embed(judged)
+        assert self._draft_vectors is not None  # set by the first _embed
         draft_vectors = self._draft_vectors
-        found_vectors = iter(embedded)
         new = np.stack(
             [
-                draft_vectors[self._verbatim[_plain(s)]] if _plain(s) in self._verbatim else next(found_vectors)
+                draft_vectors[self._verbatim[_plain(s)]] if _plain(s) in self._verbatim else self._ahead[s]
                 for s in judged
             ]
         )
+        for s in judged:
+            self._ahead.pop(s, None)
         sims = new @ draft_vectors.T
         m.nearest += [float(x) for x in sims.max(axis=1)]
-        m.to_whole += [float(x) for x in new @ _unit(self._draft_vectors[: self._sentences])]
+        m.to_whole += [float(x) for x in new @ _unit(draft_vectors[: self._sentences])]
         self._seen.append(new)
         return m
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Iterator, Sequence
 
+import httpx
 import pytest
 import respx
 
@@ -14,7 +16,7 @@ from agent.brains.offline import OfflineBrain
 from agent.brains.streaming import Delta, stream_reply
 from agent.state import Decision
 from eval.meaning import OFFSCRIPT, choose, grounding_catches, measure_all, rate, refused, written_pairs
-from tests.llm_wire import URL, sse, text_reply
+from tests.llm_wire import URL, sse, sse_body, text_reply
 from vectorstore.embeddings import Vector
 from vectorstore.index import RunbookIndex
 
@@ -176,6 +178,88 @@ def test_draft_and_rewording_share_one_batch_and_the_draft_is_embedded_once(
     brain.meaning = MeaningCheck(counting)
     assert not brain.reply(ctx).fallback
     assert counting.batches == [[*draft, said[0]], [said[2]], [said[3]]]
+
+
+class PacedStream(httpx.SyncByteStream):
+    """A streamed answer handed over one event at a time, noting in ``log`` when each is read."""
+
+    def __init__(self, body: bytes, log: list[str]) -> None:
+        self._events = [event + b"\n\n" for event in body.split(b"\n\n") if event]
+        self._log = log
+
+    def __iter__(self) -> Iterator[bytes]:
+        for event in self._events:
+            data = json.loads(event[len(b"data: ") :]) if b"[DONE]" not in event else None
+            choice = data["choices"][0] if data and data["choices"] else {}
+            kind = "finish" if choice.get("finish_reason") else "content" if choice else "end"
+            self._log.append(f"read {kind}")
+            yield event
+
+
+class LoggingEmbedder(CountingEmbedder):
+    """The real embedding model, noting each batch in a log shared with the stream."""
+
+    def __init__(self, inner: RunbookIndex, log: list[str]) -> None:
+        super().__init__(inner)
+        self._log = log
+
+    def embed(self, texts: Sequence[str]) -> Vector:
+        self._log.append(f"embed {len(texts)}")
+        return super().embed(texts)
+
+
+def test_a_streamed_replys_last_sentence_is_embedded_before_the_stream_ends(
+    brain: LLMBrain, api: respx.MockRouter, bundled_index: RunbookIndex
+) -> None:
+    log: list[str] = []
+    embedder = LoggingEmbedder(bundled_index, log)
+    brain.meaning = MeaningCheck(embedder)
+    ctx = ctx_for(brain)
+    said = sentences(FAITHFUL)
+    pieces = [f"{s} " for s in said[:-1]] + [said[-1]]  # the last sentence ends the reply: no space after it
+    paced = PacedStream(sse_body(pieces), log)
+    api.post(URL).mock(return_value=httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=paced))
+    reply = stream_reply(brain, ctx, lambda delta: None)
+    assert not reply.fallback and reply.text == f"{' '.join(said)} [password-reset]"
+    # The last sentence is embedded once, as soon as it arrived, before the model said it was done.
+    assert embedder.batches[-1] == [said[-1]]
+    assert embedder.batches.count([said[-1]]) == 1
+    assert log.index("read finish") > len(log) - 1 - log[::-1].index("embed 1")
+
+
+def test_a_sentence_embedded_ahead_is_judged_as_it_would_be_without(bundled_index: RunbookIndex) -> None:
+    draft = "Restart the router and wait two minutes. Can you open the status page now?"
+    rewording = "Please restart your router, then give it two minutes. Can you load the status page now?"
+    plain_check = MeaningCheck(CountingEmbedder(bundled_index))
+    plain = plain_check.draft(draft)
+    plain.add(rewording)
+    expected = plain.finish()
+
+    counting = CountingEmbedder(bundled_index)
+    ahead = MeaningCheck(counting).draft(draft)
+    first, last = sentences(rewording)
+    ahead.ahead(f"{first} Can you load the status page now")  # ends like no sentence: still embedded
+    ahead.ahead(f"{first} Can you load the version 3.")  # a sentence that goes on after all
+    ahead.add(f"{first} ")
+    ahead.add(last)
+    got = ahead.finish()
+    assert got.nearest == pytest.approx(expected.nearest, abs=1e-5)
+    assert got.cover == pytest.approx(expected.cover, abs=1e-5)
+    assert got.whole == pytest.approx(expected.whole, abs=1e-5)
+    # The sentence that went on was embedded twice (ahead, cut short; then whole); the first only once.
+    embedded = [text for batch in counting.batches for text in batch]
+    assert embedded.count(first) == 1 and embedded.count(last) == 1
+    assert "Can you load the version 3." in embedded
+
+
+def test_nothing_is_embedded_ahead_before_the_replys_language_is_known(bundled_index: RunbookIndex) -> None:
+    counting = CountingEmbedder(bundled_index)
+    check = MeaningCheck(counting)
+    undecided = check.draft("Restart the router.", semantic=None)
+    undecided.ahead("Starten Sie den Router neu.")
+    other_language = check.draft("Restart the router.", semantic=False)
+    other_language.ahead("Starten Sie den Router neu.")
+    assert counting.batches == []
 
 
 def test_english_off_script_text_is_judged_whatever_language_the_model_reported(
