@@ -71,7 +71,8 @@ def unlock_account(account: VerifiedAccount, *, key: str, directory: Directory) 
         idempotency_key=key,
         message="(It was locked; it is active now.)"
         if data.get("status_before") == "locked"
-        else "(It was not locked; it is active.)",
+        # Said after the step's "I've unlocked your account": what the unlock found, not a contradiction of it.
+        else "(It turned out not to be locked: it is active, so the unlock changed nothing.)",
     )
 
 

@@ -106,6 +106,18 @@ def test_disabled_account_cannot_be_unlocked_and_the_failure_is_audited(runtime:
     assert runtime.ledger.audit("c_1")[-1]["outcome"] == "failed"
 
 
+def test_unlocking_an_account_that_was_not_locked_says_so_without_contradicting_the_step(runtime: Runtime) -> None:
+    toolbox = runtime.resolver.deps.toolbox
+    verified = make_verified("acc-1001", "jane.doe@example.com", toolbox.clock(), "c_1")  # active, not locked
+    result = toolbox.run("unlock_account", key="k", conversation_id="c_1", account=verified)
+    assert result.ok and result.data["status_before"] == "active"
+    runbook = runtime.resolver.deps.pack.runbooks["account-lockout"]
+    said = f"{runbook.steps[0].text} {result.message}"
+    # The step says the unlock was done; the result says what it found, and does not deny the step.
+    assert "I've unlocked your account." in said and "the unlock changed nothing" in said
+    assert "not locked;" not in said
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
