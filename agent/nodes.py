@@ -695,6 +695,9 @@ def _reply_moves(state: ConversationState, deps: Deps, decision: Decision) -> tu
         repeat = (state.get("counters") or {}).get("identity_asks", 0) > 0
         update |= {"stage": _moved(state, "identity_asked"), "counters": _counters(state, identity_asks=1)}
     elif action == "ask_code":
+        # Asked again, for a message that carried neither a code nor an address: the send's own words
+        # ("I've just sent a code") would no longer be true.
+        repeat = not state.get("consumed")
         update["stage"] = _moved(state, "code_asked")
     elif action == "present_step":
         update["stage"] = _moved(state, "step_presented")

@@ -20,6 +20,7 @@ class ReplyContext:
     titles: dict[str, str] = field(default_factory=dict)
     code_attempts_left: int = 0
     handoff: dict[str, Any] | None = None
+    # The question was asked before and this message did not answer it (identity or code asked again).
     repeat: bool = False
     # The customer's language (ISO 639-1), for a brain that can answer in it.
     language: str = "en"

@@ -258,7 +258,16 @@ class OfflineBrain:
                     f"That code didn't match. Please check the newest message and type the code again "
                     f"({left} {'try' if left == 1 else 'tries'} left)."
                 )
-            return ctx.tool_message or "Please type the 6-digit code I sent to the contact on your account."
+            if ctx.tool_message and not ctx.repeat:  # the code has just gone out: the send's own words
+                return ctx.tool_message
+            # A message without a code while one is awaited: most often it has not arrived.
+            by_text = rb is not None and rb.meta.verify == "otp_sms"
+            contact = "mobile number" if by_text else "email address"
+            return (
+                "Please type the 6-digit code I sent to the contact on your account. It can take a minute to "
+                f"arrive{'' if by_text else ' (check your spam folder too)'}. If it hasn't come after a minute or two, "
+                f"send me your {contact} again and I'll send a new code."
+            )
         if d.action == "present_step":
             assert rb is not None
             step = rb.steps[ctx.step]

@@ -43,6 +43,22 @@ def test_password_reset_end_to_end(runtime: Runtime) -> None:
     assert runtime.resolver.deps.handoffs.for_conversation(cid) == []
 
 
+def test_a_code_that_has_not_arrived_can_be_sent_again(runtime: Runtime, clock: Clock) -> None:
+    cid = runtime.resolver.start()
+    sent = say(runtime, cid, "I'm locked out of my account after too many tries", "jane.doe@example.com")
+    assert "I've just sent a 6-digit code" in sent[-1]
+    waiting = runtime.resolver.send(cid, "nothing came through yet")
+    # Not the send's words again ("I've just sent"): nothing was sent; what to do if it has not come.
+    assert waiting.stage == "code" and "just sent" not in waiting.replies[-1]
+    assert "send me your email address again" in waiting.replies[-1]
+    assert len(runtime.outbox.messages(cid)) == 1
+    clock.advance(minutes=2)
+    again = say(runtime, cid, "jane.doe@example.com")
+    assert "I've just sent a 6-digit code" in again[-1] and len(runtime.outbox.messages(cid)) == 2
+    unlocked = say(runtime, cid, "{otp}")
+    assert "I've unlocked your account" in unlocked[-1]
+
+
 def test_no_moves_to_next_step_then_hands_off(runtime: Runtime) -> None:
     cid = runtime.resolver.start()
     say(runtime, cid, "my vpn keeps disconnecting every few minutes")
