@@ -34,7 +34,8 @@ from pages import mount_pages
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Open the runtime unless one was given, finish what a stopped process left, run the notifier."""
-    if app.state.runtime is None:
+    opened_here = app.state.runtime is None
+    if opened_here:
         app.state.runtime = open_runtime(app.state.settings)
     runtime: Runtime = app.state.runtime
     app.state.metrics = runtime.metrics
@@ -56,6 +57,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         email.stop_taking_over()
     if notifier is not None:
         notifier.stop()
+    if opened_here:  # a runtime given to create_app belongs to its caller
+        app.state.runtime = None
+        runtime.close()
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:

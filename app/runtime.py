@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -44,6 +44,7 @@ from core.db import (
     Store,
     database_target,
     open_database,
+    opened_together,
     schema_versions,
     use_wal,
 )
@@ -254,6 +255,15 @@ class Runtime:
     insights: Insights | None = None
     # Incidents on the desk: updates and resolutions delivered once to each attached customer.
     incidents: IncidentDesk | None = None
+    # What ``close`` closes: the stores' database connections and the checkpointer's, where this
+    # runtime opened them (an index or checkpointer passed in belongs to the caller).
+    closers: list[Callable[[], None]] = field(default_factory=list, repr=False)
+
+    def close(self) -> None:
+        """Close the databases this runtime opened; it cannot serve after that."""
+        closers, self.closers = self.closers, []
+        for close in closers:
+            close()
 
 
 def _open_index(settings: Settings, embedder: Embedder | None) -> RunbookIndex:
@@ -366,78 +376,85 @@ def open_runtime(
 
     ``tool_client`` carries the calls of the pack's declared tools (an eval's stand-in API, a test's respx).
     """
-    require_current_schema(settings)
-    index = index or _open_index(settings, embedder)
-    desk_db = desk_target(settings)
-    embedded = SqliteDirectory(desk_db, clock)
-    outbox = FileOutbox(settings.outbox_dir, clock)
-    # Codes and mail replies go out by SMTP when a relay is set, else into the file outbox.
-    mailer = open_mailer(settings, outbox, clock)
-    vault_key = load_key(settings.vault_key.get_secret_value() if settings.vault_key else None, settings.data_dir)
-    vault = Vault(vault_target(settings), vault_key, clock, retention=timedelta(hours=settings.vault_retention_hours))
-    toolbox = _toolbox(settings, clock, embedded, mailer, vault, _declared(settings, index.pack, tool_client))
-    notifier = Notifier.from_settings(settings, clock)
-    deps = Deps(
-        pack=index.pack,
-        brain=make_brain(settings, index),
-        toolbox=toolbox,
-        handoffs=HandoffQueue(desk_db, clock, on_store=notifier.enqueue if notifier.enabled else None),
-        episodes=EpisodeStore(desk_db, clock),
-        clock=clock,
-        outcomes=OutcomeMatcher(index.embedder),
-        incidents=IncidentStore(desk_db, clock),
-    )
-    resolver = Resolver(
-        deps,
-        checkpointer or open_checkpointer(settings),
-        Conversations(desk_db),
-        max_message_chars=settings.max_message_chars,
-    )
-    messages = MessageLog(desk_db, clock)
-    desk = Desk(
-        desk_db,
-        clock,
-        deps.handoffs,
-        messages,
-        reopen=resolver.reopen,
-        at_risk_minutes=settings.sla_at_risk_minutes,
-    )
-    email = _email_channel(settings, mailer, resolver, desk)
-    incidents = _incident_desk(settings, resolver, messages, email, desk)
-    insights = open_insights(settings, index.pack, gaps_provider(deps.handoffs, index), clock=clock)
-    metrics = Metrics(desk, insights)
-    # Every after-turn hook, here and nowhere else: the desk's transcript and status, the mail link, the counts.
-    resolver.after_turn += [desk.after_turn, email.after_turn, metrics.after_turn]
-    desk.on_reply.append(email.on_desk_reply)
-    erasure = ErasureScope(
-        desk_db=desk_db,
-        stores=DESK_STORES,
-        vault=vault,
-        resolver=resolver,
-        directory=toolbox.directory,
-        outbox=outbox,
-        verification_ttl=timedelta(minutes=settings.verification_ttl_minutes),
-        clock=clock,
-    )
-    # Knowledge gaps keep message vectors (app/gaps.py): their table exists from the start, for erasure.
-    gap_db = open_database(desk_db)
-    gap_db.migrate(GapVectors.MIGRATIONS)
-    gap_db.close()
-    return Runtime(
-        settings=settings,
-        pack=index.pack,
-        index=index,
-        resolver=resolver,
-        outbox=outbox,
-        ledger=toolbox.ledger,
-        directory=embedded,
-        messages=messages,
-        desk=desk,
-        metrics=metrics,
-        erasure=erasure,
-        suggestions=Suggestions(desk_db, clock),
-        notifier=notifier,
-        email=email,
-        insights=insights,
-        incidents=incidents,
-    )
+    with opened_together() as opened:
+        require_current_schema(settings)
+        index = index or _open_index(settings, embedder)
+        desk_db = desk_target(settings)
+        embedded = SqliteDirectory(desk_db, clock)
+        outbox = FileOutbox(settings.outbox_dir, clock)
+        # Codes and mail replies go out by SMTP when a relay is set, else into the file outbox.
+        mailer = open_mailer(settings, outbox, clock)
+        vault_key = load_key(settings.vault_key.get_secret_value() if settings.vault_key else None, settings.data_dir)
+        retention = timedelta(hours=settings.vault_retention_hours)
+        vault = Vault(vault_target(settings), vault_key, clock, retention=retention)
+        toolbox = _toolbox(settings, clock, embedded, mailer, vault, _declared(settings, index.pack, tool_client))
+        notifier = Notifier.from_settings(settings, clock)
+        deps = Deps(
+            pack=index.pack,
+            brain=make_brain(settings, index),
+            toolbox=toolbox,
+            handoffs=HandoffQueue(desk_db, clock, on_store=notifier.enqueue if notifier.enabled else None),
+            episodes=EpisodeStore(desk_db, clock),
+            clock=clock,
+            outcomes=OutcomeMatcher(index.embedder),
+            incidents=IncidentStore(desk_db, clock),
+        )
+        saver = checkpointer or open_checkpointer(settings)
+        resolver = Resolver(
+            deps,
+            saver,
+            Conversations(desk_db),
+            max_message_chars=settings.max_message_chars,
+        )
+        messages = MessageLog(desk_db, clock)
+        desk = Desk(
+            desk_db,
+            clock,
+            deps.handoffs,
+            messages,
+            reopen=resolver.reopen,
+            at_risk_minutes=settings.sla_at_risk_minutes,
+        )
+        email = _email_channel(settings, mailer, resolver, desk)
+        incidents = _incident_desk(settings, resolver, messages, email, desk)
+        insights = open_insights(settings, index.pack, gaps_provider(deps.handoffs, index), clock=clock)
+        metrics = Metrics(desk, insights)
+        # Every after-turn hook, here and nowhere else: the desk's transcript and status, the mail link, the counts.
+        resolver.after_turn += [desk.after_turn, email.after_turn, metrics.after_turn]
+        desk.on_reply.append(email.on_desk_reply)
+        erasure = ErasureScope(
+            desk_db=desk_db,
+            stores=DESK_STORES,
+            vault=vault,
+            resolver=resolver,
+            directory=toolbox.directory,
+            outbox=outbox,
+            verification_ttl=timedelta(minutes=settings.verification_ttl_minutes),
+            clock=clock,
+        )
+        # Knowledge gaps keep message vectors (app/gaps.py): their table exists from the start, for erasure.
+        gap_db = open_database(desk_db)
+        gap_db.migrate(GapVectors.MIGRATIONS)
+        gap_db.close()
+        runtime = Runtime(
+            settings=settings,
+            pack=index.pack,
+            index=index,
+            resolver=resolver,
+            outbox=outbox,
+            ledger=toolbox.ledger,
+            directory=embedded,
+            messages=messages,
+            desk=desk,
+            metrics=metrics,
+            erasure=erasure,
+            suggestions=Suggestions(desk_db, clock),
+            notifier=notifier,
+            email=email,
+            insights=insights,
+            incidents=incidents,
+        )
+    runtime.closers = [db.close for db in opened]
+    if checkpointer is None and isinstance(saver, SqliteSaver):
+        runtime.closers.append(saver.conn.close)
+    return runtime

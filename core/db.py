@@ -76,6 +76,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -655,6 +656,29 @@ class PostgresDatabase:
 
 AnyDatabase = Database | PostgresDatabase
 
+# The databases opened within ``opened_together``, in this thread; None outside one.
+_OPENED: ContextVar[list[AnyDatabase] | None] = ContextVar("tierone_opened_databases", default=None)
+
+
+@contextmanager
+def opened_together() -> Iterator[list[AnyDatabase]]:
+    """Collect every database ``open_database`` opens within the block, for one owner to close them all.
+
+    A runtime opens a dozen stores, each on its own connection; closing the runtime closes them
+    (``Runtime.close``), where the stores themselves have no ``close``. When the block raises, what
+    it opened is closed at once: there is no owner to close it later.
+    """
+    opened: list[AnyDatabase] = []
+    token = _OPENED.set(opened)
+    try:
+        yield opened
+    except BaseException:
+        for db in opened:
+            db.close()
+        raise
+    finally:
+        _OPENED.reset(token)
+
 
 def open_database(
     path: DatabaseTarget, *, settings_url: SecretStr | str | None = None, secure_delete: bool = False
@@ -665,9 +689,13 @@ def open_database(
     space is reused after VACUUM), so it is ignored there.
     """
     target = database_target(path, settings_url) if isinstance(path, Path) else path
-    if isinstance(target, DatabaseUrl):
-        return PostgresDatabase(target)
-    return Database(target, secure_delete=secure_delete)
+    db: AnyDatabase = (
+        PostgresDatabase(target) if isinstance(target, DatabaseUrl) else Database(target, secure_delete=secure_delete)
+    )
+    collecting = _OPENED.get()
+    if collecting is not None:
+        collecting.append(db)
+    return db
 
 
 # -- the migration runner -------------------------------------------------------------------------
