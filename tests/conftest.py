@@ -7,9 +7,12 @@ others (``-m "not model and not browser"``) without loading it, and fails if one
 
 from __future__ import annotations
 
+import gc
+import os
 import re
+import resource
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -39,6 +42,30 @@ class Clock:
         self.now += timedelta(**kwargs)
 
 
+# Where this process's open files are listed (Linux, then macOS).
+_FD_DIRS = [Path("/proc/self/fd"), Path("/dev/fd")]
+# Past this many open files a test's leftovers are collected: half the soft limit (1,024 by default on Linux).
+_FILE_BUDGET = resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 2
+
+
+def _open_files() -> int:
+    listed = next((d for d in _FD_DIRS if d.is_dir()), None)
+    return len(os.listdir(listed)) if listed is not None else 0
+
+
+@pytest.fixture(autouse=True)
+def _release_open_files() -> Iterator[None]:
+    """Collect what finished tests left once many files are open.
+
+    A runtime a test opened itself (``open_runtime``, not the fixtures, which close theirs) holds a
+    dozen SQLite connections in reference cycles: only the cycle collector frees them, and it may
+    not run before a few dozen tests' worth pass a default limit of 1,024 open files.
+    """
+    yield
+    if _open_files() > _FILE_BUDGET:
+        gc.collect()
+
+
 @pytest.fixture(scope="session")
 def embedder() -> MiniLMEmbedder:
     return MiniLMEmbedder()
@@ -57,14 +84,20 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def make_runtime(tmp_path: Path, bundled_index: RunbookIndex, clock: Clock) -> Callable[..., Runtime]:
-    """Open a runtime on fresh stores in tmp_path, sharing the session's routing index."""
+def make_runtime(tmp_path: Path, bundled_index: RunbookIndex, clock: Clock) -> Iterator[Callable[..., Runtime]]:
+    """Open a runtime on fresh stores in tmp_path, sharing the session's routing index; closed after the test."""
+    opened: list[Runtime] = []
 
     def make(data_dir: Path | None = None) -> Runtime:
         settings = Settings(data_dir=data_dir or tmp_path / "data", runbooks=BUNDLED_RUNBOOKS)
-        return open_runtime(settings, clock=clock, index=bundled_index)
+        opened.append(open_runtime(settings, clock=clock, index=bundled_index))
+        return opened[-1]
 
-    return make
+    yield make
+    # Each runtime holds a dozen SQLite connections: left to the garbage collector, a few dozen
+    # tests' worth exhaust a default limit of 1,024 open files.
+    for runtime in opened:
+        runtime.close()
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ each customer message repeats an example or an outcome phrasing word for word.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -74,7 +75,7 @@ categories: {mobile: {tier: 1}}
 
 
 @pytest.fixture
-def runtime(tmp_path: Path) -> Runtime:
+def runtime(tmp_path: Path) -> Iterator[Runtime]:
     pack_dir = tmp_path / "pack"
     pack_dir.mkdir()
     (pack_dir / "top-up.md").write_text(TOP_UP, encoding="utf-8")
@@ -85,7 +86,9 @@ def runtime(tmp_path: Path) -> Runtime:
     )
     index.sync()
     settings = Settings(data_dir=tmp_path / "data", runbooks=pack_dir)
-    return open_runtime(settings, clock=Clock(), index=index)
+    runtime = open_runtime(settings, clock=Clock(), index=index)
+    yield runtime
+    runtime.close()
 
 
 def test_the_roaming_step_is_skipped_at_home_and_the_slot_is_asked_for(runtime: Runtime) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -97,14 +98,16 @@ def write_pack(root: Path) -> Path:
 
 
 @pytest.fixture
-def runtime(tmp_path: Path, clock: Clock) -> Runtime:
+def runtime(tmp_path: Path, clock: Clock) -> Iterator[Runtime]:
     settings = Settings(
         data_dir=tmp_path / "data",
         runbooks=write_pack(tmp_path / "pack"),
         tool_values={"TIERONE_MOBILE_API_URL": API},
         vault_key="x" * 43 + "=",
     )
-    return open_runtime(settings, clock=clock, embedder=HashingEmbedder(), tool_client=httpx.Client())
+    runtime = open_runtime(settings, clock=clock, embedder=HashingEmbedder(), tool_client=httpx.Client())
+    yield runtime
+    runtime.close()
 
 
 def serve(router: respx.MockRouter, sms_status: int = 202) -> tuple[respx.Route, respx.Route]:

@@ -33,4 +33,6 @@ def runtime_on_backend(
     url = request.getfixturevalue("pg_url")
     settings = Settings(data_dir=tmp_path / "data", runbooks=BUNDLED_RUNBOOKS, database_url=url)
     migrate_databases(settings)
-    return open_runtime(settings, clock=clock, index=bundled_index)
+    runtime = open_runtime(settings, clock=clock, index=bundled_index)
+    request.addfinalizer(runtime.close)
+    return runtime
