@@ -83,6 +83,11 @@ def sentences(text: str) -> list[str]:
     return [part for part in parts if _LETTERS.search(part)]
 
 
+def _judged(text: str) -> list[str]:
+    """The sentences of a rewording the embeddings judge: all but the short courtesies."""
+    return [s for s in sentences(text) if not _COURTESY.match(s)]
+
+
 def _unit(vectors: Vector) -> Vector:
     mean: Vector = vectors.mean(axis=0, dtype=np.float32)
     norm = float(np.linalg.norm(mean))
@@ -226,12 +231,11 @@ class DraftMeaning:
 
     def add(self, text: str) -> Measures:
         """Check the next part of the rewording (one streamed sentence, or the whole reply)."""
-        found = sentences(text)
         self._text.append(text)
         m = self.measures
         m.claims += sorted(_claims(text) - self._draft_claims)
         m.claims += [f"insult {match.group(0).lower()!r}" for match in _INSULT.finditer(text)]
-        judged = [s for s in found if not _COURTESY.match(s)]
+        judged = _judged(text)
         if self._semantic is None:
             self._undecided += judged
             return m
@@ -250,7 +254,7 @@ class DraftMeaning:
         """
         if not self._semantic:  # not judged at all, or not known yet
             return
-        judged = [s for s in sentences(text) if not _COURTESY.match(s)]
+        judged = _judged(text)
         if judged:
             self._embed(judged)
 
